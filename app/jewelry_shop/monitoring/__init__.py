@@ -1,0 +1,1 @@
+"""Prometheus instrumentation glue: cache metrics, /metrics view and its access control."""

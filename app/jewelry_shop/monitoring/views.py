@@ -1,0 +1,65 @@
+"""The protected ``/metrics`` view (replaces ``django_prometheus.exports.ExportToDjangoView``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import prometheus_client
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import CollectorRegistry, multiprocess
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from jewelry_shop.monitoring import migrations
+from jewelry_shop.monitoring.security import AccessPolicy, Credentials
+
+
+class _Without(Collector):
+    """Pass through another collector's families except the named ones."""
+
+    def __init__(self, inner: Collector, names: frozenset[str]) -> None:
+        self._inner = inner
+        self._names = names
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._inner.collect():
+            if family.name not in self._names:
+                yield family
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get(
+        "prometheus_multiproc_dir"
+    )
+
+
+def build_registry() -> CollectorRegistry:
+    """Registry for one scrape: all workers' files (multiprocess) or this process's metrics,
+    with django-prometheus's start-time migration gauges swapped for scrape-time ones."""
+    registry = CollectorRegistry(auto_describe=False)
+    if multiprocess_dir():
+        inner = CollectorRegistry(auto_describe=False)
+        multiprocess.MultiProcessCollector(inner)
+        registry.register(_Without(inner, migrations.NAMES))
+    else:
+        registry.register(_Without(prometheus_client.REGISTRY, migrations.NAMES))
+    if getattr(settings, "PROMETHEUS_EXPORT_MIGRATIONS", False):
+        registry.register(migrations.collector)
+    return registry
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    policy = AccessPolicy.from_settings(settings)
+    if not policy.ip_allowed(request.META):
+        return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
+    creds = Credentials.from_environ(os.environ)
+    if not creds.check(request.headers.get("Authorization")):
+        response = HttpResponse("Unauthorized\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = creds.challenge()
+        return response
+    body = prometheus_client.generate_latest(build_registry())
+    response = HttpResponse(body, content_type=prometheus_client.CONTENT_TYPE_LATEST)
+    response["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,73 @@
+"""Fixtures shared by every test that needs the local Kubernetes control plane."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from devkit.cluster import ControlPlane
+from devkit.kubetools import api_client, apply_crds, service_account_kubeconfig
+from devkit.toolchain import prometheus_operator_crds
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """One real etcd + kube-apiserver + kube-controller-manager for the whole session."""
+    plane = ControlPlane.create(tmp_path_factory.mktemp("control-plane")).start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def admin_api(control_plane: ControlPlane) -> client.ApiClient:
+    """Cluster-admin client, for arranging fixtures and asserting on results."""
+    return api_client(control_plane.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def prometheus_operator_crd_names(admin_api: client.ApiClient) -> list[str]:
+    """prometheus-operator's real CRDs (from its pinned Go module), installed once."""
+    return apply_crds(admin_api, prometheus_operator_crds())
+
+
+@pytest.fixture
+def namespace(admin_api: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core = client.CoreV1Api(admin_api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name)
+
+
+ServiceAccountKubeconfig = Callable[[str, str], Path]
+
+
+@pytest.fixture
+def service_account_kubeconfig_factory(
+    control_plane: ControlPlane, admin_api: client.ApiClient, tmp_path: Path
+) -> ServiceAccountKubeconfig:
+    """Create ServiceAccount ``namespace/name`` and return a kubeconfig that acts as it."""
+
+    def make(namespace: str, name: str) -> Path:
+        core = client.CoreV1Api(admin_api)
+        account = client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
+        core.create_namespaced_service_account(namespace, account)
+        return service_account_kubeconfig(
+            admin_api,
+            control_plane.server,
+            control_plane.ca_cert,
+            namespace,
+            name,
+            tmp_path / f"{namespace}-{name}.kubeconfig",
+        )
+
+    return make

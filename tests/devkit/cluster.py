@@ -1,0 +1,439 @@
+"""A real Kubernetes control plane as local processes: etcd, kube-apiserver, kube-controller-manager.
+
+This is the envtest idea for a machine without Docker: the API server is the real one, with
+RBAC authorization, service-account token issuing, structural-schema validation of CRDs and
+an audit log; the controller manager runs garbage collection, Deployment -> ReplicaSet and the
+service-account controllers. There is no kubelet or scheduler, so pods stay Pending.
+
+Ports are chosen free at start, so two control planes on one machine never collide, and
+``stop()`` kills every process it started and removes its working directory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from devkit.toolchain import binary
+
+SERVICE_CIDR = "10.96.0.0/16"
+ADMIN_USER = "jm-admin"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+
+# Every request at Metadata level: enough to count who wrote what, without request bodies
+# (which could hold Secret data).
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata"}],
+}
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _write_pem(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    path.chmod(0o600)
+    return path
+
+
+def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+@dataclass
+class _Certificates:
+    """A throwaway CA, the API server's serving cert, an admin client cert and the SA key."""
+
+    directory: Path
+
+    def generate(self) -> None:
+        now = datetime.datetime.now(datetime.UTC)
+        ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "jewelry-monitoring-test-ca")])
+        ca_cert = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=7))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(ca_key, hashes.SHA256())
+        )
+
+        def leaf(
+            name: x509.Name, usage: x509.ObjectIdentifier, sans: list[x509.GeneralName]
+        ) -> tuple[bytes, bytes]:
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            builder = (
+                x509.CertificateBuilder()
+                .subject_name(name)
+                .issuer_name(ca_name)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(days=7))
+                .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            )
+            if sans:
+                builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            cert = builder.sign(ca_key, hashes.SHA256())
+            return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+        serving_sans: list[x509.GeneralName] = [
+            x509.DNSName("localhost"),
+            x509.DNSName("kubernetes"),
+            x509.DNSName("kubernetes.default.svc"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("10.96.0.1")),
+        ]
+        serving = leaf(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
+            x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
+            serving_sans,
+        )
+        admin = leaf(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COMMON_NAME, ADMIN_USER),
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+                ]
+            ),
+            x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH,
+            [],
+        )
+        sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+        _write_pem(self.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
+        _write_pem(self.serving_cert, serving[0])
+        _write_pem(self.serving_key, serving[1])
+        _write_pem(self.admin_cert, admin[0])
+        _write_pem(self.admin_key, admin[1])
+        _write_pem(self.sa_key, _key_pem(sa_key))
+        _write_pem(
+            self.sa_pub,
+            sa_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+        )
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.directory / "ca.crt"
+
+    @property
+    def serving_cert(self) -> Path:
+        return self.directory / "apiserver.crt"
+
+    @property
+    def serving_key(self) -> Path:
+        return self.directory / "apiserver.key"
+
+    @property
+    def admin_cert(self) -> Path:
+        return self.directory / "admin.crt"
+
+    @property
+    def admin_key(self) -> Path:
+        return self.directory / "admin.key"
+
+    @property
+    def sa_key(self) -> Path:
+        return self.directory / "sa.key"
+
+    @property
+    def sa_pub(self) -> Path:
+        return self.directory / "sa.pub"
+
+
+def kubeconfig_document(server: str, ca_file: Path, user: dict[str, str]) -> dict[str, object]:
+    """A one-context kubeconfig for ``server`` with the given ``users[].user`` credentials."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "local", "cluster": {"server": server, "certificate-authority": str(ca_file)}}
+        ],
+        "users": [{"name": "user", "user": user}],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "user"}}],
+        "current-context": "local",
+    }
+
+
+@dataclass
+class ControlPlane:
+    """etcd + kube-apiserver + kube-controller-manager rooted in ``workdir``."""
+
+    workdir: Path
+    etcd_port: int = field(default_factory=free_port)
+    etcd_peer_port: int = field(default_factory=free_port)
+    apiserver_port: int = field(default_factory=free_port)
+    controller_manager_port: int = field(default_factory=free_port)
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, parent: Path | None = None) -> ControlPlane:
+        """A control plane in a fresh temporary directory (under ``parent`` if given)."""
+        workdir = Path(tempfile.mkdtemp(prefix="jm-cluster-", dir=parent))
+        return cls(workdir=workdir)
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.apiserver_port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        """The admin kubeconfig (system:masters): for setup and assertions, never the operator."""
+        return self.workdir / "admin.kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "audit.log"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self._certs.ca_cert
+
+    @property
+    def _certs(self) -> _Certificates:
+        return _Certificates(self.workdir / "pki")
+
+    def start(self, timeout: float = 60.0) -> ControlPlane:
+        """Start all three processes and wait until the API server is ready."""
+        deadline = time.monotonic() + timeout
+        try:
+            self._prepare()
+            self._spawn("etcd", self._etcd_command())
+            self._wait(
+                "etcd", lambda: _http_ok(f"http://127.0.0.1:{self.etcd_port}/health"), deadline
+            )
+            self._spawn("kube-apiserver", self._apiserver_command())
+            self._wait("kube-apiserver", lambda: self._api_ok("/readyz"), deadline)
+            self._spawn("kube-controller-manager", self._controller_manager_command())
+            self._wait(
+                "kube-controller-manager",
+                lambda: _https_ok(f"https://127.0.0.1:{self.controller_manager_port}/healthz"),
+                deadline,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, remove: bool = True) -> None:
+        """Kill the processes (their whole process groups) and remove the working directory."""
+        for name in reversed(list(self.pids)):
+            _terminate(self.pids.pop(name))
+        if remove:
+            _remove_tree(self.workdir)
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.workdir / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    # -- state file, so a CLI can start the plane and a later CLI call can stop it ------------
+
+    def save_state(self) -> Path:
+        state = self.workdir / "state.json"
+        state.write_text(
+            json.dumps(
+                {
+                    "workdir": str(self.workdir),
+                    "etcd_port": self.etcd_port,
+                    "etcd_peer_port": self.etcd_peer_port,
+                    "apiserver_port": self.apiserver_port,
+                    "controller_manager_port": self.controller_manager_port,
+                    "pids": self.pids,
+                }
+            )
+        )
+        return state
+
+    @classmethod
+    def load_state(cls, workdir: Path) -> ControlPlane:
+        data = json.loads((workdir / "state.json").read_text())
+        data["workdir"] = Path(data["workdir"])
+        return cls(**data)
+
+    def running(self) -> bool:
+        return bool(self.pids) and all(_alive(pid) for pid in self.pids.values())
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        (self.workdir / "pki").mkdir(parents=True, exist_ok=True)
+        self._certs.generate()
+        (self.workdir / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY))
+        user = {
+            "client-certificate": str(self._certs.admin_cert),
+            "client-key": str(self._certs.admin_key),
+        }
+        document = kubeconfig_document(self.server, self._certs.ca_cert, user)
+        self.kubeconfig.write_text(yaml.safe_dump(document))
+        self.kubeconfig.chmod(0o600)
+
+    def _etcd_command(self) -> list[str]:
+        client = f"http://127.0.0.1:{self.etcd_port}"
+        peer = f"http://127.0.0.1:{self.etcd_peer_port}"
+        return [
+            str(binary("etcd")),
+            "--name=jm",
+            f"--data-dir={self.workdir / 'etcd'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=jm={peer}",
+            "--log-level=warn",
+        ]
+
+    def _apiserver_command(self) -> list[str]:
+        certs = self._certs
+        return [
+            str(binary("kube-apiserver")),
+            f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={self.apiserver_port}",
+            f"--cert-dir={self.workdir / 'apiserver-certs'}",
+            f"--tls-cert-file={certs.serving_cert}",
+            f"--tls-private-key-file={certs.serving_key}",
+            f"--client-ca-file={certs.ca_cert}",
+            "--authorization-mode=RBAC",
+            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+            f"--service-account-key-file={certs.sa_pub}",
+            f"--service-account-signing-key-file={certs.sa_key}",
+            f"--api-audiences={SERVICE_ACCOUNT_ISSUER}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allow-privileged=true",
+            f"--audit-policy-file={self.workdir / 'audit-policy.yaml'}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-mode=blocking",
+            "--v=0",
+        ]
+
+    def _controller_manager_command(self) -> list[str]:
+        certs = self._certs
+        return [
+            str(binary("kube-controller-manager")),
+            f"--kubeconfig={self.kubeconfig}",
+            f"--authentication-kubeconfig={self.kubeconfig}",
+            f"--authorization-kubeconfig={self.kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.controller_manager_port}",
+            f"--cert-dir={self.workdir / 'kcm-certs'}",
+            f"--service-account-private-key-file={certs.sa_key}",
+            f"--root-ca-file={certs.ca_cert}",
+            "--leader-elect=false",
+            "--use-service-account-credentials=false",
+            "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-persistentvolume-binder",
+            "--v=0",
+        ]
+
+    def _spawn(self, name: str, command: list[str]) -> None:
+        log = (self.workdir / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        self.pids[name] = process.pid
+
+    def _wait(self, name: str, ready: object, deadline: float) -> None:
+        assert callable(ready)
+        while time.monotonic() < deadline:
+            if not _alive(self.pids[name]):
+                raise RuntimeError(f"{name} exited during start:\n{self.log_tail(name)}")
+            if ready():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{name} not ready in time:\n{self.log_tail(name)}")
+
+    def _api_ok(self, path: str) -> bool:
+        context = ssl.create_default_context(cafile=str(self._certs.ca_cert))
+        context.load_cert_chain(str(self._certs.admin_cert), str(self._certs.admin_key))
+        return _http_ok(self.server + path, context)
+
+
+def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
+            return int(response.status) == 200
+    except (urllib.error.URLError, OSError, ssl.SSLError):
+        return False
+
+
+def _https_ok(url: str) -> bool:
+    """Health of a component serving a self-signed cert: only liveness matters here."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return _http_ok(url, context)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        waited = 0  # not our child (started by an earlier CLI call): ask the kernel instead
+    if waited == pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _terminate(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM the process group, SIGKILL it if it lingers, and reap it."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    if _alive(pid):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        while _alive(pid):
+            time.sleep(0.05)
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

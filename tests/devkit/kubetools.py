@@ -1,0 +1,122 @@
+"""Test-side helpers over the kubernetes client: CRD loading, service-account kubeconfigs, polling.
+
+These serve the tests and the demo; the operator has its own single client module.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from devkit.cluster import kubeconfig_document
+
+T = TypeVar("T")
+
+
+def api_client(kubeconfig: Path) -> client.ApiClient:
+    """An ApiClient for one kubeconfig, not touching the library's global default."""
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+def wait_for(
+    probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.2, what: str = ""
+) -> T:
+    """Poll ``probe`` until it returns something truthy; raise with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = probe()
+        except ApiException as error:
+            last_error, result = error, None
+        if result:
+            return result
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what or probe}: {last_error}")
+
+
+def apply_crds(api: client.ApiClient, files: Iterable[Path], timeout: float = 30.0) -> list[str]:
+    """Create or replace the CRDs in ``files`` and wait until each is Established."""
+    extensions = client.ApiextensionsV1Api(api)
+    names: list[str] = []
+    for path in files:
+        for document in yaml.safe_load_all(path.read_text()):
+            if not document:
+                continue
+            name = document["metadata"]["name"]
+            try:
+                extensions.create_custom_resource_definition(document)
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+                current = extensions.read_custom_resource_definition(name)
+                document["metadata"]["resourceVersion"] = current.metadata.resource_version
+                extensions.replace_custom_resource_definition(name, document)
+            names.append(name)
+    for name in names:
+        wait_for(lambda name=name: _established(extensions, name), timeout, what=f"CRD {name}")
+    return names
+
+
+def delete_crds(api: client.ApiClient, names: Iterable[str], timeout: float = 30.0) -> None:
+    """Delete CRDs and wait until they are gone, so a later create starts from nothing."""
+    extensions = client.ApiextensionsV1Api(api)
+    for name in names:
+        try:
+            extensions.delete_custom_resource_definition(name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+    for name in names:
+        wait_for(lambda name=name: _absent(extensions, name), timeout, what=f"CRD {name} deleted")
+
+
+def _established(extensions: client.ApiextensionsV1Api, name: str) -> bool:
+    crd = extensions.read_custom_resource_definition(name)
+    return any(
+        condition.type == "Established" and condition.status == "True"
+        for condition in (crd.status.conditions or [])
+    )
+
+
+def _absent(extensions: client.ApiextensionsV1Api, name: str) -> bool:
+    try:
+        extensions.read_custom_resource_definition(name)
+    except ApiException as error:
+        if error.status == 404:
+            return True
+        raise
+    return False
+
+
+def service_account_kubeconfig(
+    api: client.ApiClient,
+    server: str,
+    ca_file: Path,
+    namespace: str,
+    name: str,
+    destination: Path,
+    expiration_seconds: int = 7200,
+) -> Path:
+    """Write a kubeconfig that authenticates as ServiceAccount ``namespace/name``.
+
+    The token comes from the TokenRequest API, so the holder has exactly the RBAC of that
+    ServiceAccount: this is how tests run the operator under the chart's own permissions.
+    """
+    core = client.CoreV1Api(api)
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=expiration_seconds)
+    )
+    token = core.create_namespaced_service_account_token(name, namespace, request).status.token
+    document = kubeconfig_document(server, ca_file, {"token": token})
+    destination.write_text(yaml.safe_dump(document))
+    destination.chmod(0o600)
+    return destination
