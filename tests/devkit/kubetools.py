@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from kubernetes import client, config
@@ -17,6 +17,22 @@ from kubernetes.client.rest import ApiException
 from devkit.cluster import kubeconfig_document
 
 T = TypeVar("T")
+
+
+class _KubeYamlLoader(yaml.SafeLoader):
+    """SafeLoader that reads a bare ``=`` as the string it is in Kubernetes YAML.
+
+    PyYAML maps ``=`` to the obscure ``tag:yaml.org,2002:value`` and then cannot construct
+    it; prometheus-operator's CRDs use ``=`` as an enum value (relabel actions).
+    """
+
+
+_KubeYamlLoader.add_constructor("tag:yaml.org,2002:value", yaml.SafeLoader.construct_yaml_str)
+
+
+def load_yaml_documents(text: str) -> list[dict[str, Any]]:
+    """All non-empty documents of a Kubernetes YAML stream."""
+    return [document for document in yaml.load_all(text, Loader=_KubeYamlLoader) if document]
 
 
 def api_client(kubeconfig: Path) -> client.ApiClient:
@@ -48,9 +64,7 @@ def apply_crds(api: client.ApiClient, files: Iterable[Path], timeout: float = 30
     extensions = client.ApiextensionsV1Api(api)
     names: list[str] = []
     for path in files:
-        for document in yaml.safe_load_all(path.read_text()):
-            if not document:
-                continue
+        for document in load_yaml_documents(path.read_text()):
             name = document["metadata"]["name"]
             try:
                 extensions.create_custom_resource_definition(document)

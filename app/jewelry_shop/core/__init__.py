@@ -1,0 +1,1 @@
+"""Cross-cutting pieces: health/readiness, the error endpoint, demo data, load generator."""

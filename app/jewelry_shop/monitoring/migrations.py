@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from django.conf import settings
 from django.db import DatabaseError, connections
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ def count_migrations(alias: str) -> tuple[int, int]:
     return len(executor.loader.applied_migrations), len(plan)
 
 
-class MigrationsCollector(Collector):
+class MigrationsCollector:
     """Collector yielding the two migration gauges, refreshed at most every ``ttl`` s.
 
     If the database cannot be queried the last known values are reported (or nothing, if

@@ -10,16 +10,15 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 
 from jewelry_shop.monitoring import migrations
 from jewelry_shop.monitoring.security import AccessPolicy, Credentials
 
 
-class _Without(Collector):
+class _Without:
     """Pass through another collector's families except the named ones."""
 
-    def __init__(self, inner: Collector, names: frozenset[str]) -> None:
+    def __init__(self, inner: CollectorRegistry, names: frozenset[str]) -> None:
         self._inner = inner
         self._names = names
 
