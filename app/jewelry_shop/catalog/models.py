@@ -14,7 +14,7 @@ class Material(monitored("material"), models.Model):
     purity = models.CharField(max_length=40, blank=True, help_text="e.g. 18k, 925, VS1")
 
     class Meta:
-        ordering = ["name"]
+        ordering = ("name",)
 
     def __str__(self) -> str:
         return self.name
@@ -29,7 +29,7 @@ class Collection(monitored("collection"), models.Model):
     description = models.TextField(blank=True)
 
     class Meta:
-        ordering = ["name"]
+        ordering = ("name",)
 
     def __str__(self) -> str:
         return self.name
@@ -61,7 +61,7 @@ class Product(monitored("product"), models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["name"]
+        ordering = ("name",)
 
     def __str__(self) -> str:
         return f"{self.sku} {self.name}"

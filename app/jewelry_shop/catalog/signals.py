@@ -14,10 +14,11 @@ from jewelry_shop.inventory.models import Stock
 
 
 def _invalidate_after_commit(product_id: int) -> None:
-    # Delete now (so this transaction's readers miss) and again after commit (so a reader
-    # that re-filled the cache from the pre-commit state is corrected).
     invalidate_product(product_id)
-    transaction.on_commit(lambda: invalidate_product(product_id))
+    if transaction.get_connection().in_atomic_block:
+        # Again after commit: a concurrent reader may have re-filled the cache from the
+        # pre-commit state in between.
+        transaction.on_commit(lambda: invalidate_product(product_id))
 
 
 @receiver(post_save, sender=Product)

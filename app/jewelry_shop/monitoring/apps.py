@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import logging
-
-from django.db import DatabaseError
 from django_prometheus.apps import DjangoPrometheusConfig
-
-logger = logging.getLogger(__name__)
+from django_prometheus.exports import SetupPrometheusExportsFromConfig
 
 
 class PrometheusConfig(DjangoPrometheusConfig):
-    """django-prometheus, minus a crash when the database is down at process start.
+    """django-prometheus without its start-time migration query.
 
-    Upstream ``ready()`` computes the migration gauges with a live query; if the database
-    is unreachable (pod starting before PostgreSQL, network blip) that raises and the
-    worker never boots. We log instead: ``/metrics`` recomputes the migration counts at
-    scrape time anyway (see :mod:`jewelry_shop.monitoring.migrations`).
+    Upstream ``ready()`` (with ``PROMETHEUS_EXPORT_MIGRATIONS = True``) queries the
+    database in every process at start: it crashes the worker if the database is not
+    reachable yet, triggers Django's "database access during app initialization" warning,
+    and freezes the value until restart (with a ``pid`` label per worker in multiprocess
+    mode). We honour ``PROMETHEUS_EXPORT_MIGRATIONS`` at scrape time instead -- same
+    metric names and labels -- see :mod:`jewelry_shop.monitoring.migrations`.
     """
 
     name = "django_prometheus"
     label = "django_prometheus"
 
     def ready(self) -> None:
-        try:
-            super().ready()
-        except DatabaseError as exc:
-            logger.warning("migration metrics not computed at start: %s", exc)
+        SetupPrometheusExportsFromConfig()

@@ -29,9 +29,8 @@ class _Without:
 
 
 def multiprocess_dir() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get(
-        "prometheus_multiproc_dir"
-    )
+    # prometheus_client itself maps the deprecated lower-case name onto this one.
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 
 def build_registry() -> CollectorRegistry:

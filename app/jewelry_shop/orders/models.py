@@ -21,7 +21,7 @@ class Order(monitored("order"), models.Model):
     confirmed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["-id"]
+        ordering = ("-id",)
 
     def as_dict(self) -> dict[str, object]:
         return {
