@@ -1,0 +1,314 @@
+"""The JewelryMonitoring spec as a typed model: the one source of truth.
+
+The CRD's OpenAPI schema, its defaults and its validation are generated from these classes
+(see ``crd.py``); handlers only ever see a parsed, validated ``JewelryMonitoringSpec``.
+Defaults come from the design document: the app is scraped every 15s at ``/metrics``,
+exporters every 30s. Checks that a schema cannot express (one field compared with another,
+an alert name that must exist) live in ``semantic_problems``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "monitoring.jewelry.io"
+API_VERSION = "v1alpha1"
+KIND = "JewelryMonitoring"
+PLURAL = "jewelrymonitorings"
+SINGULAR = "jewelrymonitoring"
+SHORT_NAMES = ["jm", "jmon"]
+
+# prometheus-operator's own Duration pattern, so whatever we accept it accepts too.
+DURATION_PATTERN = (
+    r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+)
+Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN)]
+LabelMap = dict[str, str]
+# Raw Kubernetes/prometheus-operator structures passed through unchanged (relabel configs,
+# tolerations): the server validates them against prometheus-operator's own schema.
+PassThrough = dict[str, Any]
+
+# The app's request-latency histogram buckets (PROMETHEUS_LATENCY_BUCKETS in the app
+# settings, exactly as in the design document). A latency SLO threshold must be one of them:
+# a histogram can only count "requests faster than X" exactly at a bucket boundary.
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 25.0, 50.0, 75.0)
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def duration_seconds(duration: str) -> float:
+    """Seconds in a Prometheus duration such as ``1m30s``."""
+    return sum(
+        int(amount) * _DURATION_UNITS[unit]
+        for amount, unit in re.findall(r"([0-9]+)(ms|y|w|d|h|m|s)", duration)
+    )
+
+
+class SpecModel(BaseModel):
+    """Base for spec classes: camelCase in YAML, snake_case in Python, immutable, strict keys."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class SecretKeyRef(SpecModel):
+    """A key of a Secret in the CR's namespace. The operator never reads the value."""
+
+    name: str = Field(min_length=1, description="Secret name.")
+    key: str = Field(min_length=1, description="Key within the Secret.")
+
+
+class BasicAuth(SpecModel):
+    username: SecretKeyRef
+    password: SecretKeyRef
+
+
+class TLSConfig(SpecModel):
+    """TLS settings for scraping an HTTPS metrics endpoint."""
+
+    server_name: str | None = Field(None, description="Server name to verify the cert against.")
+    insecure_skip_verify: bool = False
+    ca: SecretKeyRef | None = Field(None, description="CA bundle to verify the server with.")
+
+
+class Resources(SpecModel):
+    """Container requests and limits, as in a Pod spec."""
+
+    requests: LabelMap = Field(default_factory=dict)
+    limits: LabelMap = Field(default_factory=dict)
+
+
+class AppSpec(SpecModel):
+    """Where the Django pods are and how Prometheus scrapes their django-prometheus endpoint."""
+
+    enabled: bool = Field(True, description="Create the app's metrics Service and ServiceMonitor.")
+    pod_selector: Annotated[LabelMap, Field(min_length=1)] = Field(
+        description="Labels of the Django pods (matchLabels)."
+    )
+    port: int | str = Field(
+        8000, description="The pods' metrics port, by number or container port name."
+    )
+    path: str = Field("/metrics", pattern=r"^/")
+    interval: Duration = "15s"
+    scrape_timeout: Duration = "10s"
+    scheme: Literal["http", "https"] = "http"
+    basic_auth: BasicAuth | None = None
+    bearer_token_secret: SecretKeyRef | None = None
+    tls: TLSConfig | None = None
+    relabelings: list[PassThrough] = Field(default_factory=list)
+    metric_relabelings: list[PassThrough] = Field(default_factory=list)
+
+
+class ExporterSpec(SpecModel):
+    """What every exporter shares. Each subclass adds its connection settings."""
+
+    enabled: bool = False
+    image: str = ""
+    interval: Duration = "30s"
+    scrape_timeout: Duration = "10s"
+    resources: Resources | None = Field(
+        None, description="Defaults to small requests and limits suited to the exporter."
+    )
+    extra_args: list[str] = Field(default_factory=list)
+    node_selector: LabelMap = Field(default_factory=dict)
+    tolerations: list[PassThrough] = Field(default_factory=list)
+
+
+class PostgresExporterSpec(ExporterSpec):
+    image: str = "quay.io/prometheuscommunity/postgres-exporter:v0.17.1"
+    data_source: SecretKeyRef | None = Field(
+        None, description="Secret key holding the PostgreSQL DSN (DATA_SOURCE_NAME)."
+    )
+
+
+class RedisExporterSpec(ExporterSpec):
+    image: str = "oliver006/redis_exporter:v1.74.0"
+    address: str = Field("redis://redis:6379", min_length=1)
+    password: SecretKeyRef | None = None
+
+
+class NginxExporterSpec(ExporterSpec):
+    image: str = "nginx/nginx-prometheus-exporter:1.4.2"
+    scrape_uri: str = Field(
+        "http://nginx:8080/stub_status", pattern=r"^https?://", description="stub_status URL."
+    )
+
+
+class CeleryExporterSpec(ExporterSpec):
+    image: str = "danihodovic/celery-exporter:0.10.14"
+    broker_url: SecretKeyRef | None = Field(None, description="Secret key holding the broker URL.")
+
+
+class NodeExporterSpec(ExporterSpec):
+    """Off by default: kube-prometheus-stack already runs one node exporter per node."""
+
+    image: str = "quay.io/prometheus/node-exporter:v1.9.1"
+
+
+class ExportersSpec(SpecModel):
+    postgres: PostgresExporterSpec = Field(
+        default_factory=PostgresExporterSpec, json_schema_extra={"default": {}}
+    )
+    redis: RedisExporterSpec = Field(
+        default_factory=RedisExporterSpec, json_schema_extra={"default": {}}
+    )
+    nginx: NginxExporterSpec = Field(
+        default_factory=NginxExporterSpec, json_schema_extra={"default": {}}
+    )
+    celery: CeleryExporterSpec = Field(
+        default_factory=CeleryExporterSpec, json_schema_extra={"default": {}}
+    )
+    node: NodeExporterSpec = Field(
+        default_factory=NodeExporterSpec, json_schema_extra={"default": {}}
+    )
+
+    def enabled(self) -> dict[str, ExporterSpec]:
+        """The enabled exporters by name, in a stable order."""
+        return {name: getattr(self, name) for name in EXPORTER_NAMES if getattr(self, name).enabled}
+
+
+EXPORTER_NAMES = ("postgres", "redis", "nginx", "celery", "node")
+
+Severity = Literal["critical", "warning", "info"]
+
+
+class AlertOverride(SpecModel):
+    """Per-alert adjustments, keyed by alert name in ``alerts.overrides``."""
+
+    disabled: bool = False
+    threshold: float | None = Field(None, description="Replaces the alert's default threshold.")
+    for_: Duration | None = Field(None, alias="for", description="Replaces the alert's `for`.")
+    severity: Severity | None = None
+    labels: LabelMap = Field(default_factory=dict)
+
+
+class AlertsSpec(SpecModel):
+    enabled: bool = True
+    runbook_url_base: str = Field(
+        "https://runbooks.jewelry.example/alerts",
+        description="runbook_url of an alert is <base>/<alertname lower-cased>.",
+    )
+    labels: LabelMap = Field(default_factory=dict, description="Extra labels on every alert.")
+    overrides: dict[str, AlertOverride] = Field(default_factory=dict)
+
+
+class AvailabilitySLO(SpecModel):
+    """Share of requests answered without a 5xx, in percent."""
+
+    objective: float = Field(gt=50, lt=100)
+
+
+class LatencySLO(SpecModel):
+    """Share of requests answered faster than ``thresholdSeconds``, in percent."""
+
+    objective: float = Field(gt=50, lt=100)
+    threshold_seconds: float = Field(
+        0.5, gt=0, description="Must be one of the app's latency histogram buckets."
+    )
+
+
+class SLOSpec(SpecModel):
+    """Service level objectives: recording rules plus multi-window multi-burn-rate alerts."""
+
+    window: Literal["7d", "28d", "30d"] = "30d"
+    availability: AvailabilitySLO | None = None
+    latency: LatencySLO | None = None
+
+
+class DashboardsSpec(SpecModel):
+    """Grafana dashboards as ConfigMaps, found by the Grafana dashboard sidecar."""
+
+    enabled: bool = True
+    labels: LabelMap = Field(default_factory=lambda: {"grafana_dashboard": "1"})
+    annotations: LabelMap = Field(default_factory=dict)
+    folder: str = "Jewelry"
+    folder_annotation: str = Field(
+        "grafana_folder", description="Annotation key the sidecar reads the folder from."
+    )
+
+
+class JewelryMonitoringSpec(SpecModel):
+    """Desired monitoring for one Django deployment of the Jewelry SaaS platform."""
+
+    app: AppSpec
+    monitor_labels: LabelMap = Field(
+        default_factory=dict,
+        description=(
+            "Labels on every ServiceMonitor and PrometheusRule so that a Prometheus selects "
+            "them; kube-prometheus-stack selects `release: <its release name>`."
+        ),
+    )
+    common_labels: LabelMap = Field(default_factory=dict, description="Added to every object.")
+    common_annotations: LabelMap = Field(default_factory=dict)
+    exporters: ExportersSpec = Field(
+        default_factory=ExportersSpec, json_schema_extra={"default": {}}
+    )
+    alerts: AlertsSpec = Field(default_factory=AlertsSpec, json_schema_extra={"default": {}})
+    slos: SLOSpec = Field(default_factory=SLOSpec, json_schema_extra={"default": {}})
+    dashboards: DashboardsSpec = Field(
+        default_factory=DashboardsSpec, json_schema_extra={"default": {}}
+    )
+
+
+# Which secret each exporter cannot run without, and the field that names it.
+REQUIRED_EXPORTER_SECRETS = {"postgres": "data_source", "celery": "broker_url"}
+
+
+def semantic_problems(spec: JewelryMonitoringSpec, known_alerts: frozenset[str]) -> list[str]:
+    """Everything wrong with a schema-valid spec, as messages a user can act on."""
+    problems: list[str] = []
+    app = spec.app
+    if duration_seconds(app.scrape_timeout) > duration_seconds(app.interval):
+        problems.append(
+            f"app.scrapeTimeout {app.scrape_timeout} is longer than app.interval {app.interval}"
+        )
+    if app.basic_auth and app.bearer_token_secret:
+        problems.append("app.basicAuth and app.bearerTokenSecret are exclusive: choose one")
+    if app.tls and app.scheme != "https":
+        problems.append("app.tls is set but app.scheme is http: set scheme to https")
+    for name, exporter in spec.exporters.enabled().items():
+        if duration_seconds(exporter.scrape_timeout) > duration_seconds(exporter.interval):
+            problems.append(
+                f"exporters.{name}.scrapeTimeout {exporter.scrape_timeout} is longer than "
+                f"exporters.{name}.interval {exporter.interval}"
+            )
+        field = REQUIRED_EXPORTER_SECRETS.get(name)
+        if field and getattr(exporter, field) is None:
+            problems.append(f"exporters.{name} is enabled but exporters.{name}.{to_camel(field)}"
+                            " (a secretKeyRef) is not set")
+    unknown = sorted(set(spec.alerts.overrides) - known_alerts)
+    if unknown:
+        problems.append(
+            f"alerts.overrides names unknown alerts {unknown}; known: {sorted(known_alerts)}"
+        )
+    latency = spec.slos.latency
+    if latency and latency.threshold_seconds not in LATENCY_BUCKETS:
+        problems.append(
+            f"slos.latency.thresholdSeconds {latency.threshold_seconds} is not a latency bucket"
+            f" boundary; choose one of {list(LATENCY_BUCKETS)}"
+        )
+    return problems
+
+
+def secret_refs(spec: JewelryMonitoringSpec) -> dict[str, SecretKeyRef]:
+    """Every Secret key the spec points at, by the spec path that names it."""
+    refs: dict[str, SecretKeyRef] = {}
+    app = spec.app
+    if app.basic_auth:
+        refs["app.basicAuth.username"] = app.basic_auth.username
+        refs["app.basicAuth.password"] = app.basic_auth.password
+    if app.bearer_token_secret:
+        refs["app.bearerTokenSecret"] = app.bearer_token_secret
+    if app.tls and app.tls.ca:
+        refs["app.tls.ca"] = app.tls.ca
+    for name, exporter in spec.exporters.enabled().items():
+        for field_name in ("data_source", "password", "broker_url"):
+            ref = getattr(exporter, field_name, None)
+            if ref is not None:
+                refs[f"exporters.{name}.{to_camel(field_name)}"] = ref
+    return refs
