@@ -1,0 +1,216 @@
+"""Run the jewelry shop (app/) as a real gunicorn process, and scrape its /metrics.
+
+Public API::
+
+    APP_DIR                                   # path of app/
+    shop_env(database_url=None, redis_url=None, **extra) -> dict[str, str]
+    manage(*args, env) -> CompletedProcess    # python app/manage.py ... (raises on failure)
+    gunicorn_server(env, *, workers=2, startup_timeout=60) -> ShopServer  (context manager)
+    scrape(url, **request_kwargs) -> Scrape   # parsed Prometheus text exposition
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from devkit.services import LOOPBACK, ServiceError, free_port
+
+APP_DIR = Path(__file__).resolve().parents[2] / "app"
+PYTHON = sys.executable
+
+
+def shop_env(
+    database_url: str | None = None, redis_url: str | None = None, **extra: str
+) -> dict[str, str]:
+    """A clean environment for the app: the caller's PATH/locale plus the given settings.
+
+    Without ``database_url`` the app uses its embedded SQLite default (in app/ -- pass a
+    ``sqlite:////tmp/...`` URL in tests instead).
+    """
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "HOME", "TZ")}
+    env["DJANGO_SETTINGS_MODULE"] = "jewelry_shop.settings"
+    env["PYTHONUNBUFFERED"] = "1"
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    env.update(extra)
+    return env
+
+
+def manage(*args: str, env: Mapping[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``manage.py`` with ``args`` in ``env``; raise ServiceError on failure."""
+    res = subprocess.run(
+        [PYTHON, str(APP_DIR / "manage.py"), *args],
+        cwd=APP_DIR,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if res.returncode != 0:
+        raise ServiceError(f"manage.py {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+@dataclass(frozen=True)
+class ShopServer:
+    """A running gunicorn master serving the shop on ``url``."""
+
+    host: str
+    port: int
+    pid: int
+    multiproc_dir: Path
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the current gunicorn workers (children of the master)."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        try:
+            return [int(p) for p in children.read_text().split()]
+        except OSError:
+            return []
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _get(url: str, timeout: float = 2) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+@contextlib.contextmanager
+def gunicorn_server(
+    env: Mapping[str, str],
+    *,
+    workers: int = 2,
+    threads: int = 1,
+    startup_timeout: float = 60,
+    ready_path: str = "/healthz",
+) -> Iterator[ShopServer]:
+    """Start ``gunicorn -c app/gunicorn.conf.py`` on a free loopback port.
+
+    Uses a private ``PROMETHEUS_MULTIPROC_DIR`` (unless ``env`` sets one). Waits until
+    ``ready_path`` answers 200 and every worker has booted; stops the whole process group
+    on exit.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="devkit-shop-"))
+    port = free_port()
+    full_env = dict(env)
+    full_env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(tmp / "prom"))
+    full_env.update(
+        BIND=f"{LOOPBACK}:{port}",
+        WEB_CONCURRENCY=str(workers),
+        GUNICORN_THREADS=str(threads),
+    )
+    log = tmp / "gunicorn.log"
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with open(log, "wb") as logf:
+            proc = subprocess.Popen(
+                [PYTHON, "-m", "gunicorn", "-c", str(APP_DIR / "gunicorn.conf.py")],
+                cwd=APP_DIR,
+                env=full_env,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        server = ShopServer(
+            host=LOOPBACK,
+            port=port,
+            pid=proc.pid,
+            multiproc_dir=Path(full_env["PROMETHEUS_MULTIPROC_DIR"]),
+            log_path=log,
+        )
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if proc.poll() is not None:
+                raise ServiceError(f"gunicorn exited {proc.returncode}:\n{server.log()[-4000:]}")
+            booted = server.log().count("Booting worker with pid")
+            if booted >= workers and _get(server.url + ready_path) == 200:
+                break
+            if time.monotonic() > deadline:
+                raise ServiceError(f"gunicorn not ready:\n{server.log()[-4000:]}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class Scrape:
+    """Parsed /metrics output: ``families`` by name, ``value(sample, **labels)``."""
+
+    def __init__(self, text: str, status: int = 200, headers: Mapping[str, str] | None = None):
+        self.text = text
+        self.status = status
+        self.headers = dict(headers or {})
+        self.families = {f.name: f for f in text_string_to_metric_families(text)}
+
+    def samples(self, name: str) -> list[tuple[dict[str, str], float]]:
+        """All samples named exactly ``name`` (e.g. ``..._total``, ``..._bucket``)."""
+        return [
+            (dict(s.labels), s.value)
+            for f in self.families.values()
+            for s in f.samples
+            if s.name == name
+        ]
+
+    def value(self, name: str, **labels: str) -> float:
+        """Sum of the samples named ``name`` whose labels include ``labels`` (0 if none)."""
+        return sum(
+            v
+            for lbls, v in self.samples(name)
+            if all(lbls.get(k) == val for k, val in labels.items())
+        )
+
+    def has(self, name: str, **labels: str) -> bool:
+        return any(
+            all(lbls.get(k) == val for k, val in labels.items())
+            for lbls, _ in self.samples(name)
+        )
+
+
+def scrape(url: str, headers: Mapping[str, str] | None = None, timeout: float = 10) -> Scrape:
+    """GET ``url`` (a /metrics URL) and parse it; non-200 answers give an empty Scrape."""
+    req = urllib.request.Request(url, headers=dict(headers or {}))
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return Scrape(resp.read().decode(), resp.status, dict(resp.headers))
+    except urllib.error.HTTPError as exc:
+        return Scrape("", exc.code, dict(exc.headers))
