@@ -52,7 +52,9 @@ def shop_env(
     return env
 
 
-def manage(*args: str, env: Mapping[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def manage(
+    *args: str, env: Mapping[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run ``manage.py`` with ``args`` in ``env``; raise ServiceError on failure."""
     res = subprocess.run(
         [PYTHON, str(APP_DIR / "manage.py"), *args],
@@ -201,8 +203,7 @@ class Scrape:
 
     def has(self, name: str, **labels: str) -> bool:
         return any(
-            all(lbls.get(k) == val for k, val in labels.items())
-            for lbls, _ in self.samples(name)
+            all(lbls.get(k) == val for k, val in labels.items()) for lbls, _ in self.samples(name)
         )
 
 
