@@ -23,8 +23,8 @@ def customer_list(request: HttpRequest) -> JsonResponse:
         email = str(data.get("email", "")).strip().lower()
         name = str(data.get("name", "")).strip()
         validate_email(email)
-        if not name:
-            raise BadRequest("name is required")
+        if not name or len(name) > Customer._meta.get_field("name").max_length:
+            raise BadRequest("name is required (at most 200 characters)")
     except BadRequest as exc:
         return error(str(exc), exc.status)
     except ValidationError:
