@@ -17,7 +17,6 @@ import uuid
 
 import pytest
 import requests
-
 from devkit.shopapp import Scrape, ShopServer, scrape
 
 pytestmark = pytest.mark.services
