@@ -1,0 +1,56 @@
+"""Migration gauges: correct when pods start before the migrate job, and when the DB is down.
+
+django-prometheus computes them once at process start (and, in multiprocess mode, as
+``pid``-labelled gauges that outlive their workers). The app recomputes them at scrape
+time instead (see jewelry_shop/monitoring/migrations.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import requests
+from devkit.services import PostgresService, free_port
+from devkit.shopapp import gunicorn_server, manage, scrape, shop_env
+
+pytestmark = pytest.mark.services
+
+
+def test_pod_started_before_migrate_job(postgres: PostgresService) -> None:
+    name = f"premigrate_{uuid.uuid4().hex[:8]}"
+    dsn = postgres.createdb(name)
+    env = shop_env(dsn, PROMETHEUS_MIGRATIONS_REFRESH_SECONDS="0")
+    try:
+        with gunicorn_server(env, workers=2) as server:
+            # The app is up (liveness) and the DB answers (readiness) -- just not migrated.
+            assert requests.get(server.url + "/readyz", timeout=10).status_code == 200
+            s = scrape(server.url + "/metrics")
+            unapplied = s.samples("django_migrations_unapplied_total")
+            assert [lbl for lbl, _ in unapplied] == [{"connection": "default"}]
+            assert unapplied[0][1] > 10
+            assert s.value("django_migrations_applied_total", connection="default") == 0
+
+            manage("migrate", "--noinput", env=env)  # the migrate Job runs later
+
+            for _ in range(4):  # whichever worker answers, no restart needed
+                s = scrape(server.url + "/metrics")
+                assert s.samples("django_migrations_unapplied_total") == [
+                    ({"connection": "default"}, 0.0)
+                ]
+                assert s.value("django_migrations_applied_total", connection="default") > 10
+    finally:
+        postgres.dropdb(name)
+
+
+def test_app_starts_while_database_is_down() -> None:
+    dead = f"postgresql://shop:pw@127.0.0.1:{free_port()}/shop"
+    with gunicorn_server(shop_env(dead), workers=1) as server:
+        assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
+        ready = requests.get(server.url + "/readyz", timeout=10)
+        assert ready.status_code == 503
+        assert ready.json()["databases"]["default"] == "OperationalError"
+        s = scrape(server.url + "/metrics")
+        assert s.status == 200  # the scrape itself never fails because of the DB
+        assert not s.samples("django_migrations_unapplied_total")
+        assert s.value("django_db_new_connection_errors_total", vendor="postgresql") >= 1
