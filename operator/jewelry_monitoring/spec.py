@@ -35,7 +35,24 @@ PassThrough = dict[str, Any]
 # The app's request-latency histogram buckets (PROMETHEUS_LATENCY_BUCKETS in the app
 # settings, exactly as in the design document). A latency SLO threshold must be one of them:
 # a histogram can only count "requests faster than X" exactly at a bucket boundary.
-LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 25.0, 50.0, 75.0)
+LATENCY_BUCKETS = (
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    25.0,
+    50.0,
+    75.0,
+)
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
@@ -279,8 +296,10 @@ def semantic_problems(spec: JewelryMonitoringSpec, known_alerts: frozenset[str])
             )
         field = REQUIRED_EXPORTER_SECRETS.get(name)
         if field and getattr(exporter, field) is None:
-            problems.append(f"exporters.{name} is enabled but exporters.{name}.{to_camel(field)}"
-                            " (a secretKeyRef) is not set")
+            problems.append(
+                f"exporters.{name} is enabled but exporters.{name}.{to_camel(field)}"
+                " (a secretKeyRef) is not set"
+            )
     unknown = sorted(set(spec.alerts.overrides) - known_alerts)
     if unknown:
         problems.append(

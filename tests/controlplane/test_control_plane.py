@@ -131,7 +131,9 @@ def test_garbage_collection_and_replicasets(admin_api: client.ApiClient, namespa
 def test_rbac_is_enforced_for_service_accounts(
     admin_api: client.ApiClient, namespace: str, service_account_kubeconfig_factory
 ) -> None:
-    as_reader = client.CoreV1Api(api_client(service_account_kubeconfig_factory(namespace, "reader")))
+    as_reader = client.CoreV1Api(
+        api_client(service_account_kubeconfig_factory(namespace, "reader"))
+    )
 
     with pytest.raises(ApiException) as forbidden:
         as_reader.list_namespaced_pod(namespace)
@@ -182,14 +184,20 @@ def test_prometheus_operator_crds_validate_servicemonitors(
 
     with pytest.raises(ApiException) as rejected:
         custom.create_namespaced_custom_object(
-            "monitoring.coreos.com", "v1", namespace, "servicemonitors",
+            "monitoring.coreos.com",
+            "v1",
+            namespace,
+            "servicemonitors",
             service_monitor({"port": "metrics", "scheme": "gopher"}),
         )
     assert rejected.value.status == 422
     assert "scheme" in rejected.value.body
 
     accepted = custom.create_namespaced_custom_object(
-        "monitoring.coreos.com", "v1", namespace, "servicemonitors",
+        "monitoring.coreos.com",
+        "v1",
+        namespace,
+        "servicemonitors",
         service_monitor({"port": "metrics", "interval": "15s"}),
     )
     assert accepted["spec"]["endpoints"][0]["interval"] == "15s"
@@ -211,4 +219,6 @@ def test_two_control_planes_do_not_collide_and_stop_cleanly(tmp_path: Path) -> N
         first.stop()
     assert not first.workdir.exists() and not second.workdir.exists()
     for pid in pids:
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        )

@@ -1,10 +1,10 @@
 """`jm-dev`: the developer's command for the local control plane and the demo.
 
-    jm-dev cluster up          start etcd + kube-apiserver + kube-controller-manager, detached
-    jm-dev cluster kubeconfig  print the admin kubeconfig path of the running plane
-    jm-dev cluster status      say whether it runs
-    jm-dev cluster down        stop it and remove its files
-    jm-dev demo                the whole product on the local plane (see devkit.demo)
+jm-dev cluster up          start etcd + kube-apiserver + kube-controller-manager, detached
+jm-dev cluster kubeconfig  print the admin kubeconfig path of the running plane
+jm-dev cluster status      say whether it runs
+jm-dev cluster down        stop it and remove its files
+jm-dev demo                the whole product on the local plane (see devkit.demo)
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A real Kubernetes control plane as local processes: etcd, kube-apiserver, kube-controller-manager.
+"""A real Kubernetes control plane as local processes: etcd, apiserver, controller-manager.
 
 This is the envtest idea for a machine without Docker: the API server is the real one, with
 RBAC authorization, service-account token issuing, structural-schema validation of CRDs and

@@ -1,0 +1,113 @@
+"""The desired state of one JewelryMonitoring: every child object, ready to apply.
+
+This is the single entry point from a validated spec to objects; the reconciler applies what
+it returns and the offline ``render`` command prints it, so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from jewelry_monitoring.builders.app import app_objects
+from jewelry_monitoring.builders.common import (
+    DASHBOARD_COMPONENT,
+    RULES_COMPONENT,
+    SPEC_HASH_ANNOTATION,
+    Obj,
+    Owner,
+    child_name,
+    metadata,
+    monitor_metadata,
+)
+from jewelry_monitoring.builders.dashboards import dashboards
+from jewelry_monitoring.builders.exporters import exporter_objects
+from jewelry_monitoring.builders.rules import rule_groups
+
+# Kinds that exist only when prometheus-operator's CRDs are installed, by CRD name.
+MONITORING_KINDS = {
+    "ServiceMonitor": "servicemonitors.monitoring.coreos.com",
+    "PrometheusRule": "prometheusrules.monitoring.coreos.com",
+}
+# Every kind the operator may create, so pruning knows where to look.
+CHILD_KINDS = (
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "DaemonSet"),
+    ("v1", "Service"),
+    ("v1", "ConfigMap"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+)
+
+
+def _prometheus_rule(owner: Owner) -> list[Obj]:
+    return [
+        {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "PrometheusRule",
+            "metadata": monitor_metadata(owner, RULES_COMPONENT),
+            "spec": {"groups": rule_groups(owner)},
+        }
+    ]
+
+
+def _dashboard_config_maps(owner: Owner) -> list[Obj]:
+    settings = owner.spec.dashboards
+    if not settings.enabled:
+        return []
+    config_maps = []
+    for file_name, model in dashboards(owner).items():
+        slug = file_name.removesuffix(".json").removeprefix("jewelry-")
+        config_maps.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": metadata(
+                    owner,
+                    DASHBOARD_COMPONENT,
+                    name=child_name(owner.name, f"dashboard-{slug}"),
+                    labels=settings.labels,
+                    annotations={
+                        settings.folder_annotation: settings.folder,
+                        **settings.annotations,
+                    },
+                ),
+                "data": {file_name: json.dumps(model, indent=1, sort_keys=True)},
+            }
+        )
+    return config_maps
+
+
+def without_empty(value: Any) -> Any:
+    """Drop empty maps and lists recursively: the API server does not store them, so keeping
+    them would make a freshly applied object look different from what we want forever."""
+    if isinstance(value, dict):
+        cleaned = {k: without_empty(v) for k, v in value.items()}
+        return {k: v for k, v in cleaned.items() if v not in ({}, [], None)}
+    if isinstance(value, list):
+        return [without_empty(item) for item in value]
+    return value
+
+
+def spec_hash(obj: Obj) -> str:
+    """A digest of everything we set on an object, stamped on it to notice spec changes."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def desired_objects(owner: Owner, monitoring_kinds: frozenset[str]) -> list[Obj]:
+    """All children for ``owner``; ServiceMonitor/PrometheusRule only if their CRDs exist."""
+    objects = [
+        *app_objects(owner),
+        *exporter_objects(owner),
+        *_prometheus_rule(owner),
+        *_dashboard_config_maps(owner),
+    ]
+    result = []
+    for obj in objects:
+        if obj["kind"] in MONITORING_KINDS and obj["kind"] not in monitoring_kinds:
+            continue
+        cleaned = without_empty(obj)
+        cleaned["metadata"].setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = spec_hash(cleaned)
+        result.append(cleaned)
+    return result

@@ -1,0 +1,116 @@
+"""`jewelry-monitoring`: run the operator, render a CR offline, print the CRD.
+
+jewelry-monitoring run [--namespace NS ...] [--peering NAME] [--priority N]
+jewelry-monitoring render -f cr.yaml [--uid UID] [--without-prometheus-operator]
+jewelry-monitoring crd
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jewelry_monitoring import config as operator_config
+from jewelry_monitoring.builders.common import Owner
+from jewelry_monitoring.builders.desired import MONITORING_KINDS, desired_objects
+from jewelry_monitoring.builders.rules import KNOWN_ALERTS
+from jewelry_monitoring.crd import build_crd
+from jewelry_monitoring.spec import KIND, JewelryMonitoringSpec, semantic_problems
+
+PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Plain YAML without anchors: shared sub-objects are written out in full each time."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump_yaml(documents: list[dict[str, Any]]) -> str:
+    return yaml.dump_all(documents, Dumper=_BlockDumper, sort_keys=False, width=100)
+
+
+def render(cr: dict[str, Any], uid: str, with_prometheus_operator: bool) -> list[dict[str, Any]]:
+    """Exactly the objects the operator would apply for ``cr`` (same builder code)."""
+    if cr.get("kind") != KIND:
+        raise ValueError(f"expected kind {KIND}, got {cr.get('kind')!r}")
+    spec = JewelryMonitoringSpec.model_validate(cr.get("spec") or {})
+    problems = semantic_problems(spec, KNOWN_ALERTS)
+    if problems:
+        raise ValueError("invalid spec: " + "; ".join(problems))
+    meta = cr["metadata"]
+    owner = Owner(name=meta["name"], namespace=meta.get("namespace", "default"), uid=uid, spec=spec)
+    kinds = frozenset(MONITORING_KINDS) if with_prometheus_operator else frozenset()
+    return desired_objects(owner, kinds)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+
+    from jewelry_monitoring import handlers  # noqa: F401  (registers the handlers)
+
+    try:
+        settings = operator_config.load(args.namespace, args.peering, args.priority)
+    except operator_config.ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    kopf.run(
+        clusterwide=settings.clusterwide,
+        namespaces=settings.namespaces,
+        standalone=not settings.peering,
+        peering_name=settings.peering or None,
+        priority=settings.priority,
+        liveness_endpoint=settings.liveness_endpoint or None,
+        memo=kopf.Memo(config=settings),
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jewelry-monitoring", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the operator")
+    run.add_argument("--namespace", action="append", help="watch only this namespace (repeat)")
+    run.add_argument("--peering", help="kopf peering name; omit to run standalone")
+    run.add_argument("--priority", type=int, help="peering priority (default: from POD_NAME)")
+    show = commands.add_parser("render", help="print the objects a CR would create")
+    show.add_argument(
+        "-f", "--file", required=True, type=Path, help="JewelryMonitoring YAML ('-' = stdin)"
+    )
+    show.add_argument(
+        "--uid", default=PLACEHOLDER_UID, help="the CR's uid, for exact ownerReferences"
+    )
+    show.add_argument(
+        "--without-prometheus-operator",
+        action="store_true",
+        help="as on a cluster without prometheus-operator's CRDs",
+    )
+    commands.add_parser("crd", help="print the JewelryMonitoring CRD")
+    args = parser.parse_args(argv)
+
+    if args.command == "run":
+        return _run(args)
+    if args.command == "crd":
+        sys.stdout.write(dump_yaml([build_crd()]))
+        return 0
+    text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text()
+    try:
+        objects = render(yaml.safe_load(text), args.uid, not args.without_prometheus_operator)
+    except ValueError as error:  # pydantic's ValidationError is a ValueError
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    sys.stdout.write(dump_yaml(objects))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
