@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from devkit.services import PostgresService, RedisService, postgres_service, redis_service
 from devkit.shopapp import ShopServer, gunicorn_server, manage, shop_env
 

@@ -12,6 +12,7 @@ import uuid
 import pytest
 import requests
 from celery import Celery
+
 from devkit.services import RedisService
 from devkit.shopapp import APP_DIR, PYTHON, ShopServer, shop_env
 
@@ -23,7 +24,7 @@ def test_worker_confirms_orders_and_sends_task_events(
 ) -> None:  # type: ignore[no-untyped-def]
     broker = redis.url_for(2)  # the shop fixture's CELERY_BROKER_URL
     events: list[str] = []
-    receiver_app = Celery(broker=broker)
+    receiver_app = Celery(broker=broker, set_as_current=False)
     stop = threading.Event()
 
     def listen() -> None:

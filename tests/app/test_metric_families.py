@@ -17,6 +17,7 @@ import uuid
 
 import pytest
 import requests
+
 from devkit.shopapp import Scrape, ShopServer, scrape
 
 pytestmark = pytest.mark.services

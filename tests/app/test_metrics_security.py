@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.test import override_settings
+
 from jewelry_shop.monitoring.security import AccessPolicy, Credentials, parse_ip, parse_networks
 
 DEFAULT = AccessPolicy(

@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 import requests
+
 from devkit.services import PostgresService, free_port
 from devkit.shopapp import gunicorn_server, manage, scrape, shop_env
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import requests
+
 from devkit.services import RedisService
 from devkit.shopapp import gunicorn_server, scrape, shop_env
 
@@ -17,12 +18,30 @@ pytestmark = pytest.mark.services
 VIEW = "django_http_requests_total_by_view_transport_method_total"
 
 
-def _hit(url: str) -> int:
-    # a fresh connection per request, so the kernel hands them to different workers
-    with requests.Session() as s:
-        resp = s.get(url, timeout=10, headers={"Connection": "close"})
-        assert resp.status_code == 200
-        return int(resp.json()["pid"])
+def _round(port: int, width: int) -> list[int]:
+    """``width`` concurrent /healthz requests that must land on ``width`` different workers.
+
+    A sync gunicorn worker serves one connection at a time: each socket sends an
+    incomplete request first, which pins the worker that accepted it, so the next socket
+    has to be accepted by another worker. Then all requests are completed.
+    """
+    socks = []
+    for _ in range(width):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        socks.append(s)
+    time.sleep(0.05)
+    pids = []
+    for s in socks:
+        with s:
+            s.sendall(b"Connection: close\r\n\r\n")
+            raw = b""
+            while chunk := s.recv(65536):
+                raw += chunk
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        pids.append(int(json.loads(body)["pid"]))
+    return pids
 
 
 def test_counts_from_all_workers_are_merged(shop_db: str, redis: RedisService, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -36,11 +55,11 @@ def test_counts_from_all_workers_are_merged(shop_db: str, redis: RedisService, t
         workers = server.worker_pids()
         assert len(workers) == 3
         before = scrape(server.url + "/metrics").value(VIEW, view="healthz")
-        n = 90
-        with ThreadPoolExecutor(max_workers=6) as pool:
-            pids = list(pool.map(_hit, [server.url + "/healthz"] * n))
-        assert len(set(pids)) >= 2, "requests were not spread over several workers"
-        assert set(pids) <= set(workers)
+        rounds = 30
+        pids = [pid for _ in range(rounds) for pid in _round(server.port, 3)]
+        n = len(pids)
+        assert n == 90
+        assert set(pids) == set(workers), "requests were not spread over all workers"
         after = scrape(server.url + "/metrics")
         assert after.value(VIEW, view="healthz") - before == n
         # one set of files per worker that served something

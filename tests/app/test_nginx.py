@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from devkit.services import free_port, nginx_service
 from devkit.shopapp import APP_DIR, ShopServer
 

@@ -8,6 +8,7 @@ import urllib.request
 
 import psycopg
 import pytest
+
 from devkit.services import free_port, nginx_service, postgres_service, redis_service
 
 pytestmark = pytest.mark.services

@@ -71,6 +71,7 @@ def test_catalog_api(client) -> None:  # type: ignore[no-untyped-def]
 
 def test_product_detail_is_cached_and_invalidated_on_update(client) -> None:  # type: ignore[no-untyped-def]
     from django.core.cache import cache
+
     from jewelry_shop.catalog.cache import product_key
 
     product = _new_product(client)
@@ -189,6 +190,7 @@ def test_error_endpoint_is_disabled_by_default(client) -> None:  # type: ignore[
 
 def test_seed_demo_is_idempotent(django_setup: None) -> None:
     from django.core.management import call_command
+
     from jewelry_shop.catalog.models import Product
 
     before = Product.objects.count()

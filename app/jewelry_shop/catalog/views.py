@@ -4,7 +4,7 @@ from decimal import Decimal, InvalidOperation
 
 from django.db import IntegrityError, transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.template.response import TemplateResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
@@ -122,7 +122,8 @@ def product_detail(request: HttpRequest, pk: int) -> JsonResponse | HttpResponse
 @require_GET
 def product_list_page(request: HttpRequest) -> HttpResponse:
     products = _products(request)[:100]
-    return render(
+    # TemplateResponse (not render()) so django_http_responses_total_by_templatename counts.
+    return TemplateResponse(
         request,
         "catalog/product_list.html",
         {"products": products, "collections": Collection.objects.all()},
@@ -135,4 +136,4 @@ def product_detail_page(request: HttpRequest, slug: str) -> HttpResponse:
     data = get_product_data(pk) if pk is not None else None
     if data is None:
         raise Http404("no such product")
-    return render(request, "catalog/product_detail.html", {"product": data})
+    return TemplateResponse(request, "catalog/product_detail.html", {"product": data})

@@ -1,0 +1,56 @@
+"""app/METRICS.md is the measured list of exported metrics (names, types, labels).
+
+Regenerate after an instrumentation change with
+``UPDATE_METRICS_DOC=1 .venv/bin/pytest tests/app/test_metrics_doc.py``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+
+import pytest
+
+from devkit.shopapp import APP_DIR, ShopServer, scrape
+from jewelry_shop.loadgen import run
+from jewelry_shop.monitoring.metrics_doc import render
+
+pytestmark = pytest.mark.services
+
+DOC = APP_DIR / "METRICS.md"
+
+
+def test_metrics_md_matches_a_real_scrape(shop: ShopServer) -> None:
+    stats = run(shop.url, requests=120, duration=60, seed=1)
+    assert stats.failures == 0
+    assert {200, 201, 204, 404, 409, 500} <= set(stats.by_status)
+    text = scrape(shop.url + "/metrics").text
+    rendered = render(text)
+    if os.environ.get("UPDATE_METRICS_DOC"):
+        DOC.write_text(rendered)
+    current = DOC.read_text() if DOC.exists() else ""
+    diff = "".join(
+        difflib.unified_diff(
+            current.splitlines(keepends=True),
+            rendered.splitlines(keepends=True),
+            "app/METRICS.md",
+            "scrape",
+        )
+    )
+    assert not diff, "app/METRICS.md is stale (UPDATE_METRICS_DOC=1 to regenerate):\n" + diff
+
+
+def test_loadgen_exercises_every_route(shop: ShopServer) -> None:
+    import django
+    from django.urls import get_resolver
+
+    django.setup()
+    stats = run(shop.url, requests=80, duration=60, seed=2)
+    s = scrape(shop.url + "/metrics")
+    seen = {
+        lbl["view"]
+        for lbl, _ in s.samples("django_http_requests_total_by_view_transport_method_total")
+    }
+    names = {p.name for p in get_resolver().url_patterns}
+    assert names - {"prometheus-django-metrics"} <= seen, names - seen
+    assert stats.requests == 80
