@@ -152,8 +152,8 @@ def gunicorn_server(
         while True:
             if proc.poll() is not None:
                 raise ServiceError(f"gunicorn exited {proc.returncode}:\n{server.log()[-4000:]}")
-            booted = server.log().count("Booting worker with pid")
-            if booted >= workers and _get(server.url + ready_path) == 200:
+            forked = len(server.worker_pids())
+            if forked >= workers and _get(server.url + ready_path) == 200:
                 break
             if time.monotonic() > deadline:
                 raise ServiceError(f"gunicorn not ready:\n{server.log()[-4000:]}")

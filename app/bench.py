@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""Benchmark the cost of the Prometheus instrumentation (not a test; prints figures).
+
+In one run on this machine, with real PostgreSQL and Redis (tests/devkit/services.py):
+
+1. the same gunicorn app twice -- instrumented, and with ``PROMETHEUS_ENABLED=false``
+   (no middleware, plain DB/cache backends, no model mixins) -- on the same seeded DB,
+   one sync worker each, loaded by ``wrk`` on loopback over several views, alternating
+   variants per round; reports requests/s, the ratio, and the per-request cost
+   (1/rps_instrumented - 1/rps_plain, i.e. server time per request with one worker);
+2. after the load generator has driven every view: ``/metrics`` response time and size;
+3. RSS of the gunicorn workers of both variants (and of the master).
+
+Usage (from the repo root)::
+
+    .venv/bin/python app/bench.py            # ~2-3 minutes
+    .venv/bin/python app/bench.py --short    # CI: ~30 s, fewer/shorter wrk runs
+
+Everything is bounded: wrk runs for a fixed duration, the load generator has request and
+time budgets, every subprocess has a timeout, and all services are stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from devkit.services import postgres_service, redis_service  # noqa: E402
+from devkit.shopapp import gunicorn_server, manage, shop_env  # noqa: E402
+
+from jewelry_shop.loadgen import run as loadgen  # noqa: E402
+
+
+def wrk(url: str, seconds: float, connections: int) -> tuple[float, float]:
+    """Run wrk against ``url``; return (requests/s, mean latency ms)."""
+    res = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=True,
+    )
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", res.stdout).group(1))  # type: ignore[union-attr]
+    m = re.search(r"Latency\s+([\d.]+)(us|ms|s)", res.stdout)
+    assert m, res.stdout
+    latency = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    if "Non-2xx" in res.stdout or "Socket errors" in res.stdout:
+        raise RuntimeError(f"wrk saw errors for {url}:\n{res.stdout}")
+    return rps, latency
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def fetch(url: str) -> tuple[float, int]:
+    start = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        body = resp.read()
+    return (time.perf_counter() - start) * 1000, len(body)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="instrumentation overhead benchmark")
+    parser.add_argument("--short", action="store_true", help="quick bounded run for CI")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk not found (apt-get install wrk)", file=sys.stderr)
+        return 2
+    seconds = 3.0 if args.short else 8.0
+    rounds = 1 if args.short else 3
+    connections = 4
+
+    with postgres_service() as pg, redis_service() as redis:
+        env_base = shop_env(pg.dsn, redis.url, LOG_LEVEL="WARNING", GUNICORN_LOGLEVEL="warning")
+        manage("migrate", "--noinput", env=env_base)
+        manage("seed_demo", "--products", "40", "--customers", "20", env=env_base)
+        variants = {
+            "instrumented": dict(env_base),
+            "plain": {**env_base, "PROMETHEUS_ENABLED": "false"},
+        }
+        paths = {
+            "product detail API (cached)": "/api/products/1/",
+            "product list page (HTML)": "/",
+            "materials API": "/api/materials/",
+            "healthz": "/healthz",
+        }
+        results: dict[str, dict[str, list[float]]] = {
+            v: {p: [] for p in paths} for v in variants
+        }
+        rss: dict[str, dict[str, int]] = {}
+        metrics_figures: dict[str, float] = {}
+        for rnd in range(rounds):
+            for variant, env in variants.items():
+                with gunicorn_server(env, workers=1) as server:
+                    for path in paths.values():  # warm up caches and connections
+                        for _ in range(20):
+                            fetch(server.url + path)
+                    for label, path in paths.items():
+                        rps, _lat = wrk(server.url + path, seconds, connections)
+                        results[variant][label].append(rps)
+                    if rnd == rounds - 1:
+                        stats = loadgen(server.url, requests=400, duration=60, seed=rnd)
+                        workers = server.worker_pids()
+                        rss[variant] = {
+                            "worker_kib": max(rss_kib(p) for p in workers),
+                            "master_kib": rss_kib(server.pid),
+                        }
+                        if variant == "instrumented":
+                            assert stats.failures == 0
+                            times, size = [], 0
+                            for _ in range(30):
+                                ms, size = fetch(server.url + "/metrics")
+                                times.append(ms)
+                            body = urllib.request.urlopen(server.url + "/metrics").read()
+                            series = sum(
+                                1
+                                for line in body.decode().splitlines()
+                                if line and not line.startswith("#")
+                            )
+                            metrics_figures = {
+                                "median_ms": statistics.median(times),
+                                "p90_ms": sorted(times)[int(len(times) * 0.9) - 1],
+                                "bytes": size,
+                                "series": series,
+                            }
+
+    print(f"\n== Instrumentation overhead: 1 sync gunicorn worker, wrk -t1 -c{connections} "
+          f"-d{seconds:g}s x {rounds} round(s), PostgreSQL + Redis, loopback ==")
+    print(f"{'view':32} {'plain rps':>10} {'instr rps':>10} {'ratio':>7} {'cost/req':>10}")
+    costs = []
+    for label in paths:
+        plain = max(results["plain"][label])
+        instr = max(results["instrumented"][label])
+        cost_ms = (1 / instr - 1 / plain) * 1000
+        costs.append(cost_ms)
+        print(f"{label:32} {plain:10.0f} {instr:10.0f} {plain / instr:7.3f} {cost_ms:8.3f}ms")
+    print(f"{'mean per-request cost':32} {'':10} {'':10} {'':7} "
+          f"{statistics.mean(costs):8.3f}ms")
+    print("\n== /metrics after load over every view (2 variants x loadgen) ==")
+    print(f"response time median {metrics_figures['median_ms']:.1f} ms, "
+          f"p90 {metrics_figures['p90_ms']:.1f} ms, size {metrics_figures['bytes']} bytes, "
+          f"{metrics_figures['series']} series")
+    print("\n== RSS after load ==")
+    for variant, figures in rss.items():
+        print(f"{variant:13} worker {figures['worker_kib'] / 1024:6.1f} MiB   "
+              f"master {figures['master_kib'] / 1024:6.1f} MiB")
+    delta = (rss["instrumented"]["worker_kib"] - rss["plain"]["worker_kib"]) / 1024
+    print(f"instrumentation adds {delta:+.1f} MiB per worker")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
