@@ -63,6 +63,8 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The client library logs whole response bodies at DEBUG, Secrets included: never.
+    logging.getLogger("kubernetes.client.rest").setLevel(logging.WARNING)
     kopf.run(
         clusterwide=settings.clusterwide,
         namespaces=settings.namespaces,

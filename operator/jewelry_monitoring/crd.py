@@ -68,6 +68,12 @@ def _clean(schema: Schema) -> Schema:
         del node["default"]
     if "const" in node:
         node["enum"] = [node.pop("const")]
+    # JSON Schema 2020 (pydantic) puts the bound in exclusiveMinimum; OpenAPI v3.0 (Kubernetes)
+    # wants the bound in minimum and exclusiveMinimum as a flag.
+    for bound in ("Minimum", "Maximum"):
+        if not isinstance(node.get(f"exclusive{bound}", False), bool):
+            node[bound.lower()] = node[f"exclusive{bound}"]
+            node[f"exclusive{bound}"] = True
     return node
 
 

@@ -61,7 +61,7 @@ async def jewelry_monitoring_changed(namespace: str, name: str, memo: kopf.Memo,
     memo.queue.request((namespace, name))
 
 
-def _child_changed(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
+async def _child_changed(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
     owner = labels.get(OWNER_LABEL)
     if owner:
         memo.queue.request((namespace, owner))

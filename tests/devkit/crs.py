@@ -1,0 +1,94 @@
+"""JewelryMonitoring resources for tests and the demo: bodies, example specs, status checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+
+from devkit.kubetools import wait_for
+
+GROUP, VERSION, PLURAL = "monitoring.jewelry.io", "v1alpha1", "jewelrymonitorings"
+
+
+def cr_body(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "JewelryMonitoring",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def full_spec() -> dict[str, Any]:
+    """A CR using every exporter, an SLO and a protected metrics endpoint."""
+    return {
+        "app": {
+            "podSelector": {"app": "jewelry-shop"},
+            "port": "http",
+            "bearerTokenSecret": {"name": "shop-metrics", "key": "token"},
+        },
+        "monitorLabels": {"release": "kube-prometheus-stack"},
+        "commonLabels": {"team": "jewelry"},
+        "exporters": {
+            "postgres": {"enabled": True, "dataSource": {"name": "shop-db", "key": "dsn"}},
+            "redis": {"enabled": True, "address": "redis://shop-redis:6379"},
+            "nginx": {"enabled": True, "scrapeUri": "http://shop-nginx:8080/stub_status"},
+            "celery": {"enabled": True, "brokerUrl": {"name": "shop-broker", "key": "url"}},
+            "node": {"enabled": True},
+        },
+        "slos": {
+            "availability": {"objective": 99.9},
+            "latency": {"objective": 99, "thresholdSeconds": 0.5},
+        },
+    }
+
+
+def make_secrets(admin_api: client.ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(admin_api)
+    for name, key in (("shop-metrics", "token"), ("shop-db", "dsn"), ("shop-broker", "url")):
+        core.create_namespaced_secret(
+            namespace,
+            client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data={key: "s3cret"}),
+        )
+
+
+CustomApi = client.CustomObjectsApi
+
+
+def get_cr(admin_api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    result: dict[str, Any] = CustomApi(admin_api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name
+    )
+    return result
+
+
+def condition(cr: dict[str, Any], kind: str) -> dict[str, Any]:
+    for item in cr.get("status", {}).get("conditions", []):
+        if item["type"] == kind:
+            return dict(item)
+    return {}
+
+
+def wait_condition(
+    admin_api: client.ApiClient,
+    namespace: str,
+    name: str,
+    kind: str,
+    status: str,
+    reason: str | None = None,
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        cr = get_cr(admin_api, namespace, name)
+        found = condition(cr, kind)
+        generation = cr["metadata"]["generation"]
+        if (
+            found.get("status") == status
+            and (reason is None or found.get("reason") == reason)
+            and cr.get("status", {}).get("observedGeneration") == generation
+        ):
+            return cr
+        return None
+
+    return wait_for(probe, timeout, what=f"{kind}={status} ({reason}) on {namespace}/{name}")

@@ -1,0 +1,175 @@
+"""Run the real operator as a subprocess under the Helm chart's own RBAC.
+
+The chart is rendered with the real ``helm``; its ServiceAccount, ClusterRoles and bindings
+are applied to the control plane, and the operator authenticates with a token of that
+ServiceAccount. So an integration test passes only if the chart grants what the operator
+needs, and the audit log attributes every write to that ServiceAccount.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from devkit.cluster import ControlPlane, free_port
+from devkit.kubetools import load_yaml_documents, service_account_kubeconfig
+from devkit.toolchain import binary
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "jewelry-monitoring"
+RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+
+
+def render_chart(
+    release: str, namespace: str, values: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """``helm template`` of our chart, as objects."""
+    command = [str(binary("helm")), "template", release, str(CHART), "--namespace", namespace]
+    for key, value in (values or {}).items():
+        command += ["--set-json", f"{key}={json.dumps(value)}"]
+    rendered = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return load_yaml_documents(rendered)
+
+
+def apply_objects(api: client.ApiClient, objects: list[dict[str, Any]]) -> None:
+    """Create objects (ignoring ones that exist) with the dynamic-free generic create."""
+    from kubernetes import utils
+
+    for obj in objects:
+        try:
+            utils.create_from_dict(api, obj)
+        except utils.FailToCreateError as error:
+            if not all(
+                isinstance(e, ApiException) and e.status == 409 for e in error.api_exceptions
+            ):
+                raise
+
+
+@dataclass
+class OperatorProcess:
+    """One running operator; ``user`` is its identity as the audit log records it."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    liveness_port: int
+    user: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def install_rbac(
+    plane: ControlPlane,
+    admin: client.ApiClient,
+    release: str,
+    namespace: str,
+    values: dict[str, Any] | None = None,
+) -> Path:
+    """Apply the chart's RBAC and return a kubeconfig of its ServiceAccount."""
+    core = client.CoreV1Api(admin)
+    try:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    except ApiException as error:
+        if error.status != 409:
+            raise
+    objects = render_chart(release, namespace, values)
+    rbac = [o for o in objects if o["kind"] in RBAC_KINDS]
+    apply_objects(admin, rbac)
+    account = next(o for o in rbac if o["kind"] == "ServiceAccount")["metadata"]["name"]
+    return service_account_kubeconfig(
+        admin,
+        plane.server,
+        plane.ca_cert,
+        namespace,
+        account,
+        plane.workdir / f"{release}-{namespace}.kubeconfig",
+    )
+
+
+def start_operator(
+    kubeconfig: Path,
+    log_path: Path,
+    user: str,
+    args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> OperatorProcess:
+    """Start ``jewelry-monitoring run`` and wait until its liveness endpoint answers."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "JM_LIVENESS_PORT": str(port),
+        "JM_LOG_LEVEL": "DEBUG",
+        **(env or {}),
+    }
+    log = log_path.open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jewelry_monitoring.cli", "run", *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=environment,
+    )
+    log.close()
+    handle = OperatorProcess(process, log_path, port, user)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not handle.alive():
+            raise RuntimeError(f"operator exited:\n{handle.logs()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as reply:
+                if reply.status == 200:
+                    return handle
+        except OSError:
+            pass
+        time.sleep(0.2)
+    handle.stop()
+    raise TimeoutError(f"operator not live in {timeout}s:\n{handle.logs()[-4000:]}")
+
+
+def audit_writes(audit_log: Path, user: str, since_line: int = 0) -> list[str]:
+    """Write requests (create/update/patch/delete) ``user`` made, from the apiserver audit log."""
+    writes = []
+    lines = audit_log.read_text().splitlines()
+    for line in lines[since_line:]:
+        entry = json.loads(line)
+        if (
+            entry.get("user", {}).get("username") != user
+            or entry.get("stage") != "ResponseComplete"
+        ):
+            continue
+        if entry.get("verb") in WRITE_VERBS:
+            ref = entry.get("objectRef", {})
+            writes.append(
+                f"{entry['verb']} {ref.get('resource')}/{ref.get('subresource', '')}{ref.get('name', '')}"
+            )
+    return writes
+
+
+def audit_position(audit_log: Path) -> int:
+    return len(audit_log.read_text().splitlines()) if audit_log.exists() else 0

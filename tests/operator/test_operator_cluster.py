@@ -1,0 +1,350 @@
+"""The operator against the real control plane, running under the chart's RBAC."""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from devkit.crs import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    CustomApi,
+    condition,
+    cr_body,
+    full_spec,
+    make_secrets,
+    wait_condition,
+)
+from devkit.kubetools import wait_for
+from devkit.operator_process import OperatorProcess, audit_position, audit_writes
+
+pytestmark = pytest.mark.cluster
+
+OWNER_LABEL = "monitoring.jewelry.io/owner"
+MONITORING = ("monitoring.coreos.com", "v1")
+
+
+def children(api: client.ApiClient, namespace: str, owner: str) -> dict[str, dict[str, Any]]:
+    """Every object labelled as a child of ``owner``, keyed "Kind/name"."""
+    selector = f"{OWNER_LABEL}={owner}"
+    apps, core, custom = client.AppsV1Api(api), client.CoreV1Api(api), CustomApi(api)
+    found: dict[str, dict[str, Any]] = {}
+    typed = [
+        ("Deployment", apps.list_namespaced_deployment),
+        ("DaemonSet", apps.list_namespaced_daemon_set),
+        ("Service", core.list_namespaced_service),
+        ("ConfigMap", core.list_namespaced_config_map),
+    ]
+    for kind, lister in typed:
+        for item in lister(namespace, label_selector=selector).items:
+            found[f"{kind}/{item.metadata.name}"] = api.sanitize_for_serialization(item)
+    for kind, plural in (
+        ("ServiceMonitor", "servicemonitors"),
+        ("PrometheusRule", "prometheusrules"),
+    ):
+        listing = custom.list_namespaced_custom_object(
+            *MONITORING, namespace, plural, label_selector=selector
+        )
+        for item in listing["items"]:
+            found[f"{kind}/{item['metadata']['name']}"] = item
+    return found
+
+
+def service_monitor(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    result: dict[str, Any] = CustomApi(api).get_namespaced_custom_object(
+        *MONITORING, namespace, "servicemonitors", name
+    )
+    return result
+
+
+def patch_spec(api: client.ApiClient, namespace: str, name: str, patch: dict[str, Any]) -> None:
+    CustomApi(api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name, {"spec": patch}
+    )
+
+
+def quiet_writes(operator: OperatorProcess, audit_log: Any, settle: float = 3.0) -> list[str]:
+    """Wait until the operator's writes stop, then return what it writes in ``settle`` s."""
+    for _ in range(20):
+        start = audit_position(audit_log)
+        time.sleep(settle)
+        if not audit_writes(audit_log, operator.user, start):
+            return []
+    return audit_writes(audit_log, operator.user, start)
+
+
+@pytest.fixture
+def shop(admin_api: client.ApiClient, namespace: str, operator: OperatorProcess) -> dict[str, Any]:
+    """A Ready JewelryMonitoring with everything enabled."""
+    make_secrets(admin_api, namespace)
+    CustomApi(admin_api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, cr_body("shop", full_spec())
+    )
+    return wait_condition(admin_api, namespace, "shop", "Ready", "True")
+
+
+def test_cr_creates_every_child_accepted_by_real_schemas(
+    shop: dict[str, Any], admin_api: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    found = children(admin_api, namespace, "shop")
+    expected = {
+        "Service/shop-app-metrics",
+        "ServiceMonitor/shop-app-metrics",
+        "PrometheusRule/shop-rules",
+        *(
+            f"{kind}/shop-{name}-exporter"
+            for name in ("postgres", "redis", "nginx", "celery")
+            for kind in ("Deployment", "Service", "ServiceMonitor")
+        ),
+        "DaemonSet/shop-node-exporter",
+        "Service/shop-node-exporter",
+        "ServiceMonitor/shop-node-exporter",
+    }
+    assert expected <= set(found)
+    assert sum(1 for key in found if key.startswith("ConfigMap/shop-dashboard-")) == 4
+    uid = shop["metadata"]["uid"]
+    for key, obj in found.items():
+        meta = obj["metadata"]
+        assert [ref["uid"] for ref in meta["ownerReferences"]] == [uid], key
+        labels = meta["labels"]
+        assert labels["app.kubernetes.io/part-of"] == "jewelry-monitoring", key
+        assert labels["app.kubernetes.io/managed-by"] == "jewelry-monitoring-operator", key
+        assert labels["app.kubernetes.io/instance"] == "shop", key
+        assert labels["team"] == "jewelry", key
+    for key in found:
+        if key.startswith(("ServiceMonitor/", "PrometheusRule/")):
+            assert found[key]["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    # Secrets are referenced, never copied, never logged.
+    logs = operator.logs()
+    assert "s3cret" not in logs and base64.b64encode(b"s3cret").decode() not in logs
+    postgres = found["Deployment/shop-postgres-exporter"]
+    env = postgres["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env == [
+        {
+            "name": "DATA_SOURCE_NAME",
+            "valueFrom": {"secretKeyRef": {"name": "shop-db", "key": "dsn"}},
+        }
+    ]
+    app_monitor = found["ServiceMonitor/shop-app-metrics"]["spec"]["endpoints"][0]
+    assert app_monitor["authorization"]["credentials"] == {"name": "shop-metrics", "key": "token"}
+    status = shop["status"]
+    assert status["exporters"] == "postgres,redis,nginx,celery,node"
+    assert {f"{c['kind']}/{c['name']}" for c in status["children"]} == set(found)
+    assert condition(shop, "Degraded")["status"] == "False"
+
+
+def test_update_changes_children_and_disable_prunes(
+    shop: dict[str, Any], admin_api: client.ApiClient, namespace: str
+) -> None:
+    patch_spec(
+        admin_api,
+        namespace,
+        "shop",
+        {
+            "app": {"interval": "30s"},
+            "alerts": {"overrides": {"HighErrorRate": {"threshold": 0.2}}},
+            "exporters": {"redis": {"enabled": False}},
+        },
+    )
+    wait_condition(admin_api, namespace, "shop", "Ready", "True")
+    monitor = service_monitor(admin_api, namespace, "shop-app-metrics")
+    assert monitor["spec"]["endpoints"][0]["interval"] == "30s"
+    rule = CustomApi(admin_api).get_namespaced_custom_object(
+        *MONITORING, namespace, "prometheusrules", "shop-rules"
+    )
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    assert "0.2" in alerts["HighErrorRate"]["expr"]
+    assert not any(name.startswith("Redis") for name in alerts)
+    found = children(admin_api, namespace, "shop")
+    assert not [key for key in found if "redis-exporter" in key]
+    assert "Deployment/shop-postgres-exporter" in found
+
+
+def test_deleted_child_is_restored_and_edit_is_reverted(
+    shop: dict[str, Any], admin_api: client.ApiClient, namespace: str
+) -> None:
+    apps = client.AppsV1Api(admin_api)
+    old_uid = apps.read_namespaced_deployment("shop-nginx-exporter", namespace).metadata.uid
+    started = time.monotonic()
+    apps.delete_namespaced_deployment("shop-nginx-exporter", namespace)
+    restored = wait_for(
+        lambda: _uid_changed(apps, namespace, "shop-nginx-exporter", old_uid),
+        timeout=5,
+        what="the deleted exporter Deployment to be recreated",
+    )
+    assert restored
+    recreate_seconds = time.monotonic() - started
+
+    CustomApi(admin_api).patch_namespaced_custom_object(
+        *MONITORING,
+        namespace,
+        "servicemonitors",
+        "shop-app-metrics",
+        {"spec": {"endpoints": [{"port": "metrics", "interval": "5m"}]}},
+    )
+    wait_for(
+        lambda: (
+            service_monitor(admin_api, namespace, "shop-app-metrics")["spec"]["endpoints"][0].get(
+                "interval"
+            )
+            == "15s"
+        ),
+        timeout=5,
+        what="the hand-edited ServiceMonitor to be reverted",
+    )
+    print(f"deleted child recreated in {recreate_seconds:.2f}s")
+
+
+def _uid_changed(apps: client.AppsV1Api, namespace: str, name: str, old_uid: str) -> bool:
+    try:
+        return bool(apps.read_namespaced_deployment(name, namespace).metadata.uid != old_uid)
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+
+
+def test_deleting_the_cr_garbage_collects_children(
+    shop: dict[str, Any], admin_api: client.ApiClient, namespace: str
+) -> None:
+    assert children(admin_api, namespace, "shop")
+    CustomApi(admin_api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "shop")
+    wait_for(
+        lambda: not children(admin_api, namespace, "shop"),
+        timeout=30,
+        what="garbage collection of every child",
+    )
+
+
+def test_idle_and_repeated_reconcile_make_no_writes(
+    shop: dict[str, Any],
+    admin_api: client.ApiClient,
+    namespace: str,
+    operator: OperatorProcess,
+    control_plane: Any,
+) -> None:
+    audit = control_plane.audit_log
+    assert quiet_writes(operator, audit) == []
+    # Touch the CR without changing its spec: the operator is notified and reconciles.
+    start = audit_position(audit)
+    CustomApi(admin_api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "shop", {"metadata": {"labels": {"touched": "1"}}}
+    )
+    time.sleep(4)
+    assert audit_writes(audit, operator.user, start) == []
+    reads = [line for line in audit.read_text().splitlines()[start:] if operator.user in line]
+    assert reads, "the operator did not even look: the test would prove nothing"
+
+
+def test_invalid_spec_is_reported_and_creates_nothing(
+    admin_api: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    custom = CustomApi(admin_api)
+    with pytest.raises(ApiException) as rejected:
+        custom.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            cr_body("bad-schema", {"app": {"podSelector": {"app": "x"}, "scheme": "gopher"}}),
+        )
+    assert rejected.value.status == 422
+
+    spec = {
+        "app": {"podSelector": {"app": "x"}, "interval": "10s", "scrapeTimeout": "20s"},
+        "exporters": {"postgres": {"enabled": True, "dataSource": {"name": "nope", "key": "dsn"}}},
+    }
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, cr_body("bad", spec))
+    cr = wait_condition(admin_api, namespace, "bad", "Ready", "False", "InvalidSpec")
+    message = condition(cr, "Ready")["message"]
+    assert "scrapeTimeout 20s is longer than app.interval 10s" in message
+    assert "Secret nope does not exist" in message
+    assert children(admin_api, namespace, "bad") == {}
+    events = (
+        client.CoreV1Api(admin_api)
+        .list_namespaced_event(namespace, field_selector="involvedObject.name=bad")
+        .items
+    )
+    assert [(e.type, e.reason) for e in events] == [("Warning", "InvalidSpec")]
+
+    # Fixing the spec makes it work, with nothing left over from the invalid generation.
+    make_secrets(admin_api, namespace)
+    patch_spec(
+        admin_api,
+        namespace,
+        "bad",
+        {
+            "app": {"scrapeTimeout": "5s"},
+            "exporters": {"postgres": {"dataSource": {"name": "shop-db"}}},
+        },
+    )
+    wait_condition(admin_api, namespace, "bad", "Ready", "True")
+    assert "Deployment/bad-postgres-exporter" in children(admin_api, namespace, "bad")
+
+
+def test_objects_we_do_not_own_are_left_alone(
+    admin_api: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    core = client.CoreV1Api(admin_api)
+    theirs = client.V1Service(
+        metadata=client.V1ObjectMeta(name="mine-app-metrics", labels={"owner": "someone-else"}),
+        spec=client.V1ServiceSpec(ports=[client.V1ServicePort(port=80)]),
+    )
+    core.create_namespaced_service(namespace, theirs)
+    CustomApi(admin_api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, cr_body("mine", {"app": {"podSelector": {"app": "x"}}})
+    )
+    cr = wait_condition(admin_api, namespace, "mine", "Ready", "False", "OwnershipConflict")
+    assert "Service mine-app-metrics exists and is not ours" in condition(cr, "Ready")["message"]
+    untouched = core.read_namespaced_service("mine-app-metrics", namespace)
+    assert untouched.metadata.labels == {"owner": "someone-else"}
+    assert untouched.spec.ports[0].port == 80
+    # Everything else was still created.
+    assert "PrometheusRule/mine-rules" in children(admin_api, namespace, "mine")
+
+
+def test_selected_by_prometheus_explains_missing_label(
+    admin_api: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    custom = CustomApi(admin_api)
+    prometheus = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "Prometheus",
+        "metadata": {"name": f"kps-{uuid.uuid4().hex[:4]}"},
+        "spec": {
+            "serviceMonitorSelector": {"matchLabels": {"release": "kps"}},
+            "serviceMonitorNamespaceSelector": {},
+            "ruleSelector": {"matchLabels": {"release": "kps"}},
+            "ruleNamespaceSelector": {},
+        },
+    }
+    custom.create_namespaced_custom_object(*MONITORING, namespace, "prometheuses", prometheus)
+    try:
+        custom.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            cr_body("sel", {"app": {"podSelector": {"app": "x"}}}),
+        )
+        cr = wait_condition(
+            admin_api, namespace, "sel", "SelectedByPrometheus", "False", "NotSelected"
+        )
+        message = condition(cr, "SelectedByPrometheus")["message"]
+        assert prometheus["metadata"]["name"] in message
+        assert "add release=kps to spec.monitorLabels" in message
+
+        patch_spec(admin_api, namespace, "sel", {"monitorLabels": {"release": "kps"}})
+        cr = wait_condition(admin_api, namespace, "sel", "SelectedByPrometheus", "True", "Selected")
+        assert prometheus["metadata"]["name"] in condition(cr, "SelectedByPrometheus")["message"]
+    finally:
+        custom.delete_namespaced_custom_object(
+            *MONITORING, namespace, "prometheuses", prometheus["metadata"]["name"]
+        )
