@@ -38,7 +38,6 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from devkit.services import postgres_service, redis_service  # noqa: E402
 from devkit.shopapp import gunicorn_server, manage, shop_env  # noqa: E402
-
 from jewelry_shop.loadgen import run as loadgen  # noqa: E402
 
 
@@ -99,9 +98,7 @@ def main() -> int:
             "materials API": "/api/materials/",
             "healthz": "/healthz",
         }
-        results: dict[str, dict[str, list[float]]] = {
-            v: {p: [] for p in paths} for v in variants
-        }
+        results: dict[str, dict[str, list[float]]] = {v: {p: [] for p in paths} for v in variants}
         rss: dict[str, dict[str, int]] = {}
         metrics_figures: dict[str, float] = {}
         for rnd in range(rounds):
@@ -139,8 +136,10 @@ def main() -> int:
                                 "series": series,
                             }
 
-    print(f"\n== Instrumentation overhead: 1 sync gunicorn worker, wrk -t1 -c{connections} "
-          f"-d{seconds:g}s x {rounds} round(s), PostgreSQL + Redis, loopback ==")
+    print(
+        f"\n== Instrumentation overhead: 1 sync gunicorn worker, wrk -t1 -c{connections} "
+        f"-d{seconds:g}s x {rounds} round(s), PostgreSQL + Redis, loopback =="
+    )
     print(f"{'view':32} {'plain rps':>10} {'instr rps':>10} {'ratio':>7} {'cost/req':>10}")
     costs = []
     for label in paths:
@@ -149,16 +148,19 @@ def main() -> int:
         cost_ms = (1 / instr - 1 / plain) * 1000
         costs.append(cost_ms)
         print(f"{label:32} {plain:10.0f} {instr:10.0f} {plain / instr:7.3f} {cost_ms:8.3f}ms")
-    print(f"{'mean per-request cost':32} {'':10} {'':10} {'':7} "
-          f"{statistics.mean(costs):8.3f}ms")
+    print(f"{'mean per-request cost':32} {'':10} {'':10} {'':7} {statistics.mean(costs):8.3f}ms")
     print("\n== /metrics after load over every view (2 variants x loadgen) ==")
-    print(f"response time median {metrics_figures['median_ms']:.1f} ms, "
-          f"p90 {metrics_figures['p90_ms']:.1f} ms, size {metrics_figures['bytes']} bytes, "
-          f"{metrics_figures['series']} series")
+    print(
+        f"response time median {metrics_figures['median_ms']:.1f} ms, "
+        f"p90 {metrics_figures['p90_ms']:.1f} ms, size {metrics_figures['bytes']} bytes, "
+        f"{metrics_figures['series']} series"
+    )
     print("\n== RSS after load ==")
     for variant, figures in rss.items():
-        print(f"{variant:13} worker {figures['worker_kib'] / 1024:6.1f} MiB   "
-              f"master {figures['master_kib'] / 1024:6.1f} MiB")
+        print(
+            f"{variant:13} worker {figures['worker_kib'] / 1024:6.1f} MiB   "
+            f"master {figures['master_kib'] / 1024:6.1f} MiB"
+        )
     delta = (rss["instrumented"]["worker_kib"] - rss["plain"]["worker_kib"]) / 1024
     print(f"instrumentation adds {delta:+.1f} MiB per worker")
     return 0

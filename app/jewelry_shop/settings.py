@@ -60,7 +60,8 @@ if PROMETHEUS_ENABLED:
     MIDDLEWARE = [
         "django_prometheus.middleware.PrometheusBeforeMiddleware",
         *MIDDLEWARE,
-        "django_prometheus.middleware.PrometheusAfterMiddleware",
+        # upstream subclass: bounded `method` label (see monitoring/middleware.py)
+        "jewelry_shop.monitoring.middleware.PrometheusAfterMiddleware",
     ]
 
 ROOT_URLCONF = "jewelry_shop.urls"

@@ -275,3 +275,17 @@ def test_no_pid_labels_and_no_created_series(shop: ShopServer) -> None:
         for sample in family.samples:
             assert "pid" not in sample.labels, sample
             assert not sample.name.endswith("_created"), sample
+
+
+def test_made_up_http_methods_do_not_create_series(shop: ShopServer) -> None:
+    for verb in ("BREW", "FOO1", "FOO2"):
+        requests.request(verb, shop.url + "/api/materials/", timeout=10)
+    s = metrics(shop)
+    for name in (
+        "django_http_requests_latency_seconds_by_view_method_count",
+        "django_http_requests_total_by_method_total",
+        "django_http_responses_total_by_status_view_method_total",
+    ):
+        methods = {lbl["method"] for lbl, _ in s.samples(name)}
+        assert not methods & {"BREW", "FOO1", "FOO2"}, (name, methods)
+        assert "<invalid method>" in methods
