@@ -1,0 +1,130 @@
+"""Pure parts of reconciliation: drift detection, condition merging, Prometheus selection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from jewelry_monitoring.config import ConfigError, default_priority, load
+from jewelry_monitoring.reconcile import is_subset, up_to_date
+from jewelry_monitoring.selection import evaluate, matches
+from jewelry_monitoring.status import Condition, merge_conditions
+
+
+def test_subset_ignores_server_added_fields_but_not_changed_ones() -> None:
+    wanted = {"spec": {"ports": [{"name": "metrics", "port": 9187}]}}
+    current = {"spec": {"ports": [{"name": "metrics", "port": 9187, "protocol": "TCP"}], "x": 1}}
+    assert is_subset(wanted, current)
+    assert not is_subset(wanted, {"spec": {"ports": [{"name": "metrics", "port": 80}]}})
+    assert not is_subset(wanted, {"spec": {"ports": []}})
+    assert not is_subset({"a": "1"}, {"a": 1})
+
+
+def test_up_to_date_needs_the_same_hash() -> None:
+    wanted = {"metadata": {"annotations": {"monitoring.jewelry.io/spec-hash": "new"}}, "spec": {}}
+    stale = {"metadata": {"annotations": {"monitoring.jewelry.io/spec-hash": "old"}}, "spec": {}}
+    assert not up_to_date(wanted, stale)
+    assert up_to_date(
+        wanted, {**stale, "metadata": {"annotations": {"monitoring.jewelry.io/spec-hash": "new"}}}
+    )
+
+
+def test_condition_timestamps_move_only_on_status_change() -> None:
+    old = [Condition(type="Ready", status="True", reason="Reconciled", last_transition_time="t0")]
+    same = [Condition(type="Ready", status="True", reason="Reconciled", message="again")]
+    assert merge_conditions(old, same, "t1")[0].last_transition_time == "t0"
+    flipped = [Condition(type="Ready", status="False", reason="InvalidSpec")]
+    assert merge_conditions(old, flipped, "t1")[0].last_transition_time == "t1"
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "expected"),
+    [
+        (None, {"a": "b"}, False),
+        ({}, {"a": "b"}, True),
+        ({"matchLabels": {"release": "kps"}}, {"release": "kps", "x": "y"}, True),
+        ({"matchLabels": {"release": "kps"}}, {"release": "other"}, False),
+        (
+            {"matchExpressions": [{"key": "t", "operator": "In", "values": ["a", "b"]}]},
+            {"t": "b"},
+            True,
+        ),
+        (
+            {"matchExpressions": [{"key": "t", "operator": "NotIn", "values": ["a"]}]},
+            {"t": "a"},
+            False,
+        ),
+        ({"matchExpressions": [{"key": "t", "operator": "Exists"}]}, {}, False),
+        ({"matchExpressions": [{"key": "t", "operator": "DoesNotExist"}]}, {}, True),
+    ],
+)
+def test_label_selector_semantics(selector: Any, labels: dict[str, str], expected: bool) -> None:
+    assert matches(selector, labels) is expected
+
+
+def _prometheus(namespace: str, **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"namespace": namespace, "name": "k8s"}, "spec": spec}
+
+
+OURS = [
+    {
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "shop-app-metrics", "namespace": "shop", "labels": {"release": "kps"}},
+    },
+    {
+        "kind": "PrometheusRule",
+        "metadata": {"name": "shop-rules", "namespace": "shop", "labels": {"release": "kps"}},
+    },
+    {"kind": "Service", "metadata": {"name": "ignored", "namespace": "shop"}},
+]
+
+
+def test_selected_when_labels_and_namespaces_match() -> None:
+    prometheus = _prometheus(
+        "monitoring",
+        serviceMonitorSelector={"matchLabels": {"release": "kps"}},
+        serviceMonitorNamespaceSelector={},
+        ruleSelector={"matchLabels": {"release": "kps"}},
+        ruleNamespaceSelector={"matchLabels": {"team": "gems"}},
+    )
+    assert evaluate([prometheus], OURS, {"shop": {"team": "gems"}}).status == "True"
+    outside = evaluate([prometheus], OURS, {"shop": {"team": "other"}})
+    assert outside.status == "False"
+    assert "namespace shop is outside its ruleNamespaceSelector" in outside.message
+
+
+def test_unset_namespace_selector_means_own_namespace_only() -> None:
+    prometheus = _prometheus("monitoring", serviceMonitorSelector={}, ruleSelector={})
+    result = evaluate([prometheus], OURS, {})
+    assert result.status == "False"
+    assert "namespace shop is outside its serviceMonitorNamespaceSelector" in result.message
+    assert (
+        evaluate([_prometheus("shop", serviceMonitorSelector={}, ruleSelector={})], OURS, {}).status
+        == "True"
+    )
+
+
+def test_missing_label_is_named_and_no_prometheus_is_unknown() -> None:
+    prometheus = _prometheus(
+        "monitoring",
+        serviceMonitorSelector={"matchLabels": {"release": "prod"}},
+        serviceMonitorNamespaceSelector={},
+    )
+    result = evaluate([prometheus], OURS, {})
+    assert result.reason == "NotSelected"
+    assert "add release=prod to spec.monitorLabels" in result.message
+    assert "it has no ruleSelector, so it selects no PrometheusRule" in result.message
+    assert evaluate([], OURS, {}).reason == "NoPrometheus"
+
+
+def test_config_is_validated_once() -> None:
+    config = load(env={"JM_NAMESPACES": "b, a", "POD_NAME": "jm-0", "JM_LIVENESS_PORT": "9090"})
+    assert config.namespaces == ("a", "b") and not config.clusterwide
+    assert config.liveness_endpoint == "http://0.0.0.0:9090/healthz"
+    assert config.priority == default_priority("jm-0") != default_priority("jm-1")
+    assert load(env={}).clusterwide
+    with pytest.raises(ConfigError, match="JM_RESYNC_SECONDS must be an integer"):
+        load(env={"JM_RESYNC_SECONDS": "soon"})
+    with pytest.raises(ConfigError, match="JM_LOG_LEVEL"):
+        load(env={"JM_LOG_LEVEL": "chatty"})
