@@ -5,6 +5,7 @@ jm-dev cluster kubeconfig  print the admin kubeconfig path of the running plane
 jm-dev cluster status      say whether it runs
 jm-dev cluster down        stop it and remove its files
 jm-dev demo                the whole product on the local plane (see devkit.demo)
+jm-dev manifests           regenerate manifests/jewelry-monitoring.yaml from the chart
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     cluster.add_argument("action", choices=["up", "down", "kubeconfig", "status"])
     demo = commands.add_parser("demo", help="run the product end to end on a local control plane")
     demo.add_argument("--keep", action="store_true", help="leave the control plane running")
+    commands.add_parser(
+        "manifests", help="regenerate manifests/jewelry-monitoring.yaml from the Helm chart"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -92,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
             "status": cluster_status,
         }[args.action]
         return action()
+    if args.command == "manifests":
+        from devkit.manifests import write_release_manifest
+
+        print(f"wrote {write_release_manifest()}")
+        return 0
     from devkit.demo import run_demo
 
     return run_demo(keep=args.keep)
