@@ -55,3 +55,54 @@ def test_app_starts_while_database_is_down() -> None:
         assert s.status == 200  # the scrape itself never fails because of the DB
         assert not s.samples("django_migrations_unapplied_total")
         assert s.value("django_db_new_connection_errors_total", vendor="postgresql") >= 1
+
+
+UPSTREAM_PROBE = """
+import django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+from django_prometheus.migrations import ExportMigrations
+ExportMigrations()  # what upstream's AppConfig.ready() does in every process
+raw = CollectorRegistry()
+multiprocess.MultiProcessCollector(raw)
+print(generate_latest(raw).decode())
+print("=====")
+from jewelry_shop.monitoring.views import build_registry
+print(generate_latest(build_registry()).decode())
+"""
+
+
+def test_upstream_gauges_carry_pid_and_are_replaced(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from devkit.shopapp import APP_DIR, PYTHON
+
+    prom = tmp_path / "prom"
+    prom.mkdir()
+    env = shop_env(f"sqlite:///{tmp_path / 'db.sqlite3'}", PROMETHEUS_MULTIPROC_DIR=str(prom))
+    res = subprocess.run(
+        [PYTHON, "-c", UPSTREAM_PROBE],
+        cwd=APP_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    upstream, ours = res.stdout.split("=====")
+
+    def migration_samples(text: str) -> list[dict[str, str]]:
+        return [
+            dict(s.labels)
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if s.name.startswith("django_migrations_")
+        ]
+
+    up = migration_samples(upstream)
+    assert up and all("pid" in labels for labels in up)  # one series per process
+    assert migration_samples(ours) == [{"connection": "default"}, {"connection": "default"}]
