@@ -221,3 +221,13 @@ def test_loadgen_budgets_are_mandatory_and_capped() -> None:
         with pytest.raises(ValueError):
             LoadGenerator("http://127.0.0.1:1", **kwargs)
     assert LoadGenerator("http://localhost:1", max_requests=1, duration=1).host == "localhost"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"price": "NaN"}, {"price": "1.001"}, {"price": "1e9"}, {"stock": "many"}, {"stock": -1}],
+)
+def test_product_validation(client, extra) -> None:  # type: ignore[no-untyped-def]
+    tag = uuid.uuid4().hex[:8]
+    body = {"sku": f"V-{tag}", "name": "V", "slug": f"v-{tag}", "price": "1.00", **extra}
+    assert _post(client, "/api/products/", body).status_code == 400

@@ -38,9 +38,21 @@ def _price(value: object) -> Decimal:
         price = Decimal(str(value))
     except (InvalidOperation, ValueError) as exc:
         raise BadRequest("price must be a decimal") from exc
-    if price < 0 or price.as_tuple().exponent < -2:  # type: ignore[operator]
+    if not price.is_finite() or price < 0 or price != price.quantize(Decimal("0.01")):
         raise BadRequest("price must be >= 0 with at most 2 decimals")
+    if price >= Decimal("1e8"):
+        raise BadRequest("price too large")
     return price
+
+
+def _quantity(value: object) -> int:
+    try:
+        quantity = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError) as exc:
+        raise BadRequest("stock must be a non-negative integer") from exc
+    if quantity < 0:
+        raise BadRequest("stock must be a non-negative integer")
+    return quantity
 
 
 @csrf_exempt
@@ -78,7 +90,7 @@ def product_list(request: HttpRequest) -> JsonResponse:
             product.save()
             if data.get("materials"):
                 product.materials.set(Material.objects.filter(slug__in=data["materials"]))
-            Stock(product=product, quantity=int(data.get("stock", 0))).save()
+            Stock(product=product, quantity=_quantity(data.get("stock", 0))).save()
     except BadRequest as exc:
         return error(str(exc), exc.status)
     except IntegrityError:
