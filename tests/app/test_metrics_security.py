@@ -198,3 +198,10 @@ def test_invalid_allow_list_fails_system_check(django_setup: None) -> None:
         assert [e.id for e in metrics_access_settings(None)] == ["jewelry_shop.E001"]
     with override_settings(METRICS_TRUSTED_PROXIES=["10.0.0.1"], METRICS_CLIENT_IP_HEADER=""):
         assert [e.id for e in metrics_access_settings(None)] == ["jewelry_shop.E002"]
+
+
+def test_unreadable_secret_file_fails_closed(client, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("METRICS_BEARER_TOKEN_FILE", str(tmp_path / "missing"))
+    resp = client.get("/metrics", HTTP_AUTHORIZATION="Bearer anything")
+    assert resp.status_code == 503
+    assert b"django_" not in resp.content

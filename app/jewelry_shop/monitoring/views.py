@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 
@@ -13,6 +14,8 @@ from prometheus_client.metrics_core import Metric
 
 from jewelry_shop.monitoring import migrations
 from jewelry_shop.monitoring.security import AccessPolicy, Credentials
+
+logger = logging.getLogger(__name__)
 
 
 class _Without:
@@ -52,7 +55,11 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     policy = AccessPolicy.from_settings(settings)
     if not policy.ip_allowed(request.META):
         return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
-    creds = Credentials.from_environ(os.environ)
+    try:
+        creds = Credentials.from_environ(os.environ)
+    except OSError as exc:  # a *_FILE secret that cannot be read: fail closed, loudly
+        logger.error("cannot read /metrics credentials: %s", exc)
+        return HttpResponse("Unavailable\n", status=503, content_type="text/plain")
     if not creds.check(request.headers.get("Authorization")):
         response = HttpResponse("Unauthorized\n", status=401, content_type="text/plain")
         response["WWW-Authenticate"] = creds.challenge()
