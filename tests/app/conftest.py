@@ -10,41 +10,49 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from devkit.services import PostgresService, RedisService, postgres_service, redis_service
 from devkit.shopapp import ShopServer, gunicorn_server, manage, shop_env
 
-_TMP = Path(tempfile.mkdtemp(prefix="jewelry-tests-"))
+# prometheus_client picks single- vs multi-process mode when first imported.
+os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+os.environ.pop("prometheus_multiproc_dir", None)
 
 # In-process Django must see a deterministic environment, whatever the caller exported.
-for _var in (
+_DJANGO_ENV_CLEARED = (
     "DATABASE_URL",
     "REDIS_URL",
-    "PROMETHEUS_MULTIPROC_DIR",
-    "prometheus_multiproc_dir",
     "CELERY_BROKER_URL",
     "PROMETHEUS_METRICS_ALLOWED_IPS",
     "METRICS_BEARER_TOKEN",
     "METRICS_BEARER_TOKEN_FILE",
     "METRICS_BASIC_AUTH_USERNAME",
+    "METRICS_BASIC_AUTH_USERNAME_FILE",
     "METRICS_BASIC_AUTH_PASSWORD",
+    "METRICS_BASIC_AUTH_PASSWORD_FILE",
     "METRICS_TRUSTED_PROXIES",
     "METRICS_CLIENT_IP_HEADER",
     "PROMETHEUS_ENABLED",
-):
-    os.environ.pop(_var, None)
-os.environ["DJANGO_SETTINGS_MODULE"] = "jewelry_shop.settings"
-os.environ["DATABASE_URL"] = f"sqlite:///{_TMP / 'unit.sqlite3'}"
+    "ENABLE_ERROR_ENDPOINT",
+    "DEBUG",
+)
 
 
 @pytest.fixture(scope="session")
-def django_setup() -> Iterator[None]:
-    """Django configured in this process on a migrated, seeded temporary SQLite DB."""
+def django_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Django configured in this process on a migrated, seeded temporary SQLite DB.
+
+    The environment changes are undone at the end of the session (Django keeps its
+    settings object, which is all the in-process tests need).
+    """
+    saved = dict(os.environ)
+    for var in _DJANGO_ENV_CLEARED:
+        os.environ.pop(var, None)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "jewelry_shop.settings"
+    os.environ["DATABASE_URL"] = f"sqlite:///{tmp_path_factory.mktemp('django') / 'unit.sqlite3'}"
     import django
     from django.core.management import call_command
     from django.test.utils import setup_test_environment
@@ -54,6 +62,8 @@ def django_setup() -> Iterator[None]:
     call_command("migrate", verbosity=0)
     call_command("seed_demo", products=10, customers=5, verbosity=0)
     yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture

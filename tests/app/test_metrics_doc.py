@@ -40,11 +40,9 @@ def test_metrics_md_matches_a_real_scrape(shop: ShopServer) -> None:
     assert not diff, "app/METRICS.md is stale (UPDATE_METRICS_DOC=1 to regenerate):\n" + diff
 
 
-def test_loadgen_exercises_every_route(shop: ShopServer) -> None:
-    import django
+def test_loadgen_exercises_every_route(shop: ShopServer, django_setup: None) -> None:
     from django.urls import get_resolver
 
-    django.setup()
     stats = run(shop.url, requests=80, duration=60, seed=2)
     s = scrape(shop.url + "/metrics")
     seen = {
