@@ -1,0 +1,240 @@
+"""The Helm chart, rendered with the real ``helm`` under several value sets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import Counter
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from devkit.cluster import ControlPlane
+from devkit.kubetools import apply_crds
+from devkit.manifests import CHART, chart_crd_files
+from devkit.operator_process import render_chart
+from devkit.toolchain import binary
+
+RELEASE, NAMESPACE = "jm", "ops"
+FULLNAME = "jm-jewelry-monitoring"
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "replicas=2": {"replicas": 2},
+    "watchNamespaces=[a,b]": {"watchNamespaces": ["a", "b"]},
+    "replicas=2,watchNamespaces=[a,b]": {"replicas": 2, "watchNamespaces": ["a", "b"]},
+}
+
+
+def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    return render_chart(RELEASE, NAMESPACE, values)
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (deployment,) = by_kind(objects, "Deployment")
+    (operator,) = deployment["spec"]["template"]["spec"]["containers"]
+    return dict(operator)
+
+
+def env(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return {item["name"]: item.get("value") for item in container(objects)["env"]}
+
+
+def rules(objects: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    role = next(o for o in by_kind(objects, "ClusterRole") if o["metadata"]["name"] == name)
+    return list(role["rules"])
+
+
+def grants(rule_list: list[dict[str, Any]], group: str, resource: str) -> set[str]:
+    verbs: set[str] = set()
+    for rule in rule_list:
+        if group in rule["apiGroups"] and resource in rule["resources"]:
+            verbs.update(rule["verbs"])
+    return verbs
+
+
+def test_defaults_render_the_expected_objects() -> None:
+    objects = render()
+    assert Counter(o["kind"] for o in objects) == {
+        "ServiceAccount": 1,
+        "ClusterRole": 2,
+        "ClusterRoleBinding": 2,
+        "Deployment": 1,
+    }
+    for obj in objects:
+        assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+        if obj["kind"] in ("ServiceAccount", "Deployment"):
+            assert obj["metadata"]["namespace"] == NAMESPACE
+    (deployment,) = by_kind(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    pod = deployment["spec"]["template"]
+    assert (
+        deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    )
+    assert pod["spec"]["serviceAccountName"] == FULLNAME
+    operator = container(objects)
+    assert operator["image"] == "jewelry-monitoring-operator:0.1.0"  # the chart's appVersion
+    assert operator["args"] == ["run"]
+    assert env(objects) | {"POD_NAME": None} == {
+        "POD_NAME": None,
+        "JM_NAMESPACES": "",
+        "JM_PEERING": "",
+        "JM_RESYNC_SECONDS": "300",
+        "JM_LOG_LEVEL": "INFO",
+        "JM_LIVENESS_PORT": "8080",
+    }
+    probe = operator["livenessProbe"]["httpGet"]
+    assert probe == {"path": "/healthz", "port": "health"}
+    assert operator["ports"] == [{"name": "health", "containerPort": 8080}]
+    namespaced = rules(objects, f"{FULLNAME}-namespaced")
+    assert grants(namespaced, "", "secrets") == {"get"}  # never list/watch Secrets
+    assert not grants(rules(objects, f"{FULLNAME}-cluster"), "kopf.dev", "clusterkopfpeerings")
+
+
+def test_watch_namespaces_bind_per_namespace_and_nothing_cluster_wide() -> None:
+    objects = render({"watchNamespaces": ["a", "b"]})
+    bindings = by_kind(objects, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["a", "b"]
+    for binding in bindings:
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": f"{FULLNAME}-namespaced",
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
+        ]
+    cluster_bindings = by_kind(objects, "ClusterRoleBinding")
+    # Only the cluster-scoped reads are bound cluster-wide; the namespaced role is not.
+    assert [b["roleRef"]["name"] for b in cluster_bindings] == [f"{FULLNAME}-cluster"]
+    assert env(objects)["JM_NAMESPACES"] == "a,b"
+    cluster_rules = rules(objects, f"{FULLNAME}-cluster")
+    for group, resource in (("apps", "deployments"), ("", "secrets"), ("", "services")):
+        assert not grants(cluster_rules, group, resource)
+
+
+def test_replicas_two_turns_on_peering_and_a_disruption_budget() -> None:
+    objects = render({"replicas": 2})
+    assert env(objects)["JM_PEERING"] == FULLNAME
+    (peering,) = by_kind(objects, "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == FULLNAME
+    assert grants(rules(objects, f"{FULLNAME}-cluster"), "kopf.dev", "clusterkopfpeerings") >= {
+        "get",
+        "list",
+        "watch",
+        "patch",
+    }
+    (budget,) = by_kind(objects, "PodDisruptionBudget")
+    (deployment,) = by_kind(objects, "Deployment")
+    assert budget["metadata"]["namespace"] == NAMESPACE
+    assert budget["spec"]["minAvailable"] == 1
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert deployment["spec"]["replicas"] == 2
+
+
+def test_replicas_two_in_watched_namespaces_peer_per_namespace() -> None:
+    objects = render({"replicas": 2, "watchNamespaces": ["a", "b"]})
+    peerings = by_kind(objects, "KopfPeering")
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["a", "b"]
+    assert not by_kind(objects, "ClusterKopfPeering")
+    assert grants(rules(objects, f"{FULLNAME}-namespaced"), "kopf.dev", "kopfpeerings")
+    assert not grants(rules(objects, f"{FULLNAME}-cluster"), "kopf.dev", "clusterkopfpeerings")
+
+
+def test_single_replica_has_no_peering_nor_disruption_budget() -> None:
+    objects = render({"replicas": 1, "watchNamespaces": ["a"]})
+    kinds = {o["kind"] for o in objects}
+    assert not kinds & {"KopfPeering", "ClusterKopfPeering", "PodDisruptionBudget"}
+    assert env(objects)["JM_PEERING"] == ""
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_runs_non_root_with_a_read_only_root_filesystem(values: dict[str, Any]) -> None:
+    objects = render(values)
+    (deployment,) = by_kind(objects, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["runAsGroup"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = container(objects)["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    mounts = {m["mountPath"]: m["name"] for m in container(objects)["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]  # the only writable path
+    assert container(objects)["resources"]["limits"]
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_never_renders_secrets(values: dict[str, Any]) -> None:
+    assert not by_kind(render(values), "Secret")
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_helm_lint_strict(values: dict[str, Any]) -> None:
+    command = [str(binary("helm")), "lint", "--strict", str(CHART)]
+    for key, value in values.items():
+        command += ["--set-json", f"{key}={json.dumps(value)}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"replicas": 0}, "/replicas"),
+        ({"watchNamespaces": ["Shop_NS"]}, "/watchNamespaces/0"),
+        ({"watchNamespaces": "shop"}, "/watchNamespaces"),
+        ({"logLevel": "TRACE"}, "/logLevel"),
+        ({"resyncSeconds": 1}, "/resyncSeconds"),
+        ({"livenessPort": 70000}, "/livenessPort"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+        ({"replica": 2}, "replica"),  # a typo is an error, not a silent no-op
+    ],
+)
+def test_values_schema_rejects_bad_values(values: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(subprocess.CalledProcessError) as failure:
+        render(values)
+    assert complaint in failure.value.stderr
+
+
+def _notes(plane: ControlPlane, values: dict[str, Any]) -> str:
+    command = [
+        str(binary("helm")),
+        "install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        "--dry-run=client",
+        "--kubeconfig",
+        str(plane.kubeconfig),
+    ]
+    for key, value in values.items():
+        command += ["--set-json", f"{key}={json.dumps(value)}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.partition("NOTES:")[2]
+
+
+@pytest.mark.cluster
+def test_notes_tell_how_to_apply_a_cr_and_check_it(
+    control_plane: ControlPlane, admin_api: client.ApiClient
+) -> None:
+    # helm installs crds/ before templates, but a dry run only maps kinds: install them here.
+    apply_crds(admin_api, chart_crd_files())
+    notes = _notes(control_plane, {})
+    assert "kubectl get jm" in notes
+    assert "watching all namespaces" in notes
+    assert f"deployment/{FULLNAME}" in notes
+    notes = _notes(control_plane, {"replicas": 2, "watchNamespaces": ["a", "b"]})
+    assert "watching namespaces: a, b" in notes
+    assert "2 replicas with kopf peering" in notes
