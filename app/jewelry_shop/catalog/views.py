@@ -14,13 +14,13 @@ from jewelry_shop.core.http import BadRequest, error, json_body, paginate
 from jewelry_shop.inventory.models import Stock
 
 
-def _products(request: HttpRequest):  # type: ignore[no-untyped-def]
+def _products(request: HttpRequest, *, with_materials: bool = True):  # type: ignore[no-untyped-def]
     qs = Product.objects.filter(is_active=True).select_related("collection", "stock")
     if request.GET.get("collection"):
         qs = qs.filter(collection__slug=request.GET["collection"])
     if request.GET.get("material"):
         qs = qs.filter(materials__slug=request.GET["material"])
-    return qs.prefetch_related("materials")
+    return qs.prefetch_related("materials") if with_materials else qs
 
 
 @require_GET
@@ -133,7 +133,7 @@ def product_detail(request: HttpRequest, pk: int) -> JsonResponse | HttpResponse
 
 @require_GET
 def product_list_page(request: HttpRequest) -> HttpResponse:
-    products = _products(request)[:100]
+    products = _products(request, with_materials=False)[:100]
     # TemplateResponse (not render()) so django_http_responses_total_by_templatename counts.
     return TemplateResponse(
         request,
