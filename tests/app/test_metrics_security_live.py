@@ -44,3 +44,13 @@ def test_bearer_token_from_mounted_file(shop_db: str, tmp_path: Path) -> None:
             app.url + "/metrics", timeout=10, headers={"Authorization": "Bearer s3cr3t-token"}
         )
         assert stale.status_code == 401
+
+
+def test_ipv6_client(shop_db: str) -> None:
+    env = shop_env(shop_db, PROMETHEUS_METRICS_ALLOWED_IPS="::1/128")
+    with gunicorn_server(env, workers=1, host="::1") as app:
+        assert app.url.startswith("http://[::1]:")
+        assert requests.get(app.url + "/metrics", timeout=10).status_code == 200
+    env = shop_env(shop_db, PROMETHEUS_METRICS_ALLOWED_IPS="127.0.0.0/8,2001:db8::/32")
+    with gunicorn_server(env, workers=1, host="::1") as app:
+        assert requests.get(app.url + "/metrics", timeout=10).status_code == 403

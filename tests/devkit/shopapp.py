@@ -81,7 +81,8 @@ class ShopServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def worker_pids(self) -> list[int]:
         """PIDs of the current gunicorn workers (children of the master)."""
@@ -113,19 +114,21 @@ def gunicorn_server(
     threads: int = 1,
     startup_timeout: float = 60,
     ready_path: str = "/healthz",
+    host: str = LOOPBACK,
 ) -> Iterator[ShopServer]:
-    """Start ``gunicorn -c app/gunicorn.conf.py`` on a free loopback port.
+    """Start ``gunicorn -c app/gunicorn.conf.py`` on a free port of ``host`` (loopback;
+    ``"::1"`` for IPv6).
 
     Uses a private ``PROMETHEUS_MULTIPROC_DIR`` (unless ``env`` sets one). Waits until
     ``ready_path`` answers 200 and every worker has booted; stops the whole process group
     on exit.
     """
     tmp = Path(tempfile.mkdtemp(prefix="devkit-shop-"))
-    port = free_port()
+    port = free_port(host)
     full_env = dict(env)
     full_env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(tmp / "prom"))
     full_env.update(
-        BIND=f"{LOOPBACK}:{port}",
+        BIND=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         WEB_CONCURRENCY=str(workers),
         GUNICORN_THREADS=str(threads),
     )
@@ -142,7 +145,7 @@ def gunicorn_server(
                 start_new_session=True,
             )
         server = ShopServer(
-            host=LOOPBACK,
+            host=host,
             port=port,
             pid=proc.pid,
             multiproc_dir=Path(full_env["PROMETHEUS_MULTIPROC_DIR"]),
