@@ -68,7 +68,7 @@ def render_release_manifest() -> str:
         if part.strip():
             documents.append(part.strip() + "\n")
     body = "---\n".join(documents)
-    return _HEADER + "---\n" + body
+    return _HEADER + body
 
 
 def write_release_manifest(path: Path = RELEASE_MANIFEST) -> Path:
