@@ -473,13 +473,14 @@ def _format_threshold(value: float) -> str:
     return format(value, ".10g")
 
 
-def _component_job(owner: Owner, component: str) -> str:
+def component_job(owner: Owner, component: str) -> str:
+    """The ``job`` label of a component's targets: the Service name prometheus-operator uses."""
     return job_name(owner.name, APP_COMPONENT if component == APP else f"{component}-exporter")
 
 
 def selector(owner: Owner, component: str) -> str:
     """The matchers (without braces) that pick this CR's series of one component."""
-    return f'namespace="{owner.namespace}",job="{_component_job(owner, component)}"'
+    return f'namespace="{owner.namespace}",job="{component_job(owner, component)}"'
 
 
 def _enabled_components(spec: JewelryMonitoringSpec) -> list[str]:
