@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from jewelry_monitoring.builders.common import OWNER_LABEL, SPEC_HASH_ANNOTATION, Owner
-from jewelry_monitoring.builders.desired import CHILD_KINDS, MONITORING_KINDS, desired_objects
+from jewelry_monitoring.builders.desired import MONITORING_KINDS, PRUNABLE_KINDS, desired_objects
 from jewelry_monitoring.builders.rules import KNOWN_ALERTS
 from jewelry_monitoring.kube import Kube, KubeError
 from jewelry_monitoring.selection import evaluate
@@ -178,7 +178,7 @@ class Reconciler:
         """Delete children we own that are no longer desired (e.g. a disabled exporter)."""
         keep = {(o["kind"], o["metadata"]["name"]) for o in desired}
         selector = f"{OWNER_LABEL}={cr['metadata']['name']}"
-        for _, kind in CHILD_KINDS:
+        for kind in PRUNABLE_KINDS:
             if kind in MONITORING_KINDS and kind not in available:
                 continue
             for obj in self.kube.list(kind, cr["metadata"]["namespace"], selector):

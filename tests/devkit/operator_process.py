@@ -44,17 +44,32 @@ def render_chart(
 
 
 def apply_objects(api: client.ApiClient, objects: list[dict[str, Any]]) -> None:
-    """Create objects (ignoring ones that exist) with the dynamic-free generic create."""
+    """Create objects, ignoring ones that exist; custom kinds go through CustomObjectsApi."""
     from kubernetes import utils
 
     for obj in objects:
         try:
-            utils.create_from_dict(api, obj)
+            try:
+                utils.create_from_dict(api, obj)
+            except AttributeError:  # no typed API for a custom resource
+                _create_custom(api, obj)
         except utils.FailToCreateError as error:
-            if not all(
-                isinstance(e, ApiException) and e.status == 409 for e in error.api_exceptions
-            ):
+            if not all(getattr(e, "status", None) == 409 for e in error.api_exceptions):
                 raise
+        except ApiException as error:
+            if error.status != 409:
+                raise
+
+
+def _create_custom(api: client.ApiClient, obj: dict[str, Any]) -> None:
+    group, version = obj["apiVersion"].split("/")
+    plural = obj["kind"].lower() + "s"
+    custom = client.CustomObjectsApi(api)
+    namespace = obj["metadata"].get("namespace")
+    if namespace:
+        custom.create_namespaced_custom_object(group, version, namespace, plural, obj)
+    else:
+        custom.create_cluster_custom_object(group, version, plural, obj)
 
 
 @dataclass

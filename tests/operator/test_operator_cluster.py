@@ -150,7 +150,8 @@ def test_update_changes_children_and_disable_prunes(
         {
             "app": {"interval": "30s"},
             "alerts": {"overrides": {"HighErrorRate": {"threshold": 0.2}}},
-            "exporters": {"redis": {"enabled": False}},
+            "exporters": {"redis": {"enabled": False}, "node": {"enabled": False}},
+            "dashboards": {"enabled": False},
         },
     )
     wait_condition(admin_api, namespace, "shop", "Ready", "True")
@@ -163,7 +164,8 @@ def test_update_changes_children_and_disable_prunes(
     assert "0.2" in alerts["HighErrorRate"]["expr"]
     assert not any(name.startswith("Redis") for name in alerts)
     found = children(admin_api, namespace, "shop")
-    assert not [key for key in found if "redis-exporter" in key]
+    assert not [key for key in found if "redis-exporter" in key or "node-exporter" in key]
+    assert not [key for key in found if key.startswith("ConfigMap/")]
     assert "Deployment/shop-postgres-exporter" in found
 
 

@@ -30,15 +30,9 @@ MONITORING_KINDS = {
     "ServiceMonitor": "servicemonitors.monitoring.coreos.com",
     "PrometheusRule": "prometheusrules.monitoring.coreos.com",
 }
-# Every kind the operator may create, so pruning knows where to look.
-CHILD_KINDS = (
-    ("apps/v1", "Deployment"),
-    ("apps/v1", "DaemonSet"),
-    ("v1", "Service"),
-    ("v1", "ConfigMap"),
-    ("monitoring.coreos.com/v1", "ServiceMonitor"),
-    ("monitoring.coreos.com/v1", "PrometheusRule"),
-)
+# Kinds of children that a spec change can remove, so pruning knows where to look. The
+# PrometheusRule is not among them: every JewelryMonitoring has exactly one, for its lifetime.
+PRUNABLE_KINDS = ("Deployment", "DaemonSet", "Service", "ConfigMap", "ServiceMonitor")
 
 
 def _prometheus_rule(owner: Owner) -> list[Obj]:

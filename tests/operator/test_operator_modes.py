@@ -1,0 +1,208 @@
+"""Operator behaviour that needs a control plane of its own: missing prometheus-operator CRDs,
+namespace-restricted watching, and two peering replicas."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from devkit.cluster import ControlPlane
+from devkit.crs import GROUP, PLURAL, VERSION, CustomApi, condition, cr_body, wait_condition
+from devkit.kubetools import api_client, apply_crds, wait_for
+from devkit.operator_process import CHART, OperatorProcess, install_rbac, start_operator
+from devkit.toolchain import prometheus_operator_crds
+
+pytestmark = pytest.mark.cluster
+
+SA_USER = "system:serviceaccount:jm-system:jm-jewelry-monitoring"
+
+
+@pytest.fixture
+def own_plane(tmp_path: Path) -> Iterator[tuple[ControlPlane, client.ApiClient]]:
+    plane = ControlPlane.create(tmp_path).start()
+    try:
+        yield plane, api_client(plane.kubeconfig)
+    finally:
+        plane.stop()
+
+
+def _namespace(api: client.ApiClient, name: str) -> str:
+    client.CoreV1Api(api).create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name))
+    )
+    return name
+
+
+def _create_cr(api: client.ApiClient, namespace: str, name: str) -> None:
+    CustomApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, cr_body(name, {"app": {"podSelector": {"app": "shop"}}})
+    )
+
+
+def _start(
+    plane: ControlPlane,
+    api: client.ApiClient,
+    log: Path,
+    values: dict[str, Any] | None = None,
+    args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> OperatorProcess:
+    kubeconfig = install_rbac(plane, api, "jm", "jm-system", values)
+    return start_operator(kubeconfig, log, SA_USER, args, env)
+
+
+def _monitoring_objects(api: client.ApiClient, namespace: str) -> set[str]:
+    custom = CustomApi(api)
+    found = set()
+    for plural in ("servicemonitors", "prometheusrules"):
+        listing = custom.list_namespaced_custom_object(
+            "monitoring.coreos.com", "v1", namespace, plural
+        )
+        found |= {f"{plural}/{item['metadata']['name']}" for item in listing["items"]}
+    return found
+
+
+def test_missing_prometheus_operator_crds_degrade_then_recover(
+    own_plane: tuple[ControlPlane, client.ApiClient], tmp_path: Path
+) -> None:
+    plane, api = own_plane
+    apply_crds(api, sorted((CHART / "crds").glob("*.yaml")))
+    operator = _start(plane, api, tmp_path / "operator.log")
+    try:
+        namespace = _namespace(api, "shop")
+        _create_cr(api, namespace, "shop")
+        cr = wait_condition(
+            api, namespace, "shop", "Degraded", "True", "PrometheusOperatorCRDsMissing"
+        )
+        assert "servicemonitors.monitoring.coreos.com" in condition(cr, "Degraded")["message"]
+        assert condition(cr, "Ready")["status"] == "True"
+        deployments = client.CoreV1Api(api).list_namespaced_config_map(namespace).items
+        assert len([d for d in deployments if d.metadata.name.startswith("shop-dashboard-")]) == 4
+        assert operator.alive()
+
+        started = time.monotonic()
+        apply_crds(api, prometheus_operator_crds())
+        wait_condition(api, namespace, "shop", "Degraded", "False", "AsExpected", timeout=30)
+        recovered = time.monotonic() - started
+        assert _monitoring_objects(api, namespace) == {
+            "servicemonitors/shop-app-metrics",
+            "prometheusrules/shop-rules",
+        }
+        print(f"monitoring objects appeared {recovered:.1f}s after the CRDs were installed")
+    finally:
+        operator.stop()
+
+
+def test_namespaced_operator_touches_only_its_namespaces(
+    own_plane: tuple[ControlPlane, client.ApiClient], tmp_path: Path
+) -> None:
+    plane, api = own_plane
+    apply_crds(api, sorted((CHART / "crds").glob("*.yaml")))
+    apply_crds(api, prometheus_operator_crds())
+    watched, other = _namespace(api, "watched"), _namespace(api, "other")
+    operator = _start(
+        plane,
+        api,
+        tmp_path / "operator.log",
+        values={"watchNamespaces": [watched]},
+        env={"JM_NAMESPACES": watched},
+    )
+    try:
+        _create_cr(api, watched, "shop")
+        _create_cr(api, other, "shop")
+        wait_condition(api, watched, "shop", "Ready", "True")
+        time.sleep(3)
+        untouched = CustomApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, other, PLURAL, "shop"
+        )
+        assert "status" not in untouched
+        assert _monitoring_objects(api, other) == set()
+        # Its RBAC would not even allow it: the chart bound the namespaced role in `watched` only.
+        bindings = client.RbacAuthorizationV1Api(api).list_namespaced_role_binding(other).items
+        assert bindings == []
+    finally:
+        operator.stop()
+
+
+def test_two_peering_replicas_only_one_acts(
+    own_plane: tuple[ControlPlane, client.ApiClient], tmp_path: Path
+) -> None:
+    plane, api = own_plane
+    apply_crds(api, sorted((CHART / "crds").glob("*.yaml")))
+    apply_crds(api, prometheus_operator_crds())
+    values = {"replicas": 2}
+    kubeconfig = install_rbac(plane, api, "jm", "jm-system", values)
+    from devkit.operator_process import apply_objects, render_chart
+
+    peering = [
+        o for o in render_chart("jm", "jm-system", values) if o["kind"] == "ClusterKopfPeering"
+    ]
+    apply_objects(api, peering)
+    peering_env = {"JM_PEERING": peering[0]["metadata"]["name"]}
+    high = start_operator(
+        kubeconfig, tmp_path / "high.log", SA_USER, ("--priority", "200"), peering_env
+    )
+    low = start_operator(
+        kubeconfig, tmp_path / "low.log", SA_USER, ("--priority", "100"), peering_env
+    )
+    try:
+        # A peer starts paused and resumes only when no live peer outranks it.
+        resumed = "Resuming operations after the pause"
+        wait_for(lambda: resumed in high.logs(), timeout=30, what="the high-priority peer to act")
+        namespace = _namespace(api, "shop")
+        _create_cr(api, namespace, "first")
+        wait_condition(api, namespace, "first", "Ready", "True")
+        assert "reconciled shop/first" in high.logs()
+        assert "reconciled shop/first" not in low.logs() and resumed not in low.logs()
+
+        high.stop()  # a graceful exit leaves the peering: the standby takes over
+        wait_for(lambda: resumed in low.logs(), timeout=60, what="the standby to resume")
+        _create_cr(api, namespace, "second")
+        wait_condition(api, namespace, "second", "Ready", "True", timeout=60)
+        assert "reconciled shop/second" in low.logs()
+    finally:
+        high.stop()
+        low.stop()
+
+
+def test_chart_rbac_grants_only_what_the_operator_uses(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> None:
+    """Every namespaced and cluster rule the chart grants was used during this test session.
+
+    Runs after the other integration tests of the session (file order), reading the audit
+    log for the operator's ServiceAccount. Peering rules are off in the default chart.
+    """
+    from devkit.operator_process import render_chart
+
+    used: set[tuple[str, str, str]] = set()
+    for line in control_plane.audit_log.read_text().splitlines():
+        entry = json.loads(line)
+        if entry.get("user", {}).get("username") != operator.user:
+            continue
+        ref = entry.get("objectRef", {})
+        if not ref.get("resource"):
+            continue  # discovery (/api, /version): granted to every authenticated user
+        resource = ref.get("resource", "") + (
+            f"/{ref['subresource']}" if ref.get("subresource") else ""
+        )
+        used.add((ref.get("apiGroup", ""), resource, entry["verb"]))
+    granted = {
+        (group, resource, verb)
+        for role in render_chart("jm", "jm-system")
+        if role["kind"] == "ClusterRole"
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    # "create" is authorised for server-side apply of a new object, but recorded as "patch".
+    unused = {g for g in granted - used if g[2] != "create"}
+    assert unused == set(), f"RBAC grants more than the operator used: {sorted(unused)}"
+    assert used - granted == set()

@@ -1,0 +1,524 @@
+"""The generated rules as Prometheus itself sees them: ``promtool check rules`` and
+``promtool test rules`` with a firing and a quiet case for every alert in ``KNOWN_ALERTS``.
+
+The cases are a table of synthetic scrapes. Expected labels are written out (what a person
+reading the alert would see besides ``severity``); the rule's own labels and rendered
+annotations are added from the generated rules, so a wrong template fails the test too.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from jewelry_monitoring.builders.common import Owner
+from jewelry_monitoring.builders.rules import KNOWN_ALERTS, rule_groups
+from jewelry_monitoring.spec import JewelryMonitoringSpec
+
+PROMTOOL = Path("/usr/bin/promtool")
+pytestmark = pytest.mark.skipif(
+    not PROMTOOL.exists(), reason="promtool missing: apt-get install prometheus (CI setup does)"
+)
+
+NAMESPACE = "jewelry"
+JOBS = {
+    "app": "shop-app-metrics",
+    **{e: f"shop-{e}-exporter" for e in ("postgres", "redis", "nginx", "celery", "node")},
+}
+INSTANCE = "10.0.0.7:9000"
+
+FULL_SPEC: dict[str, Any] = {
+    "app": {"podSelector": {"app": "jewelry"}},
+    "exporters": {
+        "postgres": {"enabled": True, "dataSource": {"name": "pg", "key": "dsn"}},
+        "redis": {"enabled": True},
+        "nginx": {"enabled": True},
+        "celery": {"enabled": True, "brokerUrl": {"name": "broker", "key": "url"}},
+        "node": {"enabled": True},
+    },
+    # 1.0 on purpose: prometheus_client exposes that bucket as le="1.0".
+    "slos": {
+        "availability": {"objective": 99.9},
+        "latency": {"objective": 99, "thresholdSeconds": 1.0},
+    },
+}
+
+
+def full_owner() -> Owner:
+    return Owner(
+        name="shop",
+        namespace=NAMESPACE,
+        uid="uid-1",
+        spec=JewelryMonitoringSpec.model_validate(FULL_SPEC),
+    )
+
+
+def s(metric: str, component: str, values: str, **labels: str) -> dict[str, str]:
+    """One input series of ``component``'s job, as the scrape would label it."""
+    all_labels = {"namespace": NAMESPACE, "job": JOBS[component], "instance": INSTANCE, **labels}
+    text = ",".join(f'{k}="{v}"' for k, v in all_labels.items())
+    return {"series": f"{metric}{{{text}}}", "values": values}
+
+
+def job(component: str, **labels: str) -> dict[str, str]:
+    """Expected alert labels: namespace and job of ``component`` plus ``labels``."""
+    return {"namespace": NAMESPACE, "job": JOBS[component], **labels}
+
+
+def inst(component: str, **labels: str) -> dict[str, str]:
+    """Expected labels of an alert that keeps the target's instance label."""
+    return job(component, instance=INSTANCE, **labels)
+
+
+@dataclass(frozen=True)
+class Case:
+    """Input that must make ``alert`` fire with ``labels`` at ``at``, or stay silent."""
+
+    alert: str
+    at: str
+    series: list[dict[str, str]]
+    labels: list[dict[str, str]] = field(default_factory=list)  # empty: must not fire
+    interval: str = "1m"
+
+
+def _buckets(metric: str, view_labels: dict[str, str], counts: dict[str, int], n: int) -> list:
+    """Cumulative histogram buckets growing by ``counts[le]`` per minute."""
+    return [
+        s(f"{metric}_bucket", "app", f"0+{per_min}x{n}", **view_labels, le=le)
+        for le, per_min in counts.items()
+    ]
+
+
+VIEW = {"view": "catalog:product-list", "method": "GET"}
+DB = {"alias": "default", "vendor": "postgresql"}
+RESP = "django_http_responses_total_by_status_total"
+HTTP_LAT = "django_http_requests_latency_seconds_by_view_method"
+
+
+def _target_down_cases(alert: str, component: str) -> list[Case]:
+    return [
+        Case(alert, "10m", [s("up", component, "0x15")], [inst(component)]),
+        # No target at all: absent() still reports the job.
+        Case(
+            alert,
+            "10m",
+            [s("up", "app" if component != "app" else "node", "1x15")],
+            [job(component)],
+        ),
+        Case(alert, "10m", [s("up", component, "1x15")]),
+    ]
+
+
+def _slo_cases(alert: str, bad: list[dict[str, str]], good: list[dict[str, str]]) -> list[Case]:
+    """Three days of 5-minute scrapes: 50 % bad fires every window pair; 0 % bad none."""
+    return [
+        Case(alert, "3d", bad, [job("app")], interval="5m"),
+        Case(alert, "3d", good, interval="5m"),
+    ]
+
+
+N = 864  # 3 days of 5m samples
+FS = {"device": "/dev/sda1", "fstype": "ext4", "mountpoint": "/"}
+
+CASES: list[Case] = [
+    *_target_down_cases("DjangoTargetDown", "app"),
+    *(
+        case
+        for component, alert in [
+            ("postgres", "PostgresExporterDown"),
+            ("redis", "RedisExporterDown"),
+            ("nginx", "NginxExporterDown"),
+            ("celery", "CeleryExporterDown"),
+            ("node", "NodeExporterDown"),
+        ]
+        for case in _target_down_cases(alert, component)
+    ),
+    Case(
+        "HighErrorRate",
+        "15m",
+        [s(RESP, "app", "0+30x20", status="500"), s(RESP, "app", "0+30x20", status="200")],
+        [job("app")],
+    ),
+    Case(
+        "HighErrorRate",
+        "15m",
+        [s(RESP, "app", "0+1x20", status="500"), s(RESP, "app", "0+100x20", status="200")],
+    ),
+    Case(
+        "SlowRequests",
+        "15m",
+        _buckets(HTTP_LAT, VIEW, {"0.1": 0, "2.5": 0, "5.0": 60, "+Inf": 60}, 20),
+        [job("app")],
+    ),
+    Case(
+        "SlowRequests",
+        "15m",
+        _buckets(HTTP_LAT, VIEW, {"0.1": 60, "2.5": 60, "5.0": 60, "+Inf": 60}, 20),
+    ),
+    Case(
+        "DjangoUnhandledExceptions",
+        "15m",
+        [s("django_http_exceptions_total_by_type_total", "app", "0+60x20", type="ValueError")],
+        [job("app", type="ValueError")],
+    ),
+    Case(
+        "DjangoUnhandledExceptions",
+        "15m",
+        [s("django_http_exceptions_total_by_type_total", "app", "0+1x20", type="ValueError")],
+    ),
+    Case(
+        "DjangoDatabaseErrors",
+        "15m",
+        [s("django_db_errors_total", "app", "0+60x20", **DB, type="OperationalError")],
+        [job("app", alias="default", type="OperationalError")],
+    ),
+    Case(
+        "DjangoDatabaseErrors",
+        "15m",
+        [s("django_db_errors_total", "app", "0+1x20", **DB, type="UniqueViolation")],
+    ),
+    Case(
+        "DjangoSlowDatabaseQueries",
+        "20m",
+        _buckets("django_db_query_duration_seconds", DB, {"0.5": 0, "1.0": 60, "+Inf": 60}, 30),
+        [job("app")],
+    ),
+    Case(
+        "DjangoSlowDatabaseQueries",
+        "20m",
+        _buckets("django_db_query_duration_seconds", DB, {"0.01": 60, "0.5": 60, "+Inf": 60}, 30),
+    ),
+    Case(
+        "DjangoCacheHitRatioLow",
+        "25m",
+        [
+            s("django_cache_get_hits_total", "app", "0+10x40", backend="redis"),
+            s("django_cache_get_misses_total", "app", "0+50x40", backend="redis"),
+        ],
+        [job("app", backend="redis")],
+    ),
+    Case(
+        "DjangoCacheHitRatioLow",
+        "25m",
+        [
+            s("django_cache_get_hits_total", "app", "0+90x40", backend="redis"),
+            s("django_cache_get_misses_total", "app", "0+10x40", backend="redis"),
+        ],
+    ),
+    Case(
+        "DjangoUnappliedMigrations",
+        "20m",
+        [
+            s("django_migrations_unapplied_total", "app", "3x30", connection="default", pod=p)
+            for p in ("web-1", "web-2")
+        ],
+        [job("app", connection="default")],
+    ),
+    Case(
+        "DjangoUnappliedMigrations",
+        "20m",
+        [s("django_migrations_unapplied_total", "app", "0x30", connection="default")],
+    ),
+    Case("PostgresDown", "5m", [s("pg_up", "postgres", "0x10")], [inst("postgres")]),
+    Case("PostgresDown", "5m", [s("pg_up", "postgres", "1x10")]),
+    Case(
+        "PostgresTooManyConnections",
+        "10m",
+        [
+            s("pg_stat_database_numbackends", "postgres", "85x20", datname="jewelry"),
+            s("pg_stat_database_numbackends", "postgres", "5x20", datname="postgres"),
+            s("pg_settings_max_connections", "postgres", "100x20"),
+        ],
+        [inst("postgres")],
+    ),
+    Case(
+        "PostgresTooManyConnections",
+        "10m",
+        [
+            s("pg_stat_database_numbackends", "postgres", "20x20", datname="jewelry"),
+            s("pg_settings_max_connections", "postgres", "100x20"),
+        ],
+    ),
+    Case("RedisDown", "5m", [s("redis_up", "redis", "0x10")], [inst("redis")]),
+    Case("RedisDown", "5m", [s("redis_up", "redis", "1x10")]),
+    Case(
+        "RedisMemoryNearLimit",
+        "10m",
+        [
+            s("redis_memory_used_bytes", "redis", "95x20"),
+            s("redis_memory_max_bytes", "redis", "100x20"),
+        ],
+        [inst("redis")],
+    ),
+    # maxmemory 0 means "no limit": a full ratio of +Inf must not alert.
+    Case(
+        "RedisMemoryNearLimit",
+        "10m",
+        [
+            s("redis_memory_used_bytes", "redis", "95x20"),
+            s("redis_memory_max_bytes", "redis", "0x20"),
+        ],
+    ),
+    Case(
+        "RedisRejectedConnections",
+        "10m",
+        [s("redis_rejected_connections_total", "redis", "0+1x20")],
+        [inst("redis")],
+    ),
+    Case(
+        "RedisRejectedConnections", "10m", [s("redis_rejected_connections_total", "redis", "5x20")]
+    ),
+    Case("NginxDown", "5m", [s("nginx_up", "nginx", "0x10")], [inst("nginx")]),
+    Case("NginxDown", "5m", [s("nginx_up", "nginx", "1x10")]),
+    Case(
+        "NginxDroppedConnections",
+        "15m",
+        [
+            s("nginx_connections_accepted", "nginx", "0+100x20"),
+            s("nginx_connections_handled", "nginx", "0+90x20"),
+        ],
+        [inst("nginx")],
+    ),
+    Case(
+        "NginxDroppedConnections",
+        "15m",
+        [
+            s("nginx_connections_accepted", "nginx", "0+100x20"),
+            s("nginx_connections_handled", "nginx", "0+100x20"),
+        ],
+    ),
+    Case(
+        "CeleryTaskFailures",
+        "25m",
+        [
+            s("celery_task_failed_total", "celery", "0+10x30", **task, exception="SMTPError")
+            for task in [{"name": "shop.send_receipt", "hostname": "w1", "queue_name": "celery"}]
+        ]
+        + [
+            s(
+                "celery_task_succeeded_total",
+                "celery",
+                "0+10x30",
+                name="shop.send_receipt",
+                hostname="w1",
+                queue_name="celery",
+            )
+        ],
+        [job("celery", name="shop.send_receipt")],
+    ),
+    Case(
+        "CeleryTaskFailures",
+        "25m",
+        [
+            s(
+                f"celery_task_{outcome}_total",
+                "celery",
+                values,
+                name="shop.send_receipt",
+                hostname="w1",
+                queue_name="celery",
+            )
+            for outcome, values in [("failed", "0x30"), ("succeeded", "0+10x30")]
+        ],
+    ),
+    Case(
+        "CeleryNoWorkers",
+        "10m",
+        [s("celery_worker_up", "celery", "0x20", hostname="celery@w1")],
+        [job("celery")],
+    ),
+    Case("CeleryNoWorkers", "10m", [s("celery_worker_up", "celery", "1x20", hostname="celery@w1")]),
+    Case(
+        "CeleryQueueBacklog",
+        "20m",
+        [s("celery_queue_length", "celery", "500x30", queue_name="celery")],
+        [job("celery", queue_name="celery")],
+    ),
+    Case(
+        "CeleryQueueBacklog",
+        "20m",
+        [s("celery_queue_length", "celery", "5x30", queue_name="celery")],
+    ),
+    Case(
+        "NodeFilesystemAlmostFull",
+        "20m",
+        [
+            s("node_filesystem_avail_bytes", "node", "5x30", **FS),
+            s("node_filesystem_size_bytes", "node", "100x30", **FS),
+            s("node_filesystem_readonly", "node", "0x30", **FS),
+        ],
+        [inst("node", **FS)],
+    ),
+    # A full tmpfs is not a disk running out.
+    Case(
+        "NodeFilesystemAlmostFull",
+        "20m",
+        [
+            s(
+                f"node_filesystem_{m}_bytes",
+                "node",
+                v,
+                device="tmpfs",
+                fstype="tmpfs",
+                mountpoint="/run",
+            )
+            for m, v in [("avail", "5x30"), ("size", "100x30")]
+        ],
+    ),
+    Case(
+        "NodeMemoryLow",
+        "15m",
+        [
+            s("node_memory_MemAvailable_bytes", "node", "5x20"),
+            s("node_memory_MemTotal_bytes", "node", "100x20"),
+        ],
+        [inst("node")],
+    ),
+    Case(
+        "NodeMemoryLow",
+        "15m",
+        [
+            s("node_memory_MemAvailable_bytes", "node", "50x20"),
+            s("node_memory_MemTotal_bytes", "node", "100x20"),
+        ],
+    ),
+    *_slo_cases(
+        "JewelryAvailabilityBudgetBurn",
+        [s(RESP, "app", f"0+300x{N}", status=st) for st in ("500", "200")],
+        [s(RESP, "app", f"0x{N}", status="500"), s(RESP, "app", f"0+300x{N}", status="200")],
+    ),
+    *_slo_cases(
+        "JewelryLatencyBudgetBurn",
+        [
+            s(f"{HTTP_LAT}_bucket", "app", f"0+150x{N}", **VIEW, le="1.0"),
+            s(f"{HTTP_LAT}_bucket", "app", f"0+300x{N}", **VIEW, le="+Inf"),
+            s(f"{HTTP_LAT}_count", "app", f"0+300x{N}", **VIEW),
+        ],
+        [
+            s(f"{HTTP_LAT}_bucket", "app", f"0+300x{N}", **VIEW, le="1.0"),
+            s(f"{HTTP_LAT}_bucket", "app", f"0+300x{N}", **VIEW, le="+Inf"),
+            s(f"{HTTP_LAT}_count", "app", f"0+300x{N}", **VIEW),
+        ],
+    ),
+]
+
+_LABEL_REF = re.compile(r"\{\{ \$labels\.(\w+) \}\}")
+
+
+def expected_alerts(case: Case, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One expected alert per (firing labels, rule of that name), annotations rendered."""
+    expected = []
+    for labels in case.labels:
+        for rule in rules:
+            alert_labels = {**labels, **rule["labels"]}
+            annotations = {
+                key: _LABEL_REF.sub(lambda m: alert_labels.get(m.group(1), ""), text)
+                for key, text in rule["annotations"].items()
+            }
+            expected.append({"exp_labels": alert_labels, "exp_annotations": annotations})
+    return expected
+
+
+def promtool_tests(groups: list[dict[str, Any]], cases: list[Case]) -> list[dict[str, Any]]:
+    rules_by_alert: dict[str, list[dict[str, Any]]] = {}
+    for group in groups:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                rules_by_alert.setdefault(rule["alert"], []).append(rule)
+    return [
+        {
+            "name": f"{case.alert} #{index} ({'fires' if case.labels else 'silent'})",
+            "interval": case.interval,
+            "input_series": case.series,
+            "alert_rule_test": [
+                {
+                    "eval_time": case.at,
+                    "alertname": case.alert,
+                    "exp_alerts": expected_alerts(case, rules_by_alert[case.alert]),
+                }
+            ],
+        }
+        for index, case in enumerate(cases)
+    ]
+
+
+def run_promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(PROMTOOL), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def rules_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("rules") / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": rule_groups(full_owner())}, sort_keys=False))
+    return path
+
+
+def test_every_known_alert_has_a_firing_and_a_silent_case() -> None:
+    firing = {case.alert for case in CASES if case.labels}
+    silent = {case.alert for case in CASES if not case.labels}
+    assert firing == KNOWN_ALERTS
+    assert silent == KNOWN_ALERTS
+
+
+def test_the_fully_enabled_cr_produces_every_known_alert(rules_file: Path) -> None:
+    groups = yaml.safe_load(rules_file.read_text())["groups"]
+    produced = {rule["alert"] for group in groups for rule in group["rules"] if "alert" in rule}
+    assert produced == KNOWN_ALERTS
+
+
+def test_promtool_check_rules_accepts_the_generated_groups(rules_file: Path) -> None:
+    result = run_promtool("check", "rules", rules_file.name, cwd=rules_file.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_promtool_unit_tests_of_every_alert(rules_file: Path) -> None:
+    groups = yaml.safe_load(rules_file.read_text())["groups"]
+    # SLO cases span three days: evaluating them every 5m keeps promtool fast; the rest use 1m.
+    for name, cases, evaluation_interval in [
+        ("alerts_test.yaml", [c for c in CASES if c.interval == "1m"], "1m"),
+        ("slo_test.yaml", [c for c in CASES if c.interval == "5m"], "5m"),
+    ]:
+        test_file = rules_file.parent / name
+        test_file.write_text(
+            yaml.safe_dump(
+                {
+                    "rule_files": [rules_file.name],
+                    "evaluation_interval": evaluation_interval,
+                    "tests": promtool_tests(groups, cases),
+                },
+                sort_keys=False,
+            )
+        )
+        result = run_promtool("test", "rules", name, cwd=rules_file.parent)
+        assert result.returncode == 0, f"{name}:\n{result.stdout}\n{result.stderr}"
+
+
+def test_slo_firing_case_expects_all_four_window_pairs(rules_file: Path) -> None:
+    """A 50 % error ratio exceeds every burn threshold: two pages and two tickets."""
+    groups = yaml.safe_load(rules_file.read_text())["groups"]
+    case = next(c for c in CASES if c.alert == "JewelryAvailabilityBudgetBurn" and c.labels)
+    test = promtool_tests(groups, [case])[0]
+    alerts = test["alert_rule_test"][0]["exp_alerts"]
+    assert [
+        (
+            a["exp_labels"]["severity"],
+            a["exp_labels"]["long_window"],
+            a["exp_labels"]["short_window"],
+        )
+        for a in alerts
+    ] == [
+        ("critical", "1h", "5m"),
+        ("critical", "6h", "30m"),
+        ("warning", "1d", "2h"),
+        ("warning", "3d", "6h"),
+    ]
