@@ -180,9 +180,12 @@ def audit_writes(audit_log: Path, user: str, since_line: int = 0) -> list[str]:
             continue
         if entry.get("verb") in WRITE_VERBS:
             ref = entry.get("objectRef", {})
-            writes.append(
-                f"{entry['verb']} {ref.get('resource')}/{ref.get('subresource', '')}{ref.get('name', '')}"
+            target = "/".join(
+                part
+                for part in (ref.get("resource"), ref.get("subresource"), ref.get("name"))
+                if part
             )
+            writes.append(f"{entry['verb']} {target}")
     return writes
 
 

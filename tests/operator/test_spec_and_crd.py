@@ -96,10 +96,12 @@ def test_semantic_problems_name_the_fields() -> None:
         "app.scrapeTimeout 1m is longer than app.interval 10s",
         "app.basicAuth and app.bearerTokenSecret are exclusive: choose one",
         "app.tls is set but app.scheme is http: set scheme to https",
-        "exporters.postgres is enabled but exporters.postgres.dataSource (a secretKeyRef) is not set",
+        "exporters.postgres is enabled but exporters.postgres.dataSource (a secretKeyRef)"
+        " is not set",
         f"alerts.overrides names unknown alerts ['NoSuchAlert']; known: {sorted(KNOWN_ALERTS)}",
         "slos.latency.thresholdSeconds 0.3 is not a latency bucket boundary; choose one of "
-        "[0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 25.0, 50.0, 75.0]",
+        "[0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 25.0, 50.0, "
+        "75.0]",
     ]
     assert semantic_problems(parse({}), KNOWN_ALERTS) == []
 
