@@ -7,6 +7,7 @@ No handler here computes or writes anything itself. Handlers are plain watch-eve
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -57,13 +58,16 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
-async def jewelry_monitoring_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    memo.queue.request((namespace, name))
+async def jewelry_monitoring_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    if namespace:  # always set for a namespaced resource; kopf's type allows None
+        memo.queue.request((namespace, name))
 
 
-async def _child_changed(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
+async def _child_changed(
+    namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any
+) -> None:
     owner = labels.get(OWNER_LABEL)
-    if owner:
+    if owner and namespace:
         memo.queue.request((namespace, owner))
 
 
