@@ -1,0 +1,346 @@
+"""Unit tests of the rules builder: a spec in, the exact PrometheusRule groups out."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from prometheus_client.utils import floatToGoString
+
+from jewelry_monitoring.builders.common import Owner
+from jewelry_monitoring.builders.rules import (
+    BURN_WINDOWS,
+    CATALOG,
+    KNOWN_ALERTS,
+    burn_rate_factor,
+    error_budget,
+    le_matcher,
+    rule_groups,
+)
+from jewelry_monitoring.spec import EXPORTER_NAMES, JewelryMonitoringSpec, semantic_problems
+
+ALL_EXPORTERS = {
+    "postgres": {"enabled": True, "dataSource": {"name": "pg", "key": "dsn"}},
+    "redis": {"enabled": True},
+    "nginx": {"enabled": True},
+    "celery": {"enabled": True, "brokerUrl": {"name": "broker", "key": "url"}},
+    "node": {"enabled": True},
+}
+SLOS = {"availability": {"objective": 99.9}, "latency": {"objective": 99, "thresholdSeconds": 0.5}}
+
+
+def owner(spec: dict[str, Any] | None = None, name: str = "shop") -> Owner:
+    return Owner(
+        name=name,
+        namespace="jewelry",
+        uid="uid-1",
+        spec=JewelryMonitoringSpec.model_validate(
+            {"app": {"podSelector": {"app": "jewelry"}}, **(spec or {})}
+        ),
+    )
+
+
+def alerts(groups: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for group in groups:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                found.setdefault(rule["alert"], []).append(rule)
+    return found
+
+
+def records(groups: list[dict[str, Any]]) -> list[str]:
+    return [rule["record"] for group in groups for rule in group["rules"] if "record" in rule]
+
+
+def only(groups: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    [rule] = alerts(groups)[name]
+    return rule
+
+
+def test_high_error_rate_reads_like_a_handwritten_rule() -> None:
+    assert only(rule_groups(owner()), "HighErrorRate") == {
+        "alert": "HighErrorRate",
+        "expr": 'job:django_http_responses_5xx:ratio_rate5m{namespace="jewelry",'
+        'job="shop-app-metrics"} > 0.05',
+        "for": "5m",
+        "labels": {"severity": "critical"},
+        "annotations": {
+            "summary": "High share of 5xx responses",
+            "description": "More than 0.05 of the responses of {{ $labels.job }} in "
+            "{{ $labels.namespace }} are server errors (5xx) over the last 5 minutes.",
+            "runbook_url": "https://runbooks.jewelry.example/alerts/higherrorrate",
+        },
+    }
+
+
+def test_the_5xx_ratio_it_reads_is_recorded_from_the_real_status_counter() -> None:
+    [rule] = [
+        r
+        for g in rule_groups(owner())
+        for r in g["rules"]
+        if r.get("record") == "job:django_http_responses_5xx:ratio_rate5m"
+    ]
+    selector = 'namespace="jewelry",job="shop-app-metrics"'
+    assert rule["expr"] == (
+        "sum by (namespace, job) (rate(django_http_responses_total_by_status_total"
+        f'{{{selector},status=~"5.."}}[5m]))\n/\n'
+        f"sum by (namespace, job) (rate(django_http_responses_total_by_status_total"
+        f"{{{selector}}}[5m]))"
+    )
+
+
+def test_postgres_connection_alert_is_scoped_to_the_exporter_job() -> None:
+    rule = only(rule_groups(owner({"exporters": ALL_EXPORTERS})), "PostgresTooManyConnections")
+    selector = 'namespace="jewelry",job="shop-postgres-exporter"'
+    assert rule["expr"] == (
+        f"sum by (namespace, job, instance) (pg_stat_database_numbackends{{{selector}}})\n/\n"
+        f"max by (namespace, job, instance) (pg_settings_max_connections{{{selector}}})\n> 0.8"
+    )
+
+
+def test_overrides_change_threshold_for_severity_and_labels() -> None:
+    spec = {
+        "alerts": {
+            "labels": {"team": "shop"},
+            "overrides": {
+                "SlowRequests": {
+                    "threshold": 1.5,
+                    "for": "10m",
+                    "severity": "critical",
+                    "labels": {"team": "checkout", "page": "yes"},
+                }
+            },
+        }
+    }
+    rule = only(rule_groups(owner(spec)), "SlowRequests")
+    assert rule["expr"].endswith("} > 1.5")
+    assert "above 1.5s" in rule["annotations"]["description"]
+    assert rule["for"] == "10m"
+    # Override labels win over alerts.labels.
+    assert rule["labels"] == {"severity": "critical", "team": "checkout", "page": "yes"}
+
+
+def test_alerts_labels_go_on_every_alert() -> None:
+    groups = rule_groups(owner({"alerts": {"labels": {"team": "shop"}}, "slos": SLOS}))
+    for rules in alerts(groups).values():
+        for rule in rules:
+            assert rule["labels"]["team"] == "shop"
+            assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+            assert set(rule["annotations"]) == {"summary", "description", "runbook_url"}
+
+
+def test_runbook_url_is_base_plus_lowercase_name() -> None:
+    spec = {"alerts": {"runbookUrlBase": "https://wiki.example/runbooks/"}}
+    rule = only(rule_groups(owner(spec)), "DjangoUnappliedMigrations")
+    assert (
+        rule["annotations"]["runbook_url"]
+        == "https://wiki.example/runbooks/djangounappliedmigrations"
+    )
+
+
+def test_disabled_override_drops_only_that_alert() -> None:
+    spec = {"alerts": {"overrides": {"SlowRequests": {"disabled": True}}}}
+    names = set(alerts(rule_groups(owner(spec))))
+    assert "SlowRequests" not in names
+    assert "HighErrorRate" in names
+
+
+def test_threshold_override_is_ignored_by_alerts_without_threshold() -> None:
+    spec = {"alerts": {"overrides": {"DjangoTargetDown": {"threshold": 3}}}}
+    assert only(rule_groups(owner(spec)), "DjangoTargetDown") == only(
+        rule_groups(owner()), "DjangoTargetDown"
+    )
+
+
+def test_disabled_exporters_have_no_alerts() -> None:
+    components = {alert.name: alert.component for alert in CATALOG}
+    names = set(alerts(rule_groups(owner())))
+    assert names == {name for name, component in components.items() if component == "app"}
+    for exporter in EXPORTER_NAMES:
+        spec = {"exporters": {exporter: ALL_EXPORTERS[exporter]}}
+        names = set(alerts(rule_groups(owner(spec))))
+        assert {n for n in names if components[n] != "app"} == {
+            name for name, component in components.items() if component == exporter
+        }
+
+
+def test_every_exporter_has_a_down_alert_and_one_more() -> None:
+    for exporter in EXPORTER_NAMES:
+        own = [alert for alert in CATALOG if alert.component == exporter]
+        assert any(alert.name.endswith("ExporterDown") for alert in own), exporter
+        assert len(own) >= 2, exporter
+
+
+def test_alerts_disabled_keeps_recording_rules() -> None:
+    enabled = rule_groups(owner({"exporters": ALL_EXPORTERS, "slos": SLOS}))
+    disabled = rule_groups(
+        owner({"exporters": ALL_EXPORTERS, "slos": SLOS, "alerts": {"enabled": False}})
+    )
+    assert alerts(disabled) == {}
+    assert records(disabled) == records(enabled)
+    assert len(records(disabled)) > 10
+
+
+def test_app_disabled_drops_app_rules_and_slos() -> None:
+    groups = rule_groups(owner({"app": {"podSelector": {"a": "b"}, "enabled": False}}))
+    assert groups == []
+
+
+def test_group_names_are_unique_and_name_the_cr() -> None:
+    groups = rule_groups(owner({"exporters": ALL_EXPORTERS, "slos": SLOS}))
+    names = [group["name"] for group in groups]
+    assert len(names) == len(set(names))
+    assert all(name.startswith("jewelry.jewelry.shop.") for name in names)
+
+
+def test_every_selector_is_scoped_to_this_cr() -> None:
+    """Every vector selector carries this CR's namespace and one of its jobs."""
+    groups = rule_groups(owner({"exporters": ALL_EXPORTERS, "slos": SLOS}))
+    jobs = {"shop-app-metrics", *(f"shop-{e}-exporter" for e in EXPORTER_NAMES)}
+    exprs = [rule["expr"] for group in groups for rule in group["rules"]]
+    selectors = [m for expr in exprs for m in re.findall(r"[a-zA-Z_:][\w:]*\{([^}]*)\}", expr)]
+    assert len(selectors) > 50
+    for matchers in selectors:
+        assert matchers.startswith('namespace="jewelry",job="'), matchers
+        assert matchers.split('"')[3] in jobs, matchers
+
+
+def test_two_crs_never_see_each_others_series() -> None:
+    mine = str(rule_groups(owner(name="shop")))
+    theirs = str(rule_groups(owner(name="outlet")))
+    assert "shop-app-metrics" in mine and "outlet-app-metrics" not in mine
+    assert "outlet-app-metrics" in theirs and "shop-app-metrics" not in theirs
+
+
+def test_known_alerts_lists_catalog_and_slo_alerts_once() -> None:
+    names = [alert.name for alert in CATALOG]
+    assert len(names) == len(set(names))
+    assert frozenset(names) | {"JewelryAvailabilityBudgetBurn", "JewelryLatencyBudgetBurn"} == (
+        KNOWN_ALERTS
+    )
+    for required in [
+        "HighErrorRate",
+        "SlowRequests",
+        "DjangoDatabaseErrors",
+        "DjangoSlowDatabaseQueries",
+        "DjangoCacheHitRatioLow",
+        "DjangoUnappliedMigrations",
+        "DjangoTargetDown",
+        "PostgresDown",
+        "PostgresTooManyConnections",
+        "RedisDown",
+        "RedisMemoryNearLimit",
+        "NginxDown",
+        "NginxDroppedConnections",
+        "CeleryTaskFailures",
+        "NodeFilesystemAlmostFull",
+    ]:
+        assert required in KNOWN_ALERTS
+
+
+def test_unknown_override_name_is_rejected_known_ones_accepted() -> None:
+    bad = owner({"alerts": {"overrides": {"HighErrorRatio": {"disabled": True}}}}).spec
+    [problem] = semantic_problems(bad, KNOWN_ALERTS)
+    assert "HighErrorRatio" in problem
+    good = owner({"alerts": {"overrides": {"JewelryLatencyBudgetBurn": {"disabled": True}}}}).spec
+    assert semantic_problems(good, KNOWN_ALERTS) == []
+
+
+# --- SLOs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("window", "factors"),
+    [
+        ("30d", [14.4, 6, 3, 1]),  # the SRE workbook's table
+        ("28d", [13.44, 5.6, 2.8, 0.933333]),
+        ("7d", [3.36, 1.4, 0.7, 0.233333]),
+    ],
+)
+def test_burn_rate_factors(window: str, factors: list[float]) -> None:
+    assert [burn_rate_factor(window, burn) for burn in BURN_WINDOWS] == factors
+
+
+def test_error_budget() -> None:
+    assert error_budget(99.9) == 0.001
+    assert error_budget(99.5) == 0.005
+    assert error_budget(99) == 0.01
+
+
+def test_slo_recording_rules_cover_every_window() -> None:
+    names = records(rule_groups(owner({"slos": SLOS})))
+    for kind in ("availability", "latency"):
+        for window in ("5m", "30m", "1h", "2h", "6h", "1d", "3d"):
+            assert f"job:jewelry_slo_{kind}_errors:ratio_rate{window}" in names
+
+
+def test_availability_burn_alerts_page_and_ticket() -> None:
+    rules = alerts(rule_groups(owner({"slos": {"availability": {"objective": 99.9}}})))
+    burn = rules["JewelryAvailabilityBudgetBurn"]
+    assert "JewelryLatencyBudgetBurn" not in rules
+    assert [
+        (r["labels"]["severity"], r["labels"]["long_window"], r["labels"]["short_window"], r["for"])
+        for r in burn
+    ] == [
+        ("critical", "1h", "5m", "2m"),
+        ("critical", "6h", "30m", "15m"),
+        ("warning", "1d", "2h", "1h"),
+        ("warning", "3d", "6h", "3h"),
+    ]
+    selector = 'namespace="jewelry",job="shop-app-metrics"'
+    assert burn[0]["expr"] == (
+        f"job:jewelry_slo_availability_errors:ratio_rate1h{{{selector}}} > (14.4 * 0.001)\n"
+        "and\n"
+        f"job:jewelry_slo_availability_errors:ratio_rate5m{{{selector}}} > (14.4 * 0.001)"
+    )
+    assert burn[3]["expr"].endswith("ratio_rate6h{" + selector + "} > (1 * 0.001)")
+    assert burn[0]["labels"]["slo"] == "availability"
+
+
+def test_slo_override_severity_and_disable() -> None:
+    spec = {
+        "slos": SLOS,
+        "alerts": {
+            "overrides": {
+                "JewelryAvailabilityBudgetBurn": {"severity": "info", "labels": {"x": "y"}},
+                "JewelryLatencyBudgetBurn": {"disabled": True},
+            }
+        },
+    }
+    rules = alerts(rule_groups(owner(spec)))
+    assert "JewelryLatencyBudgetBurn" not in rules
+    assert {r["labels"]["severity"] for r in rules["JewelryAvailabilityBudgetBurn"]} == {"info"}
+    assert {r["labels"]["x"] for r in rules["JewelryAvailabilityBudgetBurn"]} == {"y"}
+
+
+def test_latency_sli_uses_the_threshold_bucket() -> None:
+    [rule] = [
+        r
+        for g in rule_groups(owner({"slos": SLOS}))
+        for r in g["rules"]
+        if r.get("record") == "job:jewelry_slo_latency_errors:ratio_rate1h"
+    ]
+    selector = 'namespace="jewelry",job="shop-app-metrics"'
+    latency = "django_http_requests_latency_seconds_by_view_method"
+    assert rule["expr"] == (
+        "1 - (\n"
+        f'sum by (namespace, job) (rate({latency}_bucket{{{selector},le="0.5"}}[1h]))\n/\n'
+        f"sum by (namespace, job) (rate({latency}_count{{{selector}}}[1h]))\n)"
+    )
+
+
+@pytest.mark.parametrize("bucket", [0.01, 0.5, 1.0, 2.5, 10.0, 75.0])
+def test_le_matcher_matches_how_prometheus_client_and_prometheus_3_spell_buckets(
+    bucket: float,
+) -> None:
+    """prometheus_client writes ``le="1.0"``; Prometheus 3 normalises it to ``le="1"``."""
+    matcher = le_matcher(bucket)
+    op, quoted = re.fullmatch(r'le(=~?)"(.*)"', matcher).groups()  # type: ignore[union-attr]
+    pattern = quoted.replace("\\\\", "\\") if op == "=~" else re.escape(quoted)
+    client_spelling = floatToGoString(bucket)
+    assert re.fullmatch(pattern, client_spelling)
+    prometheus3_spelling = format(bucket, "g")
+    assert re.fullmatch(pattern, prometheus3_spelling)
+    assert not re.fullmatch(pattern, client_spelling + "5")
