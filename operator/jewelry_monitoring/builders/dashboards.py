@@ -433,6 +433,7 @@ DASHBOARDS: tuple[DashboardDef, ...] = (
                         ),
                         "ops",
                         component="postgres",
+                        width=24,
                     ),
                     PanelDef(
                         "Buffer cache hit ratio",
@@ -544,6 +545,7 @@ DASHBOARDS: tuple[DashboardDef, ...] = (
                             _q("max(redis_config_maxclients{{sel}})", "maxclients"),
                         ),
                         component="redis",
+                        width=24,
                     ),
                     PanelDef(
                         "Commands/s",

@@ -1,0 +1,436 @@
+"""Dashboards: valid Grafana models, PromQL that parses, and only metric names that exist.
+
+``KNOWN_METRICS`` below is the one inventory of metric names the rules and dashboards may
+use. The app's names come from app/METRICS.md (generated from a real scrape); the exporter
+names were measured by scraping the Debian exporters against real PostgreSQL, Redis and nginx
+servers, and ``test_exporters_really_export_the_inventoried_names`` re-measures them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from jewelry_monitoring.builders.common import Owner
+from jewelry_monitoring.builders.dashboards import dashboard_uid, dashboards
+from jewelry_monitoring.builders.rules import rule_groups
+from jewelry_monitoring.spec import JewelryMonitoringSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+METRICS_DOC = ROOT / "app" / "METRICS.md"
+PROMTOOL = Path("/usr/bin/promtool")
+needs_promtool = pytest.mark.skipif(
+    not PROMTOOL.exists(), reason="promtool missing: apt-get install prometheus (CI setup does)"
+)
+
+FULL_SPEC: dict[str, Any] = {
+    "app": {"podSelector": {"app": "jewelry"}},
+    "exporters": {
+        "postgres": {"enabled": True, "dataSource": {"name": "pg", "key": "dsn"}},
+        "redis": {"enabled": True},
+        "nginx": {"enabled": True},
+        "celery": {"enabled": True, "brokerUrl": {"name": "broker", "key": "url"}},
+        "node": {"enabled": True},
+    },
+    "slos": {"availability": {"objective": 99.9}, "latency": {"objective": 99}},
+}
+
+
+def owner(spec: dict[str, Any], name: str = "shop", namespace: str = "jewelry") -> Owner:
+    return Owner(
+        name=name,
+        namespace=namespace,
+        uid="uid-1",
+        spec=JewelryMonitoringSpec.model_validate(spec),
+    )
+
+
+# --- The metric inventory -----------------------------------------------------------------
+
+
+def app_metrics() -> set[str]:
+    """Sample names from the table in app/METRICS.md (generated from a real scrape)."""
+    return set(re.findall(r"^\| `([a-zA-Z_:][\w:]*)` \|", METRICS_DOC.read_text(), re.M))
+
+
+# Scraped from the Debian packages against real servers: prometheus-postgres-exporter 0.11
+# (PostgreSQL 15), prometheus-redis-exporter 1.45 (redis-server 7), prometheus-nginx-exporter
+# 0.11 (nginx stub_status), prometheus-node-exporter 1.5. The images we ship are newer
+# releases of the same exporters, which kept these names.
+EXPORTER_METRICS: dict[str, set[str]] = {
+    "postgres": {
+        "pg_up",
+        "pg_stat_database_numbackends",
+        "pg_settings_max_connections",
+        "pg_stat_database_xact_commit",
+        "pg_stat_database_xact_rollback",
+        "pg_stat_database_blks_hit",
+        "pg_stat_database_blks_read",
+        "pg_stat_database_deadlocks",
+        "pg_database_size_bytes",
+    },
+    "redis": {
+        "redis_up",
+        "redis_memory_used_bytes",
+        "redis_memory_max_bytes",
+        "redis_connected_clients",
+        "redis_blocked_clients",
+        "redis_config_maxclients",
+        "redis_commands_total",
+        "redis_keyspace_hits_total",
+        "redis_keyspace_misses_total",
+        "redis_evicted_keys_total",
+        "redis_rejected_connections_total",
+    },
+    "nginx": {
+        "nginx_up",
+        "nginx_http_requests_total",
+        "nginx_connections_accepted",
+        "nginx_connections_handled",
+        "nginx_connections_active",
+        "nginx_connections_reading",
+        "nginx_connections_writing",
+        "nginx_connections_waiting",
+    },
+    "node": {
+        "node_cpu_seconds_total",
+        "node_memory_MemAvailable_bytes",
+        "node_memory_MemTotal_bytes",
+        "node_filesystem_avail_bytes",
+        "node_filesystem_size_bytes",
+        "node_filesystem_readonly",
+        "node_network_receive_bytes_total",
+        "node_network_transmit_bytes_total",
+        "node_disk_read_bytes_total",
+        "node_disk_written_bytes_total",
+        "node_load1",
+    },
+}
+# danihodovic/celery-exporter (the default image) is not packaged here, so these are read from
+# its source (src/exporter.py: prometheus_client Counters "celery_task_<event>", Gauges
+# "celery_worker_up", "celery_worker_tasks_active", "celery_queue_length").
+CELERY_METRICS = {
+    "celery_task_failed_total",
+    "celery_task_succeeded_total",
+    "celery_task_retried_total",
+    "celery_task_rejected_total",
+    "celery_worker_up",
+    "celery_worker_tasks_active",
+    "celery_queue_length",
+}
+# Not exported by anything we run: series Prometheus makes for every target, and the
+# kubelet's cAdvisor series (kube-prometheus-stack scrapes them) for pod CPU and memory.
+PROMETHEUS_SYNTHETIC = {"up", "scrape_duration_seconds"}
+CADVISOR_METRICS = {"container_cpu_usage_seconds_total", "container_memory_working_set_bytes"}
+
+
+def known_metrics() -> set[str]:
+    return (
+        app_metrics()
+        | set().union(*EXPORTER_METRICS.values())
+        | CELERY_METRICS
+        | PROMETHEUS_SYNTHETIC
+        | CADVISOR_METRICS
+    )
+
+
+_KEYWORDS = {"and", "or", "unless", "bool", "offset"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names a PromQL expression selects (functions, labels and keywords removed)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", "{}", text)
+    text = re.sub(r"\[[^\]]*\]", "", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    text = re.sub(r"\b\d+(\.\d+)?(e[+-]?\d+)?\b", " ", text)
+    names = set()
+    for match in re.finditer(r"([a-zA-Z_:][\w:]*)\s*(\()?", text):
+        if match.group(2) or match.group(1) in _KEYWORDS:
+            continue
+        names.add(match.group(1))
+    return names
+
+
+def test_metric_name_extraction() -> None:
+    expr = (
+        'sum by (job, le) (rate(a_total{x="y{z}"}[5m])) / on (job) group_left() '
+        'b:rec:rate5m{q="1"} > (14.4 * 1e-05) and up == 0 or vector(1)'
+    )
+    assert metric_names(expr) == {"a_total", "b:rec:rate5m", "up"}
+
+
+def test_the_inventory_reads_the_app_metrics_doc() -> None:
+    names = app_metrics()
+    assert "django_http_responses_total_by_status_total" in names
+    assert "django_http_requests_latency_seconds_by_view_method_bucket" in names
+    # The names older docs use do not exist.
+    assert "django_http_requests_latency_seconds_bucket" not in names
+    assert "django_cache_hits_total" not in names
+
+
+# --- What the builders produce ------------------------------------------------------------
+
+
+def rule_exprs(spec: dict[str, Any]) -> list[str]:
+    return [rule["expr"] for group in rule_groups(owner(spec)) for rule in group["rules"]]
+
+
+def recorded(spec: dict[str, Any]) -> set[str]:
+    return {
+        rule["record"]
+        for group in rule_groups(owner(spec))
+        for rule in group["rules"]
+        if "record" in rule
+    }
+
+
+def panels(model: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in model["panels"] if p["type"] != "row"]
+
+
+def _exprs_of(model: dict[str, Any]) -> list[str]:
+    return [target["expr"] for panel in panels(model) for target in panel["targets"]]
+
+
+def dashboard_exprs(spec: dict[str, Any]) -> list[str]:
+    return [expr for model in dashboards(owner(spec)).values() for expr in _exprs_of(model)]
+
+
+def test_four_dashboards_as_json_with_panels() -> None:
+    models = dashboards(owner(FULL_SPEC))
+    assert sorted(models) == [
+        "jewelry-cache.json",
+        "jewelry-database.json",
+        "jewelry-django.json",
+        "jewelry-system.json",
+    ]
+    for model in models.values():
+        assert json.loads(json.dumps(model)) == model
+        assert panels(model)
+        assert model["tags"][0] == "jewelry"
+        assert model["uid"]
+        assert "jewelry/shop" in model["title"]
+
+
+def test_datasource_variable_is_used_by_every_panel_and_query() -> None:
+    for model in dashboards(owner(FULL_SPEC)).values():
+        [variable] = model["templating"]["list"]
+        assert (variable["name"], variable["type"], variable["query"]) == (
+            "datasource",
+            "datasource",
+            "prometheus",
+        )
+        for panel in panels(model):
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+            ref_ids = [t["refId"] for t in panel["targets"]]
+            assert len(ref_ids) == len(set(ref_ids)) and all(ref_ids)
+            for target in panel["targets"]:
+                assert target["datasource"] == panel["datasource"]
+
+
+def test_panel_ids_are_unique_and_panels_fit_the_grid() -> None:
+    for model in dashboards(owner(FULL_SPEC)).values():
+        ids = [p["id"] for p in model["panels"]]
+        assert len(ids) == len(set(ids))
+        for panel in model["panels"]:
+            grid = panel["gridPos"]
+            assert grid["x"] + grid["w"] <= 24
+
+
+def test_uid_is_stable_short_and_distinct() -> None:
+    first = dashboards(owner(FULL_SPEC))
+    again = dashboards(owner(FULL_SPEC))
+    assert [m["uid"] for m in first.values()] == [m["uid"] for m in again.values()]
+    uids = {
+        dashboard_uid(owner(FULL_SPEC, name, namespace), slug)
+        for name in ("shop", "outlet")
+        for namespace in ("jewelry", "staging")
+        for slug in ("django", "database", "cache", "system")
+    }
+    assert len(uids) == 16
+    assert all(len(uid) <= 40 for uid in uids)
+    long = owner(FULL_SPEC, "x" * 63, "y" * 63)
+    assert len(dashboard_uid(long, "database")) <= 40
+
+
+def test_queries_are_scoped_to_this_cr() -> None:
+    for expr in dashboard_exprs(FULL_SPEC):
+        selectors = re.findall(r"\{([^}]*)\}", expr)
+        assert selectors, expr
+        for matchers in selectors:
+            assert 'namespace="jewelry"' in matchers, expr
+    other = " ".join(
+        e for m in dashboards(owner(FULL_SPEC, "outlet")).values() for e in _exprs_of(m)
+    )
+    assert "shop-" not in other and "outlet-app-metrics" in other
+
+
+def test_exporter_panels_only_when_the_exporter_is_enabled() -> None:
+    app_only = " ".join(dashboard_exprs({"app": {"podSelector": {"app": "jewelry"}}}))
+    for prefix in ("pg_", "redis_", "nginx_", "celery_", "node_"):
+        assert prefix not in app_only
+    full = " ".join(dashboard_exprs(FULL_SPEC))
+    for prefix in ("pg_", "redis_", "nginx_", "celery_", "node_"):
+        assert prefix in full
+
+
+def test_dashboards_read_the_recording_rules() -> None:
+    used = set().union(*(metric_names(e) for e in dashboard_exprs(FULL_SPEC)))
+    for record in (
+        "job:django_http_requests:rate5m",
+        "job:django_http_responses_5xx:ratio_rate5m",
+        "job:django_http_request_latency_seconds:p95_5m",
+        "job_backend:django_cache_get_hits:ratio_rate5m",
+        "job:django_db_queries:rate5m",
+        "job:jewelry_slo_availability_errors:ratio_rate1h",
+    ):
+        assert record in used
+
+
+def test_every_metric_name_is_recorded_or_measured() -> None:
+    allowed = known_metrics() | recorded(FULL_SPEC)
+    used = {
+        name
+        for expr in rule_exprs(FULL_SPEC) + dashboard_exprs(FULL_SPEC)
+        for name in metric_names(expr)
+    }
+    assert used - allowed == set()
+    # And dashboards only read records that the rules really define.
+    records = {n for n in used if ":" in n}
+    assert records <= recorded(FULL_SPEC)
+
+
+@needs_promtool
+def test_every_dashboard_query_parses(tmp_path: Path) -> None:
+    """promtool parses each query as a throwaway recording rule."""
+    exprs = sorted(set(dashboard_exprs(FULL_SPEC)))
+    rules = [
+        {"record": f"dashboard:query_{i}:check", "expr": e.replace("$__rate_interval", "5m")}
+        for i, e in enumerate(exprs)
+    ]
+    path = tmp_path / "dashboard_queries.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "queries", "rules": rules}]}))
+    result = subprocess.run(
+        [str(PROMTOOL), "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in result.stdout
+
+
+# --- Re-measuring the exporter names ------------------------------------------------------
+
+
+def _scrape_names(url: str, timeout: float = 20) -> set[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+            return {
+                re.split(r"[{ ]", line, maxsplit=1)[0]
+                for line in text.splitlines()
+                if line and not line.startswith("#")
+            }
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+@contextmanager
+def _exporter(argv: list[str], env: dict[str, str] | None = None) -> Iterator[None]:
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def _scrape_exporter(
+    argv: list[str], port: int, ready: str, env: dict[str, str] | None = None
+) -> set[str]:
+    """Start an exporter, wait until ``ready`` reports 1 (it reached its server), scrape."""
+    with _exporter(argv, env):
+        deadline = time.monotonic() + 30
+        while True:
+            names = _scrape_names(f"http://127.0.0.1:{port}/metrics")
+            if ready in names or time.monotonic() > deadline:
+                return names
+            time.sleep(0.5)
+
+
+EXPORTER_BINARIES = {
+    "postgres": "prometheus-postgres-exporter",
+    "redis": "prometheus-redis-exporter",
+    "nginx": "prometheus-nginx-exporter",
+    "node": "prometheus-node-exporter",
+}
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("exporter", sorted(EXPORTER_METRICS))
+def test_exporters_really_export_the_inventoried_names(exporter: str) -> None:
+    from devkit.services import free_port, nginx_service, postgres_service, redis_service
+
+    binary = shutil.which(EXPORTER_BINARIES[exporter])
+    if binary is None:
+        pytest.skip(f"{EXPORTER_BINARIES[exporter]} is not installed")
+    port = free_port()
+    listen = f"127.0.0.1:{port}"
+    names: set[str]
+    if exporter == "postgres":
+        with postgres_service() as pg:
+            env = {"DATA_SOURCE_NAME": f"{pg.dsn}?sslmode=disable", "PATH": "/usr/bin:/bin"}
+            names = _scrape_exporter(
+                [binary, f"--web.listen-address={listen}"], port, "pg_settings_max_connections", env
+            )
+    elif exporter == "redis":
+        with redis_service() as redis:
+            names = _scrape_exporter(
+                [binary, f"--redis.addr={redis.url}", f"--web.listen-address={listen}"],
+                port,
+                "redis_memory_max_bytes",
+            )
+    elif exporter == "nginx":
+        nginx_port = free_port()
+        server = (
+            f"server {{ listen 127.0.0.1:{nginx_port}; location /stub_status {{ stub_status; }} }}"
+        )
+        with nginx_service(server, port=nginx_port):
+            names = _scrape_exporter(
+                [
+                    binary,
+                    f"-nginx.scrape-uri=http://127.0.0.1:{nginx_port}/stub_status",
+                    f"-web.listen-address={listen}",
+                ],
+                port,
+                "nginx_connections_accepted",
+            )
+    else:
+        names = _scrape_exporter(
+            [
+                binary,
+                f"--web.listen-address={listen}",
+                "--collector.disable-defaults",
+                *(
+                    f"--collector.{c}"
+                    for c in ("cpu", "meminfo", "filesystem", "netdev", "diskstats", "loadavg")
+                ),
+            ],
+            port,
+            "node_cpu_seconds_total",
+        )
+    assert EXPORTER_METRICS[exporter] - names == set()
