@@ -6,6 +6,7 @@ jm-dev cluster status      say whether it runs
 jm-dev cluster down        stop it and remove its files
 jm-dev demo                the whole product on the local plane (see devkit.demo)
 jm-dev manifests           regenerate manifests/jewelry-monitoring.yaml from the chart
+    jm-dev bench [--short]     operator latency (create -> Ready) and API quietness
 """
 
 from __future__ import annotations
@@ -85,7 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "manifests", help="regenerate manifests/jewelry-monitoring.yaml from the Helm chart"
     )
-    args = parser.parse_args(argv)
+    commands.add_parser("bench", help="measure the operator (see devkit.bench; --help there)")
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["bench"]:  # its options are its own
+        from devkit.bench import main as bench_main
+
+        return bench_main(arguments[1:])
+    args = parser.parse_args(arguments)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     if args.command == "cluster":
