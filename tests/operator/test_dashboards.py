@@ -222,6 +222,9 @@ def test_four_dashboards_as_json_with_panels() -> None:
         assert model["tags"][0] == "jewelry"
         assert model["uid"]
         assert "jewelry/shop" in model["title"]
+        assert model["annotations"] == {"list": []}
+        for panel in panels(model):
+            assert panel["options"], panel["title"]
 
 
 def test_datasource_variable_is_used_by_every_panel_and_query() -> None:

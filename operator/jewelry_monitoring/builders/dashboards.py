@@ -754,6 +754,9 @@ def _panel(owner: Owner, panel: PanelDef, panel_id: int) -> Any:
     datasource = DataSourceRef(type_val="prometheus", uid=f"${{{DATASOURCE_VARIABLE}}}")
     builder: Any = (
         stat.Panel()
+        .reduce_options(sdk_common.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .graph_mode(common_models.BigValueGraphMode.NONE)
+        .color_mode(common_models.BigValueColorMode.VALUE)
         if panel.kind == "stat"
         else timeseries.Panel()
         .legend(
@@ -762,7 +765,11 @@ def _panel(owner: Owner, panel: PanelDef, panel_id: int) -> Any:
             .placement(common_models.LegendPlacement.BOTTOM)
             .show_legend(True)
         )
-        .tooltip(sdk_common.VizTooltipOptions().mode(common_models.TooltipDisplayMode.MULTI))
+        .tooltip(
+            sdk_common.VizTooltipOptions()
+            .mode(common_models.TooltipDisplayMode.MULTI)
+            .sort(common_models.SortOrder.DESCENDING)
+        )
     )
     builder = (
         builder.id(panel_id)
@@ -800,6 +807,8 @@ def _build(owner: Owner, definition: DashboardDef, available: set[str]) -> dict[
         .refresh("30s")
         .time("now-6h", "now")
         .readonly()
+        # An empty list, not a missing one: Grafana adds its built-in annotation to it.
+        .annotations([])
         .with_variable(
             sdk_dashboard.DatasourceVariable(DATASOURCE_VARIABLE)
             .label("Data source")

@@ -619,10 +619,3 @@ def rule_groups(owner: Owner) -> list[Group]:
     ]
     groups += _group(f"{prefix}.slo.alerts", slo_rules)
     return groups
-
-
-def alert_components() -> dict[str, str]:
-    """Which component each catalog alert belongs to ("app" or an exporter name)."""
-    return {alert.name: alert.component for alert in CATALOG} | {
-        name: APP for name in SLO_ALERTS.values()
-    }
