@@ -122,6 +122,16 @@ def test_overrides_change_threshold_for_severity_and_labels() -> None:
     assert rule["labels"] == {"severity": "critical", "team": "checkout", "page": "yes"}
 
 
+def test_extra_labels_cannot_replace_severity() -> None:
+    spec = {
+        "alerts": {
+            "labels": {"severity": "info"},
+            "overrides": {"HighErrorRate": {"labels": {"severity": "info"}}},
+        }
+    }
+    assert only(rule_groups(owner(spec)), "HighErrorRate")["labels"] == {"severity": "critical"}
+
+
 def test_alerts_labels_go_on_every_alert() -> None:
     groups = rule_groups(owner({"alerts": {"labels": {"team": "shop"}}, "slos": SLOS}))
     for rules in alerts(groups).values():

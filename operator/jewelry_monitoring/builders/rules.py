@@ -49,7 +49,6 @@ DB_ERRORS_RATE = "job:django_db_errors:rate5m"
 DB_DURATION_P95 = "job:django_db_query_duration_seconds:p95_5m"
 
 SLO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
-SLO_KINDS = ("availability", "latency")
 
 
 def slo_error_ratio_record(kind: str, window: str) -> str:
@@ -502,12 +501,16 @@ def _alert_rule(
     override = alerts.overrides.get(name)
     if override is not None and override.disabled:
         return None
+    final_severity = override.severity if override and override.severity else severity
     labels: dict[str, str] = {
-        "severity": (override.severity if override and override.severity else severity),
-        **(extra_labels or {}),
+        "severity": final_severity,
         **alerts.labels,
         **(override.labels if override else {}),
+        # The rule's own labels win: they tell apart rules sharing one alert name.
+        **(extra_labels or {}),
     }
+    # Changing severity is what ``override.severity`` is for, not a stray extra label.
+    labels["severity"] = final_severity
     return {
         "alert": name,
         "expr": expr,
@@ -545,6 +548,11 @@ def _catalog_rule(owner: Owner, alert: AlertDef) -> Rule | None:
 
 
 def _slo_alert_rules(owner: Owner, kind: str, objective: float) -> list[Rule]:
+    """One rule per window pair, sharing the alert name and told apart by window labels.
+
+    Overrides apply to all four: ``disabled``, ``for``, ``severity`` and ``labels``; a
+    ``threshold`` override is ignored, since the thresholds follow from the objective.
+    """
     sel = selector(owner, APP)
     budget = error_budget(objective)
     rules = []
