@@ -488,6 +488,35 @@ def test_promtool_check_rules_accepts_the_generated_groups(rules_file: Path) -> 
     assert "SUCCESS" in result.stdout
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"app": {"podSelector": {"app": "jewelry"}}},
+        {
+            "app": {"podSelector": {"app": "jewelry"}},
+            "slos": {"window": "7d", "latency": {"objective": 99.5, "thresholdSeconds": 0.075}},
+            "alerts": {
+                "labels": {"team": "shop"},
+                "overrides": {
+                    "SlowRequests": {"threshold": 0.75, "for": "1m", "severity": "info"},
+                    "HighErrorRate": {"disabled": True},
+                },
+            },
+        },
+        {**FULL_SPEC, "slos": {"window": "28d", "availability": {"objective": 99.95}}},
+    ],
+    ids=["defaults", "overrides-7d-latency", "28d-availability"],
+)
+def test_promtool_accepts_other_specs(spec: dict[str, Any], tmp_path: Path) -> None:
+    cr = Owner(
+        name="shop", namespace=NAMESPACE, uid="u", spec=JewelryMonitoringSpec.model_validate(spec)
+    )
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": rule_groups(cr)}, sort_keys=False))
+    result = run_promtool("check", "rules", path.name, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_promtool_unit_tests_of_every_alert(rules_file: Path) -> None:
     groups = yaml.safe_load(rules_file.read_text())["groups"]
     # SLO cases span three days: evaluating them every 5m keeps promtool fast; the rest use 1m.
