@@ -342,10 +342,10 @@ def test_latency_sli_uses_the_threshold_bucket() -> None:
 
 
 @pytest.mark.parametrize("bucket", [0.01, 0.5, 1.0, 2.5, 10.0, 75.0])
-def test_le_matcher_matches_how_prometheus_client_and_prometheus_3_spell_buckets(
+def test_le_matcher_matches_both_spellings_of_a_bucket(
     bucket: float,
 ) -> None:
-    """prometheus_client writes ``le="1.0"``; Prometheus 3 normalises it to ``le="1"``."""
+    """prometheus_client writes ``le="1.0"``; other clients and Prometheus 3 may say "1"."""
     matcher = le_matcher(bucket)
     op, quoted = re.fullmatch(r'le(=~?)"(.*)"', matcher).groups()  # type: ignore[union-attr]
     pattern = quoted.replace("\\\\", "\\") if op == "=~" else re.escape(quoted)

@@ -434,8 +434,9 @@ KNOWN_ALERTS: frozenset[str] = frozenset(
 def le_matcher(threshold_seconds: float) -> str:
     """Match the ``le`` bucket of a threshold however the bucket label is spelled.
 
-    prometheus_client writes ``le="1.0"``; Prometheus 3 normalises classic-histogram ``le``
-    values on ingestion to ``le="1"``. A regex accepting both keeps the SLO working on both.
+    A whole-number bucket is spelled ``le="1.0"`` by prometheus_client but ``le="1"`` by
+    other clients, and Prometheus 3 rewrites ``le`` values on ingestion. A regex accepting both
+    spellings keeps the latency SLO correct whichever Prometheus stores the series.
     """
     text = repr(float(threshold_seconds))
     if text.endswith(".0"):
