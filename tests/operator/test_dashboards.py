@@ -131,7 +131,7 @@ CELERY_METRICS = {
 }
 # Not exported by anything we run: series Prometheus makes for every target, and the
 # kubelet's cAdvisor series (kube-prometheus-stack scrapes them) for pod CPU and memory.
-PROMETHEUS_SYNTHETIC = {"up", "scrape_duration_seconds"}
+PROMETHEUS_SYNTHETIC = {"up", "scrape_duration_seconds", "ALERTS"}
 CADVISOR_METRICS = {"container_cpu_usage_seconds_total", "container_memory_working_set_bytes"}
 
 
@@ -223,6 +223,9 @@ def test_four_dashboards_as_json_with_panels() -> None:
         assert model["uid"]
         assert "jewelry/shop" in model["title"]
         assert model["annotations"] == {"list": []}
+        assert "jewelry:jewelry/shop" in model["tags"]
+        [link] = model["links"]
+        assert (link["type"], link["tags"]) == ("dashboards", ["jewelry:jewelry/shop"])
         for panel in panels(model):
             assert panel["options"], panel["title"]
 
