@@ -283,6 +283,21 @@ def test_queries_are_scoped_to_this_cr() -> None:
     assert "shop-" not in other and "outlet-app-metrics" in other
 
 
+def test_nothing_scraped_means_no_dashboards() -> None:
+    assert dashboards(owner({"app": {"podSelector": {"a": "b"}, "enabled": False}})) == {}
+
+
+def test_app_disabled_leaves_exporter_dashboards_without_app_jobs() -> None:
+    spec = {
+        "app": {"podSelector": {"a": "b"}, "enabled": False},
+        "exporters": {"redis": {"enabled": True}},
+    }
+    models = dashboards(owner(spec))
+    assert sorted(models) == ["jewelry-cache.json", "jewelry-system.json"]
+    exprs = [e for model in models.values() for e in _exprs_of(model)]
+    assert not any("app-metrics" in e for e in exprs)
+
+
 def test_exporter_panels_only_when_the_exporter_is_enabled() -> None:
     app_only = " ".join(dashboard_exprs({"app": {"podSelector": {"app": "jewelry"}}}))
     for prefix in ("pg_", "redis_", "nginx_", "celery_", "node_"):

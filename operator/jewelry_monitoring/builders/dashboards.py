@@ -736,9 +736,16 @@ def dashboard_uid(owner: Owner, slug: str) -> str:
     return uid
 
 
+def _components(owner: Owner) -> list[str]:
+    """The scrape jobs this CR creates: the app's (unless disabled) and each exporter's."""
+    spec = owner.spec
+    return [*([rules.APP] if spec.app.enabled else []), *spec.exporters.enabled()]
+
+
 def _available(owner: Owner) -> set[str]:
     spec = owner.spec
-    available = {ALWAYS, *spec.exporters.enabled()}
+    components = _components(owner)
+    available = {*components, *([ALWAYS] if components else [])}
     if spec.app.enabled:
         available.add(rules.APP)
         if spec.slos.availability is not None:
@@ -752,7 +759,7 @@ def _matchers(owner: Owner, component: str) -> str:
     """``{sel}`` of a component; "all" means every scrape job of this CR."""
     if component != "all":
         return rules.selector(owner, component)
-    jobs = [rules.component_job(owner, c) for c in (rules.APP, *owner.spec.exporters.enabled())]
+    jobs = [rules.component_job(owner, c) for c in _components(owner)]
     return f'namespace="{owner.namespace}",job=~"{"|".join(jobs)}"'
 
 
