@@ -1,0 +1,607 @@
+"""Real Prometheus, Alertmanager and the Debian exporters, fed from the operator's objects.
+
+The operator never writes a ``prometheus.yml``: prometheus-operator turns its ServiceMonitors
+and PrometheusRule into one. Tests that run a real Prometheus need that translation without
+a cluster, so this module does the part prometheus-operator would do, for static loopback
+targets:
+
+* each ServiceMonitor endpoint becomes one scrape job named like prometheus-operator's
+  (``serviceMonitor/<ns>/<name>/<index>``) whose targets carry the labels prometheus-operator
+  adds: ``job`` = the selected Service's name, ``namespace``, ``service``, ``pod``,
+  ``endpoint``; interval, timeout, path and scheme come from the endpoint unchanged;
+* the PrometheusRule's ``spec.groups`` become a rule file as they are.
+
+Public API::
+
+    scrape_configs(objects, targets) -> list[dict]   # ServiceMonitors -> scrape_configs
+    prometheus_config(objects, targets, rule_files, alertmanager) -> dict
+    rule_file(objects) -> dict                       # {"groups": PrometheusRule spec.groups}
+    promql_metric_names(expr) -> set[str]            # metric names an expression reads
+    dashboard_exprs(model) -> list[str]              # every PromQL of a Grafana dashboard
+    Process / process(...)                           # restartable local process (exporters)
+    prometheus_server(config, ...) -> Prometheus     # context manager, real /usr/bin/prometheus
+    alertmanager_server(webhook_url) -> Process      # context manager, real alertmanager
+    webhook_receiver() -> WebhookReceiver            # context manager, records notifications
+    PrometheusAPI(url).query / .wait_for / .firing_alerts
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from devkit.services import LOOPBACK, ServiceError, free_port
+
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
+POSTGRES_EXPORTER = "/usr/bin/prometheus-postgres-exporter"
+REDIS_EXPORTER = "/usr/bin/prometheus-redis-exporter"
+NGINX_EXPORTER = "/usr/bin/prometheus-nginx-exporter"
+NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
+
+Obj = dict[str, Any]
+
+# ServiceMonitor endpoint fields this translation implements; anything else is refused so a
+# test never silently scrapes differently from what prometheus-operator would do.
+_ENDPOINT_FIELDS = {
+    "port": None,
+    "path": "metrics_path",
+    "interval": "scrape_interval",
+    "scrapeTimeout": "scrape_timeout",
+    "scheme": "scheme",
+    "honorLabels": "honor_labels",
+}
+
+
+# --------------------------------------------------------------------------- translation
+
+
+def _selects(selector: Obj, labels: Mapping[str, str]) -> bool:
+    if set(selector) - {"matchLabels"}:
+        raise NotImplementedError(f"selector fields {sorted(selector)} not supported")
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def scrape_configs(objects: Sequence[Obj], targets: Mapping[str, Sequence[str]]) -> list[Obj]:
+    """prometheus-operator's scrape jobs for the ServiceMonitors in ``objects``.
+
+    ``targets`` maps a Service name to the ``host:port`` addresses that stand in for its
+    endpoints (the pods). ServiceMonitors whose Service has no entry get no job: the caller
+    decides (and says why) when a component has no local process.
+    """
+    services = [o for o in objects if o["kind"] == "Service"]
+    jobs: list[Obj] = []
+    for monitor in (o for o in objects if o["kind"] == "ServiceMonitor"):
+        meta, spec = monitor["metadata"], monitor["spec"]
+        namespaces = spec.get("namespaceSelector", {}).get("matchNames", [meta["namespace"]])
+        selected = [
+            s
+            for s in services
+            if s["metadata"]["namespace"] in namespaces
+            and _selects(spec["selector"], s["metadata"].get("labels", {}))
+        ]
+        if len(selected) != 1:
+            raise AssertionError(
+                f"ServiceMonitor {meta['name']} selects {len(selected)} Services, expected 1"
+            )
+        service = selected[0]
+        service_name = service["metadata"]["name"]
+        if service_name not in targets:
+            continue
+        for index, endpoint in enumerate(spec["endpoints"]):
+            unsupported = set(endpoint) - set(_ENDPOINT_FIELDS)
+            if unsupported:
+                raise NotImplementedError(f"endpoint fields {sorted(unsupported)} not supported")
+            port_names = {p.get("name") for p in service["spec"]["ports"]}
+            if endpoint["port"] not in port_names:
+                raise AssertionError(
+                    f"ServiceMonitor {meta['name']} scrapes port {endpoint['port']!r}, "
+                    f"Service {service_name} has {sorted(map(str, port_names))}"
+                )
+            job: Obj = {"job_name": f"serviceMonitor/{meta['namespace']}/{meta['name']}/{index}"}
+            for key, prom_key in _ENDPOINT_FIELDS.items():
+                if prom_key and key in endpoint:
+                    job[prom_key] = endpoint[key]
+            job["static_configs"] = [
+                {
+                    "targets": [address],
+                    "labels": {
+                        "job": service_name,
+                        "namespace": service["metadata"]["namespace"],
+                        "service": service_name,
+                        "endpoint": endpoint["port"],
+                        "pod": f"{service_name}-{pod}",
+                    },
+                }
+                for pod, address in enumerate(targets[service_name])
+            ]
+            jobs.append(job)
+    return jobs
+
+
+def rule_file(objects: Sequence[Obj]) -> Obj:
+    """The PrometheusRule's ``spec.groups`` as a Prometheus rule file, unchanged."""
+    rules = [o for o in objects if o["kind"] == "PrometheusRule"]
+    if len(rules) != 1:
+        raise AssertionError(f"expected one PrometheusRule, got {len(rules)}")
+    return {"groups": rules[0]["spec"]["groups"]}
+
+
+def prometheus_config(
+    objects: Sequence[Obj],
+    targets: Mapping[str, Sequence[str]],
+    rule_files: Sequence[str],
+    alertmanager: str | None = None,
+    evaluation_interval: str = "1s",
+) -> Obj:
+    """A complete prometheus.yml: the operator's jobs, its rules, optionally an Alertmanager."""
+    config: Obj = {
+        "global": {"scrape_interval": "15s", "evaluation_interval": evaluation_interval},
+        "rule_files": list(rule_files),
+        "scrape_configs": scrape_configs(objects, targets),
+    }
+    if alertmanager:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+    return config
+
+
+# --------------------------------------------------------------------------- PromQL names
+
+_PROMQL_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """Metric names an expression selects (``foo``, ``foo{...}``, ``foo[5m]``).
+
+    A lexical reading good enough for our rules and dashboards: strings, label matchers,
+    range/subquery brackets, grouping clauses and Grafana ``$variables`` are dropped, then
+    every identifier not followed by ``(`` (a function or aggregation) and not a keyword is a
+    metric name. ``{__name__="x"}`` selectors are not supported and raise.
+    """
+    if "__name__" in expr:
+        raise NotImplementedError(f"__name__ selectors are not supported: {expr}")
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"'(?:[^'\\]|\\.)*'", "''", text)
+    text = re.sub(r"\$\{?\w+\}?", "", text)
+    text = re.sub(r"\{[^{}]*\}", "", text)
+    text = re.sub(r"\[[^\[\]]*\]", "", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", " ", text)
+    names = re.findall(r"(?<![\w:.])([A-Za-z_:][\w:]*)(?![\w:])(?!\s*\()", text)
+    return {n for n in names if n.lower() not in _PROMQL_KEYWORDS}
+
+
+def dashboard_exprs(model: Any) -> list[str]:
+    """Every ``expr`` in a Grafana dashboard model (panels, rows, nested panels)."""
+    found: list[str] = []
+    if isinstance(model, dict):
+        for key, value in model.items():
+            if key == "expr" and isinstance(value, str):
+                found.append(value)
+            else:
+                found += dashboard_exprs(value)
+    elif isinstance(model, list):
+        for item in model:
+            found += dashboard_exprs(item)
+    return found
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def http_status(url: str, timeout: float = 2) -> int:
+    """Status code of GET ``url``; 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+@dataclass
+class Process:
+    """A local process that can be stopped and started again (to take an exporter down).
+
+    Runs in its own session; ``ready_url`` must answer 200 before ``start`` returns.
+    """
+
+    name: str
+    argv: list[str]
+    ready_url: str
+    workdir: Path
+    env: dict[str, str] | None = None
+    port: int = 0
+    startup_timeout: float = 30
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return "(no log)"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> Process:
+        if self.running:
+            return self
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                self.argv,
+                cwd=self.workdir,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + self.startup_timeout
+        while http_status(self.ready_url) != 200:
+            if self._proc.poll() is not None:
+                raise ServiceError(
+                    f"{self.name} exited {self._proc.returncode}:\n{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServiceError(f"{self.name} not ready in {self.startup_timeout}s")
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def process(
+    name: str,
+    argv_for_port: Callable[[int], list[str]],
+    *,
+    ready_path: str = "/metrics",
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Process]:
+    """Start ``argv_for_port(free port)`` in a temp dir; stop it and delete the dir on exit."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"devkit-{name}-"))
+    port = free_port()
+    proc = Process(
+        name=name,
+        argv=argv_for_port(port),
+        ready_url=f"http://{LOOPBACK}:{port}{ready_path}",
+        workdir=tmp,
+        env=None if env is None else {"PATH": os.environ.get("PATH", ""), **env},
+        port=port,
+    )
+    try:
+        yield proc.start()
+    finally:
+        proc.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def postgres_exporter(dsn: str) -> contextlib.AbstractContextManager[Process]:
+    return process(
+        "postgres-exporter",
+        lambda port: [POSTGRES_EXPORTER, f"--web.listen-address={LOOPBACK}:{port}"],
+        env={"DATA_SOURCE_NAME": dsn},
+    )
+
+
+def redis_exporter(redis_url: str) -> contextlib.AbstractContextManager[Process]:
+    return process(
+        "redis-exporter",
+        lambda port: [
+            REDIS_EXPORTER,
+            "-redis.addr",
+            redis_url,
+            "-web.listen-address",
+            f"{LOOPBACK}:{port}",
+        ],
+        env={},
+    )
+
+
+def nginx_exporter(stub_status_url: str) -> contextlib.AbstractContextManager[Process]:
+    # The Debian package is 0.11: single-dash flags; 1.x (the operator's image) takes the
+    # same names with two dashes.
+    return process(
+        "nginx-exporter",
+        lambda port: [
+            NGINX_EXPORTER,
+            "-nginx.scrape-uri",
+            stub_status_url,
+            "-web.listen-address",
+            f"{LOOPBACK}:{port}",
+        ],
+        env={},
+    )
+
+
+# The node exporter collectors the rules and dashboards read; the rest stay off (CPU).
+NODE_COLLECTORS = ("cpu", "meminfo", "filesystem", "loadavg", "netdev", "diskstats")
+
+
+def node_exporter() -> contextlib.AbstractContextManager[Process]:
+    return process(
+        "node-exporter",
+        lambda port: [
+            NODE_EXPORTER,
+            f"--web.listen-address={LOOPBACK}:{port}",
+            "--collector.disable-defaults",
+            *(f"--collector.{c}" for c in NODE_COLLECTORS),
+        ],
+        env={},
+    )
+
+
+# --------------------------------------------------------------------------- Prometheus
+
+
+@dataclass(frozen=True)
+class Prometheus:
+    url: str
+    config_path: Path
+    process: Process
+
+    @property
+    def api(self) -> PrometheusAPI:
+        return PrometheusAPI(self.url)
+
+
+@contextlib.contextmanager
+def prometheus_server(
+    config: Obj, rule_groups: Obj | None = None, *, startup_timeout: float = 60
+) -> Iterator[Prometheus]:
+    """Real Prometheus on a free port, TSDB in a temp dir, ``config`` (rules: ``rule_groups``)."""
+    tmp = Path(tempfile.mkdtemp(prefix="devkit-prometheus-"))
+    try:
+        config = dict(config)
+        if rule_groups is not None:
+            rules_path = tmp / "rules.yml"
+            rules_path.write_text(yaml.safe_dump(rule_groups, sort_keys=False))
+            config["rule_files"] = [str(rules_path)]
+        config_path = tmp / "prometheus.yml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        port = free_port()
+        proc = Process(
+            name="prometheus",
+            argv=[
+                PROMETHEUS,
+                f"--config.file={config_path}",
+                f"--storage.tsdb.path={tmp / 'data'}",
+                f"--web.listen-address={LOOPBACK}:{port}",
+                "--storage.tsdb.retention.time=1h",
+                "--rules.alert.resend-delay=1s",
+                "--log.level=warn",
+            ],
+            ready_url=f"http://{LOOPBACK}:{port}/-/ready",
+            workdir=tmp,
+            port=port,
+            startup_timeout=startup_timeout,
+        )
+        try:
+            yield Prometheus(f"http://{LOOPBACK}:{port}", config_path, proc.start())
+        finally:
+            proc.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def alertmanager_server(webhook_url: str, *, startup_timeout: float = 30) -> Iterator[Process]:
+    """Real Alertmanager, no clustering, one webhook receiver, grouping times of one second."""
+    tmp = Path(tempfile.mkdtemp(prefix="devkit-alertmanager-"))
+    try:
+        config = {
+            "route": {
+                "receiver": "webhook",
+                "group_by": ["alertname", "namespace", "job"],
+                "group_wait": "1s",
+                "group_interval": "1s",
+                "repeat_interval": "1h",
+            },
+            "receivers": [
+                {
+                    "name": "webhook",
+                    "webhook_configs": [{"url": webhook_url, "send_resolved": True}],
+                }
+            ],
+        }
+        config_path = tmp / "alertmanager.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        port = free_port()
+        proc = Process(
+            name="alertmanager",
+            argv=[
+                ALERTMANAGER,
+                f"--config.file={config_path}",
+                f"--storage.path={tmp / 'data'}",
+                f"--web.listen-address={LOOPBACK}:{port}",
+                "--cluster.listen-address=",
+                "--log.level=warn",
+            ],
+            ready_url=f"http://{LOOPBACK}:{port}/-/ready",
+            workdir=tmp,
+            port=port,
+            startup_timeout=startup_timeout,
+        )
+        try:
+            yield proc.start()
+        finally:
+            proc.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class WebhookReceiver:
+    """Records every Alertmanager webhook notification (the parsed JSON bodies)."""
+
+    def __init__(self, server: ThreadingHTTPServer) -> None:
+        self._server = server
+        self.notifications: list[Obj] = []
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self._server.server_address[1]}/alerts"
+
+    def record(self, body: Obj) -> None:
+        with self._lock:
+            self.notifications.append(body)
+
+    def alerts(self, alertname: str, status: str | None = None) -> list[Obj]:
+        """Alerts named ``alertname`` received so far (optionally only firing/resolved)."""
+        with self._lock:
+            notes = list(self.notifications)
+        return [
+            alert
+            for note in notes
+            for alert in note.get("alerts", [])
+            if alert.get("labels", {}).get("alertname") == alertname
+            and (status is None or alert.get("status") == status)
+        ]
+
+
+@contextlib.contextmanager
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    holder: list[WebhookReceiver] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            body = self.rfile.read(length)
+            with contextlib.suppress(ValueError):
+                holder[0].record(json.loads(body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer((LOOPBACK, free_port()), Handler)
+    holder.append(WebhookReceiver(server))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2})
+    thread.daemon = True
+    thread.start()
+    try:
+        yield holder[0]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+# --------------------------------------------------------------------------- HTTP API
+
+
+class PrometheusAPI:
+    """The few Prometheus HTTP API calls the tests need."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+
+    def _get(self, path: str, **params: str) -> Any:
+        query = urllib.parse.urlencode(params)
+        try:
+            with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=10) as resp:
+                payload = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            payload = json.loads(exc.read() or b"{}")
+            raise AssertionError(f"{path} {params}: {payload.get('error', exc)}") from exc
+        if payload.get("status") != "success":
+            raise AssertionError(f"{path} {params}: {payload}")
+        return payload["data"]
+
+    def query(self, expr: str) -> list[Obj]:
+        """Instant vector result of ``expr`` (a list of {"metric": ..., "value": [t, v]})."""
+        data = self._get("/api/v1/query", query=expr)
+        if data["resultType"] != "vector":
+            raise AssertionError(f"{expr} gave a {data['resultType']}, not a vector")
+        return list(data["result"])
+
+    def value(self, expr: str) -> float | None:
+        """The single value of ``expr``, None when empty."""
+        result = self.query(expr)
+        if not result:
+            return None
+        if len(result) > 1:
+            raise AssertionError(f"{expr} has {len(result)} series")
+        return float(result[0]["value"][1])
+
+    def wait_for(
+        self, expr: str, timeout: float, *, interval: float = 0.5, what: str = ""
+    ) -> list[Obj]:
+        """Poll until ``expr`` returns series; AssertionError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.query(expr)
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what or expr}: no series within {timeout}s")
+            time.sleep(interval)
+
+    def wait_empty(self, expr: str, timeout: float, *, interval: float = 0.5) -> None:
+        deadline = time.monotonic() + timeout
+        while self.query(expr):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{expr}: still has series after {timeout}s")
+            time.sleep(interval)
+
+    def targets(self) -> list[Obj]:
+        return list(self._get("/api/v1/targets", state="active")["activeTargets"])
+
+    def rules(self) -> list[Obj]:
+        return list(self._get("/api/v1/rules")["groups"])
+
+    def alerts(self) -> list[Obj]:
+        return list(self._get("/api/v1/alerts")["alerts"])
