@@ -64,6 +64,16 @@ def app_metrics() -> set[str]:
     return set(re.findall(r"^\| `([a-zA-Z_:][\w:]*)` \|", METRICS_DOC.read_text(), re.M))
 
 
+def app_metric_labels() -> dict[str, set[str]]:
+    """Labels of each app sample name, from the Labels column of app/METRICS.md."""
+    labels = {}
+    for name, column in re.findall(
+        r"^\| `([a-zA-Z_:][\w:]*)` \| \w+ \| ([^|]*) \|", METRICS_DOC.read_text(), re.M
+    ):
+        labels[name] = {label for label in re.findall(r"`(\w+)`", column) if label[0] != "_"}
+    return labels
+
+
 # Scraped from the Debian packages against real servers: prometheus-postgres-exporter 0.11
 # (PostgreSQL 15), prometheus-redis-exporter 1.45 (redis-server 7), prometheus-nginx-exporter
 # 0.11 (nginx stub_status), prometheus-node-exporter 1.5. The images we ship are newer
@@ -173,6 +183,12 @@ def test_metric_name_extraction() -> None:
 
 def test_the_inventory_reads_the_app_metrics_doc() -> None:
     names = app_metrics()
+    assert app_metric_labels()["django_db_errors_total"] == {"alias", "type", "vendor"}
+    assert app_metric_labels()["django_http_requests_latency_seconds_by_view_method_bucket"] == {
+        "method",
+        "view",
+        "le",
+    }
     assert "django_http_responses_total_by_status_total" in names
     assert "django_http_requests_latency_seconds_by_view_method_bucket" in names
     # The names older docs use do not exist.
@@ -331,6 +347,26 @@ def test_every_metric_name_is_recorded_or_measured() -> None:
     # And dashboards only read records that the rules really define.
     records = {n for n in used if ":" in n}
     assert records <= recorded(FULL_SPEC)
+
+
+# Labels every scraped series gets from Prometheus / prometheus-operator, not the app.
+TARGET_LABELS = {"namespace", "job", "instance", "pod", "service", "endpoint", "container"}
+
+
+def test_app_queries_group_only_by_labels_the_app_exports() -> None:
+    """``by (view)`` on a metric without ``view`` would silently sum everything into one."""
+    labels = app_metric_labels()
+    checked = 0
+    for expr in rule_exprs(FULL_SPEC) + dashboard_exprs(FULL_SPEC):
+        names = metric_names(expr)
+        if not names or not names <= set(labels):
+            continue
+        available = set().union(*(labels[n] for n in names)) | TARGET_LABELS
+        for clause in re.findall(r"\b(?:by|without|on)\s*\(([^)]*)\)", expr):
+            used = {label.strip() for label in clause.split(",") if label.strip()}
+            assert used <= available, (expr, used - available)
+        checked += 1
+    assert checked > 20
 
 
 @needs_promtool
