@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from jewelry_monitoring.builders.rules import KNOWN_ALERTS
 from jewelry_monitoring.crd import build_crd
 from jewelry_monitoring.spec import (
+    LATENCY_BUCKETS,
     JewelryMonitoringSpec,
     duration_seconds,
     secret_refs,
@@ -120,6 +121,13 @@ def test_secret_refs_lists_only_enabled_parts() -> None:
         "app.bearerTokenSecret": ("t", "k"),
         "exporters.redis.password": ("r", "pw"),
     }
+
+
+def test_latency_buckets_are_the_apps() -> None:
+    """The operator's copy of the app's histogram buckets (for SLO thresholds) must match."""
+    from jewelry_shop import settings
+
+    assert (*LATENCY_BUCKETS, float("inf")) == settings.PROMETHEUS_LATENCY_BUCKETS
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from jewelry_monitoring.builders.common import APP_COMPONENT, Owner, job_name
-from jewelry_monitoring.spec import EXPORTER_NAMES, JewelryMonitoringSpec, Severity
+from jewelry_monitoring.spec import (
+    EXPORTER_NAMES,
+    JewelryMonitoringSpec,
+    Severity,
+    duration_seconds,
+)
 
 Rule = dict[str, Any]
 Group = dict[str, Any]
@@ -404,16 +409,10 @@ BURN_WINDOWS = (
     BurnWindow("3d", "6h", 0.10, "warning", "3h"),
 )
 
-_DURATION_SECONDS = {"m": 60, "h": 3600, "d": 86400}
-
-
-def _seconds(window: str) -> int:
-    return int(window[:-1]) * _DURATION_SECONDS[window[-1]]
-
 
 def burn_rate_factor(slo_window: str, burn: BurnWindow) -> float:
     """How many times faster than "exactly the budget over the SLO window" the alert needs."""
-    return round(burn.budget_share * _seconds(slo_window) / _seconds(burn.long), 6)
+    return round(burn.budget_share * duration_seconds(slo_window) / duration_seconds(burn.long), 6)
 
 
 def error_budget(objective_percent: float) -> float:
