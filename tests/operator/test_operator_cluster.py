@@ -143,6 +143,13 @@ def test_cr_creates_every_child_accepted_by_real_schemas(
 def test_update_changes_children_and_disable_prunes(
     shop: dict[str, Any], admin_api: client.ApiClient, namespace: str
 ) -> None:
+    # A second resource in the same namespace with the same exporters: pruning the first
+    # must never touch the second's children.
+    CustomApi(admin_api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, cr_body("neighbour", full_spec())
+    )
+    wait_condition(admin_api, namespace, "neighbour", "Ready", "True")
+    before = children(admin_api, namespace, "neighbour")
     patch_spec(
         admin_api,
         namespace,
@@ -167,6 +174,11 @@ def test_update_changes_children_and_disable_prunes(
     assert not [key for key in found if "redis-exporter" in key or "node-exporter" in key]
     assert not [key for key in found if key.startswith("ConfigMap/")]
     assert "Deployment/shop-postgres-exporter" in found
+    after = children(admin_api, namespace, "neighbour")
+    assert {k: v["metadata"]["uid"] for k, v in after.items()} == {
+        k: v["metadata"]["uid"] for k, v in before.items()
+    }
+    assert "Deployment/neighbour-redis-exporter" in after
 
 
 def test_deleted_child_is_restored_and_edit_is_reverted(
