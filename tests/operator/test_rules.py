@@ -83,11 +83,13 @@ def test_the_5xx_ratio_it_reads_is_recorded_from_the_real_status_counter() -> No
         if r.get("record") == "job:django_http_responses_5xx:ratio_rate5m"
     ]
     selector = 'namespace="jewelry",job="shop-app-metrics"'
-    assert rule["expr"] == (
+    total = (
         "sum by (namespace, job) (rate(django_http_responses_total_by_status_total"
-        f'{{{selector},status=~"5.."}}[5m]))\n/\n'
-        f"sum by (namespace, job) (rate(django_http_responses_total_by_status_total"
         f"{{{selector}}}[5m]))"
+    )
+    assert rule["expr"] == (
+        "(sum by (namespace, job) (rate(django_http_responses_total_by_status_total"
+        f'{{{selector},status=~"5.."}}[5m]))\nor\n{total} * 0)\n/\n{total}'
     )
 
 

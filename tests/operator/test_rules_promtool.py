@@ -338,6 +338,8 @@ CASES: list[Case] = [
         [job("celery")],
     ),
     Case("CeleryNoWorkers", "10m", [s("celery_worker_up", "celery", "1x20", hostname="celery@w1")]),
+    # The exporter is up but has never seen a worker: no worker series at all.
+    Case("CeleryNoWorkers", "10m", [s("up", "celery", "1x20")], [job("celery")]),
     Case(
         "CeleryQueueBacklog",
         "20m",

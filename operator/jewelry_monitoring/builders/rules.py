@@ -65,6 +65,15 @@ def _sum(expr: str, by: str = "namespace, job") -> str:
     return f"sum by ({by}) ({expr})"
 
 
+def _share(part: str, total: str) -> str:
+    """``part / total`` that is 0, not absent, while ``part`` has no series yet.
+
+    django-prometheus creates a status series on its first use, so before the first 5xx
+    there is nothing to divide: the ratio would vanish and dashboards show "No data".
+    """
+    return f"({part}\nor\n{total} * 0)\n/\n{total}"
+
+
 def _app_recording_rules(sel: str) -> list[Rule]:
     """What dashboards and alerts read: cheap, pre-aggregated series per app job."""
     latency_buckets = _sum(f"rate({HTTP_LATENCY}_bucket{{{sel}}}[5m])", "namespace, job, le")
@@ -77,7 +86,7 @@ def _app_recording_rules(sel: str) -> list[Rule]:
     records: list[tuple[str, str]] = [
         (REQUESTS_RATE, _sum(f"rate({HTTP_REQUESTS}{{{sel}}}[5m])")),
         (RESPONSES_RATE, responses),
-        (RESPONSES_5XX_RATIO, f"{responses_5xx}\n/\n{responses}"),
+        (RESPONSES_5XX_RATIO, _share(responses_5xx, responses)),
         (LATENCY_BUCKET_RATE, latency_buckets),
         *(
             (record, f"histogram_quantile({q}, {LATENCY_BUCKET_RATE}{{{sel}}})")
@@ -337,7 +346,10 @@ CATALOG: tuple[AlertDef, ...] = (
     AlertDef(
         "CeleryNoWorkers",
         "celery",
-        "sum by (namespace, job) (celery_worker_up{{selector}}) <= {threshold}",
+        # A worker series appears only once a worker was seen: with the exporter up and no
+        # series at all, count that as zero workers rather than as nothing to alert on.
+        "(sum by (namespace, job) (celery_worker_up{{selector}})"
+        " or sum by (namespace, job) (up{{selector}} == 1) * 0) <= {threshold}",
         0,
         "5m",
         "critical",
@@ -448,7 +460,7 @@ def _slo_error_ratio(spec: JewelryMonitoringSpec, kind: str, sel: str, window: s
     if kind == "availability":
         bad = _sum(f'rate({HTTP_RESPONSES}{{{sel},status=~"5.."}}[{window}])')
         total = _sum(f"rate({HTTP_RESPONSES}{{{sel}}}[{window}])")
-        return f"{bad}\n/\n{total}"
+        return _share(bad, total)
     assert spec.slos.latency is not None
     le = le_matcher(spec.slos.latency.threshold_seconds)
     good = _sum(f"rate({HTTP_LATENCY}_bucket{{{sel},{le}}}[{window}])")
