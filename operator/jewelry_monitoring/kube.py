@@ -123,6 +123,9 @@ class Kube:
         query = [("labelSelector", label_selector)] if label_selector else []
         result = self._call("GET", RESOURCES[kind].path(namespace), query=query)
         items: list[Obj] = result.get("items", [])
+        for item in items:  # list items omit these; give back whole objects, as GET does
+            item.setdefault("apiVersion", result.get("apiVersion", RESOURCES[kind].api_version))
+            item.setdefault("kind", kind)
         return items
 
     def apply(self, obj: Obj) -> Obj:

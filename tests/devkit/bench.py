@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 from kubernetes import client, watch
@@ -26,8 +27,8 @@ from devkit.crs import GROUP, PLURAL, VERSION, CustomApi, cr_body, full_spec, ma
 from devkit.kubetools import api_client, apply_crds
 from devkit.operator_process import (
     CHART,
+    WRITE_VERBS,
     audit_position,
-    audit_writes,
     install_rbac,
     start_operator,
 )
@@ -90,6 +91,17 @@ def _percentiles(samples: list[float]) -> str:
     )
 
 
+def _requests_since(audit_log: Path, start: int) -> list[str]:
+    """The operator's requests after line ``start`` of the audit log, as "verb resource"."""
+    requests = []
+    for line in audit_log.read_text().splitlines()[start:]:
+        entry = json.loads(line)
+        if entry.get("user", {}).get("username") == USER:
+            resource = entry.get("objectRef", {}).get("resource") or entry.get("requestURI")
+            requests.append(f"{entry['verb']} {resource}")
+    return requests
+
+
 def run_bench(count: int, quiet_seconds: float) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="jm-bench-"))
     plane = ControlPlane.create(workdir).start()
@@ -131,28 +143,38 @@ def run_bench(count: int, quiet_seconds: float) -> int:
         burst = [clock.ready_at[n] - burst_started[n] for n in burst_names]
         clock.stop()
 
-        time.sleep(2)
+        # The controller manager keeps updating the new Deployments' status for a while, and
+        # each update is a reason to re-check a CR: wait until that settles, then watch.
+        settle_started = time.monotonic()
+        while time.monotonic() - settle_started < 120:
+            start = audit_position(plane.audit_log)
+            time.sleep(2)
+            if not _requests_since(plane.audit_log, start):
+                break
+        settled = time.monotonic() - settle_started
         start = audit_position(plane.audit_log)
         time.sleep(quiet_seconds)
-        idle_writes = audit_writes(plane.audit_log, USER, start)
+        idle = _requests_since(plane.audit_log, start)
 
         start = audit_position(plane.audit_log)
         custom.patch_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, "one-0", {"metadata": {"labels": {"touch": "1"}}}
         )
         time.sleep(3)
-        lines = [json.loads(line) for line in plane.audit_log.read_text().splitlines()[start:]]
-        requests = [e for e in lines if e.get("user", {}).get("username") == USER]
-        writes = audit_writes(plane.audit_log, USER, start)
+        noop = _requests_since(plane.audit_log, start)
 
         exporters = len(full_spec()["exporters"])
         print(f"CR with every exporter ({exporters}), SLOs and dashboards")
         print(f"create -> Ready, one at a time : {_percentiles(sequential)}")
         print(f"create -> Ready, {count} at once    : {_percentiles(burst)}")
-        print(
-            f"no-op reconcile                : {len(requests)} API requests, {len(writes)} writes"
-        )
-        print(f"idle for {quiet_seconds:.0f}s                : {len(idle_writes)} writes")
+        print(f"quiet again after              : {settled:.1f}s")
+        for label, requests in (
+            (f"idle for {quiet_seconds:.0f}s", idle),
+            ("no-op reconcile", noop),
+        ):
+            writes = [r for r in requests if r.split()[0] in WRITE_VERBS]
+            print(f"{label:<31}: {len(requests)} API requests, {len(writes)} writes")
+            print(f"{'':<31}  {dict(Counter(requests).most_common(6))}")
         return 0
     finally:
         if operator is not None:
