@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
 import threading
@@ -180,6 +181,7 @@ def run_bench(count: int, quiet_seconds: float) -> int:
         if operator is not None:
             operator.stop()
         plane.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

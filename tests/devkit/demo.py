@@ -9,6 +9,7 @@ JewelryMonitoring, then shows what the operator made of it.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -165,3 +166,4 @@ def run_demo(keep: bool = False) -> int:
             operator.stop()
         if plane is not None:
             plane.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
