@@ -39,7 +39,6 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX)
     settings.posting.enabled = False
     settings.watching.server_timeout = 270
-    settings.peering.name = memo.config.peering or settings.peering.name
     memo.queue = ReconcileQueue(Reconciler(Kube(load_api_client())).reconcile)
     memo.resync = asyncio.get_running_loop().create_task(_resync(memo))
 
