@@ -222,7 +222,7 @@ def _require_binaries() -> None:
     ]
     missing = [b for b in needed if not os.access(b, os.X_OK)]
     if missing or not shutil.which("nginx"):
-        pytest.skip(f"missing binaries (tests/toolchain/setup installs them): {missing}")
+        pytest.fail(f"missing binaries (tests/toolchain/setup installs them): {missing}")
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ def config(cr: Any, objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     if not os.access(prom.PROMTOOL, os.X_OK):
-        pytest.skip("promtool not installed (tests/toolchain/setup installs it)")
+        pytest.fail("promtool not installed (tests/toolchain/setup installs it)")
     return subprocess.run(
         [prom.PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=60
     )
