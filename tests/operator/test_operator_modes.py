@@ -172,14 +172,52 @@ def test_two_peering_replicas_only_one_acts(
 
 
 def test_chart_rbac_grants_only_what_the_operator_uses(
-    control_plane: ControlPlane, operator: OperatorProcess
+    control_plane: ControlPlane,
+    operator: OperatorProcess,
+    admin_api: client.ApiClient,
+    namespace: str,
 ) -> None:
-    """Every namespaced and cluster rule the chart grants was used during this test session.
+    """Every rule the chart grants is used by the operator, and it uses nothing else.
 
-    Runs after the other integration tests of the session (file order), reading the audit
-    log for the operator's ServiceAccount. Peering rules are off in the default chart.
+    Drives one lifecycle that needs each permission (create with Secrets and a Prometheus
+    present, then disable parts so they are pruned), then compares the chart's rules with the
+    operator ServiceAccount's requests in the audit log. Peering rules are off by default.
     """
+    from devkit.crs import full_spec, make_secrets
     from devkit.operator_process import render_chart
+
+    custom = CustomApi(admin_api)
+    prometheus = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "Prometheus",
+        "metadata": {"name": "rbac-probe"},
+        "spec": {"serviceMonitorSelector": {}, "ruleSelector": {}},
+    }
+    custom.create_namespaced_custom_object(
+        "monitoring.coreos.com", "v1", namespace, "prometheuses", prometheus
+    )
+    make_secrets(admin_api, namespace)
+    custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, cr_body("rbac", full_spec())
+    )
+    wait_condition(admin_api, namespace, "rbac", "Ready", "True")
+    custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        "rbac",
+        {
+            "spec": {
+                "exporters": {"node": {"enabled": False}, "redis": {"enabled": False}},
+                "dashboards": {"enabled": False},
+            }
+        },
+    )
+    wait_condition(admin_api, namespace, "rbac", "Ready", "True")
+    custom.delete_namespaced_custom_object(
+        "monitoring.coreos.com", "v1", namespace, "prometheuses", "rbac-probe"
+    )
 
     used: set[tuple[str, str, str]] = set()
     for line in control_plane.audit_log.read_text().splitlines():
