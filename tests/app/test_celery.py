@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -14,7 +11,7 @@ import requests
 from celery import Celery
 
 from devkit.services import RedisService
-from devkit.shopapp import APP_DIR, PYTHON, ShopServer, shop_env
+from devkit.shopapp import ShopServer, celery_worker, shop_env
 
 pytestmark = pytest.mark.services
 
@@ -44,61 +41,39 @@ def test_worker_confirms_orders_and_sends_task_events(
 
     log = tmp_path / "worker.log"
     env = shop_env(shop_db, redis.url_for(1), CELERY_BROKER_URL=broker)
-    with open(log, "wb") as logf:
-        worker = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "celery",
-                "-A",
-                "jewelry_shop",
-                "worker",
-                "--pool",
-                "solo",
-                "--loglevel",
-                "info",
-                "--without-mingle",
-                "--without-gossip",
-            ],
-            cwd=APP_DIR,
-            env=env,
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     try:
-        customer = requests.post(
-            shop.url + "/api/customers/",
-            json={"email": f"celery-{uuid.uuid4().hex}@example.com", "name": "Cel"},
-            timeout=10,
-        ).json()
-        product = requests.get(shop.url + "/api/products/?limit=1", timeout=10).json()["results"][0]
-        order = requests.post(
-            shop.url + "/api/orders/",
-            json={"customer": customer["id"], "items": [{"product": product["id"], "quantity": 1}]},
-            timeout=10,
-        ).json()
-        assert order["status"] == "pending"
-        deadline = time.monotonic() + 60
-        status = "pending"
-        while time.monotonic() < deadline:
-            status = requests.get(f"{shop.url}/api/orders/{order['id']}/", timeout=10).json()[
-                "status"
-            ]
-            if status == "confirmed" and "task-succeeded" in events:
-                break
-            time.sleep(0.3)
-        assert status == "confirmed", log.read_text()[-3000:]
-        # task-sent comes from the producer (task_send_sent_event), the rest from the
-        # worker (worker_send_task_events) -- what celery-exporter needs.
-        for kind in ("task-sent", "task-received", "task-started", "task-succeeded"):
-            assert kind in events, (kind, sorted(set(events)))
+        with celery_worker(env, log):
+            customer = requests.post(
+                shop.url + "/api/customers/",
+                json={"email": f"celery-{uuid.uuid4().hex}@example.com", "name": "Cel"},
+                timeout=10,
+            ).json()
+            product = requests.get(shop.url + "/api/products/?limit=1", timeout=10).json()[
+                "results"
+            ][0]
+            order = requests.post(
+                shop.url + "/api/orders/",
+                json={
+                    "customer": customer["id"],
+                    "items": [{"product": product["id"], "quantity": 1}],
+                },
+                timeout=10,
+            ).json()
+            assert order["status"] == "pending"
+            deadline = time.monotonic() + 60
+            status = "pending"
+            while time.monotonic() < deadline:
+                status = requests.get(f"{shop.url}/api/orders/{order['id']}/", timeout=10).json()[
+                    "status"
+                ]
+                if status == "confirmed" and "task-succeeded" in events:
+                    break
+                time.sleep(0.3)
+            assert status == "confirmed", log.read_text()[-3000:]
+            # task-sent comes from the producer (task_send_sent_event), the rest from the
+            # worker (worker_send_task_events) -- what celery-exporter needs.
+            for kind in ("task-sent", "task-received", "task-started", "task-succeeded"):
+                assert kind in events, (kind, sorted(set(events)))
     finally:
         stop.set()
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
         listener.join(timeout=5)

@@ -49,6 +49,7 @@ from typing import Any
 import yaml
 
 from devkit.services import LOOPBACK, ServiceError, free_port
+from devkit.shopapp import http_status
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -219,17 +220,6 @@ def dashboard_exprs(model: Any) -> list[str]:
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def http_status(url: str, timeout: float = 2) -> int:
-    """Status code of GET ``url``; 0 when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
 
 
 @dataclass

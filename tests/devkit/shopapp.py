@@ -96,7 +96,8 @@ class ShopServer:
         return self.log_path.read_text(errors="replace")
 
 
-def _get(url: str, timeout: float = 2) -> int:
+def http_status(url: str, timeout: float = 2) -> int:
+    """Status code of GET ``url``; 0 when nothing answers."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return int(resp.status)
@@ -156,7 +157,7 @@ def gunicorn_server(
             if proc.poll() is not None:
                 raise ServiceError(f"gunicorn exited {proc.returncode}:\n{server.log()[-4000:]}")
             forked = len(server.worker_pids())
-            if forked >= workers and _get(server.url + ready_path) == 200:
+            if forked >= workers and http_status(server.url + ready_path) == 200:
                 break
             if time.monotonic() > deadline:
                 raise ServiceError(f"gunicorn not ready:\n{server.log()[-4000:]}")
@@ -218,3 +219,48 @@ def scrape(url: str, headers: Mapping[str, str] | None = None, timeout: float = 
             return Scrape(resp.read().decode(), resp.status, dict(resp.headers))
     except urllib.error.HTTPError as exc:
         return Scrape("", exc.code, dict(exc.headers))
+
+
+@contextlib.contextmanager
+def celery_worker(
+    env: Mapping[str, str], log_path: Path, loglevel: str = "info"
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker for the shop (solo pool) in its own session, stopped on exit.
+
+    No ``--task-events`` flag: the shop's settings must turn task events on by themselves,
+    which is what celery-exporter in a real deployment relies on.
+    """
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            [
+                PYTHON,
+                "-m",
+                "celery",
+                "-A",
+                "jewelry_shop",
+                "worker",
+                "--pool",
+                "solo",
+                "--loglevel",
+                loglevel,
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            cwd=APP_DIR,
+            env=dict(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield worker
+    finally:
+        if worker.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()

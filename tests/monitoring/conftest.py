@@ -21,12 +21,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,7 +38,14 @@ from devkit.services import (
     postgres_service,
     redis_service,
 )
-from devkit.shopapp import APP_DIR, PYTHON, ShopServer, gunicorn_server, manage, shop_env
+from devkit.shopapp import (
+    APP_DIR,
+    ShopServer,
+    celery_worker,
+    gunicorn_server,
+    manage,
+    shop_env,
+)
 from jewelry_monitoring.builders.common import Owner, child_name
 from jewelry_monitoring.builders.desired import desired_objects
 from jewelry_monitoring.builders.rules import KNOWN_ALERTS
@@ -161,47 +164,6 @@ class Stack:
         return f'namespace="{NAMESPACE}",job="{self.jobs[component]}"'
 
 
-@contextlib.contextmanager
-def celery_worker(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    tmp = Path(tempfile.mkdtemp(prefix="devkit-celery-"))
-    with open(tmp / "worker.log", "wb") as log:
-        worker = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "celery",
-                "-A",
-                "jewelry_shop",
-                "worker",
-                "--pool",
-                "solo",
-                "--loglevel",
-                "warning",
-                "--without-mingle",
-                "--without-gossip",
-                "--task-events",
-            ],
-            cwd=APP_DIR,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield worker
-    finally:
-        if worker.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait(timeout=10)
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _nginx_site(upstream: str, port: int, status_port: int) -> str:
     template = (APP_DIR / "deploy" / "nginx.conf.template").read_text()
     return (
@@ -226,8 +188,9 @@ def _require_binaries() -> None:
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     _require_binaries()
+    work = tmp_path_factory.mktemp("monitoring-stack")
     owner = make_owner()
     objects = make_objects(owner)
     with contextlib.ExitStack() as es:
@@ -246,7 +209,7 @@ def stack() -> Iterator[Stack]:
 
         shop = es.enter_context(gunicorn_server(env, workers=2))
         pending_shop = es.enter_context(gunicorn_server(pending_env, workers=1))
-        es.enter_context(celery_worker(env))
+        es.enter_context(celery_worker(env, work / "celery-worker.log", loglevel="warning"))
         port, status_port = free_port(), free_port()
         nginx = es.enter_context(
             nginx_service(_nginx_site(f"{LOOPBACK}:{shop.port}", port, status_port), port=port)
