@@ -10,6 +10,7 @@ an alert name that must exist) live in ``semantic_problems``.
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -63,6 +64,44 @@ def duration_seconds(duration: str) -> float:
         int(amount) * _DURATION_UNITS[unit]
         for amount, unit in re.findall(r"([0-9]+)(ms|y|w|d|h|m|s)", duration)
     )
+
+
+# A Kubernetes resource.Quantity: a decimal number, then a binary or decimal SI suffix or an
+# exponent ("0.5", "500m", "1Gi", "1e3"). The API server stores it in canonical form
+# ("0.5" -> "500m", "1024Mi" -> "1Gi"), so quantities compare by value, never as text.
+_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))([eE][+-]?[0-9]+|[a-zA-Z]*)$")
+# Suffix -> power of ten, or of two for the binary ones.
+_DECIMAL_SUFFIXES = {
+    "n": -9,
+    "u": -6,
+    "m": -3,
+    "": 0,
+    "k": 3,
+    "M": 6,
+    "G": 9,
+    "T": 12,
+    "P": 15,
+    "E": 18,
+}
+_BINARY_SUFFIXES = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
+
+
+def quantity_value(text: str) -> Decimal | None:
+    """The value of a Kubernetes quantity, or None if ``text`` is not one."""
+    found = _QUANTITY.match(text)
+    if not found:
+        return None
+    number, suffix = found.groups()
+    try:
+        if suffix in _BINARY_SUFFIXES:
+            return Decimal(number) * Decimal(2) ** _BINARY_SUFFIXES[suffix]
+        if suffix in _DECIMAL_SUFFIXES:
+            return Decimal(number) * Decimal(10) ** _DECIMAL_SUFFIXES[suffix]
+        if suffix[:1] in ("e", "E"):
+            return Decimal(number) * Decimal(10) ** int(suffix[1:])
+    except (InvalidOperation, ValueError):
+        return None
+    return None
 
 
 class SpecModel(BaseModel):
@@ -272,6 +311,33 @@ class JewelryMonitoringSpec(SpecModel):
     )
 
 
+# Labels the operator sets on every child and relies on to find and select them (the owner
+# label, the pod selector, the child watch's filter): a user's label map may not set them.
+# ``app.kubernetes.io/part-of`` is not among them: there the user's commonLabels value wins.
+OPERATOR_LABELS = frozenset(
+    {
+        "app.kubernetes.io/name",
+        "app.kubernetes.io/instance",
+        "app.kubernetes.io/component",
+        "app.kubernetes.io/managed-by",
+        f"{API_GROUP}/owner",
+    }
+)
+# Every child carries its resource's name as a label value, which Kubernetes limits to 63.
+MAX_NAME_LENGTH = 63
+
+
+def name_problems(name: str) -> list[str]:
+    """Why a JewelryMonitoring cannot have this name (the API server allows up to 253)."""
+    if len(name) <= MAX_NAME_LENGTH:
+        return []
+    return [
+        f"metadata.name is {len(name)} characters long; at most {MAX_NAME_LENGTH} are allowed "
+        "because every child is labelled with it (a label value): recreate the resource "
+        "with a shorter name"
+    ]
+
+
 # Which secret each exporter cannot run without, and the field that names it.
 REQUIRED_EXPORTER_SECRETS = {"postgres": "data_source", "celery": "broker_url"}
 
@@ -299,6 +365,23 @@ def semantic_problems(spec: JewelryMonitoringSpec, known_alerts: frozenset[str])
             problems.append(
                 f"exporters.{name} is enabled but exporters.{name}.{to_camel(field)}"
                 " (a secretKeyRef) is not set"
+            )
+        for kind, amounts in (exporter.resources or Resources()).model_dump().items():
+            problems += [
+                f"exporters.{name}.resources.{kind}.{resource}: {amount!r} is not a quantity"
+                for resource, amount in amounts.items()
+                if quantity_value(amount) is None
+            ]
+    for where, labels in (
+        ("commonLabels", spec.common_labels),
+        ("monitorLabels", spec.monitor_labels),
+        ("dashboards.labels", spec.dashboards.labels),
+    ):
+        reserved = sorted(OPERATOR_LABELS & set(labels))
+        if reserved:
+            problems.append(
+                f"{where} sets {', '.join(reserved)}: the operator sets these labels itself "
+                "to find and select its objects; remove them"
             )
     unknown = sorted(set(spec.alerts.overrides) - known_alerts)
     if unknown:

@@ -232,3 +232,16 @@ def test_child_names_stay_valid_dns_labels(length: int) -> None:
     assert child_name("x" * length, "postgres-exporter") == name
     if length == 80:
         assert child_name("x" * 79 + "y", "postgres-exporter") != name
+
+
+def test_users_part_of_label_wins_over_ours() -> None:
+    objects = desired_objects(
+        owner({"commonLabels": {"app.kubernetes.io/part-of": "jewelry-shop"}}), ALL_MONITORING
+    )
+    assert {o["metadata"]["labels"]["app.kubernetes.io/part-of"] for o in objects} == {
+        "jewelry-shop"
+    }
+    default = desired_objects(owner({}), ALL_MONITORING)
+    assert {o["metadata"]["labels"]["app.kubernetes.io/part-of"] for o in default} == {
+        "jewelry-monitoring"
+    }

@@ -8,12 +8,16 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from jewelry_monitoring.builders.common import Owner, standard_labels
 from jewelry_monitoring.builders.rules import KNOWN_ALERTS
 from jewelry_monitoring.crd import build_crd
 from jewelry_monitoring.spec import (
     LATENCY_BUCKETS,
+    OPERATOR_LABELS,
     JewelryMonitoringSpec,
     duration_seconds,
+    name_problems,
+    quantity_value,
     secret_refs,
     semantic_problems,
 )
@@ -136,3 +140,64 @@ def test_latency_buckets_are_the_apps() -> None:
 )
 def test_duration_seconds(duration: str, seconds: float) -> None:
     assert duration_seconds(duration) == seconds
+
+
+def test_operator_labels_in_user_label_maps_are_rejected_by_name() -> None:
+    spec = parse(
+        {
+            "commonLabels": {"app.kubernetes.io/instance": "x", "team": "gems"},
+            "monitorLabels": {"monitoring.jewelry.io/owner": "y", "release": "kps"},
+            "dashboards": {"labels": {"app.kubernetes.io/managed-by": "me"}},
+        }
+    )
+    assert semantic_problems(spec, KNOWN_ALERTS) == [
+        "commonLabels sets app.kubernetes.io/instance: the operator sets these labels itself "
+        "to find and select its objects; remove them",
+        "monitorLabels sets monitoring.jewelry.io/owner: the operator sets these labels "
+        "itself to find and select its objects; remove them",
+        "dashboards.labels sets app.kubernetes.io/managed-by: the operator sets these labels "
+        "itself to find and select its objects; remove them",
+    ]
+    # part-of is descriptive, not used to select: the user's value is honoured.
+    assert (
+        semantic_problems(
+            parse({"commonLabels": {"app.kubernetes.io/part-of": "jewelry-shop"}}), KNOWN_ALERTS
+        )
+        == []
+    )
+
+
+def test_operator_labels_are_exactly_those_the_builders_set_besides_part_of() -> None:
+    owner = Owner(name="shop", namespace="ns", uid="u", spec=parse({}))
+    assert set(standard_labels(owner, "rules")) - {"app.kubernetes.io/part-of"} == OPERATOR_LABELS
+
+
+@pytest.mark.parametrize(
+    ("text", "same_as"),
+    [("0.5", "500m"), ("1024Mi", "1Gi"), ("1e3", "1k"), ("1.5Gi", "1536Mi"), (".1", "100m")],
+)
+def test_quantities_compare_by_value(text: str, same_as: str) -> None:
+    assert quantity_value(text) == quantity_value(same_as) is not None
+
+
+def test_resources_must_be_quantities() -> None:
+    spec = parse(
+        {
+            "exporters": {
+                "redis": {
+                    "enabled": True,
+                    "resources": {"requests": {"cpu": "half", "memory": "1Gi"}},
+                }
+            }
+        }
+    )
+    assert semantic_problems(spec, KNOWN_ALERTS) == [
+        "exporters.redis.resources.requests.cpu: 'half' is not a quantity"
+    ]
+    assert quantity_value("1Mi2") is None and quantity_value("") is None
+
+
+def test_names_longer_than_a_label_value_are_refused() -> None:
+    assert name_problems("a" * 63) == []
+    (problem,) = name_problems("a" * 64)
+    assert "metadata.name is 64 characters long; at most 63" in problem
