@@ -15,7 +15,7 @@ import kopf
 
 from jewelry_monitoring.builders.common import MANAGED_BY, OWNER_LABEL, PREFIX
 from jewelry_monitoring.builders.desired import MONITORING_KINDS
-from jewelry_monitoring.kube import Kube, load_api_client
+from jewelry_monitoring.kube import REQUEST_TIMEOUT, WATCH_SECONDS, Kube, load_api_client
 from jewelry_monitoring.reconcile import Reconciler
 from jewelry_monitoring.spec import API_GROUP, API_VERSION, PLURAL
 from jewelry_monitoring.workqueue import ReconcileQueue
@@ -42,7 +42,14 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX)
     settings.posting.enabled = False
-    settings.watching.server_timeout = 270
+    # Every request has a timeout, kopf's as our own: a half-open connection must fail, not
+    # silently stop the events (watches) or block forever (other requests).
+    connect, read = REQUEST_TIMEOUT
+    settings.watching.server_timeout = WATCH_SECONDS
+    settings.watching.client_timeout = WATCH_SECONDS + read
+    settings.watching.connect_timeout = connect
+    settings.networking.connect_timeout = connect
+    settings.networking.request_timeout = read
     kube = Kube(load_api_client())
     reconciler = Reconciler(kube)
     memo.queue = ReconcileQueue(reconciler.reconcile, reconciler.report_failure)

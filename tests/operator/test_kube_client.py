@@ -1,17 +1,21 @@
-"""The API client module on its own: a server that accepts and never answers must fail a
-call within its timeout instead of blocking a reconcile (and the CR) forever."""
+"""Requests to the API, ours and kopf's, all have timeouts: a server that accepts and never
+answers must fail a call, not block a reconcile (and its CR) or a watch forever."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import kopf
 import pytest
 from kubernetes import client
 
+from jewelry_monitoring import handlers
+from jewelry_monitoring.config import load
 from jewelry_monitoring.kube import Kube, KubeError
 
 
@@ -98,3 +102,24 @@ def test_crd_just_created_is_not_established_rather_than_an_error() -> None:
     assert not _OneObject({}).crd_established("x")
     established = {"status": {"conditions": [{"type": "Established", "status": "True"}]}}
     assert _OneObject(established).crd_established("x")
+
+
+def test_kopfs_own_requests_and_watches_have_timeouts_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kopf's watches have no client timeout by default: a half-open watch would silently
+    stop every event of its kind."""
+    monkeypatch.setattr(handlers, "load_api_client", lambda: client.ApiClient())
+    monkeypatch.setattr(handlers, "_watch_secrets", lambda kube, memo: None)
+    settings = kopf.OperatorSettings()
+    memo = kopf.Memo(config=load(env={}))
+
+    async def start() -> None:
+        await handlers.start(settings=settings, memo=memo)
+        memo.resync.cancel()
+
+    asyncio.run(start())
+    assert settings.watching.server_timeout is not None
+    assert settings.watching.client_timeout is not None
+    assert settings.watching.client_timeout > settings.watching.server_timeout
+    assert settings.watching.connect_timeout is not None
+    assert settings.networking.connect_timeout is not None
+    assert settings.networking.request_timeout is not None
