@@ -21,7 +21,6 @@ from jewelry_monitoring.workqueue import ReconcileQueue
 
 CHILD_RESOURCES = (
     ("apps", "v1", "deployments"),
-    ("apps", "v1", "daemonsets"),
     ("", "v1", "services"),
     ("", "v1", "configmaps"),
     ("monitoring.coreos.com", "v1", "servicemonitors"),
@@ -39,7 +38,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX)
     settings.posting.enabled = False
     settings.watching.server_timeout = 270
-    memo.queue = ReconcileQueue(Reconciler(Kube(load_api_client())).reconcile)
+    reconciler = Reconciler(Kube(load_api_client()), memo.config.allowed_images)
+    memo.queue = ReconcileQueue(reconciler.reconcile)
     memo.resync = asyncio.get_running_loop().create_task(_resync(memo))
 
 

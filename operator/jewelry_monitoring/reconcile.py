@@ -76,8 +76,9 @@ def _condition(kind: str, status: str, reason: str, message: str, generation: in
 class Reconciler:
     """Reconciles JewelryMonitoring resources through one ``Kube`` client."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, allowed_images: tuple[str, ...] = ()) -> None:
         self.kube = kube
+        self.allowed_images = allowed_images
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
         cr = self.kube.get(KIND, namespace, name)
@@ -138,7 +139,7 @@ class Reconciler:
         except ValidationError as error:
             problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
             return problems, None
-        problems = semantic_problems(spec, KNOWN_ALERTS)
+        problems = semantic_problems(spec, KNOWN_ALERTS, self.allowed_images)
         for where, ref in secret_refs(spec).items():
             secret = self.kube.get("Secret", namespace, ref.name)
             if secret is None:

@@ -1,5 +1,9 @@
 """Plain-YAML install manifests rendered from the Helm chart (``jm-dev manifests``).
 
+The chart's shared Grafana dashboards (``charts/jewelry-monitoring/dashboards/*.json``) are
+written first, from the operator's own dashboard builders, so the chart and the operator can
+never show different panels.
+
 ``manifests/jewelry-monitoring.yaml`` is, for people who do not use Helm, exactly what
 ``helm install`` of the chart with default values would create: the Namespace, the chart's
 CRDs and ``helm template`` of its templates. It is committed and a test keeps it in sync
@@ -13,9 +17,11 @@ import subprocess
 from pathlib import Path
 
 from devkit.toolchain import binary
+from jewelry_monitoring.builders.dashboards import dashboard_json, file_name, shared_dashboards
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "jewelry-monitoring"
+CHART_DASHBOARDS = CHART / "dashboards"
 MANIFESTS = REPO / "manifests"
 RELEASE_MANIFEST = MANIFESTS / "jewelry-monitoring.yaml"
 EXAMPLE_CR = MANIFESTS / "example-jewelrymonitoring.yaml"
@@ -75,3 +81,25 @@ def write_release_manifest(path: Path = RELEASE_MANIFEST) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_release_manifest())
     return path
+
+
+def render_chart_dashboards() -> dict[str, str]:
+    """File name -> text of the chart's dashboard files, built now from the operator's code."""
+    return {
+        file_name(model): dashboard_json(model) + "\n" for model in shared_dashboards().values()
+    }
+
+
+def write_chart_dashboards(directory: Path = CHART_DASHBOARDS) -> list[Path]:
+    """Write the chart's dashboards, removing files no builder makes any more."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = render_chart_dashboards()
+    for stale in directory.glob("*.json"):
+        if stale.name not in files:
+            stale.unlink()
+    written = []
+    for name, text in sorted(files.items()):
+        path = directory / name
+        path.write_text(text)
+        written.append(path)
+    return written

@@ -16,7 +16,7 @@ import yaml
 
 from devkit import prometheus as prom
 
-COMPONENTS = ("app", "postgres", "redis", "nginx", "node")
+COMPONENTS = ("app", "postgres", "redis", "nginx")
 
 
 @pytest.fixture(scope="module")
