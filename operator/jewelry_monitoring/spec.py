@@ -348,10 +348,10 @@ def image_problems(spec: JewelryMonitoringSpec, allowed: Sequence[str]) -> list[
     Whoever may create a JewelryMonitoring chooses what runs in its namespace; the cluster
     admin chooses (in the chart's values) where that may come from.
     """
-    extra = f" or {list(allowed)}" if allowed else ""
     return [
-        f"exporters.{name}.image {exporter.image!r} is not allowed: use an image from "
-        f"{list(default_image_repositories())}{extra} (the chart's exporterImageAllowlist)"
+        f"exporters.{name}.image {exporter.image!r} is not allowed: use any tag of "
+        f"{list(default_image_repositories())}, or an image the chart's "
+        f"exporterImageAllowlist allows (now {list(allowed)})"
         for name, exporter in spec.exporters.enabled().items()
         if not image_allowed(exporter.image, allowed)
     ]

@@ -126,7 +126,10 @@ def chart_node_exporter_objects() -> list[dict[str, Any]]:
     rendered = render_chart(
         RELEASE,
         RELEASE_NAMESPACE,
-        {"nodeExporter.enabled": True, "nodeExporter.serviceMonitor.enabled": True},
+        {
+            "nodeExporter.enabled": True,
+            "nodeExporter.serviceMonitor": {"enabled": True, "interval": "2s"},
+        },
     )
     return [
         o

@@ -257,7 +257,7 @@ def test_image_allowlist_and_removed_node_exporter_on_a_real_api_server(tmp_path
     }
     assert env == {"JM_ALLOWED_IMAGES": "registry.example/mirror/"}
 
-    plane = ControlPlane.create(tmp_path / "plane").start()
+    plane = ControlPlane.create(tmp_path).start()
     try:
         api = api_client(plane.kubeconfig)
         apply_crds(api, sorted((CHART / "crds").glob("*.yaml")))
