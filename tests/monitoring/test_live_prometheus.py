@@ -261,10 +261,13 @@ def test_every_metric_name_in_rules_and_dashboards_is_really_exported(
             where.setdefault(metric, set()).add(f"rule {name}")
     dashboards = dashboards_of(stack)
     assert dashboards, "no dashboards rendered"
+    patterns: dict[str, set[str]] = {}
     for file_name, model in dashboards.items():
         for expr in prom.dashboard_exprs(model):
             for metric in prom.promql_metric_names(expr):
                 where.setdefault(metric, set()).add(f"dashboard {file_name}")
+            for pattern in prom.promql_name_patterns(expr):
+                patterns.setdefault(pattern, set()).add(f"dashboard {file_name}")
     unverified = {m for m in where if any(m.startswith(prefix) for prefix in NOT_IN_THIS_STACK)}
     to_check = sorted(set(where) - records - unverified)
     assert len(to_check) > 40, to_check
@@ -278,6 +281,13 @@ def test_every_metric_name_in_rules_and_dashboards_is_really_exported(
     assert not missing, "metric names that nothing exports:\n" + "\n".join(
         f"  {m}: {sorted(where[m])}" for m in missing
     )
+    # Names picked by pattern (the SLO panels' recorded windows) must pick something.
+    assert patterns, "the SLO panels select their recorded windows by name pattern"
+    ns = stack.cr.namespace
+    unmatched = [
+        p for p in patterns if not api.query(f'count({{__name__=~"{p}",namespace="{ns}"}})')
+    ]
+    assert not unmatched, f"name patterns matching nothing: {unmatched}"
 
 
 def test_celery_exporter_metric_names(stack: Any) -> None:
