@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--keep", action="store_true", help="leave the control plane running")
     commands.add_parser(
         "manifests",
-        help="regenerate the chart's dashboards from the builders, then "
+        help="regenerate the chart's dashboards and node rules from the builders, then "
         "manifests/jewelry-monitoring.yaml from the Helm chart",
     )
     commands.add_parser("bench", help="measure the operator (see devkit.bench; --help there)")
@@ -106,9 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         }[args.action]
         return action()
     if args.command == "manifests":
-        from devkit.manifests import write_chart_dashboards, write_release_manifest
+        from devkit.manifests import (
+            write_chart_dashboards,
+            write_chart_node_rules,
+            write_release_manifest,
+        )
 
-        for path in write_chart_dashboards():
+        for path in [*write_chart_dashboards(), write_chart_node_rules()]:
             print(f"wrote {path}")
         print(f"wrote {write_release_manifest()}")
         return 0

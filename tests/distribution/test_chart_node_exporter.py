@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from devkit.manifests import CHART
 from devkit.operator_process import render_chart
+from devkit.toolchain import binary
 
 RELEASE, NAMESPACE = "jm", "ops"
 ON = {"nodeExporter.enabled": True}
@@ -102,6 +104,17 @@ def test_host_port_and_service_monitor_are_configurable() -> None:
     [plain] = pod_network["spec"]["template"]["spec"]["containers"]
     assert "--web.listen-address=:9100" in plain["args"]
     assert "env" not in plain
+
+
+def test_helm_lint_strict_with_everything_on() -> None:
+    command = [str(binary("helm")), "lint", "--strict", str(CHART), "--set"]
+    command.append(
+        "nodeExporter.enabled=true,nodeExporter.serviceMonitor.enabled=true,"
+        "nodeExporter.prometheusRule.enabled=true,exporterImageAllowlist={localhost/jm/}"
+    )
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
 
 
 def test_image_allowlist_reaches_the_operator() -> None:

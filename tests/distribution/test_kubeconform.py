@@ -34,7 +34,8 @@ CHART_VALUE_SETS = {
     ),
     "node-exporter": (
         "--set",
-        "nodeExporter.enabled=true,nodeExporter.serviceMonitor.enabled=true",
+        "nodeExporter.enabled=true,nodeExporter.serviceMonitor.enabled=true,"
+        "nodeExporter.prometheusRule.enabled=true",
     ),
 }
 

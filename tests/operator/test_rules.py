@@ -457,3 +457,12 @@ def test_le_matcher_matches_both_spellings_of_a_bucket(
     prometheus3_spelling = format(bucket, "g")
     assert re.fullmatch(pattern, prometheus3_spelling)
     assert not re.fullmatch(pattern, client_spelling + "5")
+
+
+def test_chart_node_exporter_rules_are_generated_from_the_builders() -> None:
+    """charts/jewelry-monitoring/rules/node-exporter.yaml is what the builders make now."""
+    from devkit.manifests import CHART_NODE_RULES, REGENERATE, render_chart_node_rules
+
+    assert CHART_NODE_RULES.read_text() == render_chart_node_rules(), (
+        f"the chart's node exporter rules are stale: regenerate them with `.venv/bin/{REGENERATE}`"
+    )

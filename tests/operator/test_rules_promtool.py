@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from jewelry_monitoring.builders.common import Owner
-from jewelry_monitoring.builders.rules import KNOWN_ALERTS, rule_groups
+from jewelry_monitoring.builders.rules import KNOWN_ALERTS, NODE_CATALOG, rule_groups
 from jewelry_monitoring.spec import JewelryMonitoringSpec
 
 PROMTOOL = Path("/usr/bin/promtool")  # from Debian's prometheus, installed by tests/toolchain/setup
@@ -27,6 +27,8 @@ NAMESPACE = "jewelry"
 JOBS = {
     "app": "shop-app-metrics",
     **{e: f"shop-{e}-exporter" for e in ("postgres", "redis", "nginx", "celery")},
+    # The chart's node exporter, released as "jm" into the same namespace.
+    "node": "jm-jewelry-monitoring-node-exporter",
 }
 INSTANCE = "10.0.0.7:9000"
 
@@ -399,6 +401,56 @@ CASES: list[Case] = [
     ),
 ]
 
+FS = {"device": "/dev/sda1", "fstype": "ext4", "mountpoint": "/"}
+
+# The alerts the chart ships with its node exporter (rules.NODE_CATALOG).
+NODE_CASES: list[Case] = [
+    *_target_down_cases("NodeExporterDown", "node"),
+    Case(
+        "NodeFilesystemAlmostFull",
+        "20m",
+        [
+            s("node_filesystem_avail_bytes", "node", "5x30", **FS),
+            s("node_filesystem_size_bytes", "node", "100x30", **FS),
+            s("node_filesystem_readonly", "node", "0x30", **FS),
+        ],
+        [inst("node", **FS)],
+    ),
+    # A full tmpfs is not a disk running out.
+    Case(
+        "NodeFilesystemAlmostFull",
+        "20m",
+        [
+            s(
+                f"node_filesystem_{m}_bytes",
+                "node",
+                v,
+                device="tmpfs",
+                fstype="tmpfs",
+                mountpoint="/run",
+            )
+            for m, v in [("avail", "5x30"), ("size", "100x30")]
+        ],
+    ),
+    Case(
+        "NodeMemoryLow",
+        "15m",
+        [
+            s("node_memory_MemAvailable_bytes", "node", "5x20"),
+            s("node_memory_MemTotal_bytes", "node", "100x20"),
+        ],
+        [inst("node")],
+    ),
+    Case(
+        "NodeMemoryLow",
+        "15m",
+        [
+            s("node_memory_MemAvailable_bytes", "node", "50x20"),
+            s("node_memory_MemTotal_bytes", "node", "100x20"),
+        ],
+    ),
+]
+
 _LABEL_REF = re.compile(r"\{\{ \$labels\.(\w+) \}\}")
 
 
@@ -581,3 +633,33 @@ def test_seven_day_slo_pages_on_fast_burn_and_never_inside_the_budget(tmp_path: 
     assert result.returncode == 0, result.stdout + result.stderr
     fired = tests[1]["alert_rule_test"][0]["exp_alerts"]
     assert [a["exp_labels"]["long_window"] for a in fired] == ["14m", "1h24m", "5h36m", "16h48m"]
+
+
+def test_the_charts_node_exporter_alerts(tmp_path: Path) -> None:
+    """The PrometheusRule the chart renders for its node exporter: every alert of
+    rules.NODE_CATALOG fires on its case and stays quiet on the other."""
+    from devkit.operator_process import render_chart
+
+    values = {"nodeExporter.enabled": True, "nodeExporter.prometheusRule.enabled": True}
+    rendered = render_chart("jm", NAMESPACE, values)
+    [rule] = [o for o in rendered if o["kind"] == "PrometheusRule"]
+    groups = rule["spec"]["groups"]
+    names = {alert.name for alert in NODE_CATALOG}
+    assert {case.alert for case in NODE_CASES if case.labels} == names
+    assert {case.alert for case in NODE_CASES if not case.labels} == names
+    assert not names & KNOWN_ALERTS  # not a CR's alerts any more
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    result = run_promtool("check", "rules", "rules.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (tmp_path / "test.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": ["rules.yaml"],
+                "evaluation_interval": "1m",
+                "tests": promtool_tests(groups, NODE_CASES),
+            },
+            sort_keys=False,
+        )
+    )
+    result = run_promtool("test", "rules", "test.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
