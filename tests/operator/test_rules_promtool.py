@@ -502,6 +502,31 @@ def run_promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def promtool_test_rules(
+    rules_file: Path, cases: list[Case], evaluation_interval: str, test_name: str = "test.yaml"
+) -> None:
+    """``promtool test rules`` of ``cases`` against the groups in ``rules_file``."""
+    groups = yaml.safe_load(rules_file.read_text())["groups"]
+    (rules_file.parent / test_name).write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [rules_file.name],
+                "evaluation_interval": evaluation_interval,
+                "tests": promtool_tests(groups, cases),
+            },
+            sort_keys=False,
+        )
+    )
+    result = run_promtool("test", "rules", test_name, cwd=rules_file.parent)
+    assert result.returncode == 0, f"{test_name}:\n{result.stdout}\n{result.stderr}"
+
+
+def write_rules(groups: list[dict[str, Any]], directory: Path) -> Path:
+    path = directory / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    return path
+
+
 @pytest.fixture(scope="module")
 def rules_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("rules") / "rules.yaml"
@@ -551,32 +576,18 @@ def test_promtool_accepts_other_specs(spec: dict[str, Any], tmp_path: Path) -> N
     cr = Owner(
         name="shop", namespace=NAMESPACE, uid="u", spec=JewelryMonitoringSpec.model_validate(spec)
     )
-    path = tmp_path / "rules.yaml"
-    path.write_text(yaml.safe_dump({"groups": rule_groups(cr)}, sort_keys=False))
+    path = write_rules(rule_groups(cr), tmp_path)
     result = run_promtool("check", "rules", path.name, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_promtool_unit_tests_of_every_alert(rules_file: Path) -> None:
-    groups = yaml.safe_load(rules_file.read_text())["groups"]
     # SLO cases span three days: evaluating them every 5m keeps promtool fast; the rest use 1m.
     for name, cases, evaluation_interval in [
         ("alerts_test.yaml", [c for c in CASES if c.interval == "1m"], "1m"),
         ("slo_test.yaml", [c for c in CASES if c.interval == "5m"], "5m"),
     ]:
-        test_file = rules_file.parent / name
-        test_file.write_text(
-            yaml.safe_dump(
-                {
-                    "rule_files": [rules_file.name],
-                    "evaluation_interval": evaluation_interval,
-                    "tests": promtool_tests(groups, cases),
-                },
-                sort_keys=False,
-            )
-        )
-        result = run_promtool("test", "rules", name, cwd=rules_file.parent)
-        assert result.returncode == 0, f"{name}:\n{result.stdout}\n{result.stderr}"
+        promtool_test_rules(rules_file, cases, evaluation_interval, name)
 
 
 def test_slo_firing_case_expects_all_four_window_pairs(rules_file: Path) -> None:
@@ -610,8 +621,7 @@ def test_seven_day_slo_pages_on_fast_burn_and_never_inside_the_budget(tmp_path: 
     cr = Owner(
         name="shop", namespace=NAMESPACE, uid="u", spec=JewelryMonitoringSpec.model_validate(spec)
     )
-    groups = rule_groups(cr)
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    rules_file = write_rules(rule_groups(cr), tmp_path)
     alert = "JewelryAvailabilityBudgetBurn"
     half_burn = [  # 1 bad in 2001: 0.0005, half the 0.001 budget
         s(RESP, "app", f"0+1x{N}", status="500"),
@@ -622,16 +632,8 @@ def test_seven_day_slo_pages_on_fast_burn_and_never_inside_the_budget(tmp_path: 
         Case(alert, "30h", half_burn, interval="5m"),
         Case(alert, "30h", fast_burn, [job("app")], interval="5m"),
     ]
-    tests = promtool_tests(groups, cases)
-    (tmp_path / "test.yaml").write_text(
-        yaml.safe_dump(
-            {"rule_files": ["rules.yaml"], "evaluation_interval": "5m", "tests": tests},
-            sort_keys=False,
-        )
-    )
-    result = run_promtool("test", "rules", "test.yaml", cwd=tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
-    fired = tests[1]["alert_rule_test"][0]["exp_alerts"]
+    promtool_test_rules(rules_file, cases, "5m")
+    fired = promtool_tests(rule_groups(cr), cases)[1]["alert_rule_test"][0]["exp_alerts"]
     assert [a["exp_labels"]["long_window"] for a in fired] == ["14m", "1h24m", "5h36m", "16h48m"]
 
 
@@ -648,18 +650,7 @@ def test_the_charts_node_exporter_alerts(tmp_path: Path) -> None:
     assert {case.alert for case in NODE_CASES if case.labels} == names
     assert {case.alert for case in NODE_CASES if not case.labels} == names
     assert not names & KNOWN_ALERTS  # not a CR's alerts any more
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
-    result = run_promtool("check", "rules", "rules.yaml", cwd=tmp_path)
+    rules_file = write_rules(groups, tmp_path)
+    result = run_promtool("check", "rules", rules_file.name, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    (tmp_path / "test.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "rule_files": ["rules.yaml"],
-                "evaluation_interval": "1m",
-                "tests": promtool_tests(groups, NODE_CASES),
-            },
-            sort_keys=False,
-        )
-    )
-    result = run_promtool("test", "rules", "test.yaml", cwd=tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
+    promtool_test_rules(rules_file, NODE_CASES, "1m")
