@@ -22,7 +22,6 @@ from jewelry_monitoring.workqueue import ReconcileQueue
 
 CHILD_RESOURCES = (
     ("apps", "v1", "deployments"),
-    ("apps", "v1", "daemonsets"),
     ("", "v1", "services"),
     ("", "v1", "configmaps"),
     ("monitoring.coreos.com", "v1", "servicemonitors"),
@@ -51,7 +50,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.networking.connect_timeout = connect
     settings.networking.request_timeout = read
     kube = Kube(load_api_client())
-    reconciler = Reconciler(kube)
+    reconciler = Reconciler(kube, memo.config.allowed_images)
     memo.queue = ReconcileQueue(reconciler.reconcile, reconciler.report_failure)
     memo.resync = asyncio.get_running_loop().create_task(_resync(memo))
     memo.stopping = threading.Event()

@@ -111,8 +111,9 @@ def _condition(kind: str, status: str, reason: str, message: str, generation: in
 class Reconciler:
     """Reconciles JewelryMonitoring resources through one ``Kube`` client."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, allowed_images: tuple[str, ...] = ()) -> None:
         self.kube = kube
+        self.allowed_images = allowed_images
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
         cr = self.kube.get(KIND, namespace, name)
@@ -201,7 +202,9 @@ class Reconciler:
         except ValidationError as error:
             problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
             return name_problems(name) + problems, None
-        return name_problems(name) + semantic_problems(spec, KNOWN_ALERTS), spec
+        return name_problems(name) + semantic_problems(
+            spec, KNOWN_ALERTS, self.allowed_images
+        ), spec
 
     def _missing_secrets(
         self, spec: JewelryMonitoringSpec, namespace: str, outcome: Outcome

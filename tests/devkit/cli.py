@@ -5,7 +5,7 @@ jm-dev cluster kubeconfig  print the admin kubeconfig path of the running plane
 jm-dev cluster status      say whether it runs
 jm-dev cluster down        stop it and remove its files
 jm-dev demo                the whole product on the local plane (see devkit.demo)
-jm-dev manifests           regenerate manifests/jewelry-monitoring.yaml from the chart
+jm-dev manifests           regenerate the chart's dashboards and manifests/jewelry-monitoring.yaml
     jm-dev bench [--short]     operator latency (create -> Ready) and API quietness
 """
 
@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="run the product end to end on a local control plane")
     demo.add_argument("--keep", action="store_true", help="leave the control plane running")
     commands.add_parser(
-        "manifests", help="regenerate manifests/jewelry-monitoring.yaml from the Helm chart"
+        "manifests",
+        help="regenerate the chart's dashboards and node rules from the builders, then "
+        "manifests/jewelry-monitoring.yaml from the Helm chart",
     )
     commands.add_parser("bench", help="measure the operator (see devkit.bench; --help there)")
     arguments = sys.argv[1:] if argv is None else argv
@@ -104,8 +106,14 @@ def main(argv: list[str] | None = None) -> int:
         }[args.action]
         return action()
     if args.command == "manifests":
-        from devkit.manifests import write_release_manifest
+        from devkit.manifests import (
+            write_chart_dashboards,
+            write_chart_node_rules,
+            write_release_manifest,
+        )
 
+        for path in [*write_chart_dashboards(), write_chart_node_rules()]:
+            print(f"wrote {path}")
         print(f"wrote {write_release_manifest()}")
         return 0
     from devkit.demo import run_demo

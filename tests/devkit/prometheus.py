@@ -17,6 +17,7 @@ Public API::
     prometheus_config(objects, targets, rule_files, alertmanager) -> dict
     rule_file(objects) -> dict                       # {"groups": PrometheusRule spec.groups}
     promql_metric_names(expr) -> set[str]            # metric names an expression reads
+    promql_name_patterns(expr) -> set[str]           # its __name__=~"..." regexes
     dashboard_exprs(model) -> list[str]              # every PromQL of a Grafana dashboard
     Process / process(...)                           # restartable local process (exporters)
     prometheus_server(config, ...) -> Prometheus     # context manager, real /usr/bin/prometheus
@@ -190,10 +191,10 @@ def promql_metric_names(expr: str) -> set[str]:
     A lexical reading good enough for our rules and dashboards: strings, label matchers,
     range/subquery brackets, grouping clauses and Grafana ``$variables`` are dropped, then
     every identifier not followed by ``(`` (a function or aggregation) and not a keyword is a
-    metric name. ``{__name__="x"}`` selectors are not supported and raise.
+    metric name. ``{__name__="x"}`` names ``x``; a regex (``__name__=~"..."``) names no
+    metric: ``promql_name_patterns`` returns it, for the caller to check what it matches.
     """
-    if "__name__" in expr:
-        raise NotImplementedError(f"__name__ selectors are not supported: {expr}")
+    exact = set(re.findall(r'__name__="([^"]*)"', expr))
     text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
     text = re.sub(r"'(?:[^'\\]|\\.)*'", "''", text)
     text = re.sub(r"\$\{?\w+\}?", "", text)
@@ -201,7 +202,12 @@ def promql_metric_names(expr: str) -> set[str]:
     text = re.sub(r"\[[^\[\]]*\]", "", text)
     text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", " ", text)
     names = re.findall(r"(?<![\w:.])([A-Za-z_:][\w:]*)(?![\w:])(?!\s*\()", text)
-    return {n for n in names if n.lower() not in _PROMQL_KEYWORDS}
+    return exact | {n for n in names if n.lower() not in _PROMQL_KEYWORDS}
+
+
+def promql_name_patterns(expr: str) -> set[str]:
+    """The regexes of ``{__name__=~"..."}`` selectors: metric names chosen by pattern."""
+    return set(re.findall(r'__name__=~"([^"]*)"', expr))
 
 
 def dashboard_exprs(model: Any) -> list[str]:

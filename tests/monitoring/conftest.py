@@ -7,7 +7,9 @@ migration is not applied (what a pod sees before the migrate Job ran); a Celery 
 task events on the Redis broker; nginx from app/deploy/nginx.conf.template with stub_status;
 the Debian postgres, redis, nginx and node exporters; a webhook receiver, Alertmanager, and
 Prometheus whose scrape jobs and rule file are translated from ``desired_objects`` of the
-CR spec ``SPEC`` (see devkit.prometheus). Everything is stopped and deleted afterwards.
+CR spec ``SPEC`` (see devkit.prometheus), plus the node exporter's Service and ServiceMonitor
+as the chart renders them (the node exporter is the release's, not the CR's). Everything is
+stopped and deleted afterwards.
 
 No celery exporter runs: the rules and dashboards read danihodovic/celery-exporter's names
 (``celery_task_failed_total``, ``celery_worker_up``, ``celery_queue_length``, ...), which no
@@ -28,6 +30,7 @@ from typing import Any
 import pytest
 
 from devkit import prometheus as prom
+from devkit.operator_process import render_chart
 from devkit.services import (
     LOOPBACK,
     NginxService,
@@ -53,6 +56,8 @@ from jewelry_monitoring.spec import JewelryMonitoringSpec, semantic_problems
 
 NAMESPACE = "shop-prod"
 CR_NAME = "jewelry"
+# The chart's release, for the node exporter it runs.
+RELEASE, RELEASE_NAMESPACE = "jm", "monitoring"
 ERROR_THRESHOLD = 0.2
 
 # The CR under test: everything on, scraped every 1-2s, the alerts the tests wait for with
@@ -74,7 +79,6 @@ SPEC: dict[str, Any] = {
             "scrapeTimeout": "2s",
             "brokerUrl": {"name": "celery", "key": "url"},
         },
-        "node": {"enabled": True, "interval": "2s", "scrapeTimeout": "2s"},
     },
     "alerts": {
         "overrides": {
@@ -84,6 +88,8 @@ SPEC: dict[str, Any] = {
             "RedisDown": {"for": "0s"},
         }
     },
+    # The CR's own dashboards too: the live tests check their queries and those of the chart.
+    "dashboards": {"enabled": True},
     "slos": {
         "window": "30d",
         "availability": {"objective": 99.0},
@@ -113,6 +119,24 @@ def make_owner() -> Owner:
 
 def make_objects(owner: Owner) -> list[dict[str, Any]]:
     return desired_objects(owner, frozenset({"ServiceMonitor", "PrometheusRule"}))
+
+
+def chart_node_exporter_objects() -> list[dict[str, Any]]:
+    """The node exporter's Service and ServiceMonitor, rendered by helm from the chart."""
+    rendered = render_chart(
+        RELEASE,
+        RELEASE_NAMESPACE,
+        {
+            "nodeExporter.enabled": True,
+            "nodeExporter.serviceMonitor": {"enabled": True, "interval": "2s"},
+        },
+    )
+    return [
+        o
+        for o in rendered
+        if o["kind"] in ("Service", "ServiceMonitor")
+        and o["metadata"]["labels"].get("app.kubernetes.io/name") == "node-exporter"
+    ]
 
 
 @dataclass(frozen=True)
@@ -153,7 +177,8 @@ class Stack:
     pending_env: dict[str, str]
     nginx: NginxService
     exporters: dict[str, prom.Process]
-    jobs: dict[str, str] = field(default_factory=dict)  # component -> job label
+    jobs: dict[str, str] = field(default_factory=dict)  # component of the CR -> job label
+    node_job: str = ""  # the chart's node exporter, in RELEASE_NAMESPACE
     cr: CR = field(default_factory=CR)
 
     @property
@@ -221,16 +246,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "nginx": es.enter_context(
                 prom.nginx_exporter(f"http://{LOOPBACK}:{status_port}/stub_status")
             ),
-            "node": es.enter_context(prom.node_exporter()),
         }
+        node_objects = chart_node_exporter_objects()
+        [node_job] = [o["metadata"]["name"] for o in node_objects if o["kind"] == "Service"]
+        node = es.enter_context(prom.node_exporter())
         targets = {
             service_name("app"): [f"{LOOPBACK}:{shop.port}", f"{LOOPBACK}:{pending_shop.port}"],
             **{service_name(name): [f"{LOOPBACK}:{p.port}"] for name, p in exporters.items()},
+            node_job: [f"{LOOPBACK}:{node.port}"],
         }
         webhook = es.enter_context(prom.webhook_receiver())
         alertmanager = es.enter_context(prom.alertmanager_server(webhook.url))
         config = prom.prometheus_config(
-            objects, targets, rule_files=[], alertmanager=f"{LOOPBACK}:{alertmanager.port}"
+            [*objects, *node_objects],
+            targets,
+            rule_files=[],
+            alertmanager=f"{LOOPBACK}:{alertmanager.port}",
         )
         prometheus = es.enter_context(prom.prometheus_server(config, prom.rule_file(objects)))
         yield Stack(
@@ -246,4 +277,5 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             nginx=nginx,
             exporters=exporters,
             jobs={c: service_name(c) for c in ("app", *exporters)},
+            node_job=node_job,
         )

@@ -20,6 +20,7 @@ import pytest
 
 from devkit import prometheus as prom
 from devkit.shopapp import APP_DIR, PYTHON, manage
+from jewelry_monitoring.builders.dashboards import shared_dashboards
 
 pytestmark = pytest.mark.services
 
@@ -78,12 +79,24 @@ def rule_exprs(objects: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(r.get("record") or r["alert"], r["expr"]) for g in groups for r in g["rules"]]
 
 
-def dashboards_of(objects: list[dict[str, Any]]) -> dict[str, Any]:
+def dashboards_of(stack: Any) -> dict[str, Any]:
+    """The CR's own dashboards, and the chart's with its Grafana variables set to this stack."""
     models = {}
-    for obj in objects:
+    for obj in stack.objects:
         if obj["kind"] == "ConfigMap" and "dashboard" in obj["metadata"]["name"]:
             for file_name, text in obj["data"].items():
                 models[file_name] = json.loads(text)
+    values = {
+        "namespace": stack.cr.namespace,
+        "job": stack.cr.service_name("app"),
+        **{f"{c}_job": stack.cr.service_name(c) for c in stack.cr.spec["exporters"]},
+        "node_job": stack.node_job,
+    }
+    for slug, model in shared_dashboards().items():
+        text = json.dumps(model)
+        for name, value in sorted(values.items(), key=lambda item: -len(item[0])):
+            text = text.replace(f"${name}", value)
+        models[f"chart {slug}"] = json.loads(text)
     return models
 
 
@@ -246,20 +259,35 @@ def test_every_metric_name_in_rules_and_dashboards_is_really_exported(
     for name, expr in rule_exprs(stack.objects):
         for metric in prom.promql_metric_names(expr):
             where.setdefault(metric, set()).add(f"rule {name}")
-    dashboards = dashboards_of(stack.objects)
+    dashboards = dashboards_of(stack)
     assert dashboards, "no dashboards rendered"
+    patterns: dict[str, set[str]] = {}
     for file_name, model in dashboards.items():
         for expr in prom.dashboard_exprs(model):
             for metric in prom.promql_metric_names(expr):
                 where.setdefault(metric, set()).add(f"dashboard {file_name}")
+            for pattern in prom.promql_name_patterns(expr):
+                patterns.setdefault(pattern, set()).add(f"dashboard {file_name}")
     unverified = {m for m in where if any(m.startswith(prefix) for prefix in NOT_IN_THIS_STACK)}
     to_check = sorted(set(where) - records - unverified)
     assert len(to_check) > 40, to_check
-    ns = stack.cr.namespace
-    missing = [m for m in to_check if not api.query(f'count({{__name__="{m}",namespace="{ns}"}})')]
+
+    def exported(metric: str) -> bool:
+        # Node metrics come from the chart's node exporter, everything else from the CR's jobs.
+        job = stack.node_job if metric.startswith("node_") else "|".join(stack.jobs.values())
+        return bool(api.query(f'count({{__name__="{metric}",job=~"{job}"}})'))
+
+    missing = [m for m in to_check if not exported(m)]
     assert not missing, "metric names that nothing exports:\n" + "\n".join(
         f"  {m}: {sorted(where[m])}" for m in missing
     )
+    # Names picked by pattern (the SLO panels' recorded windows) must pick something.
+    assert patterns, "the SLO panels select their recorded windows by name pattern"
+    ns = stack.cr.namespace
+    unmatched = [
+        p for p in patterns if not api.query(f'count({{__name__=~"{p}",namespace="{ns}"}})')
+    ]
+    assert not unmatched, f"name patterns matching nothing: {unmatched}"
 
 
 def test_celery_exporter_metric_names(stack: Any) -> None:
@@ -269,7 +297,7 @@ def test_celery_exporter_metric_names(stack: Any) -> None:
             for _, expr in rule_exprs(stack.objects)
             + [
                 ("", e)
-                for model in dashboards_of(stack.objects).values()
+                for model in dashboards_of(stack).values()
                 for e in prom.dashboard_exprs(model)
             ]
             for m in prom.promql_metric_names(expr)
@@ -294,7 +322,7 @@ def test_every_rule_evaluates_without_error(stack: Any, all_kinds_of_traffic: No
 def test_every_dashboard_query_is_valid_promql(stack: Any) -> None:
     api: prom.PrometheusAPI = stack.api
     bad = []
-    for file_name, model in dashboards_of(stack.objects).items():
+    for file_name, model in dashboards_of(stack).items():
         for expr in prom.dashboard_exprs(model):
             try:
                 api.query(expr.replace("$__rate_interval", "1m"))

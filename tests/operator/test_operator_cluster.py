@@ -40,7 +40,6 @@ def children(api: client.ApiClient, namespace: str, owner: str) -> dict[str, dic
     found: dict[str, dict[str, Any]] = {}
     typed = [
         ("Deployment", apps.list_namespaced_deployment),
-        ("DaemonSet", apps.list_namespaced_daemon_set),
         ("Service", core.list_namespaced_service),
         ("ConfigMap", core.list_namespaced_config_map),
     ]
@@ -126,9 +125,6 @@ def test_cr_creates_every_child_accepted_by_real_schemas(
             for name in ("postgres", "redis", "nginx", "celery")
             for kind in ("Deployment", "Service", "ServiceMonitor")
         ),
-        "DaemonSet/shop-node-exporter",
-        "Service/shop-node-exporter",
-        "ServiceMonitor/shop-node-exporter",
     }
     assert expected <= set(found)
     assert sum(1 for key in found if key.startswith("ConfigMap/shop-dashboard-")) == 4
@@ -158,7 +154,7 @@ def test_cr_creates_every_child_accepted_by_real_schemas(
     app_monitor = found["ServiceMonitor/shop-app-metrics"]["spec"]["endpoints"][0]
     assert app_monitor["authorization"]["credentials"] == {"name": "shop-metrics", "key": "token"}
     status = shop["status"]
-    assert status["exporters"] == "postgres,redis,nginx,celery,node"
+    assert status["exporters"] == "postgres,redis,nginx,celery"
     assert {f"{c['kind']}/{c['name']}" for c in status["children"]} == set(found)
     assert condition(shop, "Degraded")["status"] == "False"
 

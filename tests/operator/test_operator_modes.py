@@ -89,8 +89,8 @@ def test_missing_prometheus_operator_crds_degrade_then_recover(
         )
         assert "servicemonitors.monitoring.coreos.com" in condition(cr, "Degraded")["message"]
         assert condition(cr, "Ready")["status"] == "True"
-        deployments = client.CoreV1Api(api).list_namespaced_config_map(namespace).items
-        assert len([d for d in deployments if d.metadata.name.startswith("shop-dashboard-")]) == 4
+        services = client.CoreV1Api(api).list_namespaced_service(namespace).items
+        assert [s.metadata.name for s in services] == ["shop-app-metrics"]
         assert operator.alive()
 
         # In this mode each reconcile asks for another in 15 s. Events must not each add a
@@ -286,7 +286,7 @@ def test_chart_rbac_grants_only_what_the_operator_uses(
         "rbac",
         {
             "spec": {
-                "exporters": {"node": {"enabled": False}, "redis": {"enabled": False}},
+                "exporters": {"redis": {"enabled": False}},
                 "dashboards": {"enabled": False},
             }
         },
