@@ -1,4 +1,4 @@
-"""Real Prometheus, Alertmanager and the Debian exporters, fed from the operator's objects.
+"""Real Prometheus, Alertmanager and the exporters, fed from the operator's objects.
 
 The operator never writes a ``prometheus.yml``: prometheus-operator turns its ServiceMonitors
 and PrometheusRule into one. Tests that run a real Prometheus need that translation without
@@ -50,6 +50,7 @@ import yaml
 
 from devkit.services import LOOPBACK, ServiceError, free_port
 from devkit.shopapp import http_status
+from devkit.toolchain import cache_dir
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -353,6 +354,32 @@ def nginx_exporter(stub_status_url: str) -> contextlib.AbstractContextManager[Pr
             f"{LOOPBACK}:{port}",
         ],
         env={},
+    )
+
+
+# How danihodovic/celery-exporter starts (its PyPI package has no console script; CE_* env
+# variables set its options). Its image's ENTRYPOINT is the same command.
+CELERY_EXPORTER_MAIN = "from src.cli import cli; cli(auto_envvar_prefix='CE')"
+
+
+def celery_exporter(broker_url: str) -> contextlib.AbstractContextManager[Process]:
+    """PyPI's prometheus-exporter-celery, from the virtualenv setup gives it (its pins clash
+    with the shop's prometheus-client)."""
+    python = cache_dir() / "venvs" / "celery-exporter" / "bin" / "python"
+    return process(
+        "celery-exporter",
+        lambda port: [
+            str(python),
+            "-c",
+            CELERY_EXPORTER_MAIN,
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+        ],
+        env={"CE_BROKER_URL": broker_url},
+        # /metrics can wait for the exporter's periodic worker inspection; /health does not.
+        ready_path="/health",
     )
 
 
