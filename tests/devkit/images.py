@@ -239,6 +239,7 @@ class Builder:
             self.buildah.export(recipe.name, archive)
             # The tarball is the product: keep only bases in buildah's storage (disk).
             self.buildah.run("rmi", recipe.name)
+        self.buildah.run("rmi", "--prune")  # what a rebuild replaced (e.g. an older base)
         stamp.write_text(want)
         seconds = time.monotonic() - started
         size = f", {archive.stat().st_size / 1e6:.0f} MB" if recipe.exported else ""
