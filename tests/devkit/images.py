@@ -25,6 +25,7 @@ the tarball in the tool cache. Buildah's storage lives in the tool cache too.
 
 from __future__ import annotations
 
+import fcntl
 import fnmatch
 import hashlib
 import json
@@ -372,16 +373,13 @@ class DockerfileBuild:
         )
 
 
-def dockerfile_recipe(
-    short_name: str, version: str, build: DockerfileBuild, exported: bool = True
-) -> Recipe:
+def dockerfile_recipe(short_name: str, version: str, build: DockerfileBuild) -> Recipe:
     return Recipe(
         short_name=short_name,
         version=version,
         inputs=lambda builder: build.inputs(builder, builder.recipes[short_name]),
         make=lambda builder, recipe: build.make(builder, recipe),
         base="python-base",
-        exported=exported,
     )
 
 
@@ -409,7 +407,7 @@ class GoExporter:
     def inputs(self, _: Builder) -> list[bytes | str]:
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path} is missing: {SETUP_HINT}")
-        return [self.path.read_bytes(), *self.config()]
+        return [self.path.read_bytes(), *_passwd_files().values(), *self.config()]
 
     def config(self) -> list[str]:
         return _exporter_config(f"/bin/{self.binary}", self.port, self.module)
@@ -512,8 +510,15 @@ def recipes() -> list[Recipe]:
 
 
 def build_images(progress: Progress = print) -> dict[str, BuiltImage]:
-    """Build (or find up to date) every image we deploy; short name -> BuiltImage."""
-    return Builder(progress=progress).build_all()
+    """Build (or find up to date) every image we deploy; short name -> BuiltImage.
+
+    One builder at a time per cache (a lock file): concurrent callers, e.g. two test
+    sessions, wait and then find the images up to date."""
+    builder = Builder(progress=progress)
+    builder.workdir.mkdir(parents=True, exist_ok=True)
+    with open(builder.workdir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return builder.build_all()
 
 
 # --------------------------------------------------------------------------- archives

@@ -362,14 +362,18 @@ def nginx_exporter(stub_status_url: str) -> contextlib.AbstractContextManager[Pr
 CELERY_EXPORTER_MAIN = "from src.cli import cli; cli(auto_envvar_prefix='CE')"
 
 
+def celery_exporter_python() -> Path:
+    """The interpreter of the Celery exporter's own virtualenv (tests/toolchain/setup makes
+    it: the exporter's pins clash with the shop's prometheus-client)."""
+    return cache_dir() / "venvs" / "celery-exporter" / "bin" / "python"
+
+
 def celery_exporter(broker_url: str) -> contextlib.AbstractContextManager[Process]:
-    """PyPI's prometheus-exporter-celery, from the virtualenv setup gives it (its pins clash
-    with the shop's prometheus-client)."""
-    python = cache_dir() / "venvs" / "celery-exporter" / "bin" / "python"
+    """PyPI's prometheus-exporter-celery (danihodovic/celery-exporter) on ``broker_url``."""
     return process(
         "celery-exporter",
         lambda port: [
-            str(python),
+            str(celery_exporter_python()),
             "-c",
             CELERY_EXPORTER_MAIN,
             "--host",

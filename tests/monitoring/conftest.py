@@ -174,6 +174,7 @@ def _require_binaries() -> None:
         prom.REDIS_EXPORTER,
         prom.NGINX_EXPORTER,
         prom.NODE_EXPORTER,
+        str(prom.celery_exporter_python()),
     ]
     missing = [b for b in needed if not os.access(b, os.X_OK)]
     if missing or not shutil.which("nginx"):
