@@ -248,10 +248,16 @@ class Builder:
         return BuiltImage(recipe.name, archive, built=True)
 
     def build_all(self) -> dict[str, BuiltImage]:
-        """Every exported image by short name (the base is built on the way, not exported)."""
-        return {
+        """Every exported image by short name (the base is built on the way, not exported).
+        Tarballs of versions no recipe makes any more are deleted (disk)."""
+        images = {
             name: self.build(recipe) for name, recipe in self.recipes.items() if recipe.exported
         }
+        current = {image.archive for image in images.values()}
+        for stale in set(self.workdir.glob("*.tar")) - current:
+            stale.unlink()
+            stale.with_suffix(".sha256").unlink(missing_ok=True)
+        return images
 
     def commit_scratch(
         self,
