@@ -396,13 +396,13 @@ def dockerfile_recipe(short_name: str, version: str, build: DockerfileBuild) -> 
 class GoExporter:
     """A static exporter binary built by setup from tests/toolchain/exporters/go.mod."""
 
-    binary: str  # file name in <cache>/exporters and /bin/<binary> in the image
+    binary: str  # file name in <cache>/bin and /bin/<binary> in the image
     module: str
     port: int
 
     @property
     def path(self) -> Path:
-        return cache_dir() / "exporters" / self.binary
+        return cache_dir() / "bin" / self.binary
 
     def version(self) -> str:
         go_mod = (TOOLCHAIN / "exporters" / "go.mod").read_text()

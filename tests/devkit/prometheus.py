@@ -55,10 +55,13 @@ from devkit.toolchain import cache_dir
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
-POSTGRES_EXPORTER = "/usr/bin/prometheus-postgres-exporter"
-REDIS_EXPORTER = "/usr/bin/prometheus-redis-exporter"
+# The exporters at the versions the CR's default images pin, static builds from
+# tests/toolchain/exporters (the binaries of our exporter images), except nginx's: the Go
+# proxy refuses its module, so Debian's 0.11 (also what its image holds; see app/METRICS.md).
+POSTGRES_EXPORTER = str(cache_dir() / "bin" / "postgres_exporter")
+REDIS_EXPORTER = str(cache_dir() / "bin" / "redis_exporter")
 NGINX_EXPORTER = "/usr/bin/prometheus-nginx-exporter"
-NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
+NODE_EXPORTER = str(cache_dir() / "bin" / "node_exporter")
 
 Obj = dict[str, Any]
 

@@ -5,10 +5,10 @@ PostgreSQL and Redis; the shop under gunicorn (2 workers, multiprocess metrics, 
 5xx endpoint on) migrated and seeded; a second gunicorn "pod" on a database whose ``orders``
 migration is not applied (what a pod sees before the migrate Job ran); a Celery worker with
 task events on the Redis broker; nginx from app/deploy/nginx.conf.template with stub_status;
-the Debian postgres, redis, nginx and node exporters; the Celery exporter; a webhook
-receiver, Alertmanager, and Prometheus whose scrape jobs and rule file are translated from
-``desired_objects`` of the CR spec ``SPEC`` (see devkit.prometheus). Everything is stopped
-and deleted afterwards.
+the postgres, redis, node and Celery exporters at the CR's versions and Debian's nginx
+exporter (see devkit.prometheus); a webhook receiver, Alertmanager, and Prometheus whose
+scrape jobs and rule file are translated from ``desired_objects`` of the CR spec ``SPEC``
+(see devkit.prometheus). Everything is stopped and deleted afterwards.
 
 The Celery exporter is danihodovic/celery-exporter itself (PyPI ``prometheus-exporter-celery``,
 the version the CR's default image pins), in its own virtualenv, on the worker's broker.
