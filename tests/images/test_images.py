@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -41,20 +42,24 @@ def built() -> dict[str, img.BuiltImage]:
 
 
 @pytest.fixture(scope="session")
-def rootfs(
-    built: dict[str, img.BuiltImage], tmp_path_factory: pytest.TempPathFactory
-) -> Callable[[str], Path]:
-    """The unpacked filesystem of an image (by short name), unpacked once per session."""
+def rootfs(built: dict[str, img.BuiltImage]) -> Iterator[Callable[[str], Path]]:
+    """The unpacked filesystem of an image (by short name), unpacked once per session and
+    deleted at its end (hundreds of MB each: not left to pytest's kept temp dirs)."""
+    workdir = Path(tempfile.mkdtemp(prefix="jm-rootfs-"))
     unpacked: dict[str, Path] = {}
 
     def get(short_name: str) -> Path:
         if short_name not in unpacked:
-            dest = tmp_path_factory.mktemp(f"rootfs-{short_name}")
+            dest = workdir / short_name
+            dest.mkdir()
             img.unpack_rootfs(built[short_name].archive, dest)
             unpacked[short_name] = dest
         return unpacked[short_name]
 
-    return get
+    try:
+        yield get
+    finally:
+        shutil.rmtree(workdir)
 
 
 def _config(built: dict[str, img.BuiltImage], short_name: str) -> dict[str, Any]:
