@@ -10,6 +10,8 @@ once per input change (stamps), so a warm run only checks.
 from __future__ import annotations
 
 import contextlib
+import json
+import platform
 import re
 import shutil
 import subprocess
@@ -98,8 +100,18 @@ def test_every_image_is_one_tagged_docker_archive(built: dict[str, img.BuiltImag
     for short_name, image in built.items():
         assert re.fullmatch(rf"localhost/jm/{re.escape(short_name)}:[\w.-]+", image.name)
         assert img.archive_tags(image.archive) == [image.name]
-        with tarfile.open(image.archive) as tar:
-            assert "manifest.json" in tar.getnames()
+        # An independent reader (containers/image, as in buildah and podman) agrees, and the
+        # platform is the node's: ctr's import skips images of other platforms.
+        inspected = subprocess.run(
+            ["skopeo", "inspect", "--config", f"docker-archive:{image.archive}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        image_json = json.loads(inspected.stdout)
+        assert image_json["config"] == img.archive_config(image.archive)
+        node_arch = {"x86_64": "amd64", "aarch64": "arm64"}[platform.machine()]
+        assert (image_json["os"], image_json["architecture"]) == ("linux", node_arch)
 
 
 def test_exporter_images_have_the_versions_the_cr_pins(built: dict[str, img.BuiltImage]) -> None:
