@@ -6,6 +6,7 @@ jm-dev cluster status      say whether it runs
 jm-dev cluster down        stop it and remove its files
 jm-dev demo                the whole product on the local plane (see devkit.demo)
 jm-dev manifests           regenerate the chart's dashboards and manifests/jewelry-monitoring.yaml
+jm-dev images              build (if changed) every image we deploy; list their tarballs
     jm-dev bench [--short]     operator latency (create -> Ready) and API quietness
 """
 
@@ -88,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         help="regenerate the chart's dashboards and node rules from the builders, then "
         "manifests/jewelry-monitoring.yaml from the Helm chart",
     )
+    commands.add_parser(
+        "images", help="build the operator, shop and exporter images (see devkit.images)"
+    )
     commands.add_parser("bench", help="measure the operator (see devkit.bench; --help there)")
     arguments = sys.argv[1:] if argv is None else argv
     if arguments[:1] == ["bench"]:  # its options are its own
@@ -105,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
             "status": cluster_status,
         }[args.action]
         return action()
+    if args.command == "images":
+        from devkit.images import main as images_main
+
+        return images_main()
     if args.command == "manifests":
         from devkit.manifests import (
             write_chart_dashboards,

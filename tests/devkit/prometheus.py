@@ -1,4 +1,4 @@
-"""Real Prometheus, Alertmanager and the Debian exporters, fed from the operator's objects.
+"""Real Prometheus, Alertmanager and the exporters, fed from the operator's objects.
 
 The operator never writes a ``prometheus.yml``: prometheus-operator turns its ServiceMonitors
 and PrometheusRule into one. Tests that run a real Prometheus need that translation without
@@ -51,14 +51,18 @@ import yaml
 
 from devkit.services import LOOPBACK, ServiceError, free_port
 from devkit.shopapp import http_status
+from devkit.toolchain import cache_dir
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
-POSTGRES_EXPORTER = "/usr/bin/prometheus-postgres-exporter"
-REDIS_EXPORTER = "/usr/bin/prometheus-redis-exporter"
+# The exporters at the versions the CR's default images pin, static builds from
+# tests/toolchain/exporters (the binaries of our exporter images), except nginx's: the Go
+# proxy refuses its module, so Debian's 0.11 (also what its image holds; see app/METRICS.md).
+POSTGRES_EXPORTER = str(cache_dir() / "bin" / "postgres_exporter")
+REDIS_EXPORTER = str(cache_dir() / "bin" / "redis_exporter")
 NGINX_EXPORTER = "/usr/bin/prometheus-nginx-exporter"
-NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
+NODE_EXPORTER = str(cache_dir() / "bin" / "node_exporter")
 
 Obj = dict[str, Any]
 
@@ -359,6 +363,36 @@ def nginx_exporter(stub_status_url: str) -> contextlib.AbstractContextManager[Pr
             f"{LOOPBACK}:{port}",
         ],
         env={},
+    )
+
+
+# How danihodovic/celery-exporter starts (its PyPI package has no console script; CE_* env
+# variables set its options). Its image's ENTRYPOINT is the same command.
+CELERY_EXPORTER_MAIN = "from src.cli import cli; cli(auto_envvar_prefix='CE')"
+
+
+def celery_exporter_python() -> Path:
+    """The interpreter of the Celery exporter's own virtualenv (tests/toolchain/setup makes
+    it: the exporter's pins clash with the shop's prometheus-client)."""
+    return cache_dir() / "venvs" / "celery-exporter" / "bin" / "python"
+
+
+def celery_exporter(broker_url: str) -> contextlib.AbstractContextManager[Process]:
+    """PyPI's prometheus-exporter-celery (danihodovic/celery-exporter) on ``broker_url``."""
+    return process(
+        "celery-exporter",
+        lambda port: [
+            str(celery_exporter_python()),
+            "-c",
+            CELERY_EXPORTER_MAIN,
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+        ],
+        env={"CE_BROKER_URL": broker_url},
+        # /metrics can wait for the exporter's periodic worker inspection; /health does not.
+        ready_path="/health",
     )
 
 
