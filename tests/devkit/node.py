@@ -70,6 +70,7 @@ PROBE_IMAGE = "localhost/jm/probe:1"
 DEAD_REGISTRY = "http://127.0.0.1:9"
 NFT_TABLE = "jm_node"
 HOST_CLAIM = Path("/run/jm-node.json")
+SOCKET_ROOT = Path("/run/jm-node")
 CONTAINERD_NAMESPACE = "k8s.io"
 
 # Host-wide kernel settings that kubelet (setupKernelTunables) and the bridge plugin
@@ -86,6 +87,7 @@ HOST_SYSCTLS = (
 # Host directories kubelet, containerd and CNI write into whatever their configuration
 # says; each is removed at stop if this node created it.
 HOST_DIRECTORIES = (
+    SOCKET_ROOT,
     Path("/var/log/containers"),
     Path("/var/lib/cni"),
     Path("/run/containerd"),
@@ -221,8 +223,13 @@ class Node:
     # -- paths -------------------------------------------------------------------------------
 
     @property
+    def _socket_dir(self) -> Path:
+        """A short path for containerd's sockets: a unix socket path has at most 104 bytes."""
+        return SOCKET_ROOT / hashlib.sha256(str(self.workdir).encode()).hexdigest()[:12]
+
+    @property
     def containerd_socket(self) -> Path:
-        return self.workdir / "containerd" / "containerd.sock"
+        return self._socket_dir / "containerd.sock"
 
     @property
     def _cni_dir(self) -> Path:
@@ -297,29 +304,14 @@ class Node:
             _unmount_under(Path(path))
             Path(path).unlink(missing_ok=True)
         self._teardown_network()
+        shutil.rmtree(self._socket_dir, ignore_errors=True)
         self._restore_host()
         shutil.rmtree(self.workdir, ignore_errors=True)
         self._release_host()
 
     def leftovers(self) -> list[str]:
         """What this node left on the host after ``stop()``; empty when it cleaned up."""
-        found: list[str] = []
-        now = host_footprint()
-        for aspect, before in self.footprint_before.items():
-            for item in sorted(set(now.get(aspect, [])) - set(before)):
-                found.append(f"{aspect}: {item} (new)")
-            for item in sorted(set(before) - set(now.get(aspect, []))):
-                found.append(f"{aspect}: {item} (gone)")
-        marker = str(self.workdir)
-        for entry in Path("/proc").iterdir():
-            with contextlib.suppress(OSError):
-                if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(f"process {entry.name}: {(entry / 'cmdline').read_bytes()!r}")
-        if self.workdir.exists():
-            found.append(f"directory {self.workdir}")
-        if HOST_CLAIM.exists():
-            found.append(f"claim {HOST_CLAIM}")
-        return found
+        return host_leftovers(self.footprint_before, self.workdir)
 
     def running(self) -> bool:
         return bool(self.pids) and all(_alive(pid) for pid in self.pids.values())
@@ -456,6 +448,7 @@ table inet {NFT_TABLE} {{
     def _prepare_files(self) -> None:
         for sub in ("containerd", "kubelet", "manifests", "pod-logs", "cni", "registry/_default"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        self._socket_dir.mkdir(parents=True, exist_ok=True)
         # Every registry host resolves to a dead loopback port: nothing is ever pulled.
         # containerd 1.6 ignores a hosts.toml without a [host] table (and then dials the
         # image's own registry), so the dead endpoint is named twice.
@@ -815,6 +808,25 @@ def host_footprint() -> dict[str, list[str]]:
         "file": sorted(files),
         "sysctl": [f"{name}={_read_sysctl(name)}" for name in HOST_SYSCTLS],
     }
+
+
+def host_leftovers(footprint_before: Mapping[str, list[str]], workdir: Path) -> list[str]:
+    """How the host differs from ``footprint_before``, plus processes and files of ``workdir``."""
+    found: list[str] = []
+    now = host_footprint()
+    for aspect, before in footprint_before.items():
+        found += [f"{aspect}: {item} (new)" for item in sorted(set(now[aspect]) - set(before))]
+        found += [f"{aspect}: {item} (gone)" for item in sorted(set(before) - set(now[aspect]))]
+    marker = str(workdir).encode()
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and marker in (entry / "cmdline").read_bytes():
+                found.append(f"process {entry.name}: {(entry / 'cmdline').read_bytes()!r}")
+    if workdir.exists():
+        found.append(f"directory {workdir}")
+    if HOST_CLAIM.exists():
+        found.append(f"claim {HOST_CLAIM}")
+    return found
 
 
 def _run(*command: str, check: bool = True) -> None:

@@ -1,16 +1,32 @@
-"""The node stops without a trace and starts again warm (this restarts the session's node)."""
+"""The node stops without a trace and starts again warm, alone and through `jm-dev cluster`.
+
+These restart the session's node (one node runs per host), so they bring it back after.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client
 
+from devkit import cli
 from devkit.kubetools import wait_for
-from devkit.node import PROBE_IMAGE, Node
+from devkit.node import NODE_NAME, PROBE_IMAGE, Node, host_footprint, host_leftovers
 
 pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def host_without_node(node: Node) -> Iterator[None]:
+    """The session's node stopped for the test's duration."""
+    node.stop()
+    try:
+        yield
+    finally:
+        node.start()
 
 
 def test_stop_leaves_nothing_behind_and_the_node_starts_again(
@@ -57,3 +73,23 @@ def test_stop_leaves_nothing_behind_and_the_node_starts_again(
     with capsys.disabled():
         print(f"\n[node] warm start to Ready (images reloaded): {ready_after:.1f} s")
     assert PROBE_IMAGE in node.images()
+
+
+def test_cluster_up_gains_a_node_and_down_leaves_nothing(
+    host_without_node: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    state = tmp_path / "cluster"
+    monkeypatch.setattr(cli, "state_dir", lambda: state)
+    before = host_footprint()
+
+    assert cli.main(["cluster", "up"]) == 0
+    try:
+        said = capsys.readouterr().out
+        assert f"node {NODE_NAME} Ready in" in said, said
+    finally:
+        assert cli.main(["cluster", "down"]) == 0
+
+    assert host_leftovers(before, state) == []
