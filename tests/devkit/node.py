@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
 import time
@@ -71,6 +72,7 @@ DEAD_REGISTRY = "http://127.0.0.1:9"
 NFT_TABLE = "jm_node"
 HOST_CLAIM = Path("/run/jm-node.json")
 SOCKET_ROOT = Path("/run/jm-node")
+NETNS_DIR = Path("/run/netns")  # where containerd's CRI puts pod network namespaces
 CONTAINERD_NAMESPACE = "k8s.io"
 
 # Host-wide kernel settings that kubelet (setupKernelTunables) and the bridge plugin
@@ -91,7 +93,7 @@ HOST_DIRECTORIES = (
     Path("/var/log/containers"),
     Path("/var/lib/cni"),
     Path("/run/containerd"),
-    Path("/run/netns"),
+    NETNS_DIR,
 )
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 NODE_COMMANDS = ("kubelet", "kube-proxy", "kube-scheduler", "coredns", "jm-pause", "jm-probe")
@@ -291,18 +293,24 @@ class Node:
 
     def stop(self) -> None:
         """Stop everything and remove every trace on the host (see the module docstring)."""
+        # A dead node's recorded pids may belong to other processes by now: keep only ours.
+        marker = str(self.plane.workdir).encode()
+        self.pids = {name: pid for name, pid in self.pids.items() if _command_has(pid, marker)}
         self._stop_pods()
         for name in ("coredns", "kube-proxy", "kubelet", "kube-scheduler"):
             if name in self.pids:
                 _terminate(self.pids.pop(name))
-        netns_paths = self._remove_containers()
+        self._remove_containers()
         if "containerd" in self.pids:
             _terminate(self.pids.pop("containerd"))
         self._kill_shims()
         _unmount_under(self.workdir)
-        for path in netns_paths:
-            _unmount_under(Path(path))
-            Path(path).unlink(missing_ok=True)
+        # The pods' network namespaces that CNI made since the start (bind-mounted files).
+        for name in set(_netns_names()) - set(self.footprint_before.get("netns", [])):
+            if name.startswith("cni-"):
+                subprocess.run(["umount", "-l", str(NETNS_DIR / name)], capture_output=True)
+                with contextlib.suppress(OSError):
+                    (NETNS_DIR / name).unlink(missing_ok=True)
         self._teardown_network()
         shutil.rmtree(self._socket_dir, ignore_errors=True)
         self._restore_host()
@@ -389,8 +397,10 @@ class Node:
                     entry.unlink()
         results = Path("/var/lib/cni/results")
         if results.is_dir():
-            for entry in results.glob(f"{CNI_NETWORK}-*"):
-                entry.unlink(missing_ok=True)
+            # containerd's CRI sets up each pod's loopback as a network of its own.
+            for network in (CNI_NETWORK, "cni-loopback"):
+                for entry in results.glob(f"{network}-*"):
+                    entry.unlink(missing_ok=True)
         # Deepest first, and only directories this node made that are now empty.
         for directory in sorted(self.created_directories, key=len, reverse=True):
             _remove_empty_tree(Path(directory))
@@ -398,7 +408,15 @@ class Node:
     # -- network -----------------------------------------------------------------------------
 
     def _setup_network(self) -> None:
-        """The bridge (up before any pod: kubelet needs the node IP), routes and the filter."""
+        """The bridge (up before any pod: kubelet needs the node IP), routes and the filter.
+
+        This node holds the host claim, so a bridge or table of that name is a dead node's.
+        """
+        if any(link["ifname"] == BRIDGE for link in _links()):
+            _run("ip", "link", "delete", BRIDGE)
+        subprocess.run(
+            ["nft", "delete", "table", "inet", NFT_TABLE], stderr=subprocess.DEVNULL, check=False
+        )
         _run("ip", "link", "add", BRIDGE, "type", "bridge")
         _run("ip", "addr", "add", f"{NODE_IP}/{POD_CIDR.split('/')[1]}", "dev", BRIDGE)
         _run("ip", "link", "set", BRIDGE, "up")
@@ -429,8 +447,11 @@ table inet {NFT_TABLE} {{
             ("ip6tables-save", "ip6tables-restore"),
         ):
             _drop_kube_chains(save, restore)
-        for table in _nft_tables() if self.nft_tables_before is not None else []:
-            if table not in self.nft_tables_before:
+        # Tables that appeared while the node ran are its own (iptables-nft makes them for
+        # kube-proxy and kubelet); unknown when a dead node's state was lost.
+        before = self.nft_tables_before
+        if before is not None:
+            for table in set(_nft_tables()) - set(before):
                 subprocess.run(["nft", "delete", "table", *table.split()], check=False)
         for link in _links(kind="veth"):
             if link.get("master") == BRIDGE:
@@ -745,22 +766,28 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         except (ApiException, TimeoutError, OSError) as error:
             log.warning("node: pods not stopped through kubelet (%s); killing them", error)
 
-    def _remove_containers(self) -> list[str]:
-        """Kill and delete whatever containerd still runs; return the pods' netns paths."""
+    def _remove_containers(self) -> None:
+        """Kill and delete whatever containerd still runs.
+
+        A dead node's containerd is started again first: it reconnects to the shims that
+        outlived it, so their containers are stopped the same way.
+        """
+        tasks = self.workdir / "containerd" / "state" / "io.containerd.runtime.v2.task"
         if not _alive(self.pids.get("containerd", 0)):
-            return []
-        netns_paths: list[str] = []
+            if not any(tasks.glob("*/*")):
+                return
+            self._spawn("containerd", self._containerd_command(), clean_env=True)
+            try:
+                self._wait("containerd", self._containerd_ready, time.monotonic() + 30)
+            except (RuntimeError, TimeoutError) as error:
+                log.warning("node: containerd of a dead node did not start: %s", error)
+                return
         try:
             for container in self._ctr("containers", "list", "--quiet").split():
-                info = json.loads(self._ctr("containers", "info", container))
-                for namespace in info.get("Spec", {}).get("linux", {}).get("namespaces", []):
-                    if namespace.get("type") == "network" and namespace.get("path"):
-                        netns_paths.append(namespace["path"])
                 self._ctr("tasks", "delete", "--force", container, check=False)
                 self._ctr("containers", "delete", container, check=False)
         except (RuntimeError, subprocess.TimeoutExpired) as error:
             log.warning("node: containerd cleanup incomplete: %s", error)
-        return sorted(set(netns_paths))
 
     def _kill_shims(self) -> None:
         """Shims outlive containerd by design; end the ones serving this node's containerd."""
@@ -792,7 +819,7 @@ def host_footprint() -> dict[str, list[str]]:
     ruleset = subprocess.run(
         ["nft", "list", "ruleset"], capture_output=True, text=True, check=False
     ).stdout.splitlines()
-    netns = sorted(path.name for path in Path("/run/netns").glob("*"))
+    netns = _netns_names()
     files = [
         str(path)
         for directory in (*HOST_DIRECTORIES, Path("/var/lib/cni/results"))
@@ -827,6 +854,18 @@ def host_leftovers(footprint_before: Mapping[str, list[str]], workdir: Path) -> 
     if HOST_CLAIM.exists():
         found.append(f"claim {HOST_CLAIM}")
     return found
+
+
+def _command_has(pid: int, marker: bytes) -> bool:
+    """Whether process ``pid`` runs and names ``marker`` on its command line."""
+    try:
+        return marker in Path(f"/proc/{pid}/cmdline").read_bytes() and _alive(pid)
+    except OSError:
+        return False
+
+
+def _netns_names() -> list[str]:
+    return sorted(path.name for path in NETNS_DIR.glob("*"))
 
 
 def _run(*command: str, check: bool = True) -> None:
@@ -891,6 +930,16 @@ def kubepods_cgroups(name: str = "kubepods") -> list[Path]:
 
 
 def _remove_cgroups(name: str) -> None:
+    """Kill what still runs in the ``name`` cgroups (only a dead node leaves any), remove them."""
+    killed = False
+    for top in kubepods_cgroups(name):
+        for procs in top.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError, ValueError):
+                for pid in procs.read_text().split():
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed = True
+    if killed:
+        time.sleep(0.5)  # a killed task leaves its cgroup as it exits
     for top in kubepods_cgroups(name):
         directories = sorted(
             (path for path, _, _ in os.walk(top)), key=lambda path: path.count("/"), reverse=True
