@@ -17,6 +17,9 @@ Nothing here may send a packet off the machine (see the project's network rules)
   at once; every image is loaded from a tarball (``load_image``);
 - NodePorts open on the node IP only, and CoreDNS has no upstream.
 
+Pods reach the API server (which listens on loopback) through the ``kubernetes`` Service:
+a relay on the node IP (devkit.relay) is its endpoint.
+
 One node runs per host (the bridge, iptables chains and the ``kubepods`` cgroups are
 host-wide), claimed in ``HOST_CLAIM``. ``stop()`` removes every process, container, mount,
 network namespace, veth, rule, route, cgroup and file it made, and restores the kernel
@@ -34,6 +37,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Mapping
@@ -74,6 +78,7 @@ HOST_CLAIM = Path("/run/jm-node.json")
 SOCKET_ROOT = Path("/run/jm-node")
 NETNS_DIR = Path("/run/netns")  # where containerd's CRI puts pod network namespaces
 CONTAINERD_NAMESPACE = "k8s.io"
+API_RELAY_SLICE = "kubernetes-node-relay"
 
 # Host-wide kernel settings that kubelet (setupKernelTunables) and the bridge plugin
 # (isGateway) change; recorded at start, put back at stop.
@@ -211,6 +216,7 @@ class Node:
     proxy_metrics_port: int = field(default_factory=free_port)
     scheduler_port: int = field(default_factory=free_port)
     dns_ready_port: int = field(default_factory=free_port)
+    api_relay_port: int = field(default_factory=free_port)
     pids: dict[str, int] = field(default_factory=dict)
     saved_sysctls: dict[str, str] = field(default_factory=dict)
     created_directories: list[str] = field(default_factory=list)
@@ -259,7 +265,9 @@ class Node:
             self._spawn("kubelet", self._kubelet_command())
             self._spawn("kube-proxy", self._proxy_command())
             self._spawn("coredns", self._coredns_command())
+            self._spawn("api-relay", self._relay_command())
             self._wait("kubelet", self._ready_and_schedulable, deadline)
+            self._point_kubernetes_service_at_relay()
             self._wait(
                 "coredns",
                 lambda: _http_ok(f"http://127.0.0.1:{self.dns_ready_port}/ready"),
@@ -297,7 +305,7 @@ class Node:
         marker = str(self.plane.workdir).encode()
         self.pids = {name: pid for name, pid in self.pids.items() if _command_has(pid, marker)}
         self._stop_pods()
-        for name in ("coredns", "kube-proxy", "kubelet", "kube-scheduler"):
+        for name in ("api-relay", "coredns", "kube-proxy", "kubelet", "kube-scheduler"):
             if name in self.pids:
                 _terminate(self.pids.pop(name))
         self._remove_containers()
@@ -646,6 +654,18 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def _coredns_command(self) -> list[str]:
         return [str(binary("coredns")), "-conf", str(self.workdir / "Corefile")]
 
+    def _relay_command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "devkit.relay",
+            NODE_IP,
+            str(self.api_relay_port),
+            "127.0.0.1",
+            str(self.plane.apiserver_port),
+            f"--owner={self.workdir}",
+        ]
+
     # -- processes ---------------------------------------------------------------------------
 
     def _spawn(self, name: str, command: list[str], clean_env: bool = False) -> None:
@@ -739,6 +759,33 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             return False
         return True
 
+    def _point_kubernetes_service_at_relay(self) -> None:
+        """Give the ``kubernetes`` Service an endpoint pods can reach: the relay.
+
+        The API server cannot publish its own (127.0.0.1 is no valid endpoint). This slice
+        has a name and manager of its own, so no controller of the plane touches it.
+        """
+        discovery = client.DiscoveryV1Api(api_client(self.plane.kubeconfig))
+        slice_ = client.V1EndpointSlice(
+            metadata=client.V1ObjectMeta(
+                name=API_RELAY_SLICE,
+                labels={
+                    "kubernetes.io/service-name": "kubernetes",
+                    "endpointslice.kubernetes.io/managed-by": "jewelry-monitoring.devkit.node",
+                },
+            ),
+            address_type="IPv4",
+            endpoints=[
+                client.V1Endpoint(
+                    addresses=[NODE_IP], conditions=client.V1EndpointConditions(ready=True)
+                )
+            ],
+            ports=[client.DiscoveryV1EndpointPort(name="https", port=self.api_relay_port)],
+        )
+        with contextlib.suppress(ApiException):
+            discovery.delete_namespaced_endpoint_slice(API_RELAY_SLICE, "default")
+        discovery.create_namespaced_endpoint_slice("default", slice_)
+
     # -- stopping ----------------------------------------------------------------------------
 
     def _stop_pods(self) -> None:
@@ -753,6 +800,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         core = client.CoreV1Api(api_client(self.plane.kubeconfig))
         selector = f"spec.nodeName={NODE_NAME}"
         try:
+            with contextlib.suppress(ApiException):
+                client.DiscoveryV1Api(core.api_client).delete_namespaced_endpoint_slice(
+                    API_RELAY_SLICE, "default"
+                )
             for pod in core.list_pod_for_all_namespaces(field_selector=selector).items:
                 with contextlib.suppress(ApiException):
                     core.delete_namespaced_pod(

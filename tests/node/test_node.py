@@ -378,3 +378,24 @@ def test_an_image_pull_goes_to_the_dead_loopback_registry_only(
 
     failures = wait_for(pull_failure, timeout=60, what="the pull to fail")
     assert any(dead_endpoint in message for message in failures), failures
+
+
+def test_a_pod_reaches_the_api_server_through_the_kubernetes_service(
+    node_api: client.ApiClient, node_namespace: str
+) -> None:
+    """What an operator in a pod needs: in-cluster config dials kubernetes.default.svc."""
+    core = client.CoreV1Api(node_api)
+    url = "https://kubernetes.default.svc/version"  # a name the serving cert holds
+    core.create_namespaced_pod(
+        node_namespace,
+        client.V1Pod(
+            metadata=client.V1ObjectMeta(name="api-client"),
+            spec=client.V1PodSpec(
+                restart_policy="Never", containers=[probe_container("fetch", url)]
+            ),
+        ),
+    )
+    fetched = pod_phase(core, node_namespace, "api-client", "Succeeded")
+
+    version = json.loads(fetched.status.container_statuses[0].state.terminated.message)
+    assert version["gitVersion"] == client.VersionApi(node_api).get_code().git_version

@@ -4,11 +4,15 @@
 //	                                                 /healthz 200, /unhealthy 500
 //	jm-probe fetch URL                               GET URL (a few tries, for DNS and
 //	                                                 endpoints to settle); the body goes to
-//	                                                 stdout and the termination message
+//	                                                 stdout and the termination message.
+//	                                                 HTTPS trusts the pod's service-account
+//	                                                 CA, so the API server can be fetched
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,7 +24,10 @@ import (
 	"time"
 )
 
-const terminationLog = "/dev/termination-log"
+const (
+	terminationLog   = "/dev/termination-log"
+	serviceAccountCA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+)
 
 func main() {
 	if len(os.Args) < 2 {
@@ -80,6 +87,11 @@ func fetch(args []string) error {
 		return errors.New("usage: jm-probe fetch URL")
 	}
 	client := &http.Client{Timeout: 3 * time.Second}
+	if pem, err := os.ReadFile(serviceAccountCA); err == nil {
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(pem)
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
+	}
 	var lastErr error
 	for attempt := 0; attempt < 10; attempt++ {
 		if attempt > 0 {
