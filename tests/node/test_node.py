@@ -70,6 +70,21 @@ def pod_ready(core: client.CoreV1Api, namespace: str, name: str) -> client.V1Pod
     return wait_for(ready, timeout=90, what=f"pod {name} Ready")
 
 
+def fetch_in_pod(core: client.CoreV1Api, namespace: str, name: str, url: str) -> str:
+    """What a pod named ``name`` got from GET ``url`` (its termination message)."""
+    core.create_namespaced_pod(
+        namespace,
+        client.V1Pod(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1PodSpec(
+                restart_policy="Never", containers=[probe_container("fetch", url)]
+            ),
+        ),
+    )
+    fetched = pod_phase(core, namespace, name, "Succeeded")
+    return str(fetched.status.container_statuses[0].state.terminated.message)
+
+
 def events_of(core: client.CoreV1Api, namespace: str, name: str) -> list[client.CoreV1Event]:
     selector = f"involvedObject.name={name}"
     return list(core.list_namespaced_event(namespace, field_selector=selector).items)
@@ -110,19 +125,9 @@ def test_deployment_serves_http_through_a_cluster_ip_by_dns_name(
         what="both web replicas available",
     )
 
-    url = f"http://web.{node_namespace}.svc.cluster.local/"
-    core.create_namespaced_pod(
-        node_namespace,
-        client.V1Pod(
-            metadata=client.V1ObjectMeta(name="client"),
-            spec=client.V1PodSpec(
-                restart_policy="Never", containers=[probe_container("fetch", url)]
-            ),
-        ),
+    answer = fetch_in_pod(
+        core, node_namespace, "client", f"http://web.{node_namespace}.svc.cluster.local/"
     )
-    fetched = pod_phase(core, node_namespace, "client", "Succeeded")
-
-    answer = fetched.status.container_statuses[0].state.terminated.message
     assert answer.startswith("hello from web-"), answer
     # The pod log travels kubelet -> API server: the node serves its API to the plane too.
     assert "hello from web-" in core.read_namespaced_pod_log("client", node_namespace)
@@ -385,17 +390,9 @@ def test_a_pod_reaches_the_api_server_through_the_kubernetes_service(
 ) -> None:
     """What an operator in a pod needs: in-cluster config dials kubernetes.default.svc."""
     core = client.CoreV1Api(node_api)
-    url = "https://kubernetes.default.svc/version"  # a name the serving cert holds
-    core.create_namespaced_pod(
-        node_namespace,
-        client.V1Pod(
-            metadata=client.V1ObjectMeta(name="api-client"),
-            spec=client.V1PodSpec(
-                restart_policy="Never", containers=[probe_container("fetch", url)]
-            ),
-        ),
+    # kubernetes.default.svc is a name the API server's serving certificate holds.
+    answer = fetch_in_pod(
+        core, node_namespace, "api-client", "https://kubernetes.default.svc/version"
     )
-    fetched = pod_phase(core, node_namespace, "api-client", "Succeeded")
-
-    version = json.loads(fetched.status.container_statuses[0].state.terminated.message)
+    version = json.loads(answer)
     assert version["gitVersion"] == client.VersionApi(node_api).get_code().git_version
