@@ -92,7 +92,11 @@ def cluster_load(archive: Path) -> int:
     if not node or not node.running():
         print("no node is running: jm-dev cluster up", file=sys.stderr)
         return 1
-    node.load_image(archive)
+    try:
+        node.load_image(archive)
+    except RuntimeError as error:  # not a docker-archive, or unreadable
+        print(error, file=sys.stderr)
+        return 1
     print(f"loaded {archive}; the node has: {', '.join(node.images())}")
     return 0
 
