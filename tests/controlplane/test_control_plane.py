@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -230,12 +231,14 @@ def test_an_exited_process_that_is_not_our_child_counts_as_dead() -> None:
     them they are zombies, and waiting for those would take each one's whole grace period."""
     from devkit.cluster import _alive
 
+    never_reaps = "import os, time\nchild = os.fork()\nif child == 0:\n    os._exit(0)\n"
+    never_reaps += "print(child, flush=True)\ntime.sleep(30)\n"
     parent = subprocess.Popen(
-        ["sh", "-c", "true & echo $!; exec sleep 30"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", never_reaps], stdout=subprocess.PIPE, text=True
     )
     try:
         assert parent.stdout is not None
-        orphan = int(parent.stdout.readline())  # the child of sh that sleep never reaps
+        orphan = int(parent.stdout.readline())  # exited, and its parent never reaps it
         wait_for(
             lambda: "Z" in Path(f"/proc/{orphan}/stat").read_text().rsplit(")", 1)[1][:3],
             timeout=10,
