@@ -113,6 +113,9 @@ def cluster_kubeconfig() -> int:
 def cluster_status() -> int:
     plane = _running_plane()
     print(f"running at {plane.server}" if plane else "not running")
+    node = _node_of(plane) if plane else None
+    if plane:
+        print(f"node {NODE_NAME} running" if node and node.running() else "no node")
     return 0 if plane else 1
 
 
