@@ -75,7 +75,9 @@ PROBE_IMAGE = "localhost/jm/probe:1"
 DEAD_REGISTRY = "http://127.0.0.1:9"
 NFT_TABLE = "jm_node"
 HOST_CLAIM = Path("/run/jm-node.json")
-SOCKET_ROOT = Path("/run/jm-node")
+# Short paths for what holds unix sockets (containerd's, kubelet's root dir): a socket path
+# has at most 104 bytes, and a pytest temporary directory alone can take 80.
+SHORT_ROOT = Path("/var/lib/jm-node")
 NETNS_DIR = Path("/run/netns")  # where containerd's CRI puts pod network namespaces
 CONTAINERD_NAMESPACE = "k8s.io"
 API_RELAY_SLICE = "kubernetes-node-relay"
@@ -94,7 +96,7 @@ HOST_SYSCTLS = (
 # Host directories kubelet, containerd and CNI write into whatever their configuration
 # says; each is removed at stop if this node created it.
 HOST_DIRECTORIES = (
-    SOCKET_ROOT,
+    SHORT_ROOT,
     Path("/var/log/containers"),
     Path("/var/lib/cni"),
     Path("/run/containerd"),
@@ -231,13 +233,13 @@ class Node:
     # -- paths -------------------------------------------------------------------------------
 
     @property
-    def _socket_dir(self) -> Path:
-        """A short path for containerd's sockets: a unix socket path has at most 104 bytes."""
-        return SOCKET_ROOT / hashlib.sha256(str(self.workdir).encode()).hexdigest()[:12]
+    def _short_dir(self) -> Path:
+        """This node's directory under ``SHORT_ROOT``: containerd's socket, kubelet's root."""
+        return SHORT_ROOT / hashlib.sha256(str(self.workdir).encode()).hexdigest()[:12]
 
     @property
     def containerd_socket(self) -> Path:
-        return self._socket_dir / "containerd.sock"
+        return self._short_dir / "containerd.sock"
 
     @property
     def _cni_dir(self) -> Path:
@@ -313,6 +315,7 @@ class Node:
             _terminate(self.pids.pop("containerd"))
         self._kill_shims()
         _unmount_under(self.workdir)
+        _unmount_under(self._short_dir)  # kubelet's pod volumes
         # The pods' network namespaces that CNI made since the start (bind-mounted files).
         for name in set(_netns_names()) - set(self.footprint_before.get("netns", [])):
             if name.startswith("cni-"):
@@ -320,7 +323,7 @@ class Node:
                 with contextlib.suppress(OSError):
                     (NETNS_DIR / name).unlink(missing_ok=True)
         self._teardown_network()
-        shutil.rmtree(self._socket_dir, ignore_errors=True)
+        shutil.rmtree(self._short_dir, ignore_errors=True)
         self._restore_host()
         shutil.rmtree(self.workdir, ignore_errors=True)
         self._release_host()
@@ -475,9 +478,9 @@ table inet {NFT_TABLE} {{
     # -- configuration files -----------------------------------------------------------------
 
     def _prepare_files(self) -> None:
-        for sub in ("containerd", "kubelet", "manifests", "pod-logs", "cni", "registry/_default"):
+        for sub in ("containerd", "manifests", "pod-logs", "cni", "registry/_default"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
-        self._socket_dir.mkdir(parents=True, exist_ok=True)
+        (self._short_dir / "kubelet").mkdir(parents=True, exist_ok=True)
         # Every registry host resolves to a dead loopback port: nothing is ever pulled.
         # containerd 1.6 ignores a hosts.toml without a [host] table (and then dials the
         # image's own registry), so the dead endpoint is named twice.
@@ -615,7 +618,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             str(binary("kubelet")),
             f"--config={self.workdir / 'kubelet.yaml'}",
             f"--kubeconfig={self.plane.kubeconfig}",
-            f"--root-dir={self.workdir / 'kubelet'}",
+            f"--root-dir={self._short_dir / 'kubelet'}",
             f"--hostname-override={NODE_NAME}",
             f"--node-ip={NODE_IP}",
             "--v=0",
@@ -857,7 +860,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 def host_footprint() -> dict[str, list[str]]:
     """Everything on the host a node can touch, as comparable strings per aspect."""
-    watched_mounts = ("/run/netns/", "/run/containerd/", "/var/lib/kubelet/", "/var/lib/cni/")
+    watched_mounts = (
+        "/run/netns/",
+        "/run/containerd/",
+        f"{SHORT_ROOT}/",
+        "/var/lib/kubelet/",
+        "/var/lib/cni/",
+    )
     mounts = [
         target
         for target in _mount_targets()
