@@ -12,7 +12,11 @@ from kubernetes import client
 from devkit.cluster import ControlPlane
 from devkit.kubetools import api_client, apply_crds, service_account_kubeconfig
 from devkit.node import Node, probe_image_archive, why_no_node
+from devkit.operator_process import CHART, OperatorProcess, install_rbac, start_operator
 from devkit.toolchain import prometheus_operator_crds
+
+OPERATOR_NAMESPACE = "jm-system"
+RELEASE = "jm"
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +39,29 @@ def admin_api(control_plane: ControlPlane) -> client.ApiClient:
 def prometheus_operator_crd_names(admin_api: client.ApiClient) -> list[str]:
     """prometheus-operator's real CRDs (from its pinned Go module), installed once."""
     return apply_crds(admin_api, prometheus_operator_crds())
+
+
+@pytest.fixture(scope="session")
+def jewelry_crd(admin_api: client.ApiClient) -> list[str]:
+    """Our CRD exactly as the chart ships it."""
+    return apply_crds(admin_api, sorted((CHART / "crds").glob("*.yaml")))
+
+
+@pytest.fixture(scope="session")
+def operator(
+    control_plane: ControlPlane,
+    admin_api: client.ApiClient,
+    jewelry_crd: list[str],
+    prometheus_operator_crd_names: list[str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    """The operator, cluster-wide, authenticated as the chart's ServiceAccount."""
+    kubeconfig = install_rbac(control_plane, admin_api, RELEASE, OPERATOR_NAMESPACE)
+    user = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{RELEASE}-jewelry-monitoring"
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    handle = start_operator(kubeconfig, log, user)
+    yield handle
+    handle.stop()
 
 
 def _fresh_namespace(api: client.ApiClient) -> Iterator[str]:

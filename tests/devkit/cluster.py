@@ -227,6 +227,15 @@ class ControlPlane:
         return self._certs.ca_cert
 
     @property
+    def admin_cert(self) -> Path:
+        """The admin client cert (system:masters), for tools that take cert files."""
+        return self._certs.admin_cert
+
+    @property
+    def admin_key(self) -> Path:
+        return self._certs.admin_key
+
+    @property
     def _certs(self) -> _Certificates:
         return _Certificates(self.workdir / "pki")
 
