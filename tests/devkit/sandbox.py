@@ -1,0 +1,55 @@
+"""A sandbox for running `jm-dev` as a user would, in which every trace it leaves is found."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from devkit.toolchain import cache_dir
+
+
+class JmDevSandbox:
+    """Environment for a `jm-dev` subprocess whose every trace can be found afterwards.
+
+    TMPDIR and JM_CACHE_DIR point into the test's directory (the cache's tools are linked
+    in), so the command's work dirs land there and `jm-dev cluster up` keeps its state there
+    instead of the machine's. Every process it starts inherits this environment, so one
+    left behind shows the marker in /proc/PID/environ.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.tmp = root / "tmp"
+        self.cache = root / "cache"
+        self.tmp.mkdir()
+        self.cache.mkdir()
+        for name in ("bin", "crds"):
+            (self.cache / name).symlink_to(cache_dir() / name)
+        environment = {**os.environ, "TMPDIR": str(self.tmp), "JM_CACHE_DIR": str(self.cache)}
+        environment.pop("KUBECONFIG", None)
+        self.env = {**environment, "PYTHONUNBUFFERED": "1"}
+
+    @staticmethod
+    def command(*arguments: str) -> list[str]:
+        return [sys.executable, "-m", "devkit.cli", *arguments]
+
+    def processes(self) -> list[str]:
+        """Live processes carrying this sandbox's environment, as "pid command line"."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                environ = (entry / "environ").read_bytes()
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:  # gone meanwhile, or a kernel thread
+                continue
+            if f"TMPDIR={self.tmp}".encode() in environ.split(b"\0"):
+                found.append(f"{entry.name} {command}")
+        return found
+
+    def files_left(self) -> list[str]:
+        """Work dirs and state the command left: anything in TMPDIR or the cache but links."""
+        left = [str(path) for path in self.tmp.iterdir()]
+        left += [str(path) for path in self.cache.iterdir() if not path.is_symlink()]
+        return left
