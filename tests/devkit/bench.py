@@ -29,7 +29,7 @@ from kubernetes.client.rest import ApiException
 
 from devkit.cluster import ControlPlane
 from devkit.crs import GROUP, PLURAL, VERSION, CustomApi, cr_body, full_spec, make_secrets
-from devkit.kubetools import api_client, apply_crds
+from devkit.kubetools import api_client, install_missing_crds
 from devkit.operator_process import (
     CHART,
     WRITE_VERBS,
@@ -166,14 +166,17 @@ def _requests_since(audit_log: Path, start: int) -> list[str]:
 
 
 def run_bench(count: int, quiet_seconds: float) -> int:
-    workdir = Path(tempfile.mkdtemp(prefix="jm-bench-"))
-    plane = ControlPlane.create(workdir).start()
+    workdir: Path | None = None
+    plane: ControlPlane | None = None
     operator = None
     clock: ReadyClock | None = None
     try:
+        workdir = Path(tempfile.mkdtemp(prefix="jm-bench-"))
+        plane = ControlPlane.create(workdir).start()
         api = api_client(plane.kubeconfig)
-        apply_crds(api, sorted((CHART / "crds").glob("*.yaml")))
-        apply_crds(api, prometheus_operator_crds())
+        install_missing_crds(
+            api, [*sorted((CHART / "crds").glob("*.yaml")), *prometheus_operator_crds()]
+        )
         operator = start_operator(
             install_rbac(plane, api, "jm", "jm-system"),
             workdir / "operator.log",
@@ -246,8 +249,10 @@ def run_bench(count: int, quiet_seconds: float) -> int:
             clock.stop()
         if operator is not None:
             operator.stop()
-        plane.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if plane is not None:
+            plane.stop()
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
