@@ -152,18 +152,27 @@ def start_operator(
     )
     log.close()
     handle = OperatorProcess(process, log_path, port, user)
+    try:
+        _wait_live(handle, timeout)
+    except BaseException:  # a stop signal (devkit.cli) too: the caller has no handle yet
+        handle.stop()
+        raise
+    return handle
+
+
+def _wait_live(handle: OperatorProcess, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not handle.alive():
             raise RuntimeError(f"operator exited:\n{handle.logs()[-4000:]}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as reply:
+            url = f"http://127.0.0.1:{handle.liveness_port}/healthz"
+            with urllib.request.urlopen(url, timeout=1) as reply:
                 if reply.status == 200:
-                    return handle
+                    return
         except OSError:
             pass
         time.sleep(0.2)
-    handle.stop()
     raise TimeoutError(f"operator not live in {timeout}s:\n{handle.logs()[-4000:]}")
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -35,6 +37,15 @@ class JmDevSandbox:
 
     def processes(self) -> list[str]:
         """Live processes carrying this sandbox's environment, as "pid command line"."""
+        return [f"{pid} {command}" for pid, command in self._processes()]
+
+    def kill_leftovers(self) -> None:
+        """SIGKILL what the command left behind, so that a failing test leaks nothing."""
+        for pid, _ in self._processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _processes(self) -> list[tuple[int, str]]:
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -45,7 +56,7 @@ class JmDevSandbox:
             except OSError:  # gone meanwhile, or a kernel thread
                 continue
             if f"TMPDIR={self.tmp}".encode() in environ.split(b"\0"):
-                found.append(f"{entry.name} {command}")
+                found.append((int(entry.name), command))
         return found
 
     def files_left(self) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,5 +11,10 @@ from devkit.sandbox import JmDevSandbox
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path) -> JmDevSandbox:
-    return JmDevSandbox(tmp_path)
+def sandbox(tmp_path: Path) -> Iterator[JmDevSandbox]:
+    """A sandbox for one test; whatever its command leaked is killed afterwards."""
+    box = JmDevSandbox(tmp_path)
+    try:
+        yield box
+    finally:
+        box.kill_leftovers()
