@@ -37,6 +37,7 @@ from devkit.operator_process import (
     install_rbac,
     start_operator,
 )
+from devkit.stopping import shielded
 from devkit.toolchain import prometheus_operator_crds
 
 USER = "system:serviceaccount:jm-system:jm-jewelry-monitoring"
@@ -245,14 +246,15 @@ def run_bench(count: int, quiet_seconds: float) -> int:
             print(f"{'':<31}  {dict(Counter(requests).most_common(6))}")
         return 0
     finally:
-        if clock is not None:
-            clock.stop()
-        if operator is not None:
-            operator.stop()
-        if plane is not None:
-            plane.stop()
-        if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)
+        with shielded():
+            if clock is not None:
+                clock.stop()
+            if operator is not None:
+                operator.stop()
+            if plane is not None:
+                plane.stop()
+            if workdir is not None:
+                shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

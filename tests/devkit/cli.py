@@ -15,7 +15,8 @@ named with --context: $KUBECONFIG alone is never enough, as it may point at prod
 context other than the running `jm-dev cluster up` plane also needs the confirmation flag.
 
 SIGTERM and SIGHUP (`timeout`, CI cancellation, a closed terminal) stop every command like
-Ctrl-C does: the control plane and operator it started are stopped and their files removed.
+Ctrl-C does: the control plane and operator it started are stopped and their files removed
+(see devkit.stopping).
 """
 
 from __future__ import annotations
@@ -24,49 +25,17 @@ import argparse
 import contextlib
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 
 from kubernetes import client
 from kubernetes.config import ConfigException
 
 from devkit.cluster import ControlPlane
+from devkit.stopping import Stopped, shielded, stop_on_signals
 from devkit.toolchain import cache_dir
 
 CONFIRM_FLAG = "--yes-really-write-to-this-cluster"
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class Stopped(KeyboardInterrupt):
-    """A stop signal, raised in the main thread so that every `finally` cleans up."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def stop_on_signals() -> None:
-    """Make SIGTERM and SIGHUP end a command the way Ctrl-C (SIGINT) does.
-
-    Python's default for them is to die at once, skipping the cleanup that stops etcd,
-    kube-apiserver, the controller manager and the operator (they run in sessions of their
-    own, so no terminal signal reaches them). The first signal raises Stopped; later ones are
-    ignored, so they cannot cut that cleanup short (it is bounded: SIGKILL after 10 s).
-    """
-
-    def first(signum: int, frame: FrameType | None) -> None:
-        for each in STOP_SIGNALS:
-            signal.signal(each, later)
-        raise Stopped(signum)
-
-    def later(signum: int, frame: FrameType | None) -> None:
-        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
-            print(f"jm-dev: {signal.Signals(signum).name}: still cleaning up", file=sys.stderr)
-
-    for each in STOP_SIGNALS:
-        signal.signal(each, first)
 
 
 def state_dir() -> Path:
@@ -88,7 +57,8 @@ def cluster_up() -> int:
         plane.start()
         plane.save_state()
     except BaseException:  # a stop signal included: nothing may outlive a failed start
-        plane.stop()
+        with shielded():
+            plane.stop()
         raise
     print(f"control plane up at {plane.server}")
     print(f"  export KUBECONFIG={plane.kubeconfig}")

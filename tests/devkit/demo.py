@@ -26,6 +26,7 @@ from devkit.cluster import ControlPlane
 from devkit.crs import GROUP, PLURAL, VERSION, CustomApi, condition, wait_condition
 from devkit.kubetools import api_client, install_missing_crds, load_yaml_documents
 from devkit.operator_process import CHART, REPO, OperatorProcess, install_rbac, start_operator
+from devkit.stopping import shielded
 from devkit.toolchain import prometheus_operator_crds
 
 EXAMPLE = REPO / "manifests" / "example-jewelrymonitoring.yaml"
@@ -179,9 +180,10 @@ def run_demo(keep: bool = False) -> int:
                 time.sleep(1)
         return 0
     finally:
-        if operator is not None:
-            operator.stop()
-        if plane is not None:
-            plane.stop()
-        if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)
+        with shielded():
+            if operator is not None:
+                operator.stop()
+            if plane is not None:
+                plane.stop()
+            if workdir is not None:
+                shutil.rmtree(workdir, ignore_errors=True)

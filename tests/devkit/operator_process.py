@@ -24,6 +24,7 @@ from kubernetes.client.rest import ApiException
 
 from devkit.cluster import ControlPlane, free_port
 from devkit.kubetools import load_yaml_documents, service_account_kubeconfig
+from devkit.stopping import shielded
 from devkit.toolchain import binary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -154,8 +155,9 @@ def start_operator(
     handle = OperatorProcess(process, log_path, port, user)
     try:
         _wait_live(handle, timeout)
-    except BaseException:  # a stop signal (devkit.cli) too: the caller has no handle yet
-        handle.stop()
+    except BaseException:  # a stop signal (devkit.stopping) too: the caller has no handle yet
+        with shielded():
+            handle.stop()
         raise
     return handle
 

@@ -154,3 +154,21 @@ def test_the_users_newer_helm_owned_crd_survives_the_demo(
     assert all(w.startswith("create ") and USERS_CRD not in w for w in writes), writes
     assert all(w.endswith(f"by {ADMIN_USER}") for w in writes), writes
     assert sandbox.processes() == [] and sandbox.files_left() == []
+
+
+def test_the_plane_of_jm_dev_cluster_up_is_local_and_needs_no_confirmation(
+    sandbox: JmDevSandbox,
+) -> None:
+    up = subprocess.run(
+        sandbox.command("cluster", "up"), env=sandbox.env, capture_output=True, text=True
+    )
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        kubeconfig = sandbox.cache / "cluster" / "admin.kubeconfig"
+        result = _jm_dev(sandbox, kubeconfig, "--context", "local")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "installed 12 missing CRDs" in result.stdout
+    finally:
+        down = subprocess.run(sandbox.command("cluster", "down"), env=sandbox.env)
+    assert down.returncode == 0
+    assert sandbox.processes() == [] and sandbox.files_left() == []
