@@ -14,6 +14,7 @@ import argparse
 import json
 import shutil
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -70,6 +71,7 @@ def watch_source(api: client.ApiClient, namespace: str) -> tuple[Listing, Watchi
             PLURAL,
             resource_version=resource_version,
             timeout_seconds=5,
+            _request_timeout=30,  # a connection that hangs past the server's end is retried
         )
 
     return list_crs, watch_crs
@@ -84,6 +86,9 @@ class ReadyClock:
     ``max_failures`` failures in a row with no progress stop the clock, and then ``wait``
     raises that error instead of a misleading timeout.
     """
+
+    # A watch the server ends sooner than this is followed by a pause before the next one.
+    MIN_WATCH_SECONDS = 1.0
 
     def __init__(
         self, list_crs: Listing, watch_crs: Watching, max_failures: int = 8, backoff: float = 0.2
@@ -113,6 +118,7 @@ class ReadyClock:
                     for item in listing.get("items", []):
                         self._stamp(item)
                     resource_version = listing["metadata"]["resourceVersion"]
+                started = time.monotonic()
                 for event in self._watch(resource_version):
                     self._stamp(event["object"])
                     resource_version = event["object"]["metadata"]["resourceVersion"]
@@ -120,6 +126,8 @@ class ReadyClock:
                     if self._stop.is_set():
                         return
                 failures = 0  # the watch ran its time out: carry on from where it ended
+                if time.monotonic() - started < self.MIN_WATCH_SECONDS:  # no request storm
+                    self._stop.wait(self.MIN_WATCH_SECONDS)
             except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
                 if isinstance(error, ApiException) and error.status in RELIST_STATUSES:
                     resource_version = None
@@ -140,7 +148,24 @@ class ReadyClock:
             time.sleep(0.02)
         missing = [n for n in names if n not in self.ready_at]
         if missing:
-            raise TimeoutError(f"not Ready in {timeout}s: {missing}")
+            raise TimeoutError(f"not Ready in {timeout}s: {self._describe(missing)}")
+
+    def _describe(self, names: list[str]) -> str:
+        """What the API server says now of the CRs the clock has not seen Ready.
+
+        Tells a slow operator (Ready not True) from a clock that missed an event.
+        """
+        try:
+            items = {i["metadata"]["name"]: i for i in self._list().get("items", [])}
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
+            return f"{names} (listing them failed: {error})"
+        described = []
+        for name in names:
+            conditions = items.get(name, {}).get("status", {}).get("conditions", [])
+            ready = next((c for c in conditions if c["type"] == "Ready"), None)
+            now = f"Ready={ready['status']} ({ready.get('reason')})" if ready else "no Ready"
+            described.append(f"{name}: {now} on the API server")
+        return "; ".join(described)
 
     def stop(self) -> None:
         self._stop.set()
@@ -245,6 +270,10 @@ def run_bench(count: int, quiet_seconds: float) -> int:
             print(f"{label:<31}: {len(requests)} API requests, {len(writes)} writes")
             print(f"{'':<31}  {dict(Counter(requests).most_common(6))}")
         return 0
+    except TimeoutError:
+        if operator is not None:
+            print(f"operator log, last lines:\n{operator.logs()[-3000:]}", file=sys.stderr)
+        raise
     finally:
         with shielded():
             if clock is not None:

@@ -91,3 +91,13 @@ def test_a_watch_that_keeps_failing_stops_with_its_error_not_a_timeout() -> None
     with pytest.raises(RuntimeError, match=r"(?s)gave up after 4 failures in a row.*Unavailable"):
         clock.wait(["c"], timeout=60)
     assert len(api.watched_from) == 4
+
+
+def test_a_timeout_says_what_the_api_server_reports_of_the_missing_crs() -> None:
+    api = FakeApi(watches=[], items=[_cr("slow", "101", ready=False)])
+    clock = ReadyClock(api.list_crs, api.watch_crs, backoff=0.01)
+    try:
+        with pytest.raises(TimeoutError, match=r"slow: Ready=False \(None\) on the API server"):
+            clock.wait(["slow"], timeout=0.5)
+    finally:
+        clock.stop()
