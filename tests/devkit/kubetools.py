@@ -84,7 +84,7 @@ def apply_crds(api: client.ApiClient, files: Iterable[Path], timeout: float = 30
                 extensions.replace_custom_resource_definition(name, document)
             names.append(name)
     for name in names:
-        wait_for(lambda name=name: _established(extensions, name), timeout, what=f"CRD {name}")
+        wait_for(lambda name=name: crd_established(extensions, name), timeout, what=f"CRD {name}")
     return names
 
 
@@ -130,7 +130,7 @@ def install_missing_crds(
                 continue
             created.append(name)
     for name in created:
-        wait_for(lambda name=name: _established(extensions, name), timeout, what=f"CRD {name}")
+        wait_for(lambda name=name: crd_established(extensions, name), timeout, what=f"CRD {name}")
     return created, kept
 
 
@@ -153,7 +153,7 @@ def delete_crds(api: client.ApiClient, names: Iterable[str], timeout: float = 30
         wait_for(lambda name=name: _absent(extensions, name), timeout, what=f"CRD {name} deleted")
 
 
-def _established(extensions: client.ApiextensionsV1Api, name: str) -> bool:
+def crd_established(extensions: client.ApiextensionsV1Api, name: str) -> bool:
     crd = extensions.read_custom_resource_definition(name)
     return any(
         condition.type == "Established" and condition.status == "True"
