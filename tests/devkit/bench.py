@@ -191,7 +191,7 @@ def _requests_since(audit_log: Path, start: int) -> list[str]:
     return requests
 
 
-def run_bench(count: int, quiet_seconds: float) -> int:
+def run_bench(count: int, quiet_seconds: float, ready_timeout: float = 120) -> int:
     workdir: Path | None = None
     plane: ControlPlane | None = None
     operator = None
@@ -228,11 +228,11 @@ def run_bench(count: int, quiet_seconds: float) -> int:
         for index in range(count):
             name = f"one-{index}"
             started = create(name)
-            clock.wait([name])
+            clock.wait([name], ready_timeout)
             sequential.append(clock.ready_at[name] - started)
         burst_names = [f"burst-{index}" for index in range(count)]
         burst_started = {name: create(name) for name in burst_names}
-        clock.wait(burst_names)
+        clock.wait(burst_names, ready_timeout)
         burst = [clock.ready_at[n] - burst_started[n] for n in burst_names]
         clock.stop()
 
@@ -291,7 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crs", type=int, default=20, help="CRs per phase (default 20)")
     parser.add_argument("--quiet", type=float, default=10.0, help="idle seconds to watch")
     parser.add_argument("--short", action="store_true", help="CI size: 5 CRs, 5 idle seconds")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds one CR (or the whole burst) may take to turn Ready (default 120)",
+    )
     args = parser.parse_args(argv)
     if args.short:
         args.crs, args.quiet = 5, 5.0
-    return run_bench(args.crs, args.quiet)
+    return run_bench(args.crs, args.quiet, args.timeout)
