@@ -63,7 +63,7 @@ def watch_source(api: client.ApiClient, namespace: str) -> tuple[Listing, Watchi
     def watch_crs(resource_version: str) -> Iterable[dict[str, Any]]:
         # With a timeout the library never resumes by itself: an ERROR event is raised as an
         # ApiException with the event's code, and ReadyClock decides what to do.
-        return watch.Watch().stream(
+        events: Iterable[dict[str, Any]] = watch.Watch().stream(
             custom.list_namespaced_custom_object,
             GROUP,
             VERSION,
@@ -73,6 +73,7 @@ def watch_source(api: client.ApiClient, namespace: str) -> tuple[Listing, Watchi
             timeout_seconds=5,
             _request_timeout=30,  # a connection that hangs past the server's end is retried
         )
+        return events
 
     return list_crs, watch_crs
 
