@@ -192,7 +192,7 @@ def _requests_since(audit_log: Path, start: int) -> list[str]:
     return requests
 
 
-def run_bench(count: int, quiet_seconds: float, ready_timeout: float = 120) -> int:
+def run_bench(count: int, quiet_seconds: float, ready_timeout: float = 600) -> int:
     workdir: Path | None = None
     plane: ControlPlane | None = None
     operator = None
@@ -295,8 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout",
         type=float,
-        default=120.0,
-        help="seconds one CR (or the whole burst) may take to turn Ready (default 120)",
+        default=600.0,
+        help="seconds one CR (or the whole burst) may take to turn Ready: a guard against "
+        "hangs, not a goal (default 600; at 100 CRs on a loaded machine a burst took 217 s)",
     )
     args = parser.parse_args(argv)
     if args.short:
