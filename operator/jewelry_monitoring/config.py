@@ -19,6 +19,8 @@ class OperatorConfig:
     liveness_endpoint: str
     resync_seconds: float
     log_level: str
+    # Image repositories (or prefixes ending in /) a CR may name besides the pinned defaults.
+    allowed_images: tuple[str, ...] = ()
 
     @property
     def clusterwide(self) -> bool:
@@ -65,4 +67,9 @@ def load(
         liveness_endpoint=f"http://0.0.0.0:{port}/healthz" if port else "",
         resync_seconds=resync,
         log_level=level,
+        allowed_images=tuple(
+            entry.strip()
+            for entry in environ.get("JM_ALLOWED_IMAGES", "").split(",")
+            if entry.strip()
+        ),
     )

@@ -1,13 +1,16 @@
 """`jm-dev`: the developer's command for the local control plane and the demo.
 
-jm-dev cluster up          start etcd + kube-apiserver + kube-controller-manager, detached
+jm-dev cluster up          start etcd + kube-apiserver + kube-controller-manager, detached,
+                           and a node (devkit.node) unless this host cannot run one
+jm-dev cluster load TAR    import a docker-archive image tarball into the node
 jm-dev cluster kubeconfig  print the admin kubeconfig path of the running plane
 jm-dev cluster status      say whether it runs
-jm-dev cluster down        stop it and remove its files
+jm-dev cluster down        stop it (node first) and remove every trace
 jm-dev demo                the whole product on the local plane (see devkit.demo)
 jm-dev demo --context NAME --yes-really-write-to-this-cluster
                            only the missing CRDs and namespaces, on a cluster you name
-jm-dev manifests           regenerate manifests/jewelry-monitoring.yaml from the chart
+jm-dev manifests           regenerate the chart's dashboards and manifests/jewelry-monitoring.yaml
+jm-dev images              build (if changed) every image we deploy; list their tarballs
 jm-dev bench [--short]     operator latency (create -> Ready) and API quietness
 
 Only the demo can write to a cluster other than one jm-dev started itself, and only to one
@@ -26,12 +29,14 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from kubernetes import client
 from kubernetes.config import ConfigException
 
 from devkit.cluster import ControlPlane
+from devkit.node import NODE_NAME, Node, NodeUnavailable, why_no_node
 from devkit.stopping import Stopped, shielded, stop_on_signals
 from devkit.toolchain import cache_dir
 
@@ -50,30 +55,74 @@ def cluster_up() -> int:
         return 0
     workdir = state_dir()
     if (workdir / "state.json").exists():  # a stale plane whose processes died: clean it up
-        ControlPlane.load_state(workdir).stop()
+        _stop(ControlPlane.load_state(workdir))
     workdir.mkdir(parents=True, exist_ok=True)
     plane = ControlPlane(workdir=workdir)
     try:
         plane.start()
         plane.save_state()
-    except BaseException:  # a stop signal included: nothing may outlive a failed start
+        print(f"control plane up at {plane.server}")
+        _start_node(plane)
+    except BaseException:  # a stop signal included: nothing may outlive an unfinished start
         with shielded():
-            plane.stop()
+            _stop(plane)
         raise
-    print(f"control plane up at {plane.server}")
     print(f"  export KUBECONFIG={plane.kubeconfig}")
     print("  kubectl get namespaces")
     print("  jm-dev cluster down   # stops it and removes its files")
     return 0
 
 
+def _start_node(plane: ControlPlane) -> None:
+    """Add the node, or say why not: the control plane alone still serves most work."""
+    reason = why_no_node()
+    if reason is None:
+        started = time.monotonic()
+        try:
+            Node.for_plane(plane).start()
+        except (NodeUnavailable, RuntimeError, TimeoutError) as error:
+            reason = str(error)
+        else:
+            print(f"node {NODE_NAME} Ready in {time.monotonic() - started:.1f} s: pods run")
+            print("  jm-dev cluster load IMAGE.tar   # images are loaded, never pulled")
+            return
+    print(f"no node ({reason}): continuing without one, pods stay Pending")
+
+
+def _node_of(plane: ControlPlane) -> Node | None:
+    node_dir = Node.for_plane(plane).workdir
+    return Node.load_state(plane, node_dir) if (node_dir / "state.json").exists() else None
+
+
+def _stop(plane: ControlPlane) -> None:
+    node = _node_of(plane)
+    if node:
+        node.stop()
+    plane.stop()
+
+
 def cluster_down() -> int:
     workdir = state_dir()
     if (workdir / "state.json").exists():
-        ControlPlane.load_state(workdir).stop()
+        _stop(ControlPlane.load_state(workdir))
         print("control plane stopped")
     else:
         print("no control plane was running")
+    return 0
+
+
+def cluster_load(archive: Path) -> int:
+    plane = _running_plane()
+    node = _node_of(plane) if plane else None
+    if not node or not node.running():
+        print("no node is running: jm-dev cluster up", file=sys.stderr)
+        return 1
+    try:
+        node.load_image(archive)
+    except RuntimeError as error:  # not a docker-archive, or unreadable
+        print(error, file=sys.stderr)
+        return 1
+    print(f"loaded {archive}; the node has: {', '.join(node.images())}")
     return 0
 
 
@@ -89,6 +138,9 @@ def cluster_kubeconfig() -> int:
 def cluster_status() -> int:
     plane = _running_plane()
     print(f"running at {plane.server}" if plane else "not running")
+    node = _node_of(plane) if plane else None
+    if plane:
+        print(f"node {NODE_NAME} running" if node and node.running() else "no node")
     return 0 if plane else 1
 
 
@@ -163,7 +215,8 @@ def _dispatch(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="jm-dev", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     cluster = commands.add_parser("cluster", help="the local Kubernetes control plane")
-    cluster.add_argument("action", choices=["up", "down", "kubeconfig", "status"])
+    cluster.add_argument("action", choices=["up", "down", "kubeconfig", "status", "load"])
+    cluster.add_argument("archive", nargs="?", type=Path, help="for load: a docker-archive tar")
     demo_parser = commands.add_parser(
         "demo", help="run the product end to end on a local control plane"
     )
@@ -180,7 +233,12 @@ def _dispatch(argv: list[str] | None) -> int:
         help="confirm that --context names a cluster jm-dev may write to",
     )
     commands.add_parser(
-        "manifests", help="regenerate manifests/jewelry-monitoring.yaml from the Helm chart"
+        "manifests",
+        help="regenerate the chart's dashboards and node rules from the builders, then "
+        "manifests/jewelry-monitoring.yaml from the Helm chart",
+    )
+    commands.add_parser(
+        "images", help="build the operator, shop and exporter images (see devkit.images)"
     )
     commands.add_parser("bench", help="measure the operator (see devkit.bench; --help there)")
     arguments = sys.argv[1:] if argv is None else argv
@@ -192,6 +250,10 @@ def _dispatch(argv: list[str] | None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     if args.command == "cluster":
+        if args.action == "load":
+            if not args.archive:
+                parser.error("cluster load needs an image tarball")
+            return cluster_load(args.archive)
         action = {
             "up": cluster_up,
             "down": cluster_down,
@@ -199,9 +261,19 @@ def _dispatch(argv: list[str] | None) -> int:
             "status": cluster_status,
         }[args.action]
         return action()
-    if args.command == "manifests":
-        from devkit.manifests import write_release_manifest
+    if args.command == "images":
+        from devkit.images import main as images_main
 
+        return images_main()
+    if args.command == "manifests":
+        from devkit.manifests import (
+            write_chart_dashboards,
+            write_chart_node_rules,
+            write_release_manifest,
+        )
+
+        for path in [*write_chart_dashboards(), write_chart_node_rules()]:
+            print(f"wrote {path}")
         print(f"wrote {write_release_manifest()}")
         return 0
     return demo(args.keep, args.context, args.confirmed)

@@ -10,14 +10,17 @@ from pathlib import Path
 
 from devkit.toolchain import cache_dir
 
+CONTROL_PLANE_TOOLS = ("kube-apiserver", "kube-controller-manager", "helm")
+
 
 class JmDevSandbox:
     """Environment for a `jm-dev` subprocess whose every trace can be found afterwards.
 
-    TMPDIR and JM_CACHE_DIR point into the test's directory (the cache's tools are linked
-    in), so the command's work dirs land there and `jm-dev cluster up` keeps its state there
-    instead of the machine's. Every process it starts inherits this environment, so one
-    left behind shows the marker in /proc/PID/environ.
+    TMPDIR and JM_CACHE_DIR point into the test's directory, so the command's work dirs land
+    there and `jm-dev cluster up` keeps its state there instead of the machine's. Only the
+    control plane's tools are linked into that cache: without the node's, `cluster up` adds
+    no node (one per host, tested in tests/node). Every process the command starts inherits
+    this environment, so one left behind shows it in /proc/PID/environ.
     """
 
     def __init__(self, root: Path) -> None:
@@ -25,8 +28,10 @@ class JmDevSandbox:
         self.cache = root / "cache"
         self.tmp.mkdir()
         self.cache.mkdir()
-        for name in ("bin", "crds"):
-            (self.cache / name).symlink_to(cache_dir() / name)
+        (self.cache / "crds").symlink_to(cache_dir() / "crds")
+        (self.cache / "bin").mkdir()
+        for tool in CONTROL_PLANE_TOOLS:
+            (self.cache / "bin" / tool).symlink_to(cache_dir() / "bin" / tool)
         environment = {**os.environ, "TMPDIR": str(self.tmp), "JM_CACHE_DIR": str(self.cache)}
         environment.pop("KUBECONFIG", None)
         self.env = {**environment, "PYTHONUNBUFFERED": "1"}
@@ -60,7 +65,7 @@ class JmDevSandbox:
         return found
 
     def files_left(self) -> list[str]:
-        """Work dirs and state the command left: anything in TMPDIR or the cache but links."""
+        """Work dirs and state the command left: anything in TMPDIR or the cache but tools."""
         left = [str(path) for path in self.tmp.iterdir()]
-        left += [str(path) for path in self.cache.iterdir() if not path.is_symlink()]
+        left += [str(path) for path in self.cache.iterdir() if path.name not in ("bin", "crds")]
         return left

@@ -64,6 +64,7 @@ def test_defaults_render_the_expected_objects() -> None:
         "ClusterRole": 2,
         "ClusterRoleBinding": 2,
         "Deployment": 1,
+        "ConfigMap": 4,  # the shared Grafana dashboards
     }
     for obj in objects:
         assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
@@ -86,6 +87,7 @@ def test_defaults_render_the_expected_objects() -> None:
         "JM_RESYNC_SECONDS": "300",
         "JM_LOG_LEVEL": "INFO",
         "JM_LIVENESS_PORT": "8080",
+        "JM_ALLOWED_IMAGES": "",
     }
     probe = operator["livenessProbe"]["httpGet"]
     assert probe == {"path": "/healthz", "port": "health"}
