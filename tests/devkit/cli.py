@@ -7,22 +7,40 @@ jm-dev cluster kubeconfig  print the admin kubeconfig path of the running plane
 jm-dev cluster status      say whether it runs
 jm-dev cluster down        stop it (node first) and remove every trace
 jm-dev demo                the whole product on the local plane (see devkit.demo)
+jm-dev demo --context NAME --yes-really-write-to-this-cluster
+                           only the missing CRDs and namespaces, on a cluster you name
 jm-dev manifests           regenerate the chart's dashboards and manifests/jewelry-monitoring.yaml
 jm-dev images              build (if changed) every image we deploy; list their tarballs
-    jm-dev bench [--short]     operator latency (create -> Ready) and API quietness
+jm-dev bench [--short]     operator latency (create -> Ready) and API quietness
+
+Only the demo can write to a cluster other than one jm-dev started itself, and only to one
+named with --context: $KUBECONFIG alone is never enough, as it may point at production. A
+context other than the running `jm-dev cluster up` plane also needs the confirmation flag.
+
+SIGTERM and SIGHUP (`timeout`, CI cancellation, a closed terminal) stop every command like
+Ctrl-C does: the control plane and operator it started are stopped and their files removed
+(see devkit.stopping).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
+from kubernetes import client
+from kubernetes.config import ConfigException
+
 from devkit.cluster import ControlPlane
 from devkit.node import NODE_NAME, Node, NodeUnavailable, why_no_node
+from devkit.stopping import Stopped, shielded, stop_on_signals
 from devkit.toolchain import cache_dir
+
+CONFIRM_FLAG = "--yes-really-write-to-this-cluster"
 
 
 def state_dir() -> Path:
@@ -39,10 +57,16 @@ def cluster_up() -> int:
     if (workdir / "state.json").exists():  # a stale plane whose processes died: clean it up
         _stop(ControlPlane.load_state(workdir))
     workdir.mkdir(parents=True, exist_ok=True)
-    plane = ControlPlane(workdir=workdir).start()
-    plane.save_state()
-    print(f"control plane up at {plane.server}")
-    _start_node(plane)
+    plane = ControlPlane(workdir=workdir)
+    try:
+        plane.start()
+        plane.save_state()
+        print(f"control plane up at {plane.server}")
+        _start_node(plane)
+    except BaseException:  # a stop signal included: nothing may outlive an unfinished start
+        with shielded():
+            _stop(plane)
+        raise
     print(f"  export KUBECONFIG={plane.kubeconfig}")
     print("  kubectl get namespaces")
     print("  jm-dev cluster down   # stops it and removes its files")
@@ -128,14 +152,86 @@ def _running_plane() -> ControlPlane | None:
     return plane if plane.running() else None
 
 
+class Refused(Exception):
+    """The command would write to a cluster the user did not clearly choose."""
+
+
+def named_cluster_api(context: str, confirmed: bool) -> client.ApiClient:
+    """A client for kubeconfig context ``context``, if the user may write to it.
+
+    Local means the plane of `jm-dev cluster up`; any other needs ``confirmed``.
+    """
+    from devkit.kubetools import api_client
+
+    try:
+        api = api_client(None, context)
+    except (ConfigException, OSError) as error:
+        raise Refused(f"no usable kubeconfig context {context!r}: {error}") from error
+    server = api.configuration.host
+    local = _running_plane()
+    if not confirmed and not (local and local.server == server):
+        raise Refused(
+            f"context {context!r} is the cluster at {server}, not the local plane of "
+            f"`jm-dev cluster up`. jm-dev would install missing CRDs and namespaces there. "
+            f"If you mean it, add {CONFIRM_FLAG}."
+        )
+    return api
+
+
+def demo(keep: bool, context: str | None, confirmed: bool) -> int:
+    from devkit.demo import prepare_named_cluster, run_demo
+
+    if context is None:
+        if confirmed:
+            raise Refused(f"{CONFIRM_FLAG} goes with --context NAME")
+        configured = os.environ.get("KUBECONFIG")
+        if configured:
+            raise Refused(
+                f"KUBECONFIG is set ({configured}), but the demo writes to a cluster only "
+                f"when you name it. Unset KUBECONFIG to run the demo on its own embedded "
+                f"control plane, or name the cluster: --context NAME {CONFIRM_FLAG}"
+            )
+        return run_demo(keep=keep)
+    if keep:
+        raise Refused("--keep is for the embedded control plane; a named cluster stays anyway")
+    api = named_cluster_api(context, confirmed)
+    return prepare_named_cluster(context, api)
+
+
 def main(argv: list[str] | None = None) -> int:
+    stop_on_signals()
+    try:
+        return _dispatch(argv)
+    except Refused as refusal:
+        print(f"jm-dev: refused: {refusal}", file=sys.stderr)
+        return 2
+    except Stopped as stop:
+        with contextlib.suppress(OSError):
+            print(f"jm-dev: stopped by {stop}; cleaned up", file=sys.stderr)
+        return 128 + stop.signum
+
+
+def _dispatch(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="jm-dev", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     cluster = commands.add_parser("cluster", help="the local Kubernetes control plane")
     cluster.add_argument("action", choices=["up", "down", "kubeconfig", "status", "load"])
     cluster.add_argument("archive", nargs="?", type=Path, help="for load: a docker-archive tar")
-    demo = commands.add_parser("demo", help="run the product end to end on a local control plane")
-    demo.add_argument("--keep", action="store_true", help="leave the control plane running")
+    demo_parser = commands.add_parser(
+        "demo", help="run the product end to end on a local control plane"
+    )
+    demo_parser.add_argument("--keep", action="store_true", help="leave the control plane running")
+    demo_parser.add_argument(
+        "--context",
+        metavar="NAME",
+        help="a kubeconfig context to install the missing CRDs into, instead of the demo",
+    )
+    demo_parser.add_argument(
+        CONFIRM_FLAG,
+        dest="confirmed",
+        action="store_true",
+        help="confirm that --context names a cluster jm-dev may write to",
+    )
     commands.add_parser(
         "manifests",
         help="regenerate the chart's dashboards and node rules from the builders, then "
@@ -180,9 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {path}")
         print(f"wrote {write_release_manifest()}")
         return 0
-    from devkit.demo import run_demo
-
-    return run_demo(keep=args.keep)
+    return demo(args.keep, args.context, args.confirmed)
 
 
 if __name__ == "__main__":

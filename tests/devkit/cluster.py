@@ -16,6 +16,7 @@ import datetime
 import ipaddress
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -50,11 +51,55 @@ AUDIT_POLICY = {
 }
 
 
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# Ports below this are left to well-known system services.
+LOWEST_CHOSEN_PORT = 10000
+
+
+def ephemeral_port_range(source: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux default 32768-60999)."""
+    try:
+        low, high = source.read_text().split()
+    except (OSError, ValueError):
+        return 32768, 60999
+    return int(low), int(high)
+
+
+def ports_outside(ephemeral: tuple[int, int]) -> list[range]:
+    """The ports from LOWEST_CHOSEN_PORT up that the kernel never picks for a client socket."""
+    low, high = ephemeral
+    candidates = [range(LOWEST_CHOSEN_PORT, low), range(high + 1, 65536)]
+    return [ports for ports in candidates if ports]
+
+
+def free_port(candidates: list[range] | None = None) -> int:
+    """A loopback TCP port nobody listens on right now, outside the ephemeral range.
+
+    A port is chosen now and bound later by another process. Inside the ephemeral range the
+    kernel may meanwhile hand it to any outgoing connection (the components' own clients
+    included) and the bind fails with "address already in use"; outside it, only another
+    explicit bind can take it.
+    """
+    if candidates is None:
+        candidates = ports_outside(ephemeral_port_range())
+    if candidates:
+        for _ in range(100):
+            port = random.choice(random.choice(candidates))
+            if _bindable(port):
+                return port
+    # Every port is ephemeral, or every try was taken: any free port is the best left.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _write_pem(path: Path, data: bytes) -> Path:

@@ -1,14 +1,17 @@
-"""`jm-dev demo`: the product end to end, on the embedded local control plane by default.
+"""`jm-dev demo`: the product end to end, on the embedded local control plane.
 
-Starts etcd + kube-apiserver + kube-controller-manager (unless $KUBECONFIG points at a
-cluster), installs our CRD and prometheus-operator's, installs the chart's RBAC, runs the
-operator under it, creates a kube-prometheus-stack style Prometheus and the example
-JewelryMonitoring, then shows what the operator made of it.
+Starts etcd + kube-apiserver + kube-controller-manager, installs our CRD and
+prometheus-operator's, installs the chart's RBAC, runs the operator under it, creates a
+kube-prometheus-stack style Prometheus and the example JewelryMonitoring, then shows what the
+operator made of it.
+
+On a cluster the user names (`--context`, see devkit.cli) it only installs the CRDs that are
+missing and the example's namespaces. It never replaces a CRD the cluster has: that one may be
+newer than ours and owned by a Helm release such as kube-prometheus-stack.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -29,9 +32,10 @@ from devkit.crs import (
     create_referenced_secrets,
     wait_condition,
 )
-from devkit.kubetools import api_client, apply_crds, load_yaml_documents
+from devkit.kubetools import api_client, install_missing_crds, load_yaml_documents
 from devkit.operator_process import CHART, REPO, OperatorProcess, install_rbac, start_operator
 from devkit.prometheus_operator import MONITORING, kube_prometheus_stack_prometheus
+from devkit.stopping import shielded
 from devkit.toolchain import prometheus_operator_crds
 
 EXAMPLE = REPO / "manifests" / "example-jewelrymonitoring.yaml"
@@ -64,32 +68,46 @@ def _show(api: client.ApiClient, cr: dict[str, Any], seconds: float) -> None:
         print(f"  {child['kind']:<16} {child['name']}")
 
 
+def _install_crds(api: client.ApiClient) -> None:
+    """Our CRD and prometheus-operator's, where missing; existing ones stay as they are."""
+    files = [*sorted((CHART / "crds").glob("*.yaml")), *prometheus_operator_crds()]
+    created, kept = install_missing_crds(api, files)
+    print(f"installed {len(created)} missing CRDs: {', '.join(created) or 'none'}")
+    for name, provenance in kept.items():
+        print(f"  kept the cluster's own CRD {name} ({provenance}): not replaced")
+
+
+def _example_namespaces(api: client.ApiClient) -> tuple[dict[str, Any], str]:
+    """The example JewelryMonitoring, after creating its namespace and `monitoring`."""
+    example = next(d for d in _example() if d["kind"] == "JewelryMonitoring")
+    namespace = example["metadata"].get("namespace", "jewelry-shop")
+    for name in (namespace, "monitoring"):
+        _ensure_namespace(api, name)
+    return example, namespace
+
+
+def prepare_named_cluster(context: str, api: client.ApiClient) -> int:
+    """On a cluster the user named: only what is missing for `helm install`, then stop."""
+    print(f"using context {context} at {api.configuration.host}")
+    _install_crds(api)
+    _example_namespaces(api)
+    print("an existing cluster: run the operator there with `helm install`; stopping")
+    return 0
+
+
 def run_demo(keep: bool = False) -> int:
-    configured = os.environ.get("KUBECONFIG")
+    """The whole product on a fresh embedded control plane, removed at the end."""
     plane: ControlPlane | None = None
     operator: OperatorProcess | None = None
-    workdir = Path(tempfile.mkdtemp(prefix="jm-demo-"))
+    workdir: Path | None = None
     try:
-        if configured:
-            print(f"using the cluster of KUBECONFIG={configured}")
-            api = api_client(Path(configured))
-            server_plane = None
-        else:
-            print("no KUBECONFIG: starting the embedded local control plane")
-            plane = ControlPlane.create(workdir).start()
-            api = api_client(plane.kubeconfig)
-            server_plane = plane
-        apply_crds(api, sorted((CHART / "crds").glob("*.yaml")))
-        apply_crds(api, prometheus_operator_crds())
-        documents = _example()
-        example = next(d for d in documents if d["kind"] == "JewelryMonitoring")
-        namespace = example["metadata"].get("namespace", "jewelry-shop")
-        for name in (namespace, "monitoring"):
-            _ensure_namespace(api, name)
-        if server_plane is None:
-            print("an existing cluster: run the operator there with `helm install`; stopping")
-            return 0
-        kubeconfig = install_rbac(server_plane, api, "jm", "jewelry-monitoring")
+        workdir = Path(tempfile.mkdtemp(prefix="jm-demo-"))
+        print("starting the embedded local control plane")
+        plane = ControlPlane.create(workdir).start()
+        api = api_client(plane.kubeconfig)
+        _install_crds(api)
+        example, namespace = _example_namespaces(api)
+        kubeconfig = install_rbac(plane, api, "jm", "jewelry-monitoring")
         user = "system:serviceaccount:jewelry-monitoring:jm-jewelry-monitoring"
         operator = start_operator(
             kubeconfig, workdir / "operator.log", user, env={"JM_LOG_LEVEL": "INFO"}
@@ -123,14 +141,16 @@ def run_demo(keep: bool = False) -> int:
         print("\n".join(yaml.safe_dump(rule["spec"], sort_keys=False).splitlines()[:15]))
         assert condition(cr, "Degraded")["status"] == "False"
         if keep:
-            print(f"\nleft running: export KUBECONFIG={server_plane.kubeconfig}")
+            print(f"\nleft running: export KUBECONFIG={plane.kubeconfig}")
             print(f"operator log: {workdir / 'operator.log'}; stop with Ctrl-C")
             while operator.alive():
                 time.sleep(1)
         return 0
     finally:
-        if operator is not None:
-            operator.stop()
-        if plane is not None:
-            plane.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        with shielded():
+            if operator is not None:
+                operator.stop()
+            if plane is not None:
+                plane.stop()
+            if workdir is not None:
+                shutil.rmtree(workdir, ignore_errors=True)

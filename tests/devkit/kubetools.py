@@ -35,10 +35,18 @@ def load_yaml_documents(text: str) -> list[dict[str, Any]]:
     return [document for document in yaml.load_all(text, Loader=_KubeYamlLoader) if document]
 
 
-def api_client(kubeconfig: Path) -> client.ApiClient:
-    """An ApiClient for one kubeconfig, not touching the library's global default."""
+def api_client(kubeconfig: Path | None, context: str | None = None) -> client.ApiClient:
+    """An ApiClient for one kubeconfig, not touching the library's global default.
+
+    ``kubeconfig`` None means the user's own: $KUBECONFIG (several files merged) or
+    ~/.kube/config; ``context`` None means its current context.
+    """
     configuration = client.Configuration()
-    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    config.load_kube_config(
+        config_file=str(kubeconfig) if kubeconfig else None,
+        context=context,
+        client_configuration=configuration,
+    )
     return client.ApiClient(configuration)
 
 
@@ -76,8 +84,60 @@ def apply_crds(api: client.ApiClient, files: Iterable[Path], timeout: float = 30
                 extensions.replace_custom_resource_definition(name, document)
             names.append(name)
     for name in names:
-        wait_for(lambda name=name: _established(extensions, name), timeout, what=f"CRD {name}")
+        wait_for(lambda name=name: crd_established(extensions, name), timeout, what=f"CRD {name}")
     return names
+
+
+# What says which release of a CRD a cluster holds, and who installed it.
+CRD_PROVENANCE = (
+    "operator.prometheus.io/version",
+    "controller-gen.kubebuilder.io/version",
+    "app.kubernetes.io/managed-by",
+    "meta.helm.sh/release-name",
+)
+
+
+def install_missing_crds(
+    api: client.ApiClient, files: Iterable[Path], timeout: float = 30.0
+) -> tuple[list[str], dict[str, str]]:
+    """Create the CRDs in ``files`` that the cluster lacks; never touch one that exists.
+
+    A cluster's existing CRD may be newer than ours or owned by a Helm release
+    (kube-prometheus-stack): replacing it would downgrade it and take it from its owner.
+    Returns the names created, and for each CRD left alone what it is (its version and owner
+    labels), so the caller can say so.
+    """
+    extensions = client.ApiextensionsV1Api(api)
+    created: list[str] = []
+    kept: dict[str, str] = {}
+    for path in files:
+        for document in load_yaml_documents(path.read_text()):
+            name = document["metadata"]["name"]
+            try:
+                existing = extensions.read_custom_resource_definition(name)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+            else:
+                kept[name] = _provenance(existing.metadata)
+                continue
+            try:
+                extensions.create_custom_resource_definition(document)
+            except ApiException as error:
+                if error.status != 409:  # created meanwhile by someone else: theirs stays
+                    raise
+                kept[name] = "created by someone else just now"
+                continue
+            created.append(name)
+    for name in created:
+        wait_for(lambda name=name: crd_established(extensions, name), timeout, what=f"CRD {name}")
+    return created, kept
+
+
+def _provenance(metadata: client.V1ObjectMeta) -> str:
+    marks = {**(metadata.labels or {}), **(metadata.annotations or {})}
+    found = [f"{key}={marks[key]}" for key in CRD_PROVENANCE if key in marks]
+    return ", ".join(found) or "no version or owner marks"
 
 
 def delete_crds(api: client.ApiClient, names: Iterable[str], timeout: float = 30.0) -> None:
@@ -93,7 +153,7 @@ def delete_crds(api: client.ApiClient, names: Iterable[str], timeout: float = 30
         wait_for(lambda name=name: _absent(extensions, name), timeout, what=f"CRD {name} deleted")
 
 
-def _established(extensions: client.ApiextensionsV1Api, name: str) -> bool:
+def crd_established(extensions: client.ApiextensionsV1Api, name: str) -> bool:
     crd = extensions.read_custom_resource_definition(name)
     return any(
         condition.type == "Established" and condition.status == "True"

@@ -24,6 +24,7 @@ from kubernetes.client.rest import ApiException
 
 from devkit.cluster import ControlPlane, free_port
 from devkit.kubetools import load_yaml_documents, service_account_kubeconfig
+from devkit.stopping import shielded
 from devkit.toolchain import binary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -152,18 +153,28 @@ def start_operator(
     )
     log.close()
     handle = OperatorProcess(process, log_path, port, user)
+    try:
+        _wait_live(handle, timeout)
+    except BaseException:  # a stop signal (devkit.stopping) too: the caller has no handle yet
+        with shielded():
+            handle.stop()
+        raise
+    return handle
+
+
+def _wait_live(handle: OperatorProcess, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not handle.alive():
             raise RuntimeError(f"operator exited:\n{handle.logs()[-4000:]}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as reply:
+            url = f"http://127.0.0.1:{handle.liveness_port}/healthz"
+            with urllib.request.urlopen(url, timeout=1) as reply:
                 if reply.status == 200:
-                    return handle
+                    return
         except OSError:
             pass
         time.sleep(0.2)
-    handle.stop()
     raise TimeoutError(f"operator not live in {timeout}s:\n{handle.logs()[-4000:]}")
 
 

@@ -1,0 +1,42 @@
+"""The control plane's port chooser keeps out of the kernel's ephemeral range.
+
+A port chosen free and bound a moment later by etcd or kube-apiserver could meanwhile be taken
+as the local port of some outgoing connection if it lay in that range (issue 9: "bind: address
+already in use" on 127.0.0.1:32981).
+"""
+
+from __future__ import annotations
+
+import socket
+
+from devkit.cluster import LOWEST_CHOSEN_PORT, ephemeral_port_range, free_port, ports_outside
+
+
+def test_chosen_ports_lie_outside_the_kernels_ephemeral_range() -> None:
+    low, high = ephemeral_port_range()
+    chosen = {free_port() for _ in range(200)}
+    inside = sorted(port for port in chosen if low <= port <= high or port < LOWEST_CHOSEN_PORT)
+    assert not inside, f"ports inside the ephemeral range {low}-{high}: {inside}"
+
+
+def test_the_ranges_outside_follow_the_kernels_setting() -> None:
+    assert ports_outside((32768, 60999)) == [
+        range(LOWEST_CHOSEN_PORT, 32768),
+        range(61000, 65536),
+    ]
+    assert ports_outside((LOWEST_CHOSEN_PORT, 65535)) == []
+
+
+def test_a_port_someone_listens_on_is_never_chosen() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # The only candidate is taken: the chooser falls back to another free port.
+        assert {free_port([range(port, port + 1)]) for _ in range(20)} & {port} == set()
+
+
+def test_a_machine_whose_every_port_is_ephemeral_still_gets_a_free_port() -> None:
+    port = free_port([])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))

@@ -1,0 +1,68 @@
+"""Stop signals become Stopped in the main thread, and never cut a shielded cleanup short."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = """
+import os, signal, sys, time
+from devkit.stopping import Stopped, shielded, stop_on_signals
+
+stop_on_signals()
+steps = []
+try:
+    try:
+        steps.append("working")
+        os.kill(os.getpid(), signal.{first})
+        time.sleep(5)
+        steps.append("not stopped")
+    finally:
+        with shielded():
+            os.kill(os.getpid(), signal.{second})  # arrives during the cleanup
+            time.sleep(0.2)
+            steps.append("cleaned up")
+except Stopped as stop:
+    print(steps, stop.signum == signal.{first})
+"""
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), [("SIGTERM", "SIGHUP"), ("SIGHUP", "SIGTERM"), ("SIGINT", "SIGTERM")]
+)
+def test_a_stop_signal_raises_stopped_and_a_second_waits_for_the_cleanup(
+    first: str, second: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(first=first, second=second)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['working', 'cleaned up'] True"
+    assert f"{second}: cleaning up first" in result.stderr
+
+
+def test_a_signal_during_a_shielded_cleanup_stops_the_command_once_it_is_done() -> None:
+    script = """
+import os, signal, time
+from devkit.stopping import Stopped, shielded, stop_on_signals
+
+stop_on_signals()
+steps = []
+try:
+    with shielded():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+        steps.append("cleaned up")
+    steps.append("went on")
+except Stopped as stop:
+    print(steps, stop.signum == signal.SIGTERM)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "['cleaned up'] True", result.stderr
