@@ -2,22 +2,33 @@
 
 No handler here computes or writes anything itself. Handlers are plain watch-event handlers
 (``on.event``), which is why kopf stores no state on our objects and adds no finalizer.
+
+Every replica watches, so a standby always knows every resource; only the leader (the
+holder of the Lease, see ``leader.py``; a lone replica without leader election always leads)
+runs the work queue and the resync. kopf's own peering is not used: it pauses kopf's
+watchers only, never the queue, the resync or timers, so it cannot keep two replicas from
+both writing.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
 
+from jewelry_monitoring import metrics
 from jewelry_monitoring.builders.common import MANAGED_BY, OWNER_LABEL, PREFIX
 from jewelry_monitoring.builders.desired import MONITORING_KINDS
+from jewelry_monitoring.config import OperatorConfig
 from jewelry_monitoring.kube import Kube, load_api_client
-from jewelry_monitoring.reconcile import Reconciler
+from jewelry_monitoring.leader import LeaderElector
+from jewelry_monitoring.reconcile import Outcome, Reconciler
 from jewelry_monitoring.spec import API_GROUP, API_VERSION, PLURAL
-from jewelry_monitoring.workqueue import ReconcileQueue
+from jewelry_monitoring.workqueue import Key, ReconcileQueue
 
 CHILD_RESOURCES = (
     ("apps", "v1", "deployments"),
@@ -30,6 +41,83 @@ CHILD_RESOURCES = (
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
 
+class Reconciles:
+    """The reconcile function the queue runs: measured, and counted while in flight so that a
+    leader that stops can wait for running reconciles (threads cannot be cancelled)."""
+
+    def __init__(self, reconcile: Callable[[str, str], Outcome]) -> None:
+        self._reconcile = reconcile
+        self._in_flight = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, namespace: str, name: str) -> Outcome:
+        with self._lock:
+            self._in_flight += 1
+        started = time.perf_counter()
+        try:
+            outcome = self._reconcile(namespace, name)
+        except Exception:
+            metrics.RECONCILES.labels(result="error").inc()
+            raise
+        finally:
+            metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
+            with self._lock:
+                self._in_flight -= 1
+        result = "success" if outcome.retry_after is None else "requeue_after"
+        metrics.RECONCILES.labels(result=result).inc()
+        metrics.count_child_writes(outcome.writes)
+        return outcome
+
+    async def wait_idle(self, timeout: float) -> None:
+        """Poll, rather than block a thread: the pool's threads may all be busy reconciling."""
+        deadline = time.monotonic() + timeout
+        while self._in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+
+class Controller:
+    """What runs only while this replica leads: the queue and the resync."""
+
+    def __init__(self, config: OperatorConfig, reconciles: Reconciles) -> None:
+        self._config = config
+        self._reconciles = reconciles
+        self.known: set[Key] = set()  # filled by every replica's watches, leading or not
+        self.queue: ReconcileQueue | None = None
+        self._resync: asyncio.Task[None] | None = None
+
+    def request(self, key: Key) -> None:
+        self.known.add(key)
+        if self.queue is not None:
+            self.queue.request(key)
+
+    def request_all(self) -> None:
+        if self.queue is not None:
+            self.queue.request_all()
+
+    async def start(self) -> None:
+        self.queue = ReconcileQueue(self._reconciles)
+        self.queue.known = self.known  # one set: the queue forgets deleted resources in it
+        self.queue.request_all()
+        self._resync = asyncio.get_running_loop().create_task(self._resync_forever())
+
+    async def stop(self, drain_timeout: float) -> None:
+        """Stop the resync and the queue, then wait for reconciles still running."""
+        if self._resync is not None:
+            self._resync.cancel()
+            self._resync = None
+        queue, self.queue = self.queue, None
+        if queue is not None:
+            await queue.close()
+        metrics.QUEUE.clear()
+        await self._reconciles.wait_idle(drain_timeout)
+
+    async def _resync_forever(self) -> None:
+        """Re-check every known resource now and then: catches what no watch reports."""
+        while True:
+            await asyncio.sleep(self._config.resync_seconds)
+            self.request_all()
+
+
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Our own prefix for anything kopf might store, chosen once; posting log lines as
@@ -39,27 +127,40 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX)
     settings.posting.enabled = False
     settings.watching.server_timeout = 270
-    memo.queue = ReconcileQueue(Reconciler(Kube(load_api_client())).reconcile)
-    memo.resync = asyncio.get_running_loop().create_task(_resync(memo))
+    config: OperatorConfig = memo.config
+    lease = config.lease
+    if lease is None:
+        reconciles = Reconciles(Reconciler(Kube(load_api_client())).reconcile)
+        memo.controller = Controller(config, reconciles)
+        memo.elector = None
+        metrics.LEADER.set(1)
+        await memo.controller.start()
+        return
+    elector = memo.elector = LeaderElector(
+        Kube(load_api_client(), request_timeout=lease.request_timeout), lease
+    )
+    writer = Kube(load_api_client(), may_write=elector.may_write)
+    controller = memo.controller = Controller(config, Reconciles(Reconciler(writer).reconcile))
 
+    async def stopped() -> None:
+        await controller.stop(drain_timeout=lease.renew_deadline)
 
-async def _resync(memo: kopf.Memo) -> None:
-    """Re-check every known resource now and then: catches what no watch reports."""
-    while True:
-        await asyncio.sleep(memo.config.resync_seconds)
-        memo.queue.request_all()
+    memo.election = asyncio.get_running_loop().create_task(elector.run(controller.start, stopped))
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    memo.resync.cancel()
-    await memo.queue.close()
+    if memo.elector is None:
+        await memo.controller.stop(drain_timeout=10.0)
+        return
+    memo.elector.stop()
+    await memo.election  # drains through the controller, then releases the Lease
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
 async def jewelry_monitoring_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     if namespace:  # always set for a namespaced resource; kopf's type allows None
-        memo.queue.request((namespace, name))
+        memo.controller.request((namespace, name))
 
 
 async def _child_changed(
@@ -67,7 +168,7 @@ async def _child_changed(
 ) -> None:
     owner = labels.get(OWNER_LABEL)
     if owner and namespace:
-        memo.queue.request((namespace, owner))
+        memo.controller.request((namespace, owner))
 
 
 for group, version, plural in CHILD_RESOURCES:
@@ -83,9 +184,9 @@ for group, version, plural in CHILD_RESOURCES:
     ),
 )
 async def monitoring_crd_changed(memo: kopf.Memo, **_: Any) -> None:
-    memo.queue.request_all()
+    memo.controller.request_all()
 
 
 @kopf.on.event("monitoring.coreos.com", "v1", "prometheuses")
 async def prometheus_changed(memo: kopf.Memo, **_: Any) -> None:
-    memo.queue.request_all()
+    memo.controller.request_all()

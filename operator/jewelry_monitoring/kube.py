@@ -12,11 +12,14 @@ import datetime
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+
+from jewelry_monitoring import metrics
 
 FIELD_MANAGER = "jewelry-monitoring"
 Obj = dict[str, Any]
@@ -67,7 +70,14 @@ RESOURCES: dict[str, Resource] = {
         "apiextensions.k8s.io/v1", "customresourcedefinitions", namespaced=False
     ),
     "JewelryMonitoring": Resource("monitoring.jewelry.io/v1alpha1", "jewelrymonitorings"),
+    "Lease": Resource("coordination.k8s.io/v1", "leases"),
 }
+_COLLECTIONS = {resource.plural for resource in RESOURCES.values()}
+_VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def _always_may_write() -> bool:
+    return True
 
 
 def load_api_client() -> client.ApiClient:
@@ -83,9 +93,19 @@ def load_api_client() -> client.ApiClient:
 class Kube:
     """Typed-dict access to the few resources the operator reads and writes."""
 
-    def __init__(self, api: client.ApiClient, component: str = FIELD_MANAGER) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        component: str = FIELD_MANAGER,
+        may_write: Callable[[], bool] = _always_may_write,
+        request_timeout: float | None = None,
+    ) -> None:
+        """``may_write`` is asked before every write: with leader election, it is the fence
+        that keeps a replica that no longer holds the Lease from writing anything."""
         self._api = api
         self._component = component
+        self._may_write = may_write
+        self._request_timeout = request_timeout
 
     def _call(
         self,
@@ -94,6 +114,23 @@ class Kube:
         body: Any = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
+    ) -> Any:
+        """One request: fenced if it writes, timed and counted by verb."""
+        verb = _VERBS[method]
+        if method == "GET" and path.rsplit("/", 1)[-1] in _COLLECTIONS:
+            verb = "list"
+        if verb not in ("get", "list") and not self._may_write():
+            raise KubeError(0, "NotLeader", f"{verb} {path}: this replica does not hold the lease")
+        with metrics.api_request(verb):
+            return self._request(method, path, body, query, content_type)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        query: list[tuple[str, str]] | None,
+        content_type: str,
     ) -> Any:
         try:
             return self._api.call_api(
@@ -106,6 +143,7 @@ class Kube:
                 auth_settings=["BearerToken"],
                 _return_http_data_only=True,
                 _preload_content=True,
+                _request_timeout=self._request_timeout,
             )
         except ApiException as error:
             raise _kube_error(error) from None
@@ -136,6 +174,19 @@ class Kube:
         result: Obj = self._call(
             "PATCH", path, body=obj, query=query, content_type="application/apply-patch+yaml"
         )
+        return result
+
+    def create(self, obj: Obj) -> Obj:
+        meta = obj["metadata"]
+        path = RESOURCES[obj["kind"]].path(meta.get("namespace"))
+        result: Obj = self._call("POST", path, body=obj)
+        return result
+
+    def replace(self, obj: Obj) -> Obj:
+        """PUT the whole object; its resourceVersion makes a concurrent change fail (409)."""
+        meta = obj["metadata"]
+        path = RESOURCES[obj["kind"]].path(meta.get("namespace"), meta["name"])
+        result: Obj = self._call("PUT", path, body=obj)
         return result
 
     def delete(self, obj: Obj) -> None:

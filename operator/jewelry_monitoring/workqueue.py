@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from jewelry_monitoring import metrics
 from jewelry_monitoring.reconcile import Outcome
 
 Key = tuple[str, str]
@@ -31,6 +32,7 @@ class ReconcileQueue:
     def request(self, key: Key) -> None:
         self.known.add(key)
         self._dirty.add(key)
+        metrics.QUEUE.requested(key)
         task = self._running.get(key)
         if task is None or task.done():
             self._running[key] = asyncio.get_running_loop().create_task(self._run(key))
@@ -51,12 +53,14 @@ class ReconcileQueue:
     async def _run(self, key: Key) -> None:
         while key in self._dirty:
             self._dirty.discard(key)
+            metrics.QUEUE.started(key)
             try:
                 outcome = await asyncio.to_thread(self._reconcile, *key)
             except Exception:
                 failures = self._failures[key] = self._failures.get(key, 0) + 1
                 delay = min(2.0 ** (failures - 1), MAX_BACKOFF)
                 log.exception("reconcile of %s/%s failed, retrying in %.0fs", *key, delay)
+                metrics.RETRIES.labels(reason="error").inc()
                 self._later(delay, key)
                 continue
             self._failures.pop(key, None)
@@ -65,6 +69,7 @@ class ReconcileQueue:
             if outcome.writes:
                 log.info("reconciled %s/%s: %s", *key, "; ".join(outcome.writes))
             if outcome.retry_after is not None:
+                metrics.RETRIES.labels(reason="requeue_after").inc()
                 self._later(outcome.retry_after, key)
 
     async def close(self) -> None:
