@@ -339,6 +339,8 @@ class ControlPlane:
             f"--api-audiences={SERVICE_ACCOUNT_ISSUER}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
+            # As OpenShift: setting blockOwnerDeletion needs "update" on the owner's finalizers.
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
             f"--audit-policy-file={self.workdir / 'audit-policy.yaml'}",
             f"--audit-log-path={self.audit_log}",
             "--audit-log-mode=blocking",
