@@ -3,6 +3,7 @@ namespace-restricted watching, and leader election between replicas."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from devkit.operator_process import (
     CHART,
     WRITE_VERBS,
     OperatorProcess,
+    audit_position,
     install_rbac,
     render_chart,
     start_operator,
@@ -216,30 +218,8 @@ def test_two_replicas_only_the_lease_holder_writes_across_handovers(
     is killed with SIGKILL (nothing released: the third takes over when the Lease expires).
     """
     plane, api = own_plane
-    apply_crds(api, sorted((CHART / "crds").glob("*.yaml")))
-    apply_crds(api, prometheus_operator_crds())
-    values = {"replicas": 2, "leaderElection": LEASE_TIMINGS}
-    # The chart's leader election settings; ports and log level as start_operator sets them.
-    env = {
-        name: value
-        for name, value in _chart_env(values).items()
-        if name not in ("JM_LIVENESS_PORT", "JM_METRICS_PORT", "JM_LOG_LEVEL")
-    } | {"POD_NAMESPACE": "jm-system", "JM_RESYNC_SECONDS": "10"}
-    lease_name = env["JM_LEASE_NAME"]
-    account = next(
-        o for o in render_chart("jm", "jm-system", values) if o["kind"] == "ServiceAccount"
-    )["metadata"]["name"]
-    install_rbac(plane, api, "jm", "jm-system", values)
-    replicas: dict[str, OperatorProcess] = {}
-
-    def start(name: str) -> OperatorProcess:
-        pod = _replica_pod(api, name, account)
-        kubeconfig = install_rbac(plane, api, "jm", "jm-system", values, pod=pod)
-        replicas[name] = start_operator(
-            kubeconfig, tmp_path / f"{name}.log", SA_USER, env=env | {"POD_NAME": name}
-        )
-        return replicas[name]
-
+    replicas = Replicas(plane, api, tmp_path)
+    lease_name, start = replicas.lease_name, replicas.start
     namespace = _namespace(api, "shop")
     try:
         start("jm-a")
@@ -259,7 +239,7 @@ def test_two_replicas_only_the_lease_holder_writes_across_handovers(
 
         # SIGTERM: the leader drains and releases; the standby takes over without waiting.
         second = "jm-b" if first == "jm-a" else "jm-a"
-        replicas[first].stop()
+        replicas.running[first].stop()
         stopped = time.monotonic()
         wait_for(lambda: _lease_holder(api, lease_name) == second, timeout=30, what="handover")
         handover = time.monotonic() - stopped
@@ -271,7 +251,7 @@ def test_two_replicas_only_the_lease_holder_writes_across_handovers(
         # SIGKILL: nothing is released; the new standby waits until the Lease expires.
         start("jm-c")
         time.sleep(3)  # jm-c has observed the leader's renewals
-        replicas[second].kill()
+        replicas.running[second].kill()
         killed = time.monotonic()
         wait_for(lambda: _lease_holder(api, lease_name) == "jm-c", timeout=60, what="takeover")
         takeover = time.monotonic() - killed
@@ -287,14 +267,98 @@ def test_two_replicas_only_the_lease_holder_writes_across_handovers(
         # after the kill (its last renewal was at most that long before).
         expiry = LEASE_TIMINGS["leaseDurationSeconds"] - LEASE_TIMINGS["renewDeadlineSeconds"]
         assert takeover >= expiry, takeover
+        for pod in _leader_of(children):
+            own = [w for p, w in writes if p == pod]
+            print(f"{pod}: {len(own)} writes, first {own[0]!r}, last {own[-1]!r}")
         print(
             f"writers in order: {_leader_of(children)}; {len(children)} writes; handover after "
             f"SIGTERM {handover:.1f}s, takeover after SIGKILL {takeover:.1f}s "
             f"(lease {LEASE_TIMINGS['leaseDurationSeconds']}s)"
         )
-        _assert_lease_rbac_is_what_was_used(plane.audit_log, values, lease_name)
+        _assert_lease_rbac_is_what_was_used(plane.audit_log, replicas.values, lease_name)
     finally:
-        for replica in replicas.values():
+        replicas.stop()
+
+
+def test_a_leader_that_loses_its_lease_stops_writing_until_it_leads_again(
+    own_plane: tuple[ControlPlane, client.ApiClient], tmp_path: Path
+) -> None:
+    """The Lease is taken from a running leader (as after a partition): it stops writing at
+    its next renewal and reconciles nothing, though events keep coming, until it leads again;
+    then it catches up on what it saw meanwhile."""
+    plane, api = own_plane
+    replicas = Replicas(plane, api, tmp_path)
+    leases = client.CoordinationV1Api(api)
+    namespace = _namespace(api, "shop")
+    try:
+        leader = replicas.start("jm-a")
+        wait_for(lambda: _lease_holder(api, replicas.lease_name) == "jm-a", timeout=60)
+        _create_cr(api, namespace, "first")
+        wait_condition(api, namespace, "first", "Ready", "True")
+        assert "jewelry_monitoring_leader 1.0" in leader.metrics()
+
+        now = datetime.datetime.now(datetime.UTC)
+        stolen = {"holderIdentity": "intruder", "renewTime": now, "leaseDurationSeconds": 60}
+        leases.patch_namespaced_lease(replicas.lease_name, "jm-system", {"spec": stolen})
+        wait_for(lambda: "lost lease" in leader.logs(), timeout=30, what="the loss noticed")
+        assert "jewelry_monitoring_leader 0.0" in leader.metrics()
+        since = audit_position(plane.audit_log)
+        _disable_dashboards(api, namespace, "first")
+        time.sleep(5)
+        assert _writes_by_pod(plane.audit_log, since) == []  # not even a Lease update
+        assert _dashboards(api, namespace) == 4
+
+        leases.patch_namespaced_lease(
+            replicas.lease_name, "jm-system", {"spec": {"holderIdentity": ""}}
+        )
+        wait_for(lambda: _dashboards(api, namespace) == 0, timeout=30, what="the catch-up")
+        assert "jewelry_monitoring_leader 1.0" in leader.metrics()
+    finally:
+        replicas.stop()
+
+
+def _disable_dashboards(api: client.ApiClient, namespace: str, name: str) -> None:
+    CustomApi(api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name, {"spec": {"dashboards": {"enabled": False}}}
+    )
+
+
+def _dashboards(api: client.ApiClient, namespace: str) -> int:
+    maps = client.CoreV1Api(api).list_namespaced_config_map(namespace).items
+    return len([m for m in maps if "-dashboard-" in m.metadata.name])
+
+
+class Replicas:
+    """Operator replicas as the chart runs them with leader election (short timings), each
+    with a token bound to a Pod object of its own name, so the audit log tells them apart."""
+
+    def __init__(self, plane: ControlPlane, api: client.ApiClient, workdir: Path) -> None:
+        apply_crds(api, sorted((CHART / "crds").glob("*.yaml")))
+        apply_crds(api, prometheus_operator_crds())
+        self.plane, self.api, self.workdir = plane, api, workdir
+        self.values = {"replicas": 2, "leaderElection": LEASE_TIMINGS}
+        # The chart's leader election settings; ports and log level as start_operator sets.
+        self.env = {
+            name: value
+            for name, value in _chart_env(self.values).items()
+            if name not in ("JM_LIVENESS_PORT", "JM_METRICS_PORT", "JM_LOG_LEVEL")
+        } | {"POD_NAMESPACE": "jm-system", "JM_RESYNC_SECONDS": "10"}
+        self.lease_name = self.env["JM_LEASE_NAME"]
+        chart = render_chart("jm", "jm-system", self.values)
+        self.account = next(o for o in chart if o["kind"] == "ServiceAccount")["metadata"]["name"]
+        install_rbac(plane, api, "jm", "jm-system", self.values)
+        self.running: dict[str, OperatorProcess] = {}
+
+    def start(self, name: str) -> OperatorProcess:
+        pod = _replica_pod(self.api, name, self.account)
+        kubeconfig = install_rbac(self.plane, self.api, "jm", "jm-system", self.values, pod=pod)
+        self.running[name] = start_operator(
+            kubeconfig, self.workdir / f"{name}.log", SA_USER, env=self.env | {"POD_NAME": name}
+        )
+        return self.running[name]
+
+    def stop(self) -> None:
+        for replica in self.running.values():
             replica.stop()
 
 
