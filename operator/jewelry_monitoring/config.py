@@ -36,6 +36,8 @@ class OperatorConfig:
     metrics_port: int  # 0: no metrics endpoint
     resync_seconds: float
     log_level: str
+    # Image repositories (or prefixes ending in /) a CR may name besides the pinned defaults.
+    allowed_images: tuple[str, ...] = ()
 
     @property
     def clusterwide(self) -> bool:
@@ -116,4 +118,9 @@ def load(
         metrics_port=metrics_port,
         resync_seconds=resync,
         log_level=level,
+        allowed_images=tuple(
+            entry.strip()
+            for entry in environ.get("JM_ALLOWED_IMAGES", "").split(",")
+            if entry.strip()
+        ),
     )

@@ -24,7 +24,7 @@ from jewelry_monitoring import metrics
 from jewelry_monitoring.builders.common import MANAGED_BY, OWNER_LABEL, PREFIX
 from jewelry_monitoring.builders.desired import MONITORING_KINDS
 from jewelry_monitoring.config import OperatorConfig
-from jewelry_monitoring.kube import Kube, load_api_client
+from jewelry_monitoring.kube import REQUEST_TIMEOUT, WATCH_SECONDS, Kube, load_api_client
 from jewelry_monitoring.leader import LeaderElector
 from jewelry_monitoring.reconcile import Outcome, Reconciler
 from jewelry_monitoring.spec import API_GROUP, API_VERSION, PLURAL
@@ -32,13 +32,15 @@ from jewelry_monitoring.workqueue import Key, ReconcileQueue
 
 CHILD_RESOURCES = (
     ("apps", "v1", "deployments"),
-    ("apps", "v1", "daemonsets"),
     ("", "v1", "services"),
     ("", "v1", "configmaps"),
     ("monitoring.coreos.com", "v1", "servicemonitors"),
     ("monitoring.coreos.com", "v1", "prometheusrules"),
 )
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+# A reconcile running longer than this is stuck (every API call has a timeout, so a healthy
+# one takes seconds): /healthz then fails and the kubelet restarts the operator.
+STUCK_AFTER_SECONDS = 300.0
 
 
 class Reconciles:
@@ -78,9 +80,15 @@ class Reconciles:
 class Controller:
     """What runs only while this replica leads: the queue and the resync."""
 
-    def __init__(self, config: OperatorConfig, reconciles: Reconciles) -> None:
+    def __init__(
+        self,
+        config: OperatorConfig,
+        reconciles: Reconciles,
+        report_failure: Callable[[str, str, str], None],
+    ) -> None:
         self._config = config
         self._reconciles = reconciles
+        self._report_failure = report_failure
         self.known: set[Key] = set()  # filled by every replica's watches, leading or not
         self.queue: ReconcileQueue | None = None
         self._resync: asyncio.Task[None] | None = None
@@ -94,8 +102,13 @@ class Controller:
         if self.queue is not None:
             self.queue.request_all()
 
+    def secret_changed(self, namespace: str, name: str) -> None:
+        """A standby needs no Secret index: taking over reconciles everything anyway."""
+        if self.queue is not None:
+            self.queue.secret_changed(namespace, name)
+
     async def start(self) -> None:
-        self.queue = ReconcileQueue(self._reconciles)
+        self.queue = ReconcileQueue(self._reconciles, self._report_failure)
         self.queue.known = self.known  # one set: the queue forgets deleted resources in it
         self.queue.request_all()
         self._resync = asyncio.get_running_loop().create_task(self._resync_forever())
@@ -126,35 +139,89 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX)
     settings.posting.enabled = False
-    settings.watching.server_timeout = 270
+    # Every request has a timeout, kopf's as our own: a half-open connection must fail, not
+    # silently stop the events (watches) or block forever (other requests).
+    connect, read = REQUEST_TIMEOUT
+    settings.watching.server_timeout = WATCH_SECONDS
+    settings.watching.client_timeout = WATCH_SECONDS + read
+    settings.watching.connect_timeout = connect
+    settings.networking.connect_timeout = connect
+    settings.networking.request_timeout = read
     config: OperatorConfig = memo.config
     lease = config.lease
+    memo.stopping = threading.Event()
     if lease is None:
-        reconciles = Reconciles(Reconciler(Kube(load_api_client())).reconcile)
-        memo.controller = Controller(config, reconciles)
+        kube = Kube(load_api_client())
+        reconciler = Reconciler(kube, config.allowed_images)
+        reconciles = Reconciles(reconciler.reconcile)
+        memo.controller = Controller(config, reconciles, reconciler.report_failure)
         memo.elector = None
         metrics.LEADER.set(1)
         await memo.controller.start()
+        _watch_secrets(kube, memo)
         return
-    elector = memo.elector = LeaderElector(
-        Kube(load_api_client(), request_timeout=lease.request_timeout), lease
-    )
-    writer = Kube(load_api_client(), may_write=elector.may_write)
-    controller = memo.controller = Controller(config, Reconciles(Reconciler(writer).reconcile))
+    # The lease's requests must fit in the renew deadline, twice.
+    lease_timeout = (min(connect, lease.renew_deadline / 4), lease.renew_deadline / 4)
+    elector = memo.elector = LeaderElector(Kube(load_api_client(), timeout=lease_timeout), lease)
+    kube = Kube(load_api_client(), may_write=elector.may_write)
+    reconciler = Reconciler(kube, config.allowed_images)
+    reconciles = Reconciles(reconciler.reconcile)
+    controller = memo.controller = Controller(config, reconciles, reconciler.report_failure)
 
     async def stopped() -> None:
         await controller.stop(drain_timeout=lease.renew_deadline)
 
     memo.election = asyncio.get_running_loop().create_task(elector.run(controller.start, stopped))
+    _watch_secrets(kube, memo)
+
+
+def _watch_secrets(kube: Kube, memo: kopf.Memo) -> None:
+    """Reconcile a resource when a Secret it references is created, changed or deleted.
+
+    Our own metadata-only watch (kopf's would hold every Secret's data), one per watched
+    namespace, in daemon threads: a blocked read must not hold up the operator's exit. Only
+    the queue's index by Secret name decides whom an event concerns."""
+    loop = asyncio.get_running_loop()
+    controller: Controller = memo.controller
+
+    def changed(namespace: str, name: str) -> None:
+        loop.call_soon_threadsafe(controller.secret_changed, namespace, name)
+
+    def missed() -> None:
+        loop.call_soon_threadsafe(controller.request_all)
+
+    for namespace in memo.config.namespaces or (None,):
+        threading.Thread(
+            target=kube.watch_names,
+            args=("Secret", namespace, changed, missed, memo.stopping),
+            name=f"watch-secrets-{namespace or 'all'}",
+            daemon=True,
+        ).start()
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    memo.stopping.set()
     if memo.elector is None:
         await memo.controller.stop(drain_timeout=10.0)
         return
     memo.elector.stop()
     await memo.election  # drains through the controller, then releases the Lease
+
+
+@kopf.on.probe(id="reconciles", errors=kopf.ErrorsMode.PERMANENT)
+async def reconciles_progress(memo: kopf.Memo, **_: Any) -> int:
+    """Liveness: fails (kopf answers /healthz with 500) while a reconcile is stuck."""
+    if "controller" not in memo:  # asked before the startup handler ran
+        return 0
+    controller: Controller = memo.controller
+    stuck = controller.queue.running_longer_than(STUCK_AFTER_SECONDS) if controller.queue else {}
+    if stuck:
+        raise kopf.PermanentError(
+            "stuck reconciles: "
+            + ", ".join(f"{ns}/{name} for {age:.0f}s" for (ns, name), age in sorted(stuck.items()))
+        )
+    return len(controller.known)
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)

@@ -2,7 +2,8 @@
 
 Everything above it works with plain dicts and ``KubeError``; this keeps the reconciler
 testable and lets import-linter guarantee that builders never do I/O. Writes are server-side
-apply with our field manager; reads are plain GETs and LISTs.
+apply with our field manager; reads are plain GETs and LISTs. Every request has a timeout:
+a half-open connection must fail the call, not block a worker forever.
 """
 
 from __future__ import annotations
@@ -11,17 +12,25 @@ import contextlib
 import datetime
 import json
 import logging
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from jewelry_monitoring import metrics
 
 FIELD_MANAGER = "jewelry-monitoring"
+# (connect, read) seconds for one request; a LIST of a big namespace still fits in the read.
+REQUEST_TIMEOUT = (5.0, 30.0)
+# A watch asks the server to end it after this long, then resumes from where it was.
+WATCH_SECONDS = 270
+# Objects as PartialObjectMetadata: names and labels, never a Secret's data.
+METADATA_ONLY = "application/json;as=PartialObjectMetadata{};g=meta.k8s.io;v=v1"
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
 
@@ -97,15 +106,15 @@ class Kube:
         self,
         api: client.ApiClient,
         component: str = FIELD_MANAGER,
+        timeout: tuple[float, float] = REQUEST_TIMEOUT,
         may_write: Callable[[], bool] = _always_may_write,
-        request_timeout: float | None = None,
     ) -> None:
         """``may_write`` is asked before every write: with leader election, it is the fence
         that keeps a replica that no longer holds the Lease from writing anything."""
         self._api = api
         self._component = component
+        self._timeout = timeout
         self._may_write = may_write
-        self._request_timeout = request_timeout
 
     def _call(
         self,
@@ -114,15 +123,20 @@ class Kube:
         body: Any = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
+        timeout: tuple[float, float] | None = None,
+        stream: bool = False,
     ) -> Any:
         """One request: fenced if it writes, timed and counted by verb."""
         verb = _VERBS[method]
         if method == "GET" and path.rsplit("/", 1)[-1] in _COLLECTIONS:
-            verb = "list"
-        if verb not in ("get", "list") and not self._may_write():
+            verb = "watch" if stream else "list"
+        if verb not in ("get", "list", "watch") and not self._may_write():
             raise KubeError(0, "NotLeader", f"{verb} {path}: this replica does not hold the lease")
         with metrics.api_request(verb):
-            return self._request(method, path, body, query, content_type)
+            return self._request(
+                method, path, body, query, content_type, accept, timeout or self._timeout, stream
+            )
 
     def _request(
         self,
@@ -131,22 +145,27 @@ class Kube:
         body: Any,
         query: list[tuple[str, str]] | None,
         content_type: str,
+        accept: str,
+        timeout: tuple[float, float],
+        stream: bool,
     ) -> Any:
         try:
             return self._api.call_api(
                 path,
                 method,
                 query_params=query or [],
-                header_params={"Accept": "application/json", "Content-Type": content_type},
+                header_params={"Accept": accept, "Content-Type": content_type},
                 body=body,
-                response_type="object",
+                response_type=None if stream else "object",
                 auth_settings=["BearerToken"],
                 _return_http_data_only=True,
-                _preload_content=True,
-                _request_timeout=self._request_timeout,
+                _preload_content=not stream,
+                _request_timeout=timeout,
             )
         except ApiException as error:
             raise _kube_error(error) from None
+        except urllib3.exceptions.HTTPError as error:  # timeouts, refused or reset connections
+            raise KubeError(0, type(error).__name__, str(error)) from None
 
     def get(self, kind: str, namespace: str | None, name: str) -> Obj | None:
         try:
@@ -243,13 +262,95 @@ class Kube:
         except KubeError as error:
             log.warning("could not record event %s on %s: %s", reason, meta["name"], error)
 
+    def watch_names(
+        self,
+        kind: str,
+        namespace: str | None,
+        changed: Callable[[str, str], None],
+        missed: Callable[[], None],
+        stopping: threading.Event,
+    ) -> None:
+        """Call ``changed(namespace, name)`` for every change of a ``kind`` object until
+        ``stopping`` is set; ``missed()`` when changes may have been missed (a resumed watch
+        expired). Blocking: run it in a thread of its own.
+
+        Reads metadata only (PartialObjectMetadata), so even watching Secrets never brings
+        their data to the operator. Errors back off, up to a minute."""
+        version, failures = "", 0
+        while not stopping.is_set():
+            try:
+                if not version:
+                    version = self._list_version(kind, namespace)
+                for event_type, meta in self._watch(kind, namespace, version):
+                    version = meta.get("resourceVersion") or version
+                    if event_type in ("ADDED", "MODIFIED", "DELETED"):
+                        changed(meta.get("namespace", ""), meta["name"])
+                failures = 0
+            except KubeError as error:
+                if error.status == 410:  # too old to resume: start afresh, tell the caller
+                    version = ""
+                    missed()
+                    continue
+                failures += 1
+                log.warning("watch of %s failed (%d in a row): %s", kind, failures, error)
+                stopping.wait(min(2.0**failures, 60.0))
+
+    def _list_version(self, kind: str, namespace: str | None) -> str:
+        """The collection's current resourceVersion, to watch from; reads one item at most."""
+        result = self._call(
+            "GET",
+            RESOURCES[kind].path(namespace),
+            query=[("limit", "1")],
+            accept=METADATA_ONLY.format("List"),
+        )
+        return str(result["metadata"]["resourceVersion"])
+
+    def _watch(self, kind: str, namespace: str | None, version: str) -> Iterator[tuple[str, Obj]]:
+        """(type, metadata) of each event of one watch request, until the server ends it."""
+        query = [
+            ("watch", "true"),
+            ("resourceVersion", version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(WATCH_SECONDS)),
+        ]
+        response = self._call(
+            "GET",
+            RESOURCES[kind].path(namespace),
+            query=query,
+            accept=METADATA_ONLY.format(""),
+            timeout=(self._timeout[0], WATCH_SECONDS + self._timeout[1]),
+            stream=True,
+        )
+        pending = b""
+        try:
+            for chunk in response.stream(4096, decode_content=True):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event["type"] == "ERROR":
+                        status = event["object"]
+                        raise KubeError(
+                            int(status.get("code", 0)),
+                            status.get("reason", ""),
+                            status.get("message", ""),
+                        )
+                    yield event["type"], event["object"].get("metadata", {})
+        except urllib3.exceptions.HTTPError as error:
+            raise KubeError(0, type(error).__name__, str(error)) from None
+        finally:
+            response.release_conn()
+
     def crd_established(self, name: str) -> bool:
         crd = self.get("CustomResourceDefinition", None, name)
         if crd is None:
             return False
         return any(
             c.get("type") == "Established" and c.get("status") == "True"
-            for c in crd.get("status", {}).get("conditions", [])
+            # A CRD just created has "status": {"conditions": null}
+            for c in (crd.get("status") or {}).get("conditions") or []
         )
 
 

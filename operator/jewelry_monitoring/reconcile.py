@@ -15,12 +15,26 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from jewelry_monitoring.builders.common import OWNER_LABEL, SPEC_HASH_ANNOTATION, Owner
+from jewelry_monitoring.builders.common import (
+    APP_COMPONENT,
+    OWNER_LABEL,
+    SPEC_HASH_ANNOTATION,
+    Owner,
+    child_name,
+)
 from jewelry_monitoring.builders.desired import MONITORING_KINDS, PRUNABLE_KINDS, desired_objects
+from jewelry_monitoring.builders.exporters import component as exporter_component
 from jewelry_monitoring.builders.rules import KNOWN_ALERTS
 from jewelry_monitoring.kube import Kube, KubeError
 from jewelry_monitoring.selection import evaluate
-from jewelry_monitoring.spec import KIND, JewelryMonitoringSpec, secret_refs, semantic_problems
+from jewelry_monitoring.spec import (
+    KIND,
+    JewelryMonitoringSpec,
+    name_problems,
+    quantity_value,
+    secret_refs,
+    semantic_problems,
+)
 from jewelry_monitoring.status import ChildRef, Condition, JewelryMonitoringStatus, merge_conditions
 
 log = logging.getLogger(__name__)
@@ -34,21 +48,36 @@ class Outcome:
     writes: list[str] = field(default_factory=list)
     retry_after: float | None = None
     gone: bool = False
+    # Names of the Secrets (in the resource's namespace) its spec references: a change to
+    # one of them must reconcile it again.
+    secrets: frozenset[str] = frozenset()
 
 
-def is_subset(wanted: Any, current: Any) -> bool:
-    """Whether every field we set has the value we set; fields others add are ignored."""
+def is_subset(wanted: Any, current: Any, path: tuple[str, ...] = ()) -> bool:
+    """Whether every field we set has the value we set; fields others add are ignored.
+
+    Compared as the API server stores them: a quantity by value ("0.5" is "500m"), and a
+    zero value ("", false, 0) that the server omits counts as present.
+    """
     if isinstance(wanted, dict):
         return isinstance(current, dict) and all(
-            key in current and is_subset(value, current[key]) for key, value in wanted.items()
+            is_subset(value, current[key], (*path, key))
+            if key in current
+            else value in ("", False)  # 0 == False
+            for key, value in wanted.items()
         )
     if isinstance(wanted, list):
         return (
             isinstance(current, list)
             and len(wanted) == len(current)
-            and all(is_subset(w, c) for w, c in zip(wanted, current, strict=True))
+            and all(is_subset(w, c, path) for w, c in zip(wanted, current, strict=True))
         )
-    return bool(wanted == current)
+    if wanted == current:
+        return True
+    if path[-3:-1] in (("resources", "requests"), ("resources", "limits")):
+        amount = quantity_value(wanted) if isinstance(wanted, str) else None
+        return amount is not None and isinstance(current, str) and amount == quantity_value(current)
+    return False
 
 
 def up_to_date(wanted: Obj, current: Obj) -> bool:
@@ -61,6 +90,12 @@ def up_to_date(wanted: Obj, current: Obj) -> bool:
 
 def owned_by(obj: Obj, uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences", []))
+
+
+def _component_of(spec_path: str) -> str:
+    """The component that uses the setting at ``spec_path`` ("exporters.redis.password")."""
+    section, _, rest = spec_path.partition(".")
+    return APP_COMPONENT if section == "app" else exporter_component(rest.partition(".")[0])
 
 
 def _now() -> str:
@@ -76,8 +111,9 @@ def _condition(kind: str, status: str, reason: str, message: str, generation: in
 class Reconciler:
     """Reconciles JewelryMonitoring resources through one ``Kube`` client."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, allowed_images: tuple[str, ...] = ()) -> None:
         self.kube = kube
+        self.allowed_images = allowed_images
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
         cr = self.kube.get(KIND, namespace, name)
@@ -87,9 +123,10 @@ class Reconciler:
         generation = int(cr["metadata"].get("generation", 0))
         status = JewelryMonitoringStatus.model_validate(cr.get("status") or {})
 
-        problems, spec = self._validate(cr, namespace)
-        if spec is None:
-            message = "; ".join(problems)
+        problems, spec = self._validate(cr, name)
+        missing_secrets = self._missing_secrets(spec, namespace, outcome) if spec else {}
+        if problems or spec is None:
+            message = "; ".join(problems + list(missing_secrets.values()))
             ready = _condition("Ready", "False", "InvalidSpec", message, generation)
             if self._set_status(cr, status, [ready], status.children, status.exporters, outcome):
                 self._event(cr, "Warning", "InvalidSpec", message, outcome)
@@ -101,20 +138,32 @@ class Reconciler:
         )
         available = frozenset(MONITORING_KINDS) - set(missing_crds)
         desired = desired_objects(owner, available)
+        # A component whose Secret is missing is held back as it is (neither created, changed
+        # nor pruned); everything else goes ahead.
+        held_names = {child_name(name, _component_of(where)) for where in missing_secrets}
 
         labelled = self._labelled_children(namespace, name, available)
-        observed, conflicts, failures = self._apply(cr, desired, labelled, owner.uid, outcome)
+        ready_to_apply = [o for o in desired if o["metadata"]["name"] not in held_names]
+        observed, conflicts, failures = self._apply(
+            cr, ready_to_apply, labelled, owner.uid, outcome
+        )
         self._prune(cr, desired, labelled, owner.uid, outcome)
 
+        held = [
+            f"{problem}: {_component_of(where)} is held back until it does"
+            for where, problem in missing_secrets.items()
+        ]
         conditions = [
-            self._ready(conflicts, failures, generation),
-            self._degraded(missing_crds, conflicts, failures, generation),
+            self._ready(conflicts, failures, held, generation),
+            self._degraded(missing_crds, conflicts, failures, held, generation),
             self._selected(desired, available, generation),
             self._exporters_available(observed, generation),
         ]
         children = [
             ChildRef(api_version=o["apiVersion"], kind=o["kind"], name=o["metadata"]["name"])
             for o in desired
+            if o["metadata"]["name"] not in held_names
+            or (o["kind"], o["metadata"]["name"]) in labelled
         ]
         exporters = ",".join(spec.exporters.enabled())
         if self._set_status(cr, status, conditions, children, exporters, outcome):
@@ -123,29 +172,60 @@ class Reconciler:
                 self._event(cr, "Warning", "OwnershipConflict", conflict, outcome)
             for failure in failures:
                 self._event(cr, "Warning", "ApplyFailed", failure, outcome)
+            for problem in held:
+                self._event(cr, "Warning", "SecretMissing", problem, outcome)
         if conflicts or failures:
             outcome.retry_after = 30.0
         elif missing_crds:
             outcome.retry_after = 15.0  # namespaced operators cannot watch CRDs appear
         return outcome
 
+    def report_failure(self, namespace: str, name: str, message: str) -> None:
+        """Say on the resource that reconciling it keeps failing (Ready=False, ReconcileError),
+        keeping the rest of its status: the queue calls this after repeated failures."""
+        cr = self.kube.get(KIND, namespace, name)
+        if cr is None or cr["metadata"].get("deletionTimestamp"):
+            return
+        generation = int(cr["metadata"].get("generation", 0))
+        status = JewelryMonitoringStatus.model_validate(cr.get("status") or {})
+        ready = _condition("Ready", "False", "ReconcileError", message, generation)
+        outcome = Outcome()
+        if self._set_status(cr, status, [ready], status.children, status.exporters, outcome):
+            self._event(cr, "Warning", "ReconcileError", message, outcome)
+
     # -- steps -----------------------------------------------------------------------------
 
-    def _validate(self, cr: Obj, namespace: str) -> tuple[list[str], JewelryMonitoringSpec | None]:
-        """The parsed spec, or the reasons it cannot be acted on."""
+    def _validate(self, cr: Obj, name: str) -> tuple[list[str], JewelryMonitoringSpec | None]:
+        """The parsed spec (None if it does not parse) and why it cannot be acted on."""
         try:
             spec = JewelryMonitoringSpec.model_validate(cr.get("spec") or {})
         except ValidationError as error:
             problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
-            return problems, None
-        problems = semantic_problems(spec, KNOWN_ALERTS)
-        for where, ref in secret_refs(spec).items():
-            secret = self.kube.get("Secret", namespace, ref.name)
-            if secret is None:
-                problems.append(f"{where}: Secret {ref.name} does not exist")
-            elif ref.key not in (secret.get("data") or {}):
-                problems.append(f"{where}: Secret {ref.name} has no key {ref.key}")
-        return problems, (None if problems else spec)
+            return name_problems(name) + problems, None
+        return name_problems(name) + semantic_problems(
+            spec, KNOWN_ALERTS, self.allowed_images
+        ), spec
+
+    def _missing_secrets(
+        self, spec: JewelryMonitoringSpec, namespace: str, outcome: Outcome
+    ) -> dict[str, str]:
+        """What is wrong with each referenced Secret key, by the spec path naming it.
+
+        Only key names are looked at; values are dropped at once and never logged."""
+        refs = secret_refs(spec)
+        outcome.secrets = frozenset(ref.name for ref in refs.values())
+        keys: dict[str, set[str] | None] = {}
+        missing = {}
+        for where, ref in refs.items():
+            if ref.name not in keys:
+                secret = self.kube.get("Secret", namespace, ref.name)
+                keys[ref.name] = None if secret is None else set(secret.get("data") or {})
+            present = keys[ref.name]
+            if present is None:
+                missing[where] = f"{where}: Secret {ref.name} does not exist"
+            elif ref.key not in present:
+                missing[where] = f"{where}: Secret {ref.name} has no key {ref.key}"
+        return missing
 
     def _labelled_children(
         self, namespace: str, name: str, available: frozenset[str]
@@ -211,7 +291,9 @@ class Reconciler:
             outcome.writes.append(f"Deleted {kind} {name}")
             self._event(cr, "Normal", "Deleted", f"Deleted {kind} {name}", outcome)
 
-    def _ready(self, conflicts: list[str], failures: list[str], generation: int) -> Condition:
+    def _ready(
+        self, conflicts: list[str], failures: list[str], held: list[str], generation: int
+    ) -> Condition:
         if conflicts:
             return _condition(
                 "Ready",
@@ -222,10 +304,17 @@ class Reconciler:
             )
         if failures:
             return _condition("Ready", "False", "ApplyFailed", "; ".join(failures), generation)
+        if held:
+            return _condition("Ready", "False", "SecretMissing", "; ".join(held), generation)
         return _condition("Ready", "True", "Reconciled", "all children are up to date", generation)
 
     def _degraded(
-        self, missing_crds: list[str], conflicts: list[str], failures: list[str], generation: int
+        self,
+        missing_crds: list[str],
+        conflicts: list[str],
+        failures: list[str],
+        held: list[str],
+        generation: int,
     ) -> Condition:
         if missing_crds:
             names = ", ".join(MONITORING_KINDS[kind] for kind in missing_crds)
@@ -242,6 +331,8 @@ class Reconciler:
             return _condition(
                 "Degraded", "True", reason, "; ".join(conflicts + failures), generation
             )
+        if held:
+            return _condition("Degraded", "True", "SecretMissing", "; ".join(held), generation)
         return _condition("Degraded", "False", "AsExpected", "", generation)
 
     def _selected(

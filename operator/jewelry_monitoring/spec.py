@@ -10,6 +10,8 @@ an alert name that must exist) live in ``semantic_problems``.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -63,6 +65,44 @@ def duration_seconds(duration: str) -> float:
         int(amount) * _DURATION_UNITS[unit]
         for amount, unit in re.findall(r"([0-9]+)(ms|y|w|d|h|m|s)", duration)
     )
+
+
+# A Kubernetes resource.Quantity: a decimal number, then a binary or decimal SI suffix or an
+# exponent ("0.5", "500m", "1Gi", "1e3"). The API server stores it in canonical form
+# ("0.5" -> "500m", "1024Mi" -> "1Gi"), so quantities compare by value, never as text.
+_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))([eE][+-]?[0-9]+|[a-zA-Z]*)$")
+# Suffix -> power of ten, or of two for the binary ones.
+_DECIMAL_SUFFIXES = {
+    "n": -9,
+    "u": -6,
+    "m": -3,
+    "": 0,
+    "k": 3,
+    "M": 6,
+    "G": 9,
+    "T": 12,
+    "P": 15,
+    "E": 18,
+}
+_BINARY_SUFFIXES = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
+
+
+def quantity_value(text: str) -> Decimal | None:
+    """The value of a Kubernetes quantity, or None if ``text`` is not one."""
+    found = _QUANTITY.match(text)
+    if not found:
+        return None
+    number, suffix = found.groups()
+    try:
+        if suffix in _BINARY_SUFFIXES:
+            return Decimal(number) * Decimal(2) ** _BINARY_SUFFIXES[suffix]
+        if suffix in _DECIMAL_SUFFIXES:
+            return Decimal(number) * Decimal(10) ** _DECIMAL_SUFFIXES[suffix]
+        if suffix[:1] in ("e", "E"):
+            return Decimal(number) * Decimal(10) ** int(suffix[1:])
+    except (InvalidOperation, ValueError):
+        return None
+    return None
 
 
 class SpecModel(BaseModel):
@@ -161,12 +201,6 @@ class CeleryExporterSpec(ExporterSpec):
     broker_url: SecretKeyRef | None = Field(None, description="Secret key holding the broker URL.")
 
 
-class NodeExporterSpec(ExporterSpec):
-    """Off by default: kube-prometheus-stack already runs one node exporter per node."""
-
-    image: str = "quay.io/prometheus/node-exporter:v1.9.1"
-
-
 class ExportersSpec(SpecModel):
     postgres: PostgresExporterSpec = Field(
         default_factory=PostgresExporterSpec, json_schema_extra={"default": {}}
@@ -180,8 +214,15 @@ class ExportersSpec(SpecModel):
     celery: CeleryExporterSpec = Field(
         default_factory=CeleryExporterSpec, json_schema_extra={"default": {}}
     )
-    node: NodeExporterSpec = Field(
-        default_factory=NodeExporterSpec, json_schema_extra={"default": {}}
+    # Kept in the schema only so that the API server does not prune it from old resources:
+    # the operator must see it to say why it no longer acts on it (see semantic_problems).
+    node: PassThrough | None = Field(
+        None,
+        description=(
+            "Removed: a namespaced resource must not run a privileged DaemonSet on every node. "
+            "The node exporter is a chart option (nodeExporter.enabled); `enabled: true` here "
+            "makes the resource invalid."
+        ),
     )
 
     def enabled(self) -> dict[str, ExporterSpec]:
@@ -189,7 +230,7 @@ class ExportersSpec(SpecModel):
         return {name: getattr(self, name) for name in EXPORTER_NAMES if getattr(self, name).enabled}
 
 
-EXPORTER_NAMES = ("postgres", "redis", "nginx", "celery", "node")
+EXPORTER_NAMES = ("postgres", "redis", "nginx", "celery")
 
 Severity = Literal["critical", "warning", "info"]
 
@@ -211,6 +252,14 @@ class AlertsSpec(SpecModel):
         description="runbook_url of an alert is <base>/<alertname lower-cased>.",
     )
     labels: LabelMap = Field(default_factory=dict, description="Extra labels on every alert.")
+    min_request_rate: float = Field(
+        0.1,
+        ge=0,
+        description=(
+            "HighErrorRate fires only while the app answers more than this many requests per "
+            "second: on a quiet app one 5xx is a large share and must not page."
+        ),
+    )
     overrides: dict[str, AlertOverride] = Field(default_factory=dict)
 
 
@@ -238,9 +287,19 @@ class SLOSpec(SpecModel):
 
 
 class DashboardsSpec(SpecModel):
-    """Grafana dashboards as ConfigMaps, found by the Grafana dashboard sidecar."""
+    """Per-resource Grafana dashboards as ConfigMaps, found by the Grafana dashboard sidecar.
 
-    enabled: bool = True
+    Off by default: the chart ships one set of dashboards for every JewelryMonitoring, with
+    namespace and job chosen in Grafana. Per-resource dashboards are an opt-in.
+    """
+
+    enabled: bool = Field(
+        False,
+        description=(
+            "Also create this resource's own dashboards (file names and uids unique per "
+            "resource); the chart's shared dashboards cover every resource already."
+        ),
+    )
     labels: LabelMap = Field(default_factory=lambda: {"grafana_dashboard": "1"})
     annotations: LabelMap = Field(default_factory=dict)
     folder: str = "Jewelry"
@@ -272,11 +331,101 @@ class JewelryMonitoringSpec(SpecModel):
     )
 
 
+# Labels the operator sets on every child and relies on to find and select them (the owner
+# label, the pod selector, the child watch's filter): a user's label map may not set them.
+# ``app.kubernetes.io/part-of`` is not among them: there the user's commonLabels value wins.
+OPERATOR_LABELS = frozenset(
+    {
+        "app.kubernetes.io/name",
+        "app.kubernetes.io/instance",
+        "app.kubernetes.io/component",
+        "app.kubernetes.io/managed-by",
+        f"{API_GROUP}/owner",
+    }
+)
+# Every child carries its resource's name as a label value, which Kubernetes limits to 63.
+MAX_NAME_LENGTH = 63
+
+
+def name_problems(name: str) -> list[str]:
+    """Why a JewelryMonitoring cannot have this name (the API server allows up to 253)."""
+    if len(name) <= MAX_NAME_LENGTH:
+        return []
+    return [
+        f"metadata.name is {len(name)} characters long; at most {MAX_NAME_LENGTH} are allowed "
+        "because every child is labelled with it (a label value): recreate the resource "
+        "with a shorter name"
+    ]
+
+
 # Which secret each exporter cannot run without, and the field that names it.
 REQUIRED_EXPORTER_SECRETS = {"postgres": "data_source", "celery": "broker_url"}
 
 
-def semantic_problems(spec: JewelryMonitoringSpec, known_alerts: frozenset[str]) -> list[str]:
+def image_repository(reference: str) -> str:
+    """The fully qualified repository of an image reference, tag and digest removed.
+
+    Docker Hub's short names are expanded the way container runtimes do, so that
+    ``oliver006/redis_exporter`` and ``docker.io/oliver006/redis_exporter`` are one repository
+    and an allowlist cannot be sidestepped by spelling a name differently.
+    """
+    name = reference.split("@", 1)[0]
+    slash = name.rfind("/")
+    if ":" in name[slash + 1 :]:
+        name = name[: slash + 1] + name[slash + 1 :].split(":", 1)[0]
+    return _qualified(name)
+
+
+def _qualified(name: str) -> str:
+    first, _, rest = name.partition("/")
+    if not rest:
+        return f"docker.io/library/{name}"
+    if "." in first or ":" in first or first == "localhost":
+        return name
+    return f"docker.io/{name}"
+
+
+def default_image_repositories() -> tuple[str, ...]:
+    """The repositories of the pinned default images: always allowed, any tag."""
+    defaults = ExportersSpec()
+    return tuple(image_repository(getattr(defaults, name).image) for name in EXPORTER_NAMES)
+
+
+def image_allowed(reference: str, allowed: Sequence[str]) -> bool:
+    """Whether an image lies in an allowed repository, or under an allowed prefix ending in /.
+
+    A repository entry matches that repository exactly, never a longer name that merely
+    starts with it (``…/postgres-exporter`` does not allow ``…/postgres-exporter-evil``).
+    """
+    repository = image_repository(reference)
+    for entry in (*default_image_repositories(), *allowed):
+        if entry.endswith("/"):
+            # Qualify the prefix as if it were a name under it, then cut that name off again.
+            if repository.startswith(_qualified(entry + "x")[:-1]):
+                return True
+        elif repository == _qualified(entry):
+            return True
+    return False
+
+
+def image_problems(spec: JewelryMonitoringSpec, allowed: Sequence[str]) -> list[str]:
+    """Enabled exporters whose ``image`` lies outside the operator's allowlist.
+
+    Whoever may create a JewelryMonitoring chooses what runs in its namespace; the cluster
+    admin chooses (in the chart's values) where that may come from.
+    """
+    return [
+        f"exporters.{name}.image {exporter.image!r} is not allowed: use any tag of "
+        f"{list(default_image_repositories())}, or an image the chart's "
+        f"exporterImageAllowlist allows (now {list(allowed)})"
+        for name, exporter in spec.exporters.enabled().items()
+        if not image_allowed(exporter.image, allowed)
+    ]
+
+
+def semantic_problems(
+    spec: JewelryMonitoringSpec, known_alerts: frozenset[str], allowed_images: Sequence[str] = ()
+) -> list[str]:
     """Everything wrong with a schema-valid spec, as messages a user can act on."""
     problems: list[str] = []
     app = spec.app
@@ -300,6 +449,30 @@ def semantic_problems(spec: JewelryMonitoringSpec, known_alerts: frozenset[str])
                 f"exporters.{name} is enabled but exporters.{name}.{to_camel(field)}"
                 " (a secretKeyRef) is not set"
             )
+        for kind, amounts in (exporter.resources or Resources()).model_dump().items():
+            problems += [
+                f"exporters.{name}.resources.{kind}.{resource}: {amount!r} is not a quantity"
+                for resource, amount in amounts.items()
+                if quantity_value(amount) is None
+            ]
+    for where, labels in (
+        ("commonLabels", spec.common_labels),
+        ("monitorLabels", spec.monitor_labels),
+        ("dashboards.labels", spec.dashboards.labels),
+    ):
+        reserved = sorted(OPERATOR_LABELS & set(labels))
+        if reserved:
+            problems.append(
+                f"{where} sets {', '.join(reserved)}: the operator sets these labels itself "
+                "to find and select its objects; remove them"
+            )
+    problems += image_problems(spec, allowed_images)
+    if (spec.exporters.node or {}).get("enabled"):
+        problems.append(
+            "exporters.node was removed: the node exporter is now a chart option "
+            "(nodeExporter.enabled) owned by the cluster admin; remove exporters.node here "
+            "(and delete the DaemonSet an older version made for it)"
+        )
     unknown = sorted(set(spec.alerts.overrides) - known_alerts)
     if unknown:
         problems.append(

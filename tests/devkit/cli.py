@@ -5,7 +5,8 @@ jm-dev cluster kubeconfig  print the admin kubeconfig path of the running plane
 jm-dev cluster status      say whether it runs
 jm-dev cluster down        stop it and remove its files
 jm-dev demo                the whole product on the local plane (see devkit.demo)
-jm-dev manifests           regenerate manifests/jewelry-monitoring.yaml from the chart
+jm-dev manifests           regenerate the chart's dashboards and manifests/jewelry-monitoring.yaml
+jm-dev images              build (if changed) every image we deploy; list their tarballs
     jm-dev bench [--short]     operator latency (create -> Ready) and API quietness
 """
 
@@ -84,7 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="run the product end to end on a local control plane")
     demo.add_argument("--keep", action="store_true", help="leave the control plane running")
     commands.add_parser(
-        "manifests", help="regenerate manifests/jewelry-monitoring.yaml from the Helm chart"
+        "manifests",
+        help="regenerate the chart's dashboards and node rules from the builders, then "
+        "manifests/jewelry-monitoring.yaml from the Helm chart",
+    )
+    commands.add_parser(
+        "images", help="build the operator, shop and exporter images (see devkit.images)"
     )
     commands.add_parser("bench", help="measure the operator (see devkit.bench; --help there)")
     arguments = sys.argv[1:] if argv is None else argv
@@ -103,9 +109,19 @@ def main(argv: list[str] | None = None) -> int:
             "status": cluster_status,
         }[args.action]
         return action()
-    if args.command == "manifests":
-        from devkit.manifests import write_release_manifest
+    if args.command == "images":
+        from devkit.images import main as images_main
 
+        return images_main()
+    if args.command == "manifests":
+        from devkit.manifests import (
+            write_chart_dashboards,
+            write_chart_node_rules,
+            write_release_manifest,
+        )
+
+        for path in [*write_chart_dashboards(), write_chart_node_rules()]:
+            print(f"wrote {path}")
         print(f"wrote {write_release_manifest()}")
         return 0
     from devkit.demo import run_demo

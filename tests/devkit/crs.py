@@ -21,7 +21,7 @@ def cr_body(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def full_spec() -> dict[str, Any]:
-    """A CR using every exporter, an SLO and a protected metrics endpoint."""
+    """A CR using every exporter, SLOs, its own dashboards and a protected metrics endpoint."""
     return {
         "app": {
             "podSelector": {"app": "jewelry-shop"},
@@ -35,8 +35,8 @@ def full_spec() -> dict[str, Any]:
             "redis": {"enabled": True, "address": "redis://shop-redis:6379"},
             "nginx": {"enabled": True, "scrapeUri": "http://shop-nginx:8080/stub_status"},
             "celery": {"enabled": True, "brokerUrl": {"name": "shop-broker", "key": "url"}},
-            "node": {"enabled": True},
         },
+        "dashboards": {"enabled": True},
         "slos": {
             "availability": {"objective": 99.9},
             "latency": {"objective": 99, "thresholdSeconds": 0.5},

@@ -1,4 +1,4 @@
-"""Real Prometheus, Alertmanager and the Debian exporters, fed from the operator's objects.
+"""Real Prometheus, Alertmanager and the exporters, fed from the operator's objects.
 
 The operator never writes a ``prometheus.yml``: prometheus-operator turns its ServiceMonitors
 and PrometheusRule into one. Tests that run a real Prometheus need that translation without
@@ -17,6 +17,7 @@ Public API::
     prometheus_config(objects, targets, rule_files, alertmanager) -> dict
     rule_file(objects) -> dict                       # {"groups": PrometheusRule spec.groups}
     promql_metric_names(expr) -> set[str]            # metric names an expression reads
+    promql_name_patterns(expr) -> set[str]           # its __name__=~"..." regexes
     dashboard_exprs(model) -> list[str]              # every PromQL of a Grafana dashboard
     Process / process(...)                           # restartable local process (exporters)
     prometheus_server(config, ...) -> Prometheus     # context manager, real /usr/bin/prometheus
@@ -50,14 +51,18 @@ import yaml
 
 from devkit.services import LOOPBACK, ServiceError, free_port
 from devkit.shopapp import http_status
+from devkit.toolchain import cache_dir
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
-POSTGRES_EXPORTER = "/usr/bin/prometheus-postgres-exporter"
-REDIS_EXPORTER = "/usr/bin/prometheus-redis-exporter"
+# The exporters at the versions the CR's default images pin, static builds from
+# tests/toolchain/exporters (the binaries of our exporter images), except nginx's: the Go
+# proxy refuses its module, so Debian's 0.11 (also what its image holds; see app/METRICS.md).
+POSTGRES_EXPORTER = str(cache_dir() / "bin" / "postgres_exporter")
+REDIS_EXPORTER = str(cache_dir() / "bin" / "redis_exporter")
 NGINX_EXPORTER = "/usr/bin/prometheus-nginx-exporter"
-NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
+NODE_EXPORTER = str(cache_dir() / "bin" / "node_exporter")
 
 Obj = dict[str, Any]
 
@@ -190,10 +195,10 @@ def promql_metric_names(expr: str) -> set[str]:
     A lexical reading good enough for our rules and dashboards: strings, label matchers,
     range/subquery brackets, grouping clauses and Grafana ``$variables`` are dropped, then
     every identifier not followed by ``(`` (a function or aggregation) and not a keyword is a
-    metric name. ``{__name__="x"}`` selectors are not supported and raise.
+    metric name. ``{__name__="x"}`` names ``x``; a regex (``__name__=~"..."``) names no
+    metric: ``promql_name_patterns`` returns it, for the caller to check what it matches.
     """
-    if "__name__" in expr:
-        raise NotImplementedError(f"__name__ selectors are not supported: {expr}")
+    exact = set(re.findall(r'__name__="([^"]*)"', expr))
     text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
     text = re.sub(r"'(?:[^'\\]|\\.)*'", "''", text)
     text = re.sub(r"\$\{?\w+\}?", "", text)
@@ -201,7 +206,12 @@ def promql_metric_names(expr: str) -> set[str]:
     text = re.sub(r"\[[^\[\]]*\]", "", text)
     text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", " ", text)
     names = re.findall(r"(?<![\w:.])([A-Za-z_:][\w:]*)(?![\w:])(?!\s*\()", text)
-    return {n for n in names if n.lower() not in _PROMQL_KEYWORDS}
+    return exact | {n for n in names if n.lower() not in _PROMQL_KEYWORDS}
+
+
+def promql_name_patterns(expr: str) -> set[str]:
+    """The regexes of ``{__name__=~"..."}`` selectors: metric names chosen by pattern."""
+    return set(re.findall(r'__name__=~"([^"]*)"', expr))
 
 
 def dashboard_exprs(model: Any) -> list[str]:
@@ -353,6 +363,36 @@ def nginx_exporter(stub_status_url: str) -> contextlib.AbstractContextManager[Pr
             f"{LOOPBACK}:{port}",
         ],
         env={},
+    )
+
+
+# How danihodovic/celery-exporter starts (its PyPI package has no console script; CE_* env
+# variables set its options). Its image's ENTRYPOINT is the same command.
+CELERY_EXPORTER_MAIN = "from src.cli import cli; cli(auto_envvar_prefix='CE')"
+
+
+def celery_exporter_python() -> Path:
+    """The interpreter of the Celery exporter's own virtualenv (tests/toolchain/setup makes
+    it: the exporter's pins clash with the shop's prometheus-client)."""
+    return cache_dir() / "venvs" / "celery-exporter" / "bin" / "python"
+
+
+def celery_exporter(broker_url: str) -> contextlib.AbstractContextManager[Process]:
+    """PyPI's prometheus-exporter-celery (danihodovic/celery-exporter) on ``broker_url``."""
+    return process(
+        "celery-exporter",
+        lambda port: [
+            str(celery_exporter_python()),
+            "-c",
+            CELERY_EXPORTER_MAIN,
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+        ],
+        env={"CE_BROKER_URL": broker_url},
+        # /metrics can wait for the exporter's periodic worker inspection; /health does not.
+        ready_path="/health",
     )
 
 

@@ -68,6 +68,7 @@ def test_defaults_render_the_expected_objects() -> None:
         "ClusterRoleBinding": 2,
         "Deployment": 1,
         "Service": 1,  # the operator's metrics
+        "ConfigMap": 4,  # the shared Grafana dashboards
     }
     for obj in objects:
         assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
@@ -92,6 +93,7 @@ def test_defaults_render_the_expected_objects() -> None:
         "JM_LOG_LEVEL": "INFO",
         "JM_LIVENESS_PORT": "8080",
         "JM_METRICS_PORT": "8081",
+        "JM_ALLOWED_IMAGES": "",
     }
     probe = operator["livenessProbe"]["httpGet"]
     assert probe == {"path": "/healthz", "port": "health"}

@@ -1,4 +1,7 @@
-"""operator/Dockerfile: a structural check (no Docker engine here, so it is never built).
+"""operator/Dockerfile (and app/Dockerfile): structural checks, without building.
+
+tests/images builds both with buildah on a local Debian base; these checks stay fast and
+name the rule a Dockerfile breaks.
 
 Parses the Dockerfile's instructions and checks what the chart relies on: a non-root
 numeric user equal to the chart's podSecurityContext, pinned base images, the
@@ -128,3 +131,41 @@ def test_build_context_contains_what_is_copied(parsed: list[tuple[str, str]]) ->
             assert included(source), f"COPY {source} is excluded by .dockerignore"
     assert not included("app/manage.py"), "the app is not part of the operator image"
     assert not included(".venv/bin/python")
+
+
+# --------------------------------------------------------------------------- both images
+
+APP_DOCKERFILE = REPO / "app" / "Dockerfile"
+# Debian's base-passwd: the users and groups every Debian-based image (python:*-bookworm and
+# our local base alike) already has.
+BASE_PASSWD = Path("/usr/share/base-passwd")
+
+
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, APP_DOCKERFILE], ids=["operator", "app"])
+def test_every_stage_is_built_from_the_base_image_arg(dockerfile: Path) -> None:
+    """A build argument selects the base (tests/devkit/images.py passes a local one); its
+    default stays the upstream image users get."""
+    parsed = instructions(dockerfile.read_text())
+    assert _args(parsed).get("BASE_IMAGE") == "python:3.11-slim-bookworm"
+    stages = [rest.split()[0] for keyword, rest in parsed if keyword == "FROM"]
+    assert stages and all(stage == "${BASE_IMAGE}" for stage in stages), stages
+
+
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, APP_DOCKERFILE], ids=["operator", "app"])
+def test_created_users_and_groups_do_not_exist_in_debian(dockerfile: Path) -> None:
+    """groupadd/useradd of a name Debian already has fails the build (exit 9): e.g. the
+    group ``operator`` (gid 37) is in every Debian base."""
+    taken = {
+        kind: {line.split(":")[0] for line in (BASE_PASSWD / f"{kind}.master").read_text().split()}
+        for kind in ("group", "passwd")
+    }
+    runs = " ".join(
+        rest for keyword, rest in instructions(dockerfile.read_text()) if keyword == "RUN"
+    )
+    created = {
+        "group": re.findall(r"groupadd\b[^&;]*?\s([a-z_][\w-]*)\s*(?:&&|;|$)", runs),
+        "passwd": re.findall(r"useradd\b[^&;]*?\s([a-z_][\w-]*)\s*(?:&&|;|$)", runs),
+    }
+    assert created["group"] and created["passwd"], created
+    for kind, names in created.items():
+        assert not set(names) & taken[kind], f"{dockerfile}: {kind} {names} exists in Debian"

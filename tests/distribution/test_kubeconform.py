@@ -32,6 +32,11 @@ CHART_VALUE_SETS = {
         "--set-json",
         'watchNamespaces=["a","b"]',
     ),
+    "node-exporter": (
+        "--set",
+        "nodeExporter.enabled=true,nodeExporter.serviceMonitor.enabled=true,"
+        "nodeExporter.prometheusRule.enabled=true",
+    ),
 }
 
 
@@ -140,15 +145,14 @@ def _render(cr: dict[str, Any], tmp_path: Path) -> Path:
 
 def test_operator_output_for_the_example_is_valid(schema_location: str, tmp_path: Path) -> None:
     example = yaml.safe_load(EXAMPLE_CR.read_text())
-    # The node exporter too, so its DaemonSet is checked as well.
-    example["spec"]["exporters"]["node"] = {"enabled": True}
+    # Its own dashboards too, so their ConfigMaps are checked as well.
+    example["spec"]["dashboards"] = {"enabled": True}
     rendered = _render(example, tmp_path)
     kinds = assert_all_valid([rendered], schema_location, count(rendered))
     assert {
         "ServiceMonitor",
         "PrometheusRule",
         "Deployment",
-        "DaemonSet",
         "Service",
         "ConfigMap",
     } <= set(kinds), kinds

@@ -68,11 +68,12 @@ def test_example_cr_renders_the_expected_children() -> None:
     assert result.returncode == 0, result.stderr
     objects = list(yaml.safe_load_all(result.stdout))
     kinds = Counter(obj["kind"] for obj in objects)
-    for kind in ("ServiceMonitor", "PrometheusRule", "Deployment", "Service", "ConfigMap"):
+    for kind in ("ServiceMonitor", "PrometheusRule", "Deployment", "Service"):
         assert kinds[kind] >= 1, f"no {kind} in {dict(kinds)}"
-    # postgres, redis, nginx, celery exporters: one Deployment each (node is off).
+    # postgres, redis, nginx, celery exporters: one Deployment each.
     assert kinds["Deployment"] == 4, dict(kinds)
-    assert "DaemonSet" not in kinds
+    # Dashboards come from the chart (one set for every CR); per-CR ones are an opt-in.
+    assert "ConfigMap" not in kinds and "DaemonSet" not in kinds
     assert "Secret" not in kinds  # the operator references Secrets, never creates them
     example = yaml.safe_load(EXAMPLE_CR.read_text())
     for obj in objects:

@@ -5,15 +5,15 @@ PostgreSQL and Redis; the shop under gunicorn (2 workers, multiprocess metrics, 
 5xx endpoint on) migrated and seeded; a second gunicorn "pod" on a database whose ``orders``
 migration is not applied (what a pod sees before the migrate Job ran); a Celery worker with
 task events on the Redis broker; nginx from app/deploy/nginx.conf.template with stub_status;
-the Debian postgres, redis, nginx and node exporters; a webhook receiver, Alertmanager, and
-Prometheus whose scrape jobs and rule file are translated from ``desired_objects`` of the
-CR spec ``SPEC`` (see devkit.prometheus). Everything is stopped and deleted afterwards.
+the postgres, redis and Celery exporters at the CR's versions and Debian's nginx exporter
+(see devkit.prometheus); a webhook receiver, Alertmanager, and Prometheus whose scrape jobs
+and rule file are translated from ``desired_objects`` of the CR spec ``SPEC`` (see
+devkit.prometheus), plus the node exporter at the chart's version with its Service and
+ServiceMonitor as the chart renders them (the node exporter is the release's, not the CR's).
+Everything is stopped and deleted afterwards.
 
-No celery exporter runs: the rules and dashboards read danihodovic/celery-exporter's names
-(``celery_task_failed_total``, ``celery_worker_up``, ``celery_queue_length``, ...), which no
-PyPI package exports (PyPI's ``celery-exporter`` is OvalMoney's, exporting
-``celery_tasks_total``/``celery_workers``, and is a Rust/maturin build). The celery job is left
-out of the Prometheus config and its names are reported as unverified, never faked.
+The Celery exporter is danihodovic/celery-exporter itself (PyPI ``prometheus-exporter-celery``,
+the version the CR's default image pins), in its own virtualenv, on the worker's broker.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from devkit import prometheus as prom
+from devkit.operator_process import render_chart
 from devkit.services import (
     LOOPBACK,
     NginxService,
@@ -53,6 +54,8 @@ from jewelry_monitoring.spec import JewelryMonitoringSpec, semantic_problems
 
 NAMESPACE = "shop-prod"
 CR_NAME = "jewelry"
+# The chart's release, for the node exporter it runs.
+RELEASE, RELEASE_NAMESPACE = "jm", "monitoring"
 ERROR_THRESHOLD = 0.2
 
 # The CR under test: everything on, scraped every 1-2s, the alerts the tests wait for with
@@ -68,13 +71,13 @@ SPEC: dict[str, Any] = {
         },
         "redis": {"enabled": True, "interval": "2s", "scrapeTimeout": "2s"},
         "nginx": {"enabled": True, "interval": "2s", "scrapeTimeout": "2s"},
+        # celery-exporter answers /metrics after two worker inspections of 1s each: >= 2s.
         "celery": {
             "enabled": True,
-            "interval": "2s",
-            "scrapeTimeout": "2s",
+            "interval": "5s",
+            "scrapeTimeout": "5s",
             "brokerUrl": {"name": "celery", "key": "url"},
         },
-        "node": {"enabled": True, "interval": "2s", "scrapeTimeout": "2s"},
     },
     "alerts": {
         "overrides": {
@@ -84,18 +87,14 @@ SPEC: dict[str, Any] = {
             "RedisDown": {"for": "0s"},
         }
     },
+    # The CR's own dashboards too: the live tests check their queries and those of the chart.
+    "dashboards": {"enabled": True},
     "slos": {
         "window": "30d",
         "availability": {"objective": 99.0},
         # 1.0 exercises the rules' le matcher for "1.0" (prometheus_client) vs "1" (Prometheus 3).
         "latency": {"objective": 95.0, "thresholdSeconds": 1.0},
     },
-}
-
-# Components with no local process, and why. Their ServiceMonitors get no scrape job.
-UNSCRAPED = {
-    "celery": "no celery exporter with danihodovic/celery-exporter's metric names is "
-    "installable from PyPI (PyPI's celery-exporter is OvalMoney's, with other names)",
 }
 
 
@@ -115,6 +114,24 @@ def make_objects(owner: Owner) -> list[dict[str, Any]]:
     return desired_objects(owner, frozenset({"ServiceMonitor", "PrometheusRule"}))
 
 
+def chart_node_exporter_objects() -> list[dict[str, Any]]:
+    """The node exporter's Service and ServiceMonitor, rendered by helm from the chart."""
+    rendered = render_chart(
+        RELEASE,
+        RELEASE_NAMESPACE,
+        {
+            "nodeExporter.enabled": True,
+            "nodeExporter.serviceMonitor": {"enabled": True, "interval": "2s"},
+        },
+    )
+    return [
+        o
+        for o in rendered
+        if o["kind"] in ("Service", "ServiceMonitor")
+        and o["metadata"]["labels"].get("app.kubernetes.io/name") == "node-exporter"
+    ]
+
+
 @dataclass(frozen=True)
 class CR:
     """The CR under test, for test modules (conftest is not importable under importlib)."""
@@ -122,7 +139,6 @@ class CR:
     namespace: str = NAMESPACE
     name: str = CR_NAME
     spec: dict[str, Any] = field(default_factory=lambda: SPEC)
-    unscraped: dict[str, str] = field(default_factory=lambda: UNSCRAPED)
     error_threshold: float = ERROR_THRESHOLD
 
     def service_name(self, component: str) -> str:
@@ -152,8 +168,10 @@ class Stack:
     pending_shop: ShopServer
     pending_env: dict[str, str]
     nginx: NginxService
+    celery_broker: str
     exporters: dict[str, prom.Process]
-    jobs: dict[str, str] = field(default_factory=dict)  # component -> job label
+    jobs: dict[str, str] = field(default_factory=dict)  # component of the CR -> job label
+    node_job: str = ""  # the chart's node exporter, in RELEASE_NAMESPACE
     cr: CR = field(default_factory=CR)
 
     @property
@@ -181,6 +199,7 @@ def _require_binaries() -> None:
         prom.REDIS_EXPORTER,
         prom.NGINX_EXPORTER,
         prom.NODE_EXPORTER,
+        str(prom.celery_exporter_python()),
     ]
     missing = [b for b in needed if not os.access(b, os.X_OK)]
     if missing or not shutil.which("nginx"):
@@ -197,7 +216,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         pg = es.enter_context(postgres_service())
         redis = es.enter_context(redis_service())
         shop_dsn = pg.createdb("shop")
-        base = {"CELERY_BROKER_URL": redis.url_for(2), "PROMETHEUS_MIGRATIONS_REFRESH_SECONDS": "1"}
+        broker = redis.url_for(2)
+        base = {"CELERY_BROKER_URL": broker, "PROMETHEUS_MIGRATIONS_REFRESH_SECONDS": "1"}
         env = shop_env(shop_dsn, redis.url_for(1), ENABLE_ERROR_ENDPOINT="true", **base)
         manage("migrate", "--noinput", env=env)
         manage("seed_demo", "--products", "20", "--customers", "10", env=env)
@@ -221,16 +241,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "nginx": es.enter_context(
                 prom.nginx_exporter(f"http://{LOOPBACK}:{status_port}/stub_status")
             ),
-            "node": es.enter_context(prom.node_exporter()),
+            "celery": es.enter_context(prom.celery_exporter(broker)),
         }
+        node_objects = chart_node_exporter_objects()
+        [node_job] = [o["metadata"]["name"] for o in node_objects if o["kind"] == "Service"]
+        node = es.enter_context(prom.node_exporter())
         targets = {
             service_name("app"): [f"{LOOPBACK}:{shop.port}", f"{LOOPBACK}:{pending_shop.port}"],
             **{service_name(name): [f"{LOOPBACK}:{p.port}"] for name, p in exporters.items()},
+            node_job: [f"{LOOPBACK}:{node.port}"],
         }
         webhook = es.enter_context(prom.webhook_receiver())
         alertmanager = es.enter_context(prom.alertmanager_server(webhook.url))
         config = prom.prometheus_config(
-            objects, targets, rule_files=[], alertmanager=f"{LOOPBACK}:{alertmanager.port}"
+            [*objects, *node_objects],
+            targets,
+            rule_files=[],
+            alertmanager=f"{LOOPBACK}:{alertmanager.port}",
         )
         prometheus = es.enter_context(prom.prometheus_server(config, prom.rule_file(objects)))
         yield Stack(
@@ -244,6 +271,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             pending_shop=pending_shop,
             pending_env=pending_env,
             nginx=nginx,
+            celery_broker=broker,
             exporters=exporters,
             jobs={c: service_name(c) for c in ("app", *exporters)},
+            node_job=node_job,
         )

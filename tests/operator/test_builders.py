@@ -99,11 +99,10 @@ def test_every_exporter_is_described_and_buildable() -> None:
             "redis": {"enabled": True, "password": {"name": "r", "key": "pw"}},
             "nginx": {"enabled": True, "scrapeUri": "http://web:8080/stub_status"},
             "celery": {"enabled": True, "brokerUrl": {"name": "b", "key": "url"}},
-            "node": {"enabled": True, "extraArgs": ["--collector.systemd"]},
         }
     }
     objects = by_key(exporter_objects(owner(spec)))
-    assert len(objects) == 15
+    assert len(objects) == 12
     redis = objects["Deployment/shop-redis-exporter"]["spec"]["template"]["spec"]["containers"][0]
     assert redis["env"] == [
         {"name": "REDIS_ADDR", "value": "redis://redis:6379"},
@@ -111,16 +110,12 @@ def test_every_exporter_is_described_and_buildable() -> None:
     ]
     nginx = objects["Deployment/shop-nginx-exporter"]["spec"]["template"]["spec"]["containers"][0]
     assert nginx["args"] == ["--nginx.scrape-uri=http://web:8080/stub_status"]
-    node = objects["DaemonSet/shop-node-exporter"]["spec"]["template"]["spec"]
-    assert node["hostNetwork"] is True and node["hostPID"] is True
-    assert node["containers"][0]["args"][-1] == "--collector.systemd"
-    assert {m["mountPath"] for m in node["containers"][0]["volumeMounts"]} == {
-        "/host/proc",
-        "/host/sys",
-        "/host/root",
-    }
-    assert all(m["readOnly"] for m in node["containers"][0]["volumeMounts"])
-    assert "replicas" not in objects["DaemonSet/shop-node-exporter"]["spec"]
+    # No CR can make the operator run anything on the host: no DaemonSet, no host access.
+    for key, obj in objects.items():
+        assert not key.startswith("DaemonSet/")
+        if obj["kind"] == "Deployment":
+            pod = obj["spec"]["template"]["spec"]
+            assert not {"hostNetwork", "hostPID", "hostIPC", "volumes"} & set(pod), key
 
 
 def test_app_service_and_monitor_with_basic_auth_and_tls() -> None:
@@ -171,7 +166,7 @@ def test_app_can_be_switched_off_without_losing_the_rest() -> None:
 
 
 def test_desired_state_skips_monitoring_kinds_without_their_crds() -> None:
-    objects = desired_objects(owner(POSTGRES), frozenset())
+    objects = desired_objects(owner({**POSTGRES, "dashboards": {"enabled": True}}), frozenset())
     kinds = {o["kind"] for o in objects}
     assert "ServiceMonitor" not in kinds and "PrometheusRule" not in kinds
     assert {"Deployment", "Service", "ConfigMap"} <= kinds
@@ -195,7 +190,7 @@ def test_user_labels_and_annotations_reach_every_object() -> None:
 
 
 def test_dashboard_config_maps_carry_sidecar_label_and_folder() -> None:
-    spec = {"dashboards": {"folder": "Shop", "annotations": {"x": "y"}}}
+    spec = {"dashboards": {"enabled": True, "folder": "Shop", "annotations": {"x": "y"}}}
     maps = [o for o in desired_objects(owner(spec), ALL_MONITORING) if o["kind"] == "ConfigMap"]
     assert len(maps) == 4
     for config_map in maps:
@@ -204,8 +199,8 @@ def test_dashboard_config_maps_carry_sidecar_label_and_folder() -> None:
         assert config_map["metadata"]["annotations"]["x"] == "y"
         (file_name,) = config_map["data"]
         assert file_name.endswith(".json")
-    disabled = desired_objects(owner({"dashboards": {"enabled": False}}), ALL_MONITORING)
-    assert not [o for o in disabled if o["kind"] == "ConfigMap"]
+    by_default = desired_objects(owner({}), ALL_MONITORING)
+    assert not [o for o in by_default if o["kind"] == "ConfigMap"]
 
 
 def test_empty_values_are_not_sent_and_hash_tracks_content() -> None:
@@ -232,3 +227,16 @@ def test_child_names_stay_valid_dns_labels(length: int) -> None:
     assert child_name("x" * length, "postgres-exporter") == name
     if length == 80:
         assert child_name("x" * 79 + "y", "postgres-exporter") != name
+
+
+def test_users_part_of_label_wins_over_ours() -> None:
+    objects = desired_objects(
+        owner({"commonLabels": {"app.kubernetes.io/part-of": "jewelry-shop"}}), ALL_MONITORING
+    )
+    assert {o["metadata"]["labels"]["app.kubernetes.io/part-of"] for o in objects} == {
+        "jewelry-shop"
+    }
+    default = desired_objects(owner({}), ALL_MONITORING)
+    assert {o["metadata"]["labels"]["app.kubernetes.io/part-of"] for o in default} == {
+        "jewelry-monitoring"
+    }

@@ -23,7 +23,14 @@ import pytest
 import yaml
 
 from jewelry_monitoring.builders.common import Owner
-from jewelry_monitoring.builders.dashboards import dashboard_uid, dashboards
+from jewelry_monitoring.builders.dashboards import (
+    JOB_VARIABLES,
+    dashboard_uid,
+    dashboards,
+    file_name,
+    shared_dashboards,
+)
+from jewelry_monitoring.builders.desired import desired_objects
 from jewelry_monitoring.builders.rules import rule_groups
 from jewelry_monitoring.spec import JewelryMonitoringSpec
 
@@ -38,7 +45,6 @@ FULL_SPEC: dict[str, Any] = {
         "redis": {"enabled": True},
         "nginx": {"enabled": True},
         "celery": {"enabled": True, "brokerUrl": {"name": "broker", "key": "url"}},
-        "node": {"enabled": True},
     },
     "slos": {"availability": {"objective": 99.9}, "latency": {"objective": 99}},
 }
@@ -71,10 +77,10 @@ def app_metric_labels() -> dict[str, set[str]]:
     return labels
 
 
-# Scraped from the Debian packages against real servers: prometheus-postgres-exporter 0.11
-# (PostgreSQL 15), prometheus-redis-exporter 1.45 (redis-server 7), prometheus-nginx-exporter
-# 0.11 (nginx stub_status), prometheus-node-exporter 1.5. The images we ship are newer
-# releases of the same exporters, which kept these names.
+# Scraped against real servers from the exporters at the CR's versions (devkit.prometheus):
+# postgres_exporter 0.17.1 (PostgreSQL 15), redis_exporter 1.74.0 (redis-server 7),
+# node_exporter 1.9.1, and Debian's nginx-prometheus-exporter 0.11 (the Go proxy refuses the
+# CR's 1.4.2; see app/METRICS.md).
 EXPORTER_METRICS: dict[str, set[str]] = {
     "postgres": {
         "pg_up",
@@ -221,14 +227,13 @@ def dashboard_exprs(spec: dict[str, Any]) -> list[str]:
     return [expr for model in dashboards(owner(spec)).values() for expr in _exprs_of(model)]
 
 
+def shared_exprs() -> list[str]:
+    return [expr for model in shared_dashboards().values() for expr in _exprs_of(model)]
+
+
 def test_four_dashboards_as_json_with_panels() -> None:
     models = dashboards(owner(FULL_SPEC))
-    assert sorted(models) == [
-        "jewelry-cache.json",
-        "jewelry-database.json",
-        "jewelry-django.json",
-        "jewelry-system.json",
-    ]
+    assert sorted(models) == ["cache", "database", "django", "system"]
     for model in models.values():
         assert json.loads(json.dumps(model)) == model
         assert panels(model)
@@ -244,8 +249,9 @@ def test_four_dashboards_as_json_with_panels() -> None:
 
 
 def test_datasource_variable_is_used_by_every_panel_and_query() -> None:
-    for model in dashboards(owner(FULL_SPEC)).values():
-        [variable] = model["templating"]["list"]
+    models = [*dashboards(owner(FULL_SPEC)).values(), *shared_dashboards().values()]
+    for model in models:
+        variable = model["templating"]["list"][0]
         assert (variable["name"], variable["type"], variable["query"]) == (
             "datasource",
             "datasource",
@@ -260,7 +266,7 @@ def test_datasource_variable_is_used_by_every_panel_and_query() -> None:
 
 
 def test_panel_ids_are_unique_and_panels_fit_the_grid() -> None:
-    for model in dashboards(owner(FULL_SPEC)).values():
+    for model in [*dashboards(owner(FULL_SPEC)).values(), *shared_dashboards().values()]:
         ids = [p["id"] for p in model["panels"]]
         assert len(ids) == len(set(ids))
         for panel in model["panels"]:
@@ -306,7 +312,7 @@ def test_app_disabled_leaves_exporter_dashboards_without_app_jobs() -> None:
         "exporters": {"redis": {"enabled": True}},
     }
     models = dashboards(owner(spec))
-    assert sorted(models) == ["jewelry-cache.json", "jewelry-system.json"]
+    assert sorted(models) == ["cache", "system"]
     exprs = [e for model in models.values() for e in _exprs_of(model)]
     assert not any("app-metrics" in e for e in exprs)
 
@@ -316,28 +322,43 @@ def test_exporter_panels_only_when_the_exporter_is_enabled() -> None:
     for prefix in ("pg_", "redis_", "nginx_", "celery_", "node_"):
         assert prefix not in app_only
     full = " ".join(dashboard_exprs(FULL_SPEC))
-    for prefix in ("pg_", "redis_", "nginx_", "celery_", "node_"):
+    for prefix in ("pg_", "redis_", "nginx_", "celery_"):
         assert prefix in full
+    # Nodes are the cluster's (the chart's node exporter): only the shared dashboards show them.
+    assert "node_" not in full
+    assert "node_" in " ".join(shared_exprs())
 
 
 def test_dashboards_read_the_recording_rules() -> None:
-    used = set().union(*(metric_names(e) for e in dashboard_exprs(FULL_SPEC)))
-    for record in (
-        "job:django_http_requests:rate5m",
-        "job:django_http_responses_5xx:ratio_rate5m",
-        "job:django_http_request_latency_seconds:p95_5m",
-        "job_backend:django_cache_get_hits:ratio_rate5m",
-        "job:django_db_queries:rate5m",
-        "job:jewelry_slo_availability_errors:ratio_rate1h",
-    ):
-        assert record in used
+    for exprs in (dashboard_exprs(FULL_SPEC), shared_exprs()):
+        used = set().union(*(metric_names(e) for e in exprs))
+        for record in (
+            "job:django_http_requests:rate5m",
+            "job:django_http_responses_5xx:ratio_rate5m",
+            "job:django_http_request_latency_seconds:p95_5m",
+            "job_backend:django_cache_get_hits:ratio_rate5m",
+            "job:django_db_queries:rate5m",
+        ):
+            assert record in used
+
+
+@pytest.mark.parametrize("window", ["7d", "28d", "30d"])
+def test_slo_panels_show_every_recorded_window(window: str) -> None:
+    """One query picks every SLO window a CR records, whichever its SLO window is."""
+    spec = {**FULL_SPEC, "slos": {**FULL_SPEC["slos"], "window": window}}
+    [slo_query] = [e for e in dashboard_exprs(spec) if "slo_availability" in e]
+    pattern = re.search(r'__name__=~"([^"]+)"', slo_query).group(1)  # type: ignore[union-attr]
+    slo_records = {r for r in recorded(spec) if "slo_availability" in r}
+    assert len(slo_records) == 7
+    assert all(re.fullmatch(pattern, record) for record in slo_records)
+    assert not re.fullmatch(pattern, "job:django_http_requests:rate5m")
 
 
 def test_every_metric_name_is_recorded_or_measured() -> None:
     allowed = known_metrics() | recorded(FULL_SPEC)
     used = {
         name
-        for expr in rule_exprs(FULL_SPEC) + dashboard_exprs(FULL_SPEC)
+        for expr in rule_exprs(FULL_SPEC) + dashboard_exprs(FULL_SPEC) + shared_exprs()
         for name in metric_names(expr)
     }
     assert used - allowed == set()
@@ -354,7 +375,7 @@ def test_app_queries_group_only_by_labels_the_app_exports() -> None:
     """``by (view)`` on a metric without ``view`` would silently sum everything into one."""
     labels = app_metric_labels()
     checked = 0
-    for expr in rule_exprs(FULL_SPEC) + dashboard_exprs(FULL_SPEC):
+    for expr in rule_exprs(FULL_SPEC) + dashboard_exprs(FULL_SPEC) + shared_exprs():
         names = metric_names(expr)
         if not names or not names <= set(labels):
             continue
@@ -367,8 +388,8 @@ def test_app_queries_group_only_by_labels_the_app_exports() -> None:
 
 
 def test_every_dashboard_query_parses(tmp_path: Path) -> None:
-    """promtool parses each query as a throwaway recording rule."""
-    exprs = sorted(set(dashboard_exprs(FULL_SPEC)))
+    """promtool parses each query (the CR's and the chart's) as a throwaway recording rule."""
+    exprs = sorted(set(dashboard_exprs(FULL_SPEC)) | set(shared_exprs()))
     rules = [
         {"record": f"dashboard:query_{i}:check", "expr": e.replace("$__rate_interval", "5m")}
         for i, e in enumerate(exprs)
@@ -380,6 +401,105 @@ def test_every_dashboard_query_parses(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(rules)} rules found" in result.stdout
+
+
+# --- One set for everyone, per-CR sets that never collide ----------------------------------
+
+
+def config_maps(spec: dict[str, Any], name: str, namespace: str) -> list[dict[str, Any]]:
+    objects = desired_objects(owner(spec, name, namespace), frozenset())
+    return [o for o in objects if o["kind"] == "ConfigMap"]
+
+
+def test_per_cr_dashboards_are_an_opt_in() -> None:
+    assert config_maps(FULL_SPEC, "shop", "jewelry") == []
+    opted_in = config_maps({**FULL_SPEC, "dashboards": {"enabled": True}}, "shop", "jewelry")
+    assert len(opted_in) == 4
+
+
+def test_dashboards_of_different_crs_never_share_a_file_name_or_uid() -> None:
+    """The Grafana sidecar names files after ConfigMap keys, all in one folder by default:
+    two CRs with the same key overwrite each other's dashboard (and flap)."""
+    spec = {**FULL_SPEC, "dashboards": {"enabled": True}}
+    keys: list[str] = []
+    uids: list[str] = []
+    for name, namespace in [("shop", "jewelry"), ("outlet", "jewelry"), ("shop", "staging")]:
+        for config_map in config_maps(spec, name, namespace):
+            [(key, text)] = config_map["data"].items()
+            keys.append(key)
+            uids.append(json.loads(text)["uid"])
+            assert key == f"{json.loads(text)['uid']}.json"
+    assert len(keys) == len(set(keys)) == 12
+    assert len(uids) == len(set(uids)) == 12
+    shared = {file_name(model) for model in shared_dashboards().values()}
+    assert shared.isdisjoint(keys)
+
+
+def test_shared_dashboards_let_the_viewer_pick_namespace_and_jobs() -> None:
+    models = shared_dashboards()
+    assert sorted(models) == ["cache", "database", "django", "system"]
+    for slug, model in models.items():
+        assert model["uid"] == f"jewelry-{slug}"
+        assert file_name(model) == f"jewelry-{slug}.json"
+        assert model["title"] == model["title"].split(" (")[0]  # no CR in the title
+        variables = {v["name"]: v for v in model["templating"]["list"]}
+        assert variables["namespace"]["type"] == "query"
+        assert "label_values(" in variables["namespace"]["query"]
+        for expr in _exprs_of(model):
+            for matchers in re.findall(r"\{([^}]*)\}", expr):
+                if "__name__" in matchers and "job" not in matchers:
+                    continue
+                picked = re.findall(r'(namespace|job)="\$(\w+)"', matchers)
+                assert picked, (slug, expr)
+                for label, variable in picked:
+                    assert variable in variables, (slug, variable)
+                    assert label == "namespace" or variable in JOB_VARIABLES.values()
+    # Every section, whatever any CR enables: SLOs, every exporter, the nodes.
+    text = json.dumps(models)
+    for needle in (
+        "slo_availability",
+        "slo_latency",
+        "pg_up",
+        "redis_up",
+        "nginx_connections_active",
+        "celery_queue_length",
+        "node_load1",
+    ):
+        assert needle in text, needle
+
+
+def test_chart_dashboards_are_generated_from_the_builders() -> None:
+    """charts/jewelry-monitoring/dashboards/ holds exactly what the builders make now."""
+    from devkit.manifests import CHART_DASHBOARDS, REGENERATE, render_chart_dashboards
+
+    committed = {path.name: path.read_text() for path in CHART_DASHBOARDS.glob("*.json")}
+    assert committed == render_chart_dashboards(), (
+        f"the chart's dashboards are stale: regenerate them with `.venv/bin/{REGENERATE}`"
+    )
+
+
+def test_chart_ships_one_config_map_per_dashboard() -> None:
+    from devkit.operator_process import render_chart
+
+    rendered = [o for o in render_chart("jm", "monitoring") if o["kind"] == "ConfigMap"]
+    by_key = {key: (o, text) for o in rendered for key, text in o["data"].items()}
+    models = {file_name(m): m for m in shared_dashboards().values()}
+    assert set(by_key) == set(models)
+    for key, (config_map, text) in by_key.items():
+        assert json.loads(text) == models[key]
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert config_map["metadata"]["annotations"] == {"grafana_folder": "Jewelry"}
+        assert config_map["metadata"]["namespace"] == "monitoring"
+    custom = render_chart(
+        "jm",
+        "monitoring",
+        {"dashboards.namespace": "grafana", "dashboards.labels": {"dash": "yes"}},
+    )
+    moved = [o for o in custom if o["kind"] == "ConfigMap"]
+    assert {o["metadata"]["namespace"] for o in moved} == {"grafana"}
+    assert all(o["metadata"]["labels"]["dash"] == "yes" for o in moved)
+    off = render_chart("jm", "monitoring", {"dashboards.enabled": False})
+    assert not [o for o in off if o["kind"] == "ConfigMap"]
 
 
 # --- Re-measuring the exporter names ------------------------------------------------------
@@ -425,12 +545,15 @@ def _scrape_exporter(
             time.sleep(0.5)
 
 
-EXPORTER_BINARIES = {
-    "postgres": "prometheus-postgres-exporter",
-    "redis": "prometheus-redis-exporter",
-    "nginx": "prometheus-nginx-exporter",
-    "node": "prometheus-node-exporter",
-}
+def _exporter_binary(exporter: str) -> str:
+    from devkit import prometheus as prom
+
+    return {
+        "postgres": prom.POSTGRES_EXPORTER,
+        "redis": prom.REDIS_EXPORTER,
+        "nginx": prom.NGINX_EXPORTER,
+        "node": prom.NODE_EXPORTER,
+    }[exporter]
 
 
 @pytest.mark.services
@@ -438,9 +561,9 @@ EXPORTER_BINARIES = {
 def test_exporters_really_export_the_inventoried_names(exporter: str) -> None:
     from devkit.services import free_port, nginx_service, postgres_service, redis_service
 
-    binary = shutil.which(EXPORTER_BINARIES[exporter])
-    if binary is None:
-        pytest.fail(f"{EXPORTER_BINARIES[exporter]} is not installed: run tests/toolchain/setup")
+    binary = _exporter_binary(exporter)
+    if not shutil.which(binary):
+        pytest.fail(f"{binary} is not installed: run tests/toolchain/setup")
     port = free_port()
     listen = f"127.0.0.1:{port}"
     names: set[str]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,9 +92,28 @@ def test_missing_prometheus_operator_crds_degrade_then_recover(
         )
         assert "servicemonitors.monitoring.coreos.com" in condition(cr, "Degraded")["message"]
         assert condition(cr, "Ready")["status"] == "True"
-        deployments = client.CoreV1Api(api).list_namespaced_config_map(namespace).items
-        assert len([d for d in deployments if d.metadata.name.startswith("shop-dashboard-")]) == 4
+        services = client.CoreV1Api(api).list_namespaced_service(namespace).items
+        assert [s.metadata.name for s in services] == ["shop-app-metrics"]
         assert operator.alive()
+
+        # In this mode each reconcile asks for another in 15 s. Events must not each add a
+        # retry timer of their own (the reconcile rate grew with every event and resync).
+        start = audit_position(plane.audit_log)
+        touches = 5
+        for touch in range(touches):
+            CustomApi(api).patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                "shop",
+                {"metadata": {"labels": {"t": str(touch)}}},
+            )
+            time.sleep(1)
+        time.sleep(25)
+        reconciles = _cr_reads(plane.audit_log, start, namespace, "shop")
+        print(f"{reconciles} reconciles for {touches} touches in {touches + 25}s")
+        assert touches <= reconciles <= touches + 2
 
         started = time.monotonic()
         apply_crds(api, prometheus_operator_crds())
@@ -104,6 +124,57 @@ def test_missing_prometheus_operator_crds_degrade_then_recover(
             "prometheusrules/shop-rules",
         }
         print(f"monitoring objects appeared {recovered:.1f}s after the CRDs were installed")
+    finally:
+        operator.stop()
+
+
+def _cr_reads(audit_log: Path, start: int, namespace: str, name: str) -> int:
+    """How many times the operator read the CR: once per reconcile."""
+    count = 0
+    for line in audit_log.read_text().splitlines()[start:]:
+        entry = json.loads(line)
+        ref = entry.get("objectRef", {})
+        count += (
+            entry.get("user", {}).get("username") == SA_USER
+            and entry.get("stage") == "ResponseComplete"
+            and entry.get("verb") == "get"
+            and ref.get("resource") == "jewelrymonitorings"
+            and ref.get("subresource") is None
+            and (ref.get("namespace"), ref.get("name")) == (namespace, name)
+        )
+    return count
+
+
+def test_reconcile_that_keeps_failing_says_so_in_status(
+    own_plane: tuple[ControlPlane, client.ApiClient], tmp_path: Path
+) -> None:
+    """A reconcile that raises (here: RBAC refuses reading CRDs) still ends in the status:
+    Ready=False, reason=ReconcileError with the error, and recovers once the cause is gone."""
+    plane, api = own_plane
+    apply_crds(api, sorted((CHART / "crds").glob("*.yaml")))
+    apply_crds(api, prometheus_operator_crds())
+    operator = _start(plane, api, tmp_path / "operator.log")
+    rbac = client.RbacAuthorizationV1Api(api)
+    role_name = "jm-jewelry-monitoring-cluster"
+    role = rbac.read_cluster_role(role_name)
+    granted = api.sanitize_for_serialization(role.rules)
+    crd_rule = next(r for r in granted if "customresourcedefinitions" in r["resources"])
+    crd_rule["verbs"] = ["list", "watch"]  # no "get": every reconcile now raises a 403
+    rbac.patch_cluster_role(role_name, {"rules": granted})
+    try:
+        namespace = _namespace(api, "shop")
+        _create_cr(api, namespace, "shop")
+        cr = wait_condition(api, namespace, "shop", "Ready", "False", "ReconcileError")
+        message = condition(cr, "Ready")["message"]
+        assert "403" in message and "customresourcedefinitions" in message, message
+        events = client.CoreV1Api(api).list_namespaced_event(namespace).items
+        assert [e.reason for e in events if e.type == "Warning"] == ["ReconcileError"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{operator.liveness_port}/healthz") as reply:
+            assert reply.status == 200  # failing is not stuck: no restart needed
+
+        crd_rule["verbs"] = ["get", "list", "watch"]
+        rbac.patch_cluster_role(role_name, {"rules": granted})
+        wait_condition(api, namespace, "shop", "Ready", "True", timeout=90)
     finally:
         operator.stop()
 
@@ -303,29 +374,34 @@ def test_a_leader_that_loses_its_lease_stops_writing_until_it_leads_again(
         wait_for(lambda: "lost lease" in leader.logs(), timeout=30, what="the loss noticed")
         assert "jewelry_monitoring_leader 0.0" in leader.metrics()
         since = audit_position(plane.audit_log)
-        _disable_dashboards(api, namespace, "first")
+        _enable_redis_exporter(api, namespace, "first")
         time.sleep(5)
         assert _writes_by_pod(plane.audit_log, since) == []  # not even a Lease update
-        assert _dashboards(api, namespace) == 4
+        assert _deployments(api, namespace) == []
 
         leases.patch_namespaced_lease(
             replicas.lease_name, "jm-system", {"spec": {"holderIdentity": ""}}
         )
-        wait_for(lambda: _dashboards(api, namespace) == 0, timeout=30, what="the catch-up")
+        wait_for(
+            lambda: _deployments(api, namespace) == ["first-redis-exporter"],
+            timeout=30,
+            what="the catch-up",
+        )
         assert "jewelry_monitoring_leader 1.0" in leader.metrics()
     finally:
         replicas.stop()
 
 
-def _disable_dashboards(api: client.ApiClient, namespace: str, name: str) -> None:
+def _enable_redis_exporter(api: client.ApiClient, namespace: str, name: str) -> None:
+    spec = {"exporters": {"redis": {"enabled": True}}}
     CustomApi(api).patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name, {"spec": {"dashboards": {"enabled": False}}}
+        GROUP, VERSION, namespace, PLURAL, name, {"spec": spec}
     )
 
 
-def _dashboards(api: client.ApiClient, namespace: str) -> int:
-    maps = client.CoreV1Api(api).list_namespaced_config_map(namespace).items
-    return len([m for m in maps if "-dashboard-" in m.metadata.name])
+def _deployments(api: client.ApiClient, namespace: str) -> list[str]:
+    items = client.AppsV1Api(api).list_namespaced_deployment(namespace).items
+    return [d.metadata.name for d in items]
 
 
 class Replicas:
@@ -422,7 +498,7 @@ def test_chart_rbac_grants_only_what_the_operator_uses(
         "rbac",
         {
             "spec": {
-                "exporters": {"node": {"enabled": False}, "redis": {"enabled": False}},
+                "exporters": {"redis": {"enabled": False}},
                 "dashboards": {"enabled": False},
             }
         },

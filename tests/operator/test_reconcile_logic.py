@@ -172,3 +172,18 @@ def test_lease_specs_follow_client_go() -> None:
     released = released_spec(taken, "t3")
     assert released["holderIdentity"] == "" and released["leaseDurationSeconds"] == 1
     assert released["leaseTransitions"] == 1
+
+
+def test_subset_compares_quantities_by_value_and_omitted_zero_values() -> None:
+    """What the API server stores for what we apply is up to date: it rewrites quantities
+    ("0.5" -> "500m", "1024Mi" -> "1Gi") and omits empty strings and false."""
+    wanted = {"resources": {"requests": {"cpu": "0.5", "memory": "1024Mi"}}}
+    stored = {"resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}
+    assert is_subset(wanted, stored)
+    assert not is_subset(wanted, {"resources": {"requests": {"cpu": "600m", "memory": "1Gi"}}})
+    # Only resource amounts are quantities: elsewhere "0.5" and "500m" differ.
+    assert not is_subset({"args": ["0.5"]}, {"args": ["500m"]})
+    assert not is_subset({"value": "0.5"}, {"value": "500m"})
+    toleration = {"tolerations": [{"key": "k", "operator": "Exists", "effect": ""}]}
+    assert is_subset(toleration, {"tolerations": [{"key": "k", "operator": "Exists"}]})
+    assert not is_subset({"a": "x"}, {})

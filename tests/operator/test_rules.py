@@ -10,22 +10,27 @@ from prometheus_client.utils import floatToGoString
 
 from jewelry_monitoring.builders.common import Owner
 from jewelry_monitoring.builders.rules import (
-    BURN_WINDOWS,
     CATALOG,
     KNOWN_ALERTS,
-    burn_rate_factor,
+    burn_windows,
     error_budget,
+    format_duration,
     le_matcher,
     rule_groups,
+    slo_windows,
 )
-from jewelry_monitoring.spec import EXPORTER_NAMES, JewelryMonitoringSpec, semantic_problems
+from jewelry_monitoring.spec import (
+    EXPORTER_NAMES,
+    JewelryMonitoringSpec,
+    duration_seconds,
+    semantic_problems,
+)
 
 ALL_EXPORTERS = {
     "postgres": {"enabled": True, "dataSource": {"name": "pg", "key": "dsn"}},
     "redis": {"enabled": True},
     "nginx": {"enabled": True},
     "celery": {"enabled": True, "brokerUrl": {"name": "broker", "key": "url"}},
-    "node": {"enabled": True},
 }
 SLOS = {"availability": {"objective": 99.9}, "latency": {"objective": 99, "thresholdSeconds": 0.5}}
 
@@ -60,19 +65,52 @@ def only(groups: list[dict[str, Any]], name: str) -> dict[str, Any]:
 
 
 def test_high_error_rate_reads_like_a_handwritten_rule() -> None:
+    selector = 'namespace="jewelry",job="shop-app-metrics"'
     assert only(rule_groups(owner()), "HighErrorRate") == {
         "alert": "HighErrorRate",
-        "expr": 'job:django_http_responses_5xx:ratio_rate5m{namespace="jewelry",'
-        'job="shop-app-metrics"} > 0.05',
+        "expr": f"job:django_http_responses_5xx:ratio_rate5m{{{selector}}} > 0.05\nand\n"
+        f"job:django_http_responses:rate5m{{{selector}}} > 0.1",
         "for": "5m",
         "labels": {"severity": "critical"},
         "annotations": {
             "summary": "High share of 5xx responses",
             "description": "More than 0.05 of the responses of {{ $labels.job }} in "
-            "{{ $labels.namespace }} are server errors (5xx) over the last 5 minutes.",
+            "{{ $labels.namespace }} are server errors (5xx) over the last 5 minutes, at more "
+            "than 0.1 responses per second.",
             "runbook_url": "https://runbooks.jewelry.example/alerts/higherrorrate",
         },
     }
+
+
+def test_high_error_rate_request_floor_is_configurable() -> None:
+    rule = only(rule_groups(owner({"alerts": {"minRequestRate": 2.5}})), "HighErrorRate")
+    assert rule["expr"].endswith(
+        'job:django_http_responses:rate5m{namespace="jewelry",job="shop-app-metrics"} > 2.5'
+    )
+    assert "more than 2.5 responses per second" in rule["annotations"]["description"]
+    unfloored = only(rule_groups(owner({"alerts": {"minRequestRate": 0}})), "HighErrorRate")
+    assert unfloored["expr"].endswith("> 0")
+
+
+def test_django_target_down_warns_on_a_fraction_and_pages_only_when_all_are_down() -> None:
+    selector = 'namespace="jewelry",job="shop-app-metrics"'
+    some, every = alerts(rule_groups(owner()))["DjangoTargetDown"]
+    assert (some["labels"], every["labels"]) == (
+        {"severity": "warning", "targets": "some"},
+        {"severity": "critical", "targets": "all"},
+    )
+    assert some["expr"] == (
+        f"(\n  count by (namespace, job) (up{{{selector}}} == 0)\n  /\n"
+        f"  count by (namespace, job) (up{{{selector}}})\n) > 0.1"
+    )
+    assert every["expr"] == (
+        f"sum by (namespace, job) (up{{{selector}}}) == 0 or absent(up{{{selector}}})"
+    )
+    # The fraction is the overridable threshold; "all of them" is not a matter of degree.
+    spec = {"alerts": {"overrides": {"DjangoTargetDown": {"threshold": 0.5}}}}
+    some_50, every_again = alerts(rule_groups(owner(spec)))["DjangoTargetDown"]
+    assert some_50["expr"].endswith(") > 0.5")
+    assert every_again == every
 
 
 def test_the_5xx_ratio_it_reads_is_recorded_from_the_real_status_counter() -> None:
@@ -160,9 +198,10 @@ def test_disabled_override_drops_only_that_alert() -> None:
 
 
 def test_threshold_override_is_ignored_by_alerts_without_threshold() -> None:
-    spec = {"alerts": {"overrides": {"DjangoTargetDown": {"threshold": 3}}}}
-    assert only(rule_groups(owner(spec)), "DjangoTargetDown") == only(
-        rule_groups(owner()), "DjangoTargetDown"
+    spec = {"alerts": {"overrides": {"PostgresDown": {"threshold": 3}}}}
+    with_override = owner({**spec, "exporters": ALL_EXPORTERS})
+    assert only(rule_groups(with_override), "PostgresDown") == only(
+        rule_groups(owner({"exporters": ALL_EXPORTERS})), "PostgresDown"
     )
 
 
@@ -227,8 +266,11 @@ def test_two_crs_never_see_each_others_series() -> None:
 
 
 def test_known_alerts_lists_catalog_and_slo_alerts_once() -> None:
+    # Rows sharing a name are one alert with several rules: their labels tell them apart.
+    rows = [(alert.name, alert.labels) for alert in CATALOG]
+    assert len(rows) == len(set(rows))
     names = [alert.name for alert in CATALOG]
-    assert len(names) == len(set(names))
+    assert [name for name in set(names) if names.count(name) > 1] == ["DjangoTargetDown"]
     assert frozenset(names) | {"JewelryAvailabilityBudgetBurn", "JewelryLatencyBudgetBurn"} == (
         KNOWN_ALERTS
     )
@@ -247,7 +289,6 @@ def test_known_alerts_lists_catalog_and_slo_alerts_once() -> None:
         "NginxDown",
         "NginxDroppedConnections",
         "CeleryTaskFailures",
-        "NodeFilesystemAlmostFull",
     ]:
         assert required in KNOWN_ALERTS
 
@@ -263,16 +304,76 @@ def test_unknown_override_name_is_rejected_known_ones_accepted() -> None:
 # --- SLOs ---------------------------------------------------------------------------------
 
 
+# The SRE workbook's table ("Alerting on SLOs", for a 30-day SLO): budget consumed, long
+# window, short window, burn-rate factor, page or ticket.
+WORKBOOK = [
+    (0.02, "1h", "5m", 14.4, "critical"),
+    (0.05, "6h", "30m", 6, "critical"),
+    (0.10, "1d", "2h", 3, "warning"),
+    (0.10, "3d", "6h", 1, "warning"),
+]
+
+
+def test_burn_windows_are_the_workbook_table_for_30_days() -> None:
+    assert [
+        (b.budget_fraction, b.long, b.short, b.factor, b.severity) for b in burn_windows("30d")
+    ] == WORKBOOK
+
+
 @pytest.mark.parametrize(
-    ("window", "factors"),
+    ("window", "longs", "shorts"),
     [
-        ("30d", [14.4, 6, 3, 1]),  # the SRE workbook's table
-        ("28d", [13.44, 5.6, 2.8, 0.933333]),
-        ("7d", [3.36, 1.4, 0.7, 0.233333]),
+        ("28d", ["56m", "5h36m", "22h24m", "2d19h12m"], ["5m", "28m", "1h52m", "5h36m"]),
+        ("7d", ["14m", "1h24m", "5h36m", "16h48m"], ["5m", "7m", "28m", "1h24m"]),
     ],
 )
-def test_burn_rate_factors(window: str, factors: list[float]) -> None:
-    assert [burn_rate_factor(window, burn) for burn in BURN_WINDOWS] == factors
+def test_burn_windows_of_other_slo_windows_spend_the_same_budget_share(
+    window: str, longs: list[str], shorts: list[str]
+) -> None:
+    """Budget share spent before an alert fires is the invariant; no factor below 1.
+
+    With the 30-day windows kept, a 7-day SLO would get factors 3.36/1.4/0.7/0.23 (the bug):
+    tickets for burning slower than the budget allows. Scaled windows keep the factors.
+    """
+    burns = burn_windows(window)
+    assert [b.long for b in burns] == longs
+    assert [b.short for b in burns] == shorts
+    for burn, (fraction, _, _, factor, severity) in zip(burns, WORKBOOK, strict=True):
+        assert burn.severity == severity
+        assert burn.factor == factor
+        spent = burn.factor * duration_seconds(burn.long) / duration_seconds(window)
+        assert spent == pytest.approx(fraction)
+        assert duration_seconds(burn.short) >= 300
+        assert burn.factor >= 1
+
+
+def test_slo_recording_windows_follow_the_slo_window() -> None:
+    assert slo_windows("30d") == ["5m", "30m", "1h", "2h", "6h", "1d", "3d"]
+    names = records(rule_groups(owner({"slos": {**SLOS, "window": "7d"}})))
+    for window in slo_windows("7d"):
+        assert f"job:jewelry_slo_availability_errors:ratio_rate{window}" in names
+    assert "job:jewelry_slo_availability_errors:ratio_rate3d" not in names
+
+
+def test_seven_day_slo_alerts_use_scaled_windows_and_full_factors() -> None:
+    spec = {"slos": {"window": "7d", "availability": {"objective": 99.9}}}
+    burn = alerts(rule_groups(owner(spec)))["JewelryAvailabilityBudgetBurn"]
+    selector = 'namespace="jewelry",job="shop-app-metrics"'
+    assert burn[3]["expr"] == (
+        f"job:jewelry_slo_availability_errors:ratio_rate16h48m{{{selector}}} > (1 * 0.001)\n"
+        "and\n"
+        f"job:jewelry_slo_availability_errors:ratio_rate1h24m{{{selector}}} > (1 * 0.001)"
+    )
+    assert [r["labels"]["long_window"] for r in burn] == ["14m", "1h24m", "5h36m", "16h48m"]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(300, "5m"), (3600, "1h"), (86400, "1d"), (241_920, "2d19h12m"), (5040, "1h24m")],
+)
+def test_format_duration_round_trips(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+    assert duration_seconds(text) == seconds
 
 
 def test_error_budget() -> None:
@@ -356,3 +457,12 @@ def test_le_matcher_matches_both_spellings_of_a_bucket(
     prometheus3_spelling = format(bucket, "g")
     assert re.fullmatch(pattern, prometheus3_spelling)
     assert not re.fullmatch(pattern, client_spelling + "5")
+
+
+def test_chart_node_exporter_rules_are_generated_from_the_builders() -> None:
+    """charts/jewelry-monitoring/rules/node-exporter.yaml is what the builders make now."""
+    from devkit.manifests import CHART_NODE_RULES, REGENERATE, render_chart_node_rules
+
+    assert CHART_NODE_RULES.read_text() == render_chart_node_rules(), (
+        f"the chart's node exporter rules are stale: regenerate them with `.venv/bin/{REGENERATE}`"
+    )

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from jewelry_monitoring.builders.common import Owner
-from jewelry_monitoring.builders.rules import KNOWN_ALERTS, rule_groups
+from jewelry_monitoring.builders.rules import KNOWN_ALERTS, NODE_CATALOG, rule_groups
 from jewelry_monitoring.spec import JewelryMonitoringSpec
 
 PROMTOOL = Path("/usr/bin/promtool")  # from Debian's prometheus, installed by tests/toolchain/setup
@@ -26,7 +26,9 @@ PROMTOOL = Path("/usr/bin/promtool")  # from Debian's prometheus, installed by t
 NAMESPACE = "jewelry"
 JOBS = {
     "app": "shop-app-metrics",
-    **{e: f"shop-{e}-exporter" for e in ("postgres", "redis", "nginx", "celery", "node")},
+    **{e: f"shop-{e}-exporter" for e in ("postgres", "redis", "nginx", "celery")},
+    # The chart's node exporter, released as "jm" into the same namespace.
+    "node": "jm-jewelry-monitoring-node-exporter",
 }
 INSTANCE = "10.0.0.7:9000"
 
@@ -37,7 +39,6 @@ FULL_SPEC: dict[str, Any] = {
         "redis": {"enabled": True},
         "nginx": {"enabled": True},
         "celery": {"enabled": True, "brokerUrl": {"name": "broker", "key": "url"}},
-        "node": {"enabled": True},
     },
     # 1.0 on purpose: prometheus_client exposes that bucket as le="1.0".
     "slos": {
@@ -82,6 +83,8 @@ class Case:
     series: list[dict[str, str]]
     labels: list[dict[str, str]] = field(default_factory=list)  # empty: must not fire
     interval: str = "1m"
+    # Of an alert with several rules, the ones expected to fire: those carrying these labels.
+    rules: dict[str, str] = field(default_factory=dict)
 
 
 def _buckets(metric: str, view_labels: dict[str, str], counts: dict[str, int], n: int) -> list:
@@ -102,14 +105,32 @@ def _target_down_cases(alert: str, component: str) -> list[Case]:
     return [
         Case(alert, "10m", [s("up", component, "0x15")], [inst(component)]),
         # No target at all: absent() still reports the job.
-        Case(
-            alert,
-            "10m",
-            [s("up", "app" if component != "app" else "node", "1x15")],
-            [job(component)],
-        ),
+        Case(alert, "10m", [s("up", "app", "1x15")], [job(component)]),
         Case(alert, "10m", [s("up", component, "1x15")]),
     ]
+
+
+def _pods_up(states: str) -> list[dict[str, str]]:
+    """``up`` of one app target per character of ``states`` ("1" up, "0" down)."""
+    return [
+        s("up", "app", f"{state}x15", instance=f"10.0.0.{index}:8000")
+        for index, state in enumerate(states)
+    ]
+
+
+ALL = {"targets": "all"}
+SOME = {"targets": "some"}
+DJANGO_TARGET_DOWN_CASES = [
+    # One pod of two down: a ticket (half the targets), not a page.
+    Case("DjangoTargetDown", "10m", _pods_up("10"), [job("app")], rules=SOME),
+    # Every pod down: the page, and the ticket it inhibits in Alertmanager.
+    Case("DjangoTargetDown", "10m", _pods_up("000"), [job("app")]),
+    # No target at all: absent() pages.
+    Case("DjangoTargetDown", "10m", [s("up", "postgres", "1x15")], [job("app")], rules=ALL),
+    # One pod of twenty is below the 0.1 share: nothing.
+    Case("DjangoTargetDown", "10m", _pods_up("0" + "1" * 19)),
+    Case("DjangoTargetDown", "10m", _pods_up("111")),
+]
 
 
 def _slo_cases(alert: str, bad: list[dict[str, str]], good: list[dict[str, str]]) -> list[Case]:
@@ -125,10 +146,9 @@ def _slo_cases(alert: str, bad: list[dict[str, str]], good: list[dict[str, str]]
 
 
 N = 372  # 31 hours of 5m samples
-FS = {"device": "/dev/sda1", "fstype": "ext4", "mountpoint": "/"}
 
 CASES: list[Case] = [
-    *_target_down_cases("DjangoTargetDown", "app"),
+    *DJANGO_TARGET_DOWN_CASES,
     *(
         case
         for component, alert in [
@@ -136,7 +156,6 @@ CASES: list[Case] = [
             ("redis", "RedisExporterDown"),
             ("nginx", "NginxExporterDown"),
             ("celery", "CeleryExporterDown"),
-            ("node", "NodeExporterDown"),
         ]
         for case in _target_down_cases(alert, component)
     ),
@@ -150,6 +169,20 @@ CASES: list[Case] = [
         "HighErrorRate",
         "15m",
         [s(RESP, "app", "0+1x20", status="500"), s(RESP, "app", "0+100x20", status="200")],
+    ),
+    # A quiet app: one 5xx a minute out of two responses is half of them, but at 1/30
+    # responses per second it is below the 0.1/s floor and must not page.
+    Case(
+        "HighErrorRate",
+        "15m",
+        [s(RESP, "app", "0+1x20", status="500"), s(RESP, "app", "0+1x20", status="200")],
+    ),
+    # Just above the floor (12 responses a minute = 0.2/s), the same share pages.
+    Case(
+        "HighErrorRate",
+        "15m",
+        [s(RESP, "app", "0+6x20", status="500"), s(RESP, "app", "0+6x20", status="200")],
+        [job("app")],
     ),
     Case(
         "SlowRequests",
@@ -348,6 +381,31 @@ CASES: list[Case] = [
         "20m",
         [s("celery_queue_length", "celery", "5x30", queue_name="celery")],
     ),
+    *_slo_cases(
+        "JewelryAvailabilityBudgetBurn",
+        [s(RESP, "app", f"0+300x{N}", status=st) for st in ("500", "200")],
+        [s(RESP, "app", f"0x{N}", status="500"), s(RESP, "app", f"0+300x{N}", status="200")],
+    ),
+    *_slo_cases(
+        "JewelryLatencyBudgetBurn",
+        [
+            s(f"{HTTP_LAT}_bucket", "app", f"0+150x{N}", **VIEW, le="1.0"),
+            s(f"{HTTP_LAT}_bucket", "app", f"0+300x{N}", **VIEW, le="+Inf"),
+            s(f"{HTTP_LAT}_count", "app", f"0+300x{N}", **VIEW),
+        ],
+        [
+            s(f"{HTTP_LAT}_bucket", "app", f"0+300x{N}", **VIEW, le="1.0"),
+            s(f"{HTTP_LAT}_bucket", "app", f"0+300x{N}", **VIEW, le="+Inf"),
+            s(f"{HTTP_LAT}_count", "app", f"0+300x{N}", **VIEW),
+        ],
+    ),
+]
+
+FS = {"device": "/dev/sda1", "fstype": "ext4", "mountpoint": "/"}
+
+# The alerts the chart ships with its node exporter (rules.NODE_CATALOG).
+NODE_CASES: list[Case] = [
+    *_target_down_cases("NodeExporterDown", "node"),
     Case(
         "NodeFilesystemAlmostFull",
         "20m",
@@ -391,24 +449,6 @@ CASES: list[Case] = [
             s("node_memory_MemTotal_bytes", "node", "100x20"),
         ],
     ),
-    *_slo_cases(
-        "JewelryAvailabilityBudgetBurn",
-        [s(RESP, "app", f"0+300x{N}", status=st) for st in ("500", "200")],
-        [s(RESP, "app", f"0x{N}", status="500"), s(RESP, "app", f"0+300x{N}", status="200")],
-    ),
-    *_slo_cases(
-        "JewelryLatencyBudgetBurn",
-        [
-            s(f"{HTTP_LAT}_bucket", "app", f"0+150x{N}", **VIEW, le="1.0"),
-            s(f"{HTTP_LAT}_bucket", "app", f"0+300x{N}", **VIEW, le="+Inf"),
-            s(f"{HTTP_LAT}_count", "app", f"0+300x{N}", **VIEW),
-        ],
-        [
-            s(f"{HTTP_LAT}_bucket", "app", f"0+300x{N}", **VIEW, le="1.0"),
-            s(f"{HTTP_LAT}_bucket", "app", f"0+300x{N}", **VIEW, le="+Inf"),
-            s(f"{HTTP_LAT}_count", "app", f"0+300x{N}", **VIEW),
-        ],
-    ),
 ]
 
 _LABEL_REF = re.compile(r"\{\{ \$labels\.(\w+) \}\}")
@@ -422,8 +462,9 @@ def render(template: str, labels: dict[str, str]) -> str:
 def expected_alerts(case: Case, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One expected alert per (firing labels, rule of that name), annotations rendered."""
     expected = []
+    chosen = [rule for rule in rules if case.rules.items() <= rule["labels"].items()]
     for labels in case.labels:
-        for rule in rules:
+        for rule in chosen:
             alert_labels = {**labels, **rule["labels"]}
             annotations = {
                 key: render(text, alert_labels) for key, text in rule["annotations"].items()
@@ -459,6 +500,31 @@ def run_promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(PROMTOOL), *args], cwd=cwd, capture_output=True, text=True, timeout=300
     )
+
+
+def promtool_test_rules(
+    rules_file: Path, cases: list[Case], evaluation_interval: str, test_name: str = "test.yaml"
+) -> None:
+    """``promtool test rules`` of ``cases`` against the groups in ``rules_file``."""
+    groups = yaml.safe_load(rules_file.read_text())["groups"]
+    (rules_file.parent / test_name).write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [rules_file.name],
+                "evaluation_interval": evaluation_interval,
+                "tests": promtool_tests(groups, cases),
+            },
+            sort_keys=False,
+        )
+    )
+    result = run_promtool("test", "rules", test_name, cwd=rules_file.parent)
+    assert result.returncode == 0, f"{test_name}:\n{result.stdout}\n{result.stderr}"
+
+
+def write_rules(groups: list[dict[str, Any]], directory: Path) -> Path:
+    path = directory / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -510,32 +576,18 @@ def test_promtool_accepts_other_specs(spec: dict[str, Any], tmp_path: Path) -> N
     cr = Owner(
         name="shop", namespace=NAMESPACE, uid="u", spec=JewelryMonitoringSpec.model_validate(spec)
     )
-    path = tmp_path / "rules.yaml"
-    path.write_text(yaml.safe_dump({"groups": rule_groups(cr)}, sort_keys=False))
+    path = write_rules(rule_groups(cr), tmp_path)
     result = run_promtool("check", "rules", path.name, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_promtool_unit_tests_of_every_alert(rules_file: Path) -> None:
-    groups = yaml.safe_load(rules_file.read_text())["groups"]
     # SLO cases span three days: evaluating them every 5m keeps promtool fast; the rest use 1m.
     for name, cases, evaluation_interval in [
         ("alerts_test.yaml", [c for c in CASES if c.interval == "1m"], "1m"),
         ("slo_test.yaml", [c for c in CASES if c.interval == "5m"], "5m"),
     ]:
-        test_file = rules_file.parent / name
-        test_file.write_text(
-            yaml.safe_dump(
-                {
-                    "rule_files": [rules_file.name],
-                    "evaluation_interval": evaluation_interval,
-                    "tests": promtool_tests(groups, cases),
-                },
-                sort_keys=False,
-            )
-        )
-        result = run_promtool("test", "rules", name, cwd=rules_file.parent)
-        assert result.returncode == 0, f"{name}:\n{result.stdout}\n{result.stderr}"
+        promtool_test_rules(rules_file, cases, evaluation_interval, name)
 
 
 def test_slo_firing_case_expects_all_four_window_pairs(rules_file: Path) -> None:
@@ -557,3 +609,48 @@ def test_slo_firing_case_expects_all_four_window_pairs(rules_file: Path) -> None
         ("warning", "1d", "2h"),
         ("warning", "3d", "6h"),
     ]
+
+
+def test_seven_day_slo_pages_on_fast_burn_and_never_inside_the_budget(tmp_path: Path) -> None:
+    """A 7-day SLO: burning at half the sustainable rate keeps every alert silent.
+
+    With the 30-day windows and budget shares (factor 0.23 for the 3-day ticket) the slow
+    burn opened a ticket although the budget would last the whole window.
+    """
+    spec = {**FULL_SPEC, "slos": {"window": "7d", "availability": {"objective": 99.9}}}
+    cr = Owner(
+        name="shop", namespace=NAMESPACE, uid="u", spec=JewelryMonitoringSpec.model_validate(spec)
+    )
+    rules_file = write_rules(rule_groups(cr), tmp_path)
+    alert = "JewelryAvailabilityBudgetBurn"
+    half_burn = [  # 1 bad in 2001: 0.0005, half the 0.001 budget
+        s(RESP, "app", f"0+1x{N}", status="500"),
+        s(RESP, "app", f"0+2000x{N}", status="200"),
+    ]
+    fast_burn = [s(RESP, "app", f"0+300x{N}", status=st) for st in ("500", "200")]
+    cases = [
+        Case(alert, "30h", half_burn, interval="5m"),
+        Case(alert, "30h", fast_burn, [job("app")], interval="5m"),
+    ]
+    promtool_test_rules(rules_file, cases, "5m")
+    fired = promtool_tests(rule_groups(cr), cases)[1]["alert_rule_test"][0]["exp_alerts"]
+    assert [a["exp_labels"]["long_window"] for a in fired] == ["14m", "1h24m", "5h36m", "16h48m"]
+
+
+def test_the_charts_node_exporter_alerts(tmp_path: Path) -> None:
+    """The PrometheusRule the chart renders for its node exporter: every alert of
+    rules.NODE_CATALOG fires on its case and stays quiet on the other."""
+    from devkit.operator_process import render_chart
+
+    values = {"nodeExporter.enabled": True, "nodeExporter.prometheusRule.enabled": True}
+    rendered = render_chart("jm", NAMESPACE, values)
+    [rule] = [o for o in rendered if o["kind"] == "PrometheusRule"]
+    groups = rule["spec"]["groups"]
+    names = {alert.name for alert in NODE_CATALOG}
+    assert {case.alert for case in NODE_CASES if case.labels} == names
+    assert {case.alert for case in NODE_CASES if not case.labels} == names
+    assert not names & KNOWN_ALERTS  # not a CR's alerts any more
+    rules_file = write_rules(groups, tmp_path)
+    result = run_promtool("check", "rules", rules_file.name, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    promtool_test_rules(rules_file, NODE_CASES, "1m")

@@ -8,12 +8,20 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from jewelry_monitoring.builders.common import Owner, standard_labels
 from jewelry_monitoring.builders.rules import KNOWN_ALERTS
+from jewelry_monitoring.config import load
 from jewelry_monitoring.crd import build_crd
 from jewelry_monitoring.spec import (
     LATENCY_BUCKETS,
+    OPERATOR_LABELS,
     JewelryMonitoringSpec,
+    default_image_repositories,
     duration_seconds,
+    image_allowed,
+    image_repository,
+    name_problems,
+    quantity_value,
     secret_refs,
     semantic_problems,
 )
@@ -44,6 +52,8 @@ def test_defaults_follow_the_design_document() -> None:
     assert spec.exporters.postgres.interval == "30s"
     assert not spec.exporters.enabled()
     assert spec.dashboards.labels == {"grafana_dashboard": "1"}
+    assert spec.dashboards.enabled is False  # the chart's shared dashboards cover every CR
+    assert spec.alerts.min_request_rate == 0.1
 
 
 def test_schema_carries_defaults_and_validation_for_the_server() -> None:
@@ -136,3 +146,240 @@ def test_latency_buckets_are_the_apps() -> None:
 )
 def test_duration_seconds(duration: str, seconds: float) -> None:
     assert duration_seconds(duration) == seconds
+
+
+def test_operator_labels_in_user_label_maps_are_rejected_by_name() -> None:
+    spec = parse(
+        {
+            "commonLabels": {"app.kubernetes.io/instance": "x", "team": "gems"},
+            "monitorLabels": {"monitoring.jewelry.io/owner": "y", "release": "kps"},
+            "dashboards": {"labels": {"app.kubernetes.io/managed-by": "me"}},
+        }
+    )
+    assert semantic_problems(spec, KNOWN_ALERTS) == [
+        "commonLabels sets app.kubernetes.io/instance: the operator sets these labels itself "
+        "to find and select its objects; remove them",
+        "monitorLabels sets monitoring.jewelry.io/owner: the operator sets these labels "
+        "itself to find and select its objects; remove them",
+        "dashboards.labels sets app.kubernetes.io/managed-by: the operator sets these labels "
+        "itself to find and select its objects; remove them",
+    ]
+    # part-of is descriptive, not used to select: the user's value is honoured.
+    assert (
+        semantic_problems(
+            parse({"commonLabels": {"app.kubernetes.io/part-of": "jewelry-shop"}}), KNOWN_ALERTS
+        )
+        == []
+    )
+
+
+def test_operator_labels_are_exactly_those_the_builders_set_besides_part_of() -> None:
+    owner = Owner(name="shop", namespace="ns", uid="u", spec=parse({}))
+    assert set(standard_labels(owner, "rules")) - {"app.kubernetes.io/part-of"} == OPERATOR_LABELS
+
+
+@pytest.mark.parametrize(
+    ("text", "same_as"),
+    [("0.5", "500m"), ("1024Mi", "1Gi"), ("1e3", "1k"), ("1.5Gi", "1536Mi"), (".1", "100m")],
+)
+def test_quantities_compare_by_value(text: str, same_as: str) -> None:
+    assert quantity_value(text) == quantity_value(same_as) is not None
+
+
+def test_resources_must_be_quantities() -> None:
+    spec = parse(
+        {
+            "exporters": {
+                "redis": {
+                    "enabled": True,
+                    "resources": {"requests": {"cpu": "half", "memory": "1Gi"}},
+                }
+            }
+        }
+    )
+    assert semantic_problems(spec, KNOWN_ALERTS) == [
+        "exporters.redis.resources.requests.cpu: 'half' is not a quantity"
+    ]
+    assert quantity_value("1Mi2") is None and quantity_value("") is None
+
+
+def test_names_longer_than_a_label_value_are_refused() -> None:
+    assert name_problems("a" * 63) == []
+    (problem,) = name_problems("a" * 64)
+    assert "metadata.name is 64 characters long; at most 63" in problem
+
+
+# --- Exporter images: an allowlist the cluster admin sets in the chart ---------------------
+
+
+@pytest.mark.parametrize(
+    ("image", "repository"),
+    [
+        ("oliver006/redis_exporter:v1.74.0", "docker.io/oliver006/redis_exporter"),
+        ("docker.io/oliver006/redis_exporter@sha256:abc", "docker.io/oliver006/redis_exporter"),
+        ("redis", "docker.io/library/redis"),
+        ("registry:5000/team/exporter:1", "registry:5000/team/exporter"),
+        ("localhost/jm/redis-exporter:dev", "localhost/jm/redis-exporter"),
+        (
+            "quay.io/prometheuscommunity/postgres-exporter",
+            "quay.io/prometheuscommunity/postgres-exporter",
+        ),
+    ],
+)
+def test_image_repository_is_normalised_like_a_runtime_does(image: str, repository: str) -> None:
+    assert image_repository(image) == repository
+
+
+def test_default_images_are_allowed_in_any_tag_and_nothing_else_by_default() -> None:
+    assert set(default_image_repositories()) == {
+        "quay.io/prometheuscommunity/postgres-exporter",
+        "docker.io/oliver006/redis_exporter",
+        "docker.io/nginx/nginx-prometheus-exporter",
+        "docker.io/danihodovic/celery-exporter",
+    }
+    assert image_allowed("oliver006/redis_exporter:v1.80.0", ())
+    assert image_allowed("docker.io/nginx/nginx-prometheus-exporter@sha256:0a", ())
+    for image in (
+        "localhost/jm/redis-exporter:dev",  # the dev loop's images need the allowlist
+        "quay.io/prometheuscommunity/postgres-exporter-evil:1",  # a longer name, not a prefix
+        "evil.example/oliver006/redis_exporter:v1",
+        "redis",
+    ):
+        assert not image_allowed(image, ()), image
+
+
+def test_allowlist_takes_repositories_and_prefixes() -> None:
+    allowed = ("localhost/jm/", "registry.example/mirror/redis_exporter", "team/")
+    assert image_allowed("localhost/jm/redis-exporter:dev", allowed)
+    assert image_allowed("registry.example/mirror/redis_exporter:v1", allowed)
+    assert not image_allowed("registry.example/mirror/redis_exporter-evil:v1", allowed)
+    assert not image_allowed("registry.example/mirror/other:v1", allowed)
+    assert image_allowed("docker.io/team/exporter:1", allowed)  # "team/" is docker.io/team/
+    assert not image_allowed("localhost/jmx/redis:1", allowed)
+
+
+def test_disallowed_image_of_an_enabled_exporter_is_a_problem_naming_the_field() -> None:
+    spec = parse(
+        {
+            "exporters": {
+                "redis": {"enabled": True, "image": "localhost/jm/redis-exporter:dev"},
+                "nginx": {"enabled": False, "image": "never/runs:1"},
+            }
+        }
+    )
+    [problem] = semantic_problems(spec, KNOWN_ALERTS)
+    assert problem.startswith(
+        "exporters.redis.image 'localhost/jm/redis-exporter:dev' is not allowed"
+    )
+    assert "exporterImageAllowlist" in problem
+    assert semantic_problems(spec, KNOWN_ALERTS, ("localhost/jm/",)) == []
+
+
+def test_allowlist_comes_from_the_environment() -> None:
+    settings = load(env={"JM_ALLOWED_IMAGES": "localhost/jm/, registry.example/x ,"})
+    assert settings.allowed_images == ("localhost/jm/", "registry.example/x")
+    assert load(env={}).allowed_images == ()
+
+
+def test_node_exporter_is_no_longer_a_cr_field() -> None:
+    """Old resources keep the field (the schema preserves it): enabled is an error, not a
+    silently ignored request; the old defaults (enabled: false) are harmless."""
+    enabled = parse({"exporters": {"node": {"enabled": True, "image": "attacker/evil"}}})
+    [problem] = semantic_problems(enabled, KNOWN_ALERTS)
+    assert problem.startswith("exporters.node was removed")
+    assert "nodeExporter.enabled" in problem
+    assert "node" not in enabled.exporters.enabled()
+    old_defaults = parse({"exporters": {"node": {"enabled": False, "interval": "30s"}}})
+    assert semantic_problems(old_defaults, KNOWN_ALERTS) == []
+    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    node = schema["properties"]["spec"]["properties"]["exporters"]["properties"]["node"]
+    assert node["x-kubernetes-preserve-unknown-fields"] is True
+    assert "default" not in node
+
+
+@pytest.mark.cluster
+def test_image_allowlist_and_removed_node_exporter_on_a_real_api_server(tmp_path: Path) -> None:
+    """The chart's exporterImageAllowlist reaches the operator, which refuses other images
+    with InvalidSpec naming the field and creates nothing; an old resource asking for the
+    node exporter keeps the field on the server and gets InvalidSpec too.
+
+    A control plane of its own: the operator runs with the environment the chart renders for
+    an allowlist, which the session's operator (default values) does not have.
+    """
+    from kubernetes import client
+
+    from devkit.cluster import ControlPlane
+    from devkit.crs import GROUP, PLURAL, VERSION, CustomApi, condition, cr_body, wait_condition
+    from devkit.kubetools import api_client, apply_crds
+    from devkit.operator_process import CHART, install_rbac, render_chart, start_operator
+
+    values = {"exporterImageAllowlist": ["registry.example/mirror/"]}
+    [deployment] = [o for o in render_chart("jm", "jm-system", values) if o["kind"] == "Deployment"]
+    env = {
+        item["name"]: item["value"]
+        for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        if item["name"] == "JM_ALLOWED_IMAGES"
+    }
+    assert env == {"JM_ALLOWED_IMAGES": "registry.example/mirror/"}
+
+    plane = ControlPlane.create(tmp_path).start()
+    try:
+        api = api_client(plane.kubeconfig)
+        apply_crds(api, sorted((CHART / "crds").glob("*.yaml")))
+        kubeconfig = install_rbac(plane, api, "jm", "jm-system", values)
+        user = "system:serviceaccount:jm-system:jm-jewelry-monitoring"
+        operator = start_operator(kubeconfig, tmp_path / "operator.log", user, env=env)
+        try:
+            namespace = "shop"
+            core, apps, custom = client.CoreV1Api(api), client.AppsV1Api(api), CustomApi(api)
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+
+            def create(name: str, exporters: dict[str, object]) -> None:
+                spec = {"app": {"podSelector": {"app": "shop"}}, "exporters": exporters}
+                custom.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, cr_body(name, spec)
+                )
+
+            create("dev", {"redis": {"enabled": True, "image": "localhost/jm/redis:dev"}})
+            create("mirror", {"redis": {"enabled": True, "image": "registry.example/mirror/r:1"}})
+            create("old-node", {"node": {"enabled": True, "image": "attacker/anything:1"}})
+            create("old-defaults", {"node": {"enabled": False, "interval": "30s"}})
+
+            dev = wait_condition(api, namespace, "dev", "Ready", "False", "InvalidSpec")
+            assert condition(dev, "Ready")["message"].startswith(
+                "exporters.redis.image 'localhost/jm/redis:dev' is not allowed"
+            )
+            old = wait_condition(api, namespace, "old-node", "Ready", "False", "InvalidSpec")
+            assert condition(old, "Ready")["message"].startswith("exporters.node was removed")
+            assert old["spec"]["exporters"]["node"]["enabled"] is True  # kept by the server
+            wait_condition(api, namespace, "mirror", "Ready", "True")
+            wait_condition(api, namespace, "old-defaults", "Ready", "True")
+
+            images = {
+                d.metadata.name: d.spec.template.spec.containers[0].image
+                for d in apps.list_namespaced_deployment(namespace).items
+            }
+            assert images == {"mirror-redis-exporter": "registry.example/mirror/r:1"}
+            assert apps.list_namespaced_daemon_set(namespace).items == []
+            events = core.list_namespaced_event(namespace, field_selector="reason=InvalidSpec")
+            assert sorted(e.involved_object.name for e in events.items) == ["dev", "old-node"]
+
+            # Back to the pinned image's repository (another tag): accepted, and created.
+            custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                "dev",
+                {"spec": {"exporters": {"redis": {"image": "oliver006/redis_exporter:v1.80.0"}}}},
+            )
+            wait_condition(api, namespace, "dev", "Ready", "True")
+            dev_exporter = apps.read_namespaced_deployment("dev-redis-exporter", namespace)
+            assert dev_exporter.spec.template.spec.containers[0].image == (
+                "oliver006/redis_exporter:v1.80.0"
+            )
+            assert operator.alive()
+        finally:
+            operator.stop()
+    finally:
+        plane.stop()

@@ -49,6 +49,20 @@ Facts the alert rules must respect:
 |---|---|---|---|
 """
 
+# Not measured from the shop: which nginx exporter the local images hold, next to the
+# nginx_* names the rules read (tests/images checks both versions are named here).
+EXPORTER_VERSIONS = """\
+## The nginx exporter built here
+
+The CR's default nginx exporter image is `nginx/nginx-prometheus-exporter:1.4.2`. The local
+image (`jm-dev images`, tests/devkit/images.py) cannot be that version: the Go module proxy
+refuses `github.com/nginx/nginx-prometheus-exporter`, so it holds Debian's build,
+`prometheus-nginx-exporter` 0.11.0, as do the monitoring tests. 0.11 parses flags with Go's
+`flag` package, which accepts `--nginx.scrape-uri` as the operator passes it, and exports the
+`nginx_up`, `nginx_connections_*` and `nginx_http_requests_total` names the rules read.
+The other exporter images are built at the CR's versions.
+"""
+
 SUFFIXES = {
     "counter": ("_total",),
     "gauge": ("",),
@@ -89,4 +103,5 @@ def render(scrape_text: str) -> str:
     for key in ENUMERATED_LABELS:
         if values[key]:
             out.append(f"* `{key}`: {', '.join(f'`{v}`' for v in sorted(values[key]))}")
+    out += ["", EXPORTER_VERSIONS.rstrip("\n")]
     return "\n".join(out) + "\n"

@@ -65,12 +65,13 @@ def selector_labels(owner: Owner, component: str) -> dict[str, str]:
 
 
 def standard_labels(owner: Owner, component: str) -> dict[str, str]:
-    """User labels, then the recommended app.kubernetes.io labels (ours win on conflict)."""
+    """The recommended app.kubernetes.io labels and the user's commonLabels. The user's
+    ``part-of`` wins over ours; the labels we select by cannot be set (see OPERATOR_LABELS)."""
     return {
+        "app.kubernetes.io/part-of": PART_OF,
         **owner.spec.common_labels,
         **selector_labels(owner, component),
         "app.kubernetes.io/component": component,
-        "app.kubernetes.io/part-of": PART_OF,
         "app.kubernetes.io/managed-by": MANAGED_BY,
         OWNER_LABEL: owner.name,
     }

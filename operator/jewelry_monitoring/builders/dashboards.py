@@ -1,14 +1,21 @@
-"""Grafana dashboards of one JewelryMonitoring, built with the Grafana Foundation SDK.
+"""Grafana dashboards, built with the Grafana Foundation SDK: the chart's and a CR's own.
 
 The four dashboards the design document recommends (Django application, database, cache,
 system) are described as data: each is a list of sections, each section a list of panels,
 each panel a handful of PromQL templates. One function turns that table into SDK builders, so
-every panel gets the same datasource variable, scoping and layout rules.
+every panel gets the same datasource variable, scoping and layout rules. A ``Scope`` decides
+what the templates select:
+
+* ``shared_scope``: the chart ships one set for every CR (``jm-dev manifests`` writes it to
+  charts/jewelry-monitoring/dashboards/); the viewer picks namespace and jobs with Grafana
+  variables, as django-mixin does. 500 CRs still make four dashboards.
+* ``cr_scope``: a CR's own set (opt-in, ``spec.dashboards.enabled``), scoped to its jobs
+  exactly like the alert rules (``rules.selector``), with uids and file names unique per CR.
 
 Why these choices:
 
-* Queries are scoped to this CR's scrape jobs exactly like the alert rules
-  (``rules.selector``), so a dashboard never mixes two shops living in one Prometheus.
+* Queries always carry namespace and job matchers, so a dashboard never mixes two shops
+  living in one Prometheus.
 * Where the PrometheusRule records a series (request rate, 5xx ratio, latency quantiles,
   cache hit ratio, DB query rate), panels read the recorded series: cheaper, and what you see
   is exactly what the alerts see.
@@ -36,7 +43,9 @@ from grafana_foundation_sdk.models import dashboard as dashboard_models
 from grafana_foundation_sdk.models.dashboard import DataSourceRef
 
 from jewelry_monitoring.builders import rules
-from jewelry_monitoring.builders.common import Owner
+from jewelry_monitoring.builders.common import APP_COMPONENT, Owner
+from jewelry_monitoring.builders.exporters import component
+from jewelry_monitoring.spec import EXPORTER_NAMES
 
 DATASOURCE_VARIABLE = "datasource"
 RATE = "$__rate_interval"
@@ -44,6 +53,9 @@ UID_MAX = 40
 
 # Requirements a section can have besides a component name ("app" or an exporter).
 ALWAYS = "always"
+# The node exporter is the cluster's (a chart option, or kube-prometheus-stack's), so only the
+# chart's shared dashboards show nodes.
+NODE = "node"
 SLO_AVAILABILITY = "slo-availability"
 SLO_LATENCY = "slo-latency"
 
@@ -103,16 +115,24 @@ _FS = 'fstype!~"tmpfs|ramfs|squashfs|overlay"'
 
 
 def _slo_section(kind: str, requires: str) -> SectionDef:
-    """Error ratio of one SLI over the alerting windows, next to the allowed share."""
+    """Error ratio of one SLI over every recorded window, next to the allowed share.
+
+    The recorded windows follow the CR's SLO window (``rules.slo_windows``), so the query
+    picks all of them by name and shows the window as the legend: one query for every CR.
+    """
+    record = rules.slo_error_ratio_record(kind, "")
     return SectionDef(
         f"SLO: {kind}",
         requires,
         (
             PanelDef(
                 f"{kind.capitalize()} SLI: share of bad requests",
-                tuple(
-                    _q(f"{rules.slo_error_ratio_record(kind, window)}{{{{sel}}}}", window)
-                    for window in ("5m", "1h", "6h", "1d", "3d")
+                (
+                    _q(
+                        f'label_replace({{__name__=~"{record}.+",{{sel}}}}, '
+                        f'"window", "$1", "__name__", ".+:ratio_rate(.+)")',
+                        "{{window}}",
+                    ),
                 ),
                 "percentunit",
                 width=24,
@@ -652,7 +672,7 @@ DASHBOARDS: tuple[DashboardDef, ...] = (
             ),
             SectionDef(
                 "Nodes",
-                "node",
+                NODE,
                 (
                     PanelDef(
                         "CPU usage",
@@ -664,7 +684,7 @@ DASHBOARDS: tuple[DashboardDef, ...] = (
                             ),
                         ),
                         "percentunit",
-                        component="node",
+                        component=NODE,
                     ),
                     PanelDef(
                         "Memory used",
@@ -676,7 +696,7 @@ DASHBOARDS: tuple[DashboardDef, ...] = (
                             ),
                         ),
                         "percentunit",
-                        component="node",
+                        component=NODE,
                     ),
                     PanelDef(
                         "Filesystem used",
@@ -688,7 +708,7 @@ DASHBOARDS: tuple[DashboardDef, ...] = (
                             ),
                         ),
                         "percentunit",
-                        component="node",
+                        component=NODE,
                     ),
                     PanelDef(
                         "Network traffic",
@@ -701,7 +721,7 @@ DASHBOARDS: tuple[DashboardDef, ...] = (
                             for way in ("receive", "transmit")
                         ),
                         "Bps",
-                        component="node",
+                        component=NODE,
                     ),
                     PanelDef(
                         "Disk I/O",
@@ -714,18 +734,46 @@ DASHBOARDS: tuple[DashboardDef, ...] = (
                             for way in ("read", "written")
                         ),
                         "Bps",
-                        component="node",
+                        component=NODE,
                     ),
                     PanelDef(
                         "Load average (1m)",
                         (_q("node_load1{{sel}}", "{{instance}}"),),
-                        component="node",
+                        component=NODE,
                     ),
                 ),
             ),
         ),
     ),
 )
+
+
+# Components whose job a viewer picks in a shared dashboard, with the variable holding it.
+JOB_VARIABLES = {
+    rules.APP: "job",
+    **{exporter: f"{exporter}_job" for exporter in EXPORTER_NAMES},
+    NODE: "node_job",
+}
+NAMESPACE_VARIABLE = "namespace"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a set of dashboards looks at: one CR's scrape jobs, or whatever the viewer picks.
+
+    ``matchers`` maps a component (or "all") to the ``{sel}`` matchers of its panels,
+    ``namespace`` replaces ``{namespace}``, ``available`` lists the sections to show, and
+    ``pick_jobs`` adds the Grafana variables (namespace, one job per component) to choose from.
+    """
+
+    matchers: dict[str, str]
+    namespace: str
+    available: frozenset[str]
+    uids: dict[str, str]  # dashboard slug -> uid
+    title_suffix: str
+    tag: str
+    description: str
+    pick_jobs: bool
 
 
 def dashboard_uid(owner: Owner, slug: str) -> str:
@@ -742,38 +790,78 @@ def _components(owner: Owner) -> list[str]:
     return [*([rules.APP] if spec.app.enabled else []), *spec.exporters.enabled()]
 
 
-def _available(owner: Owner) -> set[str]:
+def _available(owner: Owner) -> frozenset[str]:
     spec = owner.spec
     components = _components(owner)
     available = {*components, *([ALWAYS] if components else [])}
     if spec.app.enabled:
-        available.add(rules.APP)
         if spec.slos.availability is not None:
             available.add(SLO_AVAILABILITY)
         if spec.slos.latency is not None:
             available.add(SLO_LATENCY)
-    return available
+    return frozenset(available)
 
 
-def _matchers(owner: Owner, component: str) -> str:
-    """``{sel}`` of a component; "all" means every scrape job of this CR."""
-    if component != "all":
-        return rules.selector(owner, component)
-    jobs = [rules.component_job(owner, c) for c in _components(owner)]
-    return f'namespace="{owner.namespace}",job=~"{"|".join(jobs)}"'
+def cr_scope(owner: Owner) -> Scope:
+    """The dashboards of one CR: its own jobs, its own uids and tag, its sections only."""
+    components = _components(owner)
+    matchers = {component: rules.selector(owner, component) for component in components}
+    jobs = "|".join(rules.component_job(owner, component) for component in components)
+    matchers["all"] = f'namespace="{owner.namespace}",job=~"{jobs}"'
+    where = f"{owner.namespace}/{owner.name}"
+    return Scope(
+        matchers=matchers,
+        namespace=owner.namespace,
+        available=_available(owner),
+        uids={d.slug: dashboard_uid(owner, d.slug) for d in DASHBOARDS},
+        title_suffix=f" ({where})",
+        tag=f"jewelry:{where}",
+        description=f"Generated by jewelry-monitoring for JewelryMonitoring {where}; "
+        "edits are overwritten.",
+        pick_jobs=False,
+    )
 
 
-def panel_exprs(owner: Owner, panel: PanelDef) -> list[tuple[str, str]]:
-    """A panel's PromQL with the CR's matchers filled in, as (expr, legend) pairs."""
-    sel = _matchers(owner, panel.component)
+def shared_scope() -> Scope:
+    """The chart's dashboards: every section, for the namespace and jobs a viewer picks."""
+    matchers = {
+        component: f'namespace="${NAMESPACE_VARIABLE}",job="${variable}"'
+        for component, variable in JOB_VARIABLES.items()
+    }
+    # The node exporter is the cluster's (the chart's or kube-prometheus-stack's), not in
+    # the app's namespace.
+    matchers[NODE] = f'job="${JOB_VARIABLES[NODE]}"'
+    matchers["all"] = f'namespace="${NAMESPACE_VARIABLE}"'
+    return Scope(
+        matchers=matchers,
+        namespace=f"${NAMESPACE_VARIABLE}",
+        available=frozenset(
+            {ALWAYS, rules.APP, *EXPORTER_NAMES, NODE, SLO_AVAILABILITY, SLO_LATENCY}
+        ),
+        uids={d.slug: f"jewelry-{d.slug}" for d in DASHBOARDS},
+        title_suffix="",
+        tag="jewelry",
+        description="Shipped with the jewelry-monitoring chart for every JewelryMonitoring: "
+        "pick the namespace and jobs above. Generated; edits are overwritten.",
+        pick_jobs=True,
+    )
+
+
+def panel_exprs(scope: Scope, panel: PanelDef) -> list[tuple[str, str]]:
+    """A panel's PromQL with the scope's matchers filled in, as (expr, legend) pairs."""
+    sel = scope.matchers[panel.component]
     return [
-        (expr.replace("{sel}", sel).replace("{namespace}", owner.namespace), legend)
+        (expr.replace("{sel}", sel).replace("{namespace}", scope.namespace), legend)
         for expr, legend in panel.queries
     ]
 
 
-def _panel(owner: Owner, panel: PanelDef, panel_id: int) -> Any:
-    datasource = DataSourceRef(type_val="prometheus", uid=f"${{{DATASOURCE_VARIABLE}}}")
+def _datasource() -> DataSourceRef:
+    return DataSourceRef(type_val="prometheus", uid=f"${{{DATASOURCE_VARIABLE}}}")
+
+
+def _panel(scope: Scope, panel: PanelDef, panel_id: int) -> Any:
+    datasource = _datasource()
     builder: Any = (
         stat.Panel()
         .reduce_options(sdk_common.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
@@ -803,7 +891,7 @@ def _panel(owner: Owner, panel: PanelDef, panel_id: int) -> Any:
     )
     if panel.description:
         builder = builder.description(panel.description)
-    for index, (expr, legend) in enumerate(panel_exprs(owner, panel)):
+    for index, (expr, legend) in enumerate(panel_exprs(scope, panel)):
         query = prometheus.Dataquery().expr(expr).ref_id(chr(ord("A") + index))
         query = query.datasource(datasource)
         if legend:
@@ -814,29 +902,65 @@ def _panel(owner: Owner, panel: PanelDef, panel_id: int) -> Any:
     return builder
 
 
-def _build(owner: Owner, definition: DashboardDef, available: set[str]) -> dict[str, Any] | None:
-    sections = [s for s in definition.sections if s.requires in available]
+def _job_pickers(sections: list[SectionDef]) -> list[Any]:
+    """Grafana variables for the namespace and the job of each component the panels read.
+
+    Jobs are listed from ``up`` by the Service names the operator gives them
+    (``<cr>-app-metrics``, ``<cr>-postgres-exporter``, …); the node exporter's from any
+    series only a node exporter exports.
+    """
+    used = {panel.component for section in sections for panel in section.panels}
+    suffixes = "|".join([APP_COMPONENT, *(component(exporter) for exporter in EXPORTER_NAMES)])
+
+    def picker(name: str, label: str, query: str) -> Any:
+        return (
+            sdk_dashboard.QueryVariable(name)
+            .label(label)
+            .datasource(_datasource())
+            .query(query)
+            .refresh(dashboard_models.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(dashboard_models.VariableSort.ALPHABETICAL_ASC)
+        )
+
+    pickers = [
+        picker(
+            NAMESPACE_VARIABLE,
+            "Namespace",
+            f'label_values(up{{job=~".+-({suffixes})"}}, namespace)',
+        )
+    ]
+    for part, variable in JOB_VARIABLES.items():
+        if part not in used:
+            continue
+        if part == NODE:
+            query = "label_values(node_load1, job)"
+        else:
+            suffix = APP_COMPONENT if part == rules.APP else component(part)
+            query = f'label_values(up{{namespace="${NAMESPACE_VARIABLE}",job=~".+-{suffix}"}}, job)'
+        title = "Django job" if part == rules.APP else f"{part.capitalize()} exporter job"
+        pickers.append(picker(variable, title, query))
+    return pickers
+
+
+def _build(scope: Scope, definition: DashboardDef) -> dict[str, Any] | None:
+    sections = [s for s in definition.sections if s.requires in scope.available]
     if not sections:
         return None
-    cr_tag = f"jewelry:{owner.namespace}/{owner.name}"
     builder = (
-        sdk_dashboard.Dashboard(f"Jewelry / {definition.title} ({owner.namespace}/{owner.name})")
-        .uid(dashboard_uid(owner, definition.slug))
-        .tags(["jewelry", *definition.tags, cr_tag])
-        .description(
-            f"Generated by jewelry-monitoring for JewelryMonitoring {owner.namespace}/"
-            f"{owner.name}; edits are overwritten."
-        )
+        sdk_dashboard.Dashboard(f"Jewelry / {definition.title}{scope.title_suffix}")
+        .uid(scope.uids[definition.slug])
+        .tags(list(dict.fromkeys(["jewelry", *definition.tags, scope.tag])))
+        .description(scope.description)
         .refresh("30s")
         .time("now-6h", "now")
         .readonly()
         # An empty list, not a missing one: Grafana adds its built-in annotation to it.
         .annotations([])
         .link(
-            # The other dashboards of this CR, found by the tag only they carry.
+            # The other dashboards of the same scope, found by the tag they share.
             sdk_dashboard.DashboardLink("Jewelry dashboards")
             .type(dashboard_models.DashboardLinkType.DASHBOARDS)
-            .tags([cr_tag])
+            .tags([scope.tag])
             .as_dropdown(True)
             .include_vars(True)
             .keep_time(True)
@@ -847,24 +971,46 @@ def _build(owner: Owner, definition: DashboardDef, available: set[str]) -> dict[
             .type("prometheus")
         )
     )
+    if scope.pick_jobs:
+        for variable in _job_pickers(sections):
+            builder = builder.with_variable(variable)
     panel_id = 0
     for section in sections:
         panel_id += 1
         builder = builder.with_row(sdk_dashboard.Row(section.title).id(panel_id))
         for panel in section.panels:
             panel_id += 1
-            builder = builder.with_panel(_panel(owner, panel, panel_id))
+            builder = builder.with_panel(_panel(scope, panel, panel_id))
     # The SDK's models serialise through its JSONEncoder; a round trip gives plain dicts.
     model: dict[str, Any] = json.loads(json.dumps(builder.build(), cls=JSONEncoder))
     return model
 
 
+def _models(scope: Scope) -> dict[str, dict[str, Any]]:
+    """Dashboard slug → Grafana dashboard JSON model, for the dashboards with something to show."""
+    models = {definition.slug: _build(scope, definition) for definition in DASHBOARDS}
+    return {slug: model for slug, model in models.items() if model is not None}
+
+
+def file_name(model: dict[str, Any]) -> str:
+    """The dashboard's file name for the Grafana sidecar: ``<uid>.json``.
+
+    The sidecar names files after ConfigMap keys and by default puts every ConfigMap's files
+    in one folder, so a key two CRs share makes them overwrite each other; uids are unique.
+    """
+    return f"{model['uid']}.json"
+
+
+def dashboard_json(model: dict[str, Any]) -> str:
+    """The text of a dashboard file: stable key order, so unchanged dashboards never rewrite."""
+    return json.dumps(model, indent=1, sort_keys=True)
+
+
 def dashboards(owner: Owner) -> dict[str, dict[str, Any]]:
-    """Dashboard file name (``jewelry-<slug>.json``) → Grafana dashboard JSON model."""
-    available = _available(owner)
-    result = {}
-    for definition in DASHBOARDS:
-        model = _build(owner, definition, available)
-        if model is not None:
-            result[f"jewelry-{definition.slug}.json"] = model
-    return result
+    """A CR's own dashboards by slug; uids (and so file names) are unique per CR."""
+    return _models(cr_scope(owner))
+
+
+def shared_dashboards() -> dict[str, dict[str, Any]]:
+    """The chart's dashboards by slug, for every CR at once (uid ``jewelry-<slug>``)."""
+    return _models(shared_scope())

@@ -21,7 +21,7 @@ from jewelry_monitoring.builders.common import (
     metadata,
     monitor_metadata,
 )
-from jewelry_monitoring.builders.dashboards import dashboards
+from jewelry_monitoring.builders.dashboards import dashboard_json, dashboards, file_name
 from jewelry_monitoring.builders.exporters import exporter_objects
 from jewelry_monitoring.builders.rules import rule_groups
 
@@ -32,7 +32,7 @@ MONITORING_KINDS = {
 }
 # Kinds of children that a spec change can remove, so pruning knows where to look. The
 # PrometheusRule is not among them: every JewelryMonitoring has exactly one, for its lifetime.
-PRUNABLE_KINDS = ("Deployment", "DaemonSet", "Service", "ConfigMap", "ServiceMonitor")
+PRUNABLE_KINDS = ("Deployment", "Service", "ConfigMap", "ServiceMonitor")
 
 
 def _prometheus_rule(owner: Owner) -> list[Obj]:
@@ -50,27 +50,21 @@ def _dashboard_config_maps(owner: Owner) -> list[Obj]:
     settings = owner.spec.dashboards
     if not settings.enabled:
         return []
-    config_maps = []
-    for file_name, model in dashboards(owner).items():
-        slug = file_name.removesuffix(".json").removeprefix("jewelry-")
-        config_maps.append(
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": metadata(
-                    owner,
-                    DASHBOARD_COMPONENT,
-                    name=child_name(owner.name, f"dashboard-{slug}"),
-                    labels=settings.labels,
-                    annotations={
-                        settings.folder_annotation: settings.folder,
-                        **settings.annotations,
-                    },
-                ),
-                "data": {file_name: json.dumps(model, indent=1, sort_keys=True)},
-            }
-        )
-    return config_maps
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": metadata(
+                owner,
+                DASHBOARD_COMPONENT,
+                name=child_name(owner.name, f"dashboard-{slug}"),
+                labels=settings.labels,
+                annotations={settings.folder_annotation: settings.folder, **settings.annotations},
+            ),
+            "data": {file_name(model): dashboard_json(model)},
+        }
+        for slug, model in dashboards(owner).items()
+    ]
 
 
 def without_empty(value: Any) -> Any:

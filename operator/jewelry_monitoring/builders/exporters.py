@@ -1,17 +1,16 @@
 """What the operator creates for each exporter: one description table, one builder.
 
-Every enabled exporter becomes a workload (a Deployment; a DaemonSet for the node exporter),
-a Service with a port named ``metrics``, and a ServiceMonitor that scrapes that port by name.
-``EXPORTERS`` below is the whole difference between exporters: image defaults live in the
-spec, everything else (port, how the connection settings reach the process, probes, host
-access) lives here.
+Every enabled exporter becomes a Deployment, a Service with a port named ``metrics``, and a
+ServiceMonitor that scrapes that port by name. ``EXPORTERS`` below is the whole difference
+between exporters: image defaults live in the spec, everything else (port, how the
+connection settings reach the process, probes) lives here. None of them needs host access:
+the node exporter, which does, is the chart's (templates/node-exporter.yaml), not a CR's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from jewelry_monitoring.builders.common import (
     Obj,
@@ -69,10 +68,6 @@ def _nginx_args(spec: ExporterSpec) -> list[str]:
     return [f"--nginx.scrape-uri={spec.scrape_uri}"]
 
 
-def _node_args(_: ExporterSpec) -> list[str]:
-    return ["--path.rootfs=/host/root", "--path.procfs=/host/proc", "--path.sysfs=/host/sys"]
-
-
 def _no_env(_: ExporterSpec) -> list[Obj]:
     return []
 
@@ -89,11 +84,6 @@ class ExporterKind:
     probe_path: str
     env: Callable[[ExporterSpec], list[Obj]] = _no_env
     args: Callable[[ExporterSpec], list[str]] = _no_args
-    workload: str = "Deployment"
-    # Read-only host paths mounted into the pod, as (volume name, host path, mount path).
-    host_mounts: tuple[tuple[str, str, str], ...] = ()
-    host_namespaces: bool = False
-    extra_pod_spec: dict[str, Any] = field(default_factory=dict)
 
 
 EXPORTERS: dict[str, ExporterKind] = {
@@ -106,20 +96,6 @@ EXPORTERS: dict[str, ExporterKind] = {
     "nginx": ExporterKind(port=9113, probe_path="/", args=_nginx_args),
     # celery-exporter: broker URL from CE_BROKER_URL; /health answers without the broker.
     "celery": ExporterKind(port=9808, probe_path="/health", env=_celery_env),
-    # node_exporter: one pod per node, reading the host's /proc, /sys and root filesystem.
-    "node": ExporterKind(
-        port=9100,
-        probe_path="/",
-        args=_node_args,
-        workload="DaemonSet",
-        host_mounts=(
-            ("proc", "/proc", "/host/proc"),
-            ("sys", "/sys", "/host/sys"),
-            ("root", "/", "/host/root"),
-        ),
-        host_namespaces=True,
-        extra_pod_spec={"tolerations": [{"operator": "Exists"}]},
-    ),
 }
 
 
@@ -150,15 +126,6 @@ def _container(name: str, spec: ExporterSpec, kind: ExporterKind) -> Obj:
             "runAsNonRoot": True,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [
-            {
-                "name": volume,
-                "mountPath": mount,
-                "readOnly": True,
-                "mountPropagation": "HostToContainer",
-            }
-            for volume, _, mount in kind.host_mounts
-        ],
     }
 
 
@@ -174,27 +141,20 @@ def _workload(owner: Owner, exporter: str, spec: ExporterSpec, kind: ExporterKin
         },
         "containers": [_container(part, spec, kind)],
         "nodeSelector": spec.node_selector,
-        "tolerations": spec.tolerations or kind.extra_pod_spec.get("tolerations", []),
-        "volumes": [
-            {"name": volume, "hostPath": {"path": path}} for volume, path, _ in kind.host_mounts
-        ],
+        "tolerations": spec.tolerations,
     }
-    if kind.host_namespaces:
-        pod_spec.update({"hostNetwork": True, "hostPID": True})
-    workload_spec: Obj = {
-        "selector": {"matchLabels": selector_labels(owner, part)},
-        "template": {
-            "metadata": {"labels": metadata(owner, part)["labels"]},
-            "spec": pod_spec,
-        },
-    }
-    if kind.workload == "Deployment":
-        workload_spec["replicas"] = 1
     return {
         "apiVersion": "apps/v1",
-        "kind": kind.workload,
+        "kind": "Deployment",
         "metadata": metadata(owner, part),
-        "spec": workload_spec,
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector_labels(owner, part)},
+            "template": {
+                "metadata": {"labels": metadata(owner, part)["labels"]},
+                "spec": pod_spec,
+            },
+        },
     }
 
 

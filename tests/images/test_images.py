@@ -1,0 +1,360 @@
+"""Every image we deploy, built here by devkit.images and checked the way the node uses it.
+
+The node imports each docker-archive tarball with ``ctr image import``, so these tests read
+the tarballs themselves: their one tag, their config (non-root user, entrypoint, port), and
+their filesystem (the layers unpacked in order into a temp dir), whose programs then run as
+host processes on loopback, chrooted into that filesystem as the image's user. Images build
+once per input change (stamps), so a warm run only checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from devkit import images as img
+from devkit.prometheus import CELERY_EXPORTER_MAIN, process
+from devkit.services import LOOPBACK, redis_service
+from jewelry_monitoring.builders.exporters import EXPORTERS, NON_ROOT_UID
+from jewelry_monitoring.spec import JewelryMonitoringSpec
+
+VALUES = img.REPO / "charts" / "jewelry-monitoring" / "values.yaml"
+CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
+
+
+@pytest.fixture(scope="session")
+def built() -> dict[str, img.BuiltImage]:
+    return img.build_images(progress=lambda line: print(line, flush=True))
+
+
+@pytest.fixture(scope="session")
+def rootfs(built: dict[str, img.BuiltImage]) -> Iterator[Callable[[str], Path]]:
+    """The unpacked filesystem of an image (by short name), unpacked once per session and
+    deleted at its end (hundreds of MB each: not left to pytest's kept temp dirs)."""
+    workdir = Path(tempfile.mkdtemp(prefix="jm-rootfs-"))
+    unpacked: dict[str, Path] = {}
+
+    def get(short_name: str) -> Path:
+        if short_name not in unpacked:
+            dest = workdir / short_name
+            dest.mkdir()
+            img.unpack_rootfs(built[short_name].archive, dest)
+            unpacked[short_name] = dest
+        return unpacked[short_name]
+
+    try:
+        yield get
+    finally:
+        shutil.rmtree(workdir)
+
+
+def _config(built: dict[str, img.BuiltImage], short_name: str) -> dict[str, Any]:
+    return img.archive_config(built[short_name].archive)
+
+
+def _image_env(config: dict[str, Any]) -> dict[str, str]:
+    return dict(entry.split("=", 1) for entry in config.get("Env") or [])
+
+
+def _in_rootfs(root: Path, config: dict[str, Any], argv: list[str]) -> list[str]:
+    """argv run chrooted into ``root`` as the image's user (the image's entrypoint first)."""
+    return [
+        CHROOT,
+        f"--userspec={config['User']}",
+        str(root),
+        *(config.get("Entrypoint") or []),
+        *argv,
+    ]
+
+
+# --------------------------------------------------------------------------- what is built
+
+EXPORTER_IMAGES = {
+    "postgres": "postgres-exporter",
+    "redis": "redis-exporter",
+    "nginx": "nginx-prometheus-exporter",
+    "celery": "celery-exporter",
+    "node": "node-exporter",
+}
+POSTGRES_DSN = "postgresql://nobody@127.0.0.1:1/none?sslmode=disable"  # dead loopback port
+
+
+def test_every_image_is_one_tagged_docker_archive(built: dict[str, img.BuiltImage]) -> None:
+    assert set(built) == {"jewelry-monitoring-operator", "jewelry-shop", *EXPORTER_IMAGES.values()}
+    for short_name, image in built.items():
+        assert re.fullmatch(rf"localhost/jm/{re.escape(short_name)}:[\w.-]+", image.name)
+        assert img.archive_tags(image.archive) == [image.name]
+        # An independent reader (containers/image, as in buildah and podman) agrees, and the
+        # platform is the node's: ctr's import skips images of other platforms.
+        inspected = subprocess.run(
+            ["skopeo", "inspect", "--config", f"docker-archive:{image.archive}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        image_json = json.loads(inspected.stdout)
+        assert image_json["config"] == img.archive_config(image.archive)
+        node_arch = {"x86_64": "amd64", "aarch64": "arm64"}[platform.machine()]
+        assert (image_json["os"], image_json["architecture"]) == ("linux", node_arch)
+
+
+def test_exporter_images_have_the_versions_the_cr_pins(built: dict[str, img.BuiltImage]) -> None:
+    """Same version as the CR's default upstream image, except nginx (recorded, see below)."""
+    defaults = JewelryMonitoringSpec.model_validate({"app": {"podSelector": {"a": "b"}}})
+    for exporter, short_name in EXPORTER_IMAGES.items():
+        upstream_tag = getattr(defaults.exporters, exporter).image.rpartition(":")[2]
+        ours = built[short_name].name.rpartition(":")[2]
+        if exporter == "nginx":
+            # The Go proxy refuses github.com/nginx/nginx-prometheus-exporter: Debian's build.
+            doc = (img.REPO / "app" / "METRICS.md").read_text()
+            assert ours in doc and upstream_tag in doc, "record the nginx version difference"
+        else:
+            assert ours == upstream_tag, exporter
+
+
+def test_the_charts_operator_image_is_ours(built: dict[str, img.BuiltImage]) -> None:
+    values = yaml.safe_load(VALUES.read_text())
+    operator = built["jewelry-monitoring-operator"].name
+    assert operator == f"localhost/jm/{values['image']['repository']}:{img.project_version()}"
+
+
+@dataclass(frozen=True)
+class ExpectedConfig:
+    user: str
+    entrypoint: list[str] | None
+    cmd: list[str] | None
+    port: int
+
+
+def _expected_configs() -> dict[str, ExpectedConfig]:
+    values = yaml.safe_load(VALUES.read_text())
+    security = values["podSecurityContext"]
+    app_user = f"{security['runAsUser']}:{security['runAsGroup']}"
+    nobody = f"{NON_ROOT_UID}:{NON_ROOT_UID}"
+    exporters = {
+        "postgres-exporter": ["/bin/postgres_exporter"],
+        "redis-exporter": ["/bin/redis_exporter"],
+        "node-exporter": ["/bin/node_exporter"],
+        "nginx-prometheus-exporter": ["/bin/nginx-prometheus-exporter"],
+        "celery-exporter": ["python", "-c", CELERY_EXPORTER_MAIN],
+    }
+    ports = {image: EXPORTERS[exporter].port for exporter, image in EXPORTER_IMAGES.items()}
+    return {
+        "jewelry-monitoring-operator": ExpectedConfig(
+            app_user, ["jewelry-monitoring"], ["run"], values["livenessPort"]
+        ),
+        "jewelry-shop": ExpectedConfig(
+            app_user, None, ["gunicorn", "-c", "gunicorn.conf.py"], 8000
+        ),
+        **{
+            image: ExpectedConfig(nobody, entrypoint, None, ports[image])
+            for image, entrypoint in exporters.items()
+        },
+    }
+
+
+@pytest.mark.parametrize("short_name", sorted(_expected_configs()))
+def test_config_runs_non_root_with_entrypoint_and_port(
+    built: dict[str, img.BuiltImage], short_name: str
+) -> None:
+    expected = _expected_configs()[short_name]
+    config = _config(built, short_name)
+    uid = config["User"].split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, "numeric non-root user (runAsNonRoot needs it)"
+    assert config["User"] == expected.user
+    assert config.get("Entrypoint") == expected.entrypoint
+    assert config.get("Cmd") == expected.cmd
+    assert set(config.get("ExposedPorts") or {}) == {f"{expected.port}/tcp"}
+
+
+@pytest.mark.parametrize("short_name", ["jewelry-monitoring-operator", "jewelry-shop"])
+def test_the_build_time_ca_bundle_is_not_in_our_layers(
+    built: dict[str, img.BuiltImage], short_name: str
+) -> None:
+    """The host CA bundle is bind-mounted for pip during the build, never written: no layer
+    above the base holds it (the base's own comes from Debian's ca-certificates)."""
+    bundle = img.HOST_CA_BUNDLE.lstrip("/")
+    with tarfile.open(built[short_name].archive) as tar:
+        manifest = img.archive_manifest(tar)
+        above_base = manifest["Layers"][1:]
+        assert above_base, "expected the base layer plus our own"
+        for layer in above_base:
+            member = tar.extractfile(layer)
+            assert member is not None
+            with tarfile.open(fileobj=member) as layer_tar:
+                names = {n.removeprefix("./") for n in layer_tar.getnames()}
+            assert bundle not in names, layer
+
+
+# --------------------------------------------------------------------------- they run
+
+
+@contextlib.contextmanager
+def stub_status_server() -> Iterator[str]:
+    """A loopback page in nginx's stub_status format, for the nginx exporter to read."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = (
+                b"Active connections: 1 \nserver accepts handled requests\n 3 3 7 \n"
+                b"Reading: 0 Writing: 1 Waiting: 0 \n"
+            )
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{LOOPBACK}:{server.server_address[1]}/stub_status"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@contextlib.contextmanager
+def exporter_dependencies(short_name: str) -> Iterator[tuple[list[str], dict[str, str], str]]:
+    """(extra args, extra env, a metric the answer must hold) for each exporter image."""
+    if short_name == "postgres-exporter":
+        yield (
+            [],
+            {"DATA_SOURCE_NAME": POSTGRES_DSN},
+            r'postgres_exporter_build_info\{[^}]*version="0\.17\.1"',
+        )
+    elif short_name == "redis-exporter":
+        yield (
+            ["--redis.addr", "redis://127.0.0.1:1"],
+            {},
+            r'redis_exporter_build_info\{[^}]*version="v1\.74\.0"',
+        )
+    elif short_name == "node-exporter":
+        yield [], {}, r'node_exporter_build_info\{[^}]*version="1\.9\.1"'
+    elif short_name == "nginx-prometheus-exporter":
+        with stub_status_server() as url:
+            yield [f"--nginx.scrape-uri={url}"], {}, r"nginx_connections_accepted 3\b"
+    elif short_name == "celery-exporter":
+        with redis_service() as redis:
+            env = {"CE_BROKER_URL": f"redis://{redis.host}:{redis.port}/0"}
+            yield [], env, r"# TYPE celery_worker_up gauge"
+    else:
+        raise AssertionError(short_name)
+
+
+@pytest.mark.parametrize("short_name", sorted(EXPORTER_IMAGES.values()))
+def test_exporter_from_its_image_answers_metrics(
+    built: dict[str, img.BuiltImage], rootfs: Callable[[str], Path], short_name: str
+) -> None:
+    config = _config(built, short_name)
+    root = rootfs(short_name)
+    # Ready when the operator's probe path answers, as the pod's probes expect.
+    kind = EXPORTERS[next(e for e, image in EXPORTER_IMAGES.items() if image == short_name)]
+
+    def argv(port: int, extra: list[str]) -> list[str]:
+        if short_name == "celery-exporter":
+            listen = ["--host", LOOPBACK, "--port", str(port)]
+        else:
+            listen = [f"--web.listen-address={LOOPBACK}:{port}"]
+        if short_name == "node-exporter":
+            # It reads the host's /proc and /sys (the pod mounts them): the image's static
+            # binary runs unchrooted, pointed at the host's, as the operator points it at
+            # /host/proc and /host/sys.
+            binary = root / config["Entrypoint"][0].lstrip("/")
+            host = ["--path.procfs=/proc", "--path.sysfs=/sys", "--path.rootfs=/"]
+            return [str(binary), *listen, *host, *extra]
+        return _in_rootfs(root, config, [*listen, *extra])
+
+    with (
+        exporter_dependencies(short_name) as (extra, env, expected),
+        process(
+            short_name,
+            lambda port: argv(port, extra),
+            env={**_image_env(config), **env},
+            ready_path=kind.probe_path,
+        ) as running,
+    ):
+        text = _get(f"http://{LOOPBACK}:{running.port}/metrics")
+    assert re.search(expected, text), text[:3000]
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return str(response.read().decode())
+
+
+def test_operator_image_runs_its_cli(
+    built: dict[str, img.BuiltImage], rootfs: Callable[[str], Path]
+) -> None:
+    config = _config(built, "jewelry-monitoring-operator")
+    root = rootfs("jewelry-monitoring-operator")
+    env = _image_env(config)
+    helped = subprocess.run(
+        _in_rootfs(root, config, ["--help"]), env=env, capture_output=True, text=True, timeout=120
+    )
+    assert helped.returncode == 0, helped.stderr
+    assert "crd" in helped.stdout
+    crd = subprocess.run(
+        _in_rootfs(root, config, ["crd"]), env=env, capture_output=True, text=True, timeout=120
+    )
+    assert crd.returncode == 0, crd.stderr
+    documents = [d for d in yaml.safe_load_all(crd.stdout) if d]
+    assert [d["kind"] for d in documents] == ["CustomResourceDefinition"]
+    assert documents[0]["spec"]["names"]["kind"] == "JewelryMonitoring"
+
+
+def test_shop_image_gunicorn_loads_the_django_app(
+    built: dict[str, img.BuiltImage], rootfs: Callable[[str], Path]
+) -> None:
+    """gunicorn --check-config loads the WSGI app (django.setup included) and exits."""
+    config = _config(built, "jewelry-shop")
+    root = rootfs("jewelry-shop")
+    env = {**_image_env(config), "SECRET_KEY": "image-test", "DATABASE_URL": POSTGRES_DSN}
+    workdir = config["WorkingDir"]
+    checked = subprocess.run(
+        [
+            CHROOT,
+            f"--userspec={config['User']}",
+            str(root),
+            "/opt/venv/bin/python",
+            "-c",
+            f"import os, sys; os.chdir({workdir!r}); sys.path.insert(0, {workdir!r}); "
+            # gunicorn's on_starting hook makes it in a real start; --check-config skips hooks.
+            "os.makedirs(os.environ['PROMETHEUS_MULTIPROC_DIR']); "
+            "from gunicorn.app.wsgiapp import run; "
+            "sys.argv = ['gunicorn', '--check-config', '-c', 'gunicorn.conf.py', "
+            "'jewelry_shop.wsgi:application']; run()",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_second_build_is_a_no_op(built: dict[str, img.BuiltImage]) -> None:
+    again = img.build_images(progress=lambda line: None)
+    assert {name: image.built for name, image in again.items()} == dict.fromkeys(built, False)
+    assert {n: i.archive for n, i in again.items()} == {n: i.archive for n, i in built.items()}

@@ -1,0 +1,125 @@
+"""Requests to the API, ours and kopf's, all have timeouts: a server that accepts and never
+answers must fail a call, not block a reconcile (and its CR) or a watch forever."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import kopf
+import pytest
+from kubernetes import client
+
+from jewelry_monitoring import handlers
+from jewelry_monitoring.config import load
+from jewelry_monitoring.kube import Kube, KubeError
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A loopback TCP server that accepts connections and never sends a byte: the
+    half-open connection of a vanished API server or proxy."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stopping = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stopping.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stopping.set()
+        thread.join()
+        for connection in accepted:
+            connection.close()
+        listener.close()
+
+
+def test_every_call_times_out_on_a_silent_server(silent_server: int) -> None:
+    configuration = client.Configuration()
+    configuration.host = f"http://127.0.0.1:{silent_server}"
+    kube = Kube(client.ApiClient(configuration), timeout=(1.0, 0.5))
+    calls = {
+        "get": lambda: kube.get("Deployment", "shop", "x"),
+        "list": lambda: kube.list("Deployment", "shop"),
+        "apply": lambda: kube.apply(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "s"}}
+        ),
+        "patch_status": lambda: kube.patch_status("JewelryMonitoring", "s", "x", {}),
+    }
+    for what, call in calls.items():
+        started = time.monotonic()
+        error = _error_within(call, 60)  # generous: without a timeout it blocks forever
+        assert error is not None, f"{what} still blocked after {time.monotonic() - started:.0f}s"
+        assert isinstance(error, KubeError), (what, error)
+        assert error.status == 0 and "timed out" in error.message.lower(), (what, error)
+
+
+def _error_within(call: Callable[[], object], seconds: float) -> BaseException | None:
+    """What ``call`` raised, run in a thread; None if it still runs after ``seconds``."""
+    outcome: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            call()
+        except BaseException as error:
+            outcome.append(error)
+        else:
+            outcome.append(AssertionError("the call succeeded against a silent server"))
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return outcome[0] if outcome else None
+
+
+class _OneObject(Kube):
+    """A Kube whose GET answers with one fixed object."""
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        super().__init__(client.ApiClient(client.Configuration()))
+        self._obj = obj
+
+    def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        return self._obj
+
+
+def test_crd_just_created_is_not_established_rather_than_an_error() -> None:
+    """The API server answers a fresh CRD with "conditions": null, for a moment."""
+    assert not _OneObject({"status": {"conditions": None}}).crd_established("x")
+    assert not _OneObject({}).crd_established("x")
+    established = {"status": {"conditions": [{"type": "Established", "status": "True"}]}}
+    assert _OneObject(established).crd_established("x")
+
+
+def test_kopfs_own_requests_and_watches_have_timeouts_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kopf's watches have no client timeout by default: a half-open watch would silently
+    stop every event of its kind."""
+    monkeypatch.setattr(handlers, "load_api_client", lambda: client.ApiClient())
+    monkeypatch.setattr(handlers, "_watch_secrets", lambda kube, memo: None)
+    settings = kopf.OperatorSettings()
+    memo = kopf.Memo(config=load(env={}))
+
+    async def start() -> None:
+        await handlers.start(settings=settings, memo=memo)
+        await handlers.stop(memo=memo)
+
+    asyncio.run(start())
+    assert settings.watching.server_timeout is not None
+    assert settings.watching.client_timeout is not None
+    assert settings.watching.client_timeout > settings.watching.server_timeout
+    assert settings.watching.connect_timeout is not None
+    assert settings.networking.connect_timeout is not None
+    assert settings.networking.request_timeout is not None
