@@ -11,7 +11,12 @@ from kubernetes import client
 
 from devkit.cluster import ControlPlane
 from devkit.kubetools import api_client, apply_crds, service_account_kubeconfig
+from devkit.node import Node, probe_image_archive, why_no_node
+from devkit.operator_process import CHART, OperatorProcess, install_rbac, start_operator
 from devkit.toolchain import prometheus_operator_crds
+
+OPERATOR_NAMESPACE = "jm-system"
+RELEASE = "jm"
 
 
 @pytest.fixture(scope="session")
@@ -36,16 +41,77 @@ def prometheus_operator_crd_names(admin_api: client.ApiClient) -> list[str]:
     return apply_crds(admin_api, prometheus_operator_crds())
 
 
-@pytest.fixture
-def namespace(admin_api: client.ApiClient) -> Iterator[str]:
-    """A fresh namespace per test, deleted afterwards."""
+@pytest.fixture(scope="session")
+def jewelry_crd(admin_api: client.ApiClient) -> list[str]:
+    """Our CRD exactly as the chart ships it."""
+    return apply_crds(admin_api, sorted((CHART / "crds").glob("*.yaml")))
+
+
+@pytest.fixture(scope="session")
+def operator(
+    control_plane: ControlPlane,
+    admin_api: client.ApiClient,
+    jewelry_crd: list[str],
+    prometheus_operator_crd_names: list[str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    """The operator, cluster-wide, authenticated as the chart's ServiceAccount."""
+    kubeconfig = install_rbac(control_plane, admin_api, RELEASE, OPERATOR_NAMESPACE)
+    user = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{RELEASE}-jewelry-monitoring"
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    handle = start_operator(kubeconfig, log, user)
+    yield handle
+    handle.stop()
+
+
+def _fresh_namespace(api: client.ApiClient) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:10]}"
-    core = client.CoreV1Api(admin_api)
+    core = client.CoreV1Api(api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     try:
         yield name
     finally:
         core.delete_namespace(name)
+
+
+@pytest.fixture
+def namespace(admin_api: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards."""
+    yield from _fresh_namespace(admin_api)
+
+
+@pytest.fixture(scope="session")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """A Ready node (devkit.node) with the probe image loaded, on a control plane of its own.
+
+    Its own plane, so the other tests' pods stay Pending as they expect. One node runs per
+    host: a host that cannot run it fails these tests with the reason.
+    """
+    reason = why_no_node()
+    if reason:
+        pytest.fail(f"this test needs a node on this host: {reason}")
+    plane = ControlPlane.create(tmp_path_factory.mktemp("node-plane")).start()
+    try:
+        started = Node.for_plane(plane).start()
+        try:
+            started.load_image(probe_image_archive(tmp_path_factory.mktemp("images")))
+            yield started
+        finally:
+            started.stop()
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def node_api(node: Node) -> client.ApiClient:
+    """Cluster-admin client of the node's control plane."""
+    return api_client(node.plane.kubeconfig)
+
+
+@pytest.fixture
+def node_namespace(node_api: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace on the node's control plane, deleted afterwards."""
+    yield from _fresh_namespace(node_api)
 
 
 ServiceAccountKubeconfig = Callable[[str, str], Path]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -222,3 +224,28 @@ def test_two_control_planes_do_not_collide_and_stop_cleanly(tmp_path: Path) -> N
         assert (
             not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
         )
+
+
+def test_an_exited_process_that_is_not_our_child_counts_as_dead() -> None:
+    """`jm-dev cluster down` stops processes an earlier CLI call started: until init reaps
+    them they are zombies, and waiting for those would take each one's whole grace period."""
+    from devkit.cluster import _alive
+
+    never_reaps = "import os, time\nchild = os.fork()\nif child == 0:\n    os._exit(0)\n"
+    never_reaps += "print(child, flush=True)\ntime.sleep(30)\n"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", never_reaps], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        orphan = int(parent.stdout.readline())  # exited, and its parent never reaps it
+        wait_for(
+            lambda: "Z" in Path(f"/proc/{orphan}/stat").read_text().rsplit(")", 1)[1][:3],
+            timeout=10,
+            what="the zombie",
+        )
+        assert not _alive(orphan)
+        assert _alive(parent.pid)
+    finally:
+        parent.kill()
+        parent.wait()

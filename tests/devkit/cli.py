@@ -1,9 +1,11 @@
 """`jm-dev`: the developer's command for the local control plane and the demo.
 
-jm-dev cluster up          start etcd + kube-apiserver + kube-controller-manager, detached
+jm-dev cluster up          start etcd + kube-apiserver + kube-controller-manager, detached,
+                           and a node (devkit.node) unless this host cannot run one
+jm-dev cluster load TAR    import a docker-archive image tarball into the node
 jm-dev cluster kubeconfig  print the admin kubeconfig path of the running plane
 jm-dev cluster status      say whether it runs
-jm-dev cluster down        stop it and remove its files
+jm-dev cluster down        stop it (node first) and remove every trace
 jm-dev demo                the whole product on the local plane (see devkit.demo)
 jm-dev manifests           regenerate the chart's dashboards and manifests/jewelry-monitoring.yaml
 jm-dev images              build (if changed) every image we deploy; list their tarballs
@@ -15,9 +17,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 from devkit.cluster import ControlPlane
+from devkit.node import NODE_NAME, Node, NodeUnavailable, why_no_node
 from devkit.toolchain import cache_dir
 
 
@@ -33,24 +37,68 @@ def cluster_up() -> int:
         return 0
     workdir = state_dir()
     if (workdir / "state.json").exists():  # a stale plane whose processes died: clean it up
-        ControlPlane.load_state(workdir).stop()
+        _stop(ControlPlane.load_state(workdir))
     workdir.mkdir(parents=True, exist_ok=True)
     plane = ControlPlane(workdir=workdir).start()
     plane.save_state()
     print(f"control plane up at {plane.server}")
+    _start_node(plane)
     print(f"  export KUBECONFIG={plane.kubeconfig}")
     print("  kubectl get namespaces")
     print("  jm-dev cluster down   # stops it and removes its files")
     return 0
 
 
+def _start_node(plane: ControlPlane) -> None:
+    """Add the node, or say why not: the control plane alone still serves most work."""
+    reason = why_no_node()
+    if reason is None:
+        started = time.monotonic()
+        try:
+            Node.for_plane(plane).start()
+        except (NodeUnavailable, RuntimeError, TimeoutError) as error:
+            reason = str(error)
+        else:
+            print(f"node {NODE_NAME} Ready in {time.monotonic() - started:.1f} s: pods run")
+            print("  jm-dev cluster load IMAGE.tar   # images are loaded, never pulled")
+            return
+    print(f"no node ({reason}): continuing without one, pods stay Pending")
+
+
+def _node_of(plane: ControlPlane) -> Node | None:
+    node_dir = Node.for_plane(plane).workdir
+    return Node.load_state(plane, node_dir) if (node_dir / "state.json").exists() else None
+
+
+def _stop(plane: ControlPlane) -> None:
+    node = _node_of(plane)
+    if node:
+        node.stop()
+    plane.stop()
+
+
 def cluster_down() -> int:
     workdir = state_dir()
     if (workdir / "state.json").exists():
-        ControlPlane.load_state(workdir).stop()
+        _stop(ControlPlane.load_state(workdir))
         print("control plane stopped")
     else:
         print("no control plane was running")
+    return 0
+
+
+def cluster_load(archive: Path) -> int:
+    plane = _running_plane()
+    node = _node_of(plane) if plane else None
+    if not node or not node.running():
+        print("no node is running: jm-dev cluster up", file=sys.stderr)
+        return 1
+    try:
+        node.load_image(archive)
+    except RuntimeError as error:  # not a docker-archive, or unreadable
+        print(error, file=sys.stderr)
+        return 1
+    print(f"loaded {archive}; the node has: {', '.join(node.images())}")
     return 0
 
 
@@ -66,6 +114,9 @@ def cluster_kubeconfig() -> int:
 def cluster_status() -> int:
     plane = _running_plane()
     print(f"running at {plane.server}" if plane else "not running")
+    node = _node_of(plane) if plane else None
+    if plane:
+        print(f"node {NODE_NAME} running" if node and node.running() else "no node")
     return 0 if plane else 1
 
 
@@ -81,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jm-dev", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     cluster = commands.add_parser("cluster", help="the local Kubernetes control plane")
-    cluster.add_argument("action", choices=["up", "down", "kubeconfig", "status"])
+    cluster.add_argument("action", choices=["up", "down", "kubeconfig", "status", "load"])
+    cluster.add_argument("archive", nargs="?", type=Path, help="for load: a docker-archive tar")
     demo = commands.add_parser("demo", help="run the product end to end on a local control plane")
     demo.add_argument("--keep", action="store_true", help="leave the control plane running")
     commands.add_parser(
@@ -102,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     if args.command == "cluster":
+        if args.action == "load":
+            if not args.archive:
+                parser.error("cluster load needs an image tarball")
+            return cluster_load(args.archive)
         action = {
             "up": cluster_up,
             "down": cluster_down,

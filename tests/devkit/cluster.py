@@ -3,7 +3,8 @@
 This is the envtest idea for a machine without Docker: the API server is the real one, with
 RBAC authorization, service-account token issuing, structural-schema validation of CRDs and
 an audit log; the controller manager runs garbage collection, Deployment -> ReplicaSet and the
-service-account controllers. There is no kubelet or scheduler, so pods stay Pending.
+service-account controllers. There is no kubelet or scheduler, so pods stay Pending, unless a
+node (devkit.node: kubelet, kube-proxy, kube-scheduler, CoreDNS) is started beside it.
 
 Ports are chosen free at start, so two control planes on one machine never collide, and
 ``stop()`` kills every process it started and removes its working directory.
@@ -226,6 +227,15 @@ class ControlPlane:
         return self._certs.ca_cert
 
     @property
+    def admin_cert(self) -> Path:
+        """The admin client cert (system:masters), for tools that take cert files."""
+        return self._certs.admin_cert
+
+    @property
+    def admin_key(self) -> Path:
+        return self._certs.admin_key
+
+    @property
     def _certs(self) -> _Certificates:
         return _Certificates(self.workdir / "pki")
 
@@ -338,6 +348,11 @@ class ControlPlane:
             f"--service-account-signing-key-file={certs.sa_key}",
             f"--api-audiences={SERVICE_ACCOUNT_ISSUER}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
+            # A node's kubelet (devkit.node) serves logs and exec to this client cert, and is
+            # dialled by its InternalIP only: its host name resolves nowhere here.
+            f"--kubelet-client-certificate={certs.admin_cert}",
+            f"--kubelet-client-key={certs.admin_key}",
+            "--kubelet-preferred-address-types=InternalIP",
             "--allow-privileged=true",
             # As OpenShift: setting blockOwnerDeletion needs "update" on the owner's finalizers.
             "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
@@ -414,9 +429,10 @@ def _alive(pid: int) -> bool:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        # An exited process that is not our child stays a zombie until init reaps it.
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    return True
 
 
 def _terminate(pid: int, grace: float = 10.0) -> None:

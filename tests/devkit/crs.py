@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from devkit.kubetools import wait_for
 
@@ -51,6 +53,37 @@ def make_secrets(admin_api: client.ApiClient, namespace: str) -> None:
             namespace,
             client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data={key: "s3cret"}),
         )
+
+
+def secret_refs(spec: Any) -> set[tuple[str, str]]:
+    """Every {name, key} pair in a spec: the Secret keys it expects to exist."""
+    found: set[tuple[str, str]] = set()
+    if isinstance(spec, dict):
+        if set(spec) == {"name", "key"}:
+            found.add((spec["name"], spec["key"]))
+        for value in spec.values():
+            found |= secret_refs(value)
+    elif isinstance(spec, list):
+        for value in spec:
+            found |= secret_refs(value)
+    return found
+
+
+def create_referenced_secrets(
+    api: client.ApiClient, namespace: str, spec: Any, value_of: Callable[[str, str], str]
+) -> None:
+    """Create every Secret ``spec`` refers to, each key holding ``value_of(name, key)``."""
+    keys: dict[str, dict[str, str]] = {}
+    for name, key in secret_refs(spec):
+        keys.setdefault(name, {})[key] = value_of(name, key)
+    core = client.CoreV1Api(api)
+    for name, data in keys.items():
+        secret = client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data=data)
+        try:
+            core.create_namespaced_secret(namespace, secret)
+        except ApiException as error:
+            if error.status != 409:
+                raise
 
 
 CustomApi = client.CustomObjectsApi

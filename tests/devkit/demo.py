@@ -20,9 +20,18 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from devkit.cluster import ControlPlane
-from devkit.crs import GROUP, PLURAL, VERSION, CustomApi, condition, wait_condition
+from devkit.crs import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    CustomApi,
+    condition,
+    create_referenced_secrets,
+    wait_condition,
+)
 from devkit.kubetools import api_client, apply_crds, load_yaml_documents
 from devkit.operator_process import CHART, REPO, OperatorProcess, install_rbac, start_operator
+from devkit.prometheus_operator import MONITORING, kube_prometheus_stack_prometheus
 from devkit.toolchain import prometheus_operator_crds
 
 EXAMPLE = REPO / "manifests" / "example-jewelrymonitoring.yaml"
@@ -41,50 +50,6 @@ def _ensure_namespace(api: client.ApiClient, name: str) -> None:
     except ApiException as error:
         if error.status != 409:
             raise
-
-
-def _secret_refs(spec: Any) -> set[tuple[str, str]]:
-    """Every {name, key} pair in the example spec: the Secrets it expects to exist."""
-    found: set[tuple[str, str]] = set()
-    if isinstance(spec, dict):
-        if set(spec) == {"name", "key"}:
-            found.add((spec["name"], spec["key"]))
-        for value in spec.values():
-            found |= _secret_refs(value)
-    elif isinstance(spec, list):
-        for value in spec:
-            found |= _secret_refs(value)
-    return found
-
-
-def _create_demo_secrets(api: client.ApiClient, namespace: str, spec: dict[str, Any]) -> None:
-    keys: dict[str, dict[str, str]] = {}
-    for name, key in _secret_refs(spec):
-        keys.setdefault(name, {})[key] = DEMO_SECRET_VALUE
-    core = client.CoreV1Api(api)
-    for name, data in keys.items():
-        secret = client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data=data)
-        try:
-            core.create_namespaced_secret(namespace, secret)
-        except ApiException as error:
-            if error.status != 409:
-                raise
-
-
-def _prometheus(release_label: dict[str, str]) -> dict[str, Any]:
-    """A Prometheus resource as kube-prometheus-stack makes it: selects `release: <name>`."""
-    selector = {"matchLabels": release_label}
-    return {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "Prometheus",
-        "metadata": {"name": "kube-prometheus-stack-prometheus", "namespace": "monitoring"},
-        "spec": {
-            "serviceMonitorSelector": selector,
-            "serviceMonitorNamespaceSelector": {},
-            "ruleSelector": selector,
-            "ruleNamespaceSelector": {},
-        },
-    }
 
 
 def _show(api: client.ApiClient, cr: dict[str, Any], seconds: float) -> None:
@@ -133,9 +98,11 @@ def run_demo(keep: bool = False) -> int:
 
         release = example["spec"].get("monitorLabels", {})
         CustomApi(api).create_namespaced_custom_object(
-            "monitoring.coreos.com", "v1", "monitoring", "prometheuses", _prometheus(release)
+            *MONITORING, "monitoring", "prometheuses", kube_prometheus_stack_prometheus(release)
         )
-        _create_demo_secrets(api, namespace, example["spec"])
+        create_referenced_secrets(
+            api, namespace, example["spec"], lambda _name, _key: DEMO_SECRET_VALUE
+        )
         started = time.monotonic()
         CustomApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, example)
         cr = wait_condition(

@@ -309,6 +309,7 @@ def process(
     *,
     ready_path: str = "/metrics",
     env: Mapping[str, str] | None = None,
+    startup_timeout: float = 30,
 ) -> Iterator[Process]:
     """Start ``argv_for_port(free port)`` in a temp dir; stop it and delete the dir on exit."""
     tmp = Path(tempfile.mkdtemp(prefix=f"devkit-{name}-"))
@@ -320,6 +321,7 @@ def process(
         workdir=tmp,
         env=None if env is None else {"PATH": os.environ.get("PATH", ""), **env},
         port=port,
+        startup_timeout=startup_timeout,
     )
     try:
         yield proc.start()

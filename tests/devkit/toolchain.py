@@ -7,6 +7,7 @@ missing tool fails with one message that names the command that builds it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -20,11 +21,22 @@ def cache_dir() -> Path:
     return Path(configured) if configured else Path.home() / ".cache" / "jewelry-monitoring"
 
 
-def binary(name: str) -> Path:
-    """Path of a tool from the cache, or from PATH for Debian-packaged ones (etcd, nginx...)."""
+def built_binary(name: str) -> Path:
+    """Path of a tool the setup builds, from the cache only.
+
+    For names Debian ships too (prometheus, promtool): falling back to PATH would quietly
+    test with Debian's older build, which lacks what the caller needs.
+    """
     cached = cache_dir() / "bin" / name
     if cached.is_file() and os.access(cached, os.X_OK):
         return cached
+    raise FileNotFoundError(f"{name} not found in {cache_dir() / 'bin'}: {SETUP_HINT}")
+
+
+def binary(name: str) -> Path:
+    """Path of a tool from the cache, or from PATH for Debian-packaged ones (etcd, nginx...)."""
+    with contextlib.suppress(FileNotFoundError):
+        return built_binary(name)
     found = shutil.which(name)
     if found:
         return Path(found)

@@ -31,7 +31,7 @@ import yaml
 from devkit import images as img
 from devkit.prometheus import CELERY_EXPORTER_MAIN, process
 from devkit.services import LOOPBACK, redis_service
-from jewelry_monitoring.builders.exporters import EXPORTERS, NON_ROOT_UID
+from jewelry_monitoring.builders.exporters import EXPORTERS, NON_ROOT_UID, ExporterKind
 from jewelry_monitoring.spec import JewelryMonitoringSpec
 
 VALUES = img.REPO / "charts" / "jewelry-monitoring" / "values.yaml"
@@ -64,6 +64,11 @@ def rootfs(built: dict[str, img.BuiltImage]) -> Iterator[Callable[[str], Path]]:
         shutil.rmtree(workdir)
 
 
+def _cr_exporter(short_name: str) -> ExporterKind:
+    """The operator's table row of the CR exporter this image is for."""
+    return EXPORTERS[next(e for e, image in EXPORTER_IMAGES.items() if image == short_name)]
+
+
 def _config(built: dict[str, img.BuiltImage], short_name: str) -> dict[str, Any]:
     return img.archive_config(built[short_name].archive)
 
@@ -90,13 +95,15 @@ EXPORTER_IMAGES = {
     "redis": "redis-exporter",
     "nginx": "nginx-prometheus-exporter",
     "celery": "celery-exporter",
-    "node": "node-exporter",
 }
+# The node exporter is the chart's (values nodeExporter.*), not a CR exporter.
+NODE_EXPORTER_IMAGE = "node-exporter"
+ALL_EXPORTER_IMAGES = sorted([*EXPORTER_IMAGES.values(), NODE_EXPORTER_IMAGE])
 POSTGRES_DSN = "postgresql://nobody@127.0.0.1:1/none?sslmode=disable"  # dead loopback port
 
 
 def test_every_image_is_one_tagged_docker_archive(built: dict[str, img.BuiltImage]) -> None:
-    assert set(built) == {"jewelry-monitoring-operator", "jewelry-shop", *EXPORTER_IMAGES.values()}
+    assert set(built) == {"jewelry-monitoring-operator", "jewelry-shop", *ALL_EXPORTER_IMAGES}
     for short_name, image in built.items():
         assert re.fullmatch(rf"localhost/jm/{re.escape(short_name)}:[\w.-]+", image.name)
         assert img.archive_tags(image.archive) == [image.name]
@@ -126,6 +133,8 @@ def test_exporter_images_have_the_versions_the_cr_pins(built: dict[str, img.Buil
             assert ours in doc and upstream_tag in doc, "record the nginx version difference"
         else:
             assert ours == upstream_tag, exporter
+    node_tag = yaml.safe_load(VALUES.read_text())["nodeExporter"]["image"]["tag"]
+    assert built[NODE_EXPORTER_IMAGE].name.rpartition(":")[2] == node_tag
 
 
 def test_the_charts_operator_image_is_ours(built: dict[str, img.BuiltImage]) -> None:
@@ -155,6 +164,7 @@ def _expected_configs() -> dict[str, ExpectedConfig]:
         "celery-exporter": ["python", "-c", CELERY_EXPORTER_MAIN],
     }
     ports = {image: EXPORTERS[exporter].port for exporter, image in EXPORTER_IMAGES.items()}
+    ports[NODE_EXPORTER_IMAGE] = values["nodeExporter"]["port"]
     return {
         "jewelry-monitoring-operator": ExpectedConfig(
             app_user, ["jewelry-monitoring"], ["run"], values["livenessPort"]
@@ -263,14 +273,15 @@ def exporter_dependencies(short_name: str) -> Iterator[tuple[list[str], dict[str
         raise AssertionError(short_name)
 
 
-@pytest.mark.parametrize("short_name", sorted(EXPORTER_IMAGES.values()))
+@pytest.mark.parametrize("short_name", ALL_EXPORTER_IMAGES)
 def test_exporter_from_its_image_answers_metrics(
     built: dict[str, img.BuiltImage], rootfs: Callable[[str], Path], short_name: str
 ) -> None:
     config = _config(built, short_name)
     root = rootfs(short_name)
     # Ready when the operator's probe path answers, as the pod's probes expect.
-    kind = EXPORTERS[next(e for e, image in EXPORTER_IMAGES.items() if image == short_name)]
+    # (the chart's node exporter probes "/").
+    probe_path = "/" if short_name == NODE_EXPORTER_IMAGE else _cr_exporter(short_name).probe_path
 
     def argv(port: int, extra: list[str]) -> list[str]:
         if short_name == "celery-exporter":
@@ -292,7 +303,7 @@ def test_exporter_from_its_image_answers_metrics(
             short_name,
             lambda port: argv(port, extra),
             env={**_image_env(config), **env},
-            ready_path=kind.probe_path,
+            ready_path=probe_path,
         ) as running,
     ):
         text = _get(f"http://{LOOPBACK}:{running.port}/metrics")

@@ -510,7 +510,6 @@ def test_missing_secret_holds_back_only_its_exporter_until_it_appears(
             client.V1Secret(metadata=client.V1ObjectMeta(name=secret), string_data={key: "s3cret"}),
         )
     spec = full_spec()
-    del spec["exporters"]["node"]
     CustomApi(admin_api).create_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, cr_body("shop", spec)
     )

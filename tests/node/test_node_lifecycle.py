@@ -1,0 +1,95 @@
+"""The node stops without a trace and starts again warm, alone and through `jm-dev cluster`.
+
+These restart the session's node (one node runs per host), so they bring it back after.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from devkit import cli
+from devkit.kubetools import wait_for
+from devkit.node import NODE_NAME, PROBE_IMAGE, Node, host_footprint, host_leftovers
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def host_without_node(node: Node) -> Iterator[None]:
+    """The session's node stopped for the test's duration."""
+    node.stop()
+    try:
+        yield
+    finally:
+        node.start()
+
+
+def test_stop_leaves_nothing_behind_and_the_node_starts_again(
+    node: Node, node_api: client.ApiClient, node_namespace: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    core = client.CoreV1Api(node_api)
+    # Something of everything: a container (mounts, netns, veth, cgroups) and a Service
+    # (kube-proxy's rules).
+    core.create_namespaced_pod(
+        node_namespace,
+        client.V1Pod(
+            metadata=client.V1ObjectMeta(name="resident", labels={"app": "resident"}),
+            spec=client.V1PodSpec(
+                containers=[
+                    client.V1Container(
+                        name="probe", image=PROBE_IMAGE, image_pull_policy="Never", args=["serve"]
+                    )
+                ]
+            ),
+        ),
+    )
+    core.create_namespaced_service(
+        node_namespace,
+        client.V1Service(
+            metadata=client.V1ObjectMeta(name="resident"),
+            spec=client.V1ServiceSpec(
+                selector={"app": "resident"},
+                ports=[client.V1ServicePort(port=80, target_port=8080)],
+            ),
+        ),
+    )
+    wait_for(
+        lambda: core.read_namespaced_pod("resident", node_namespace).status.phase == "Running",
+        timeout=90,
+        what="the resident pod Running",
+    )
+
+    node.stop()
+    assert node.leftovers() == []
+
+    started = time.monotonic()
+    node.start()
+    ready_after = time.monotonic() - started
+    with capsys.disabled():
+        print(f"\n[node] warm start to Ready (images reloaded): {ready_after:.1f} s")
+    assert PROBE_IMAGE in node.images()
+
+
+def test_cluster_up_gains_a_node_and_down_leaves_nothing(
+    host_without_node: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    state = tmp_path / "cluster"
+    monkeypatch.setattr(cli, "state_dir", lambda: state)
+    before = host_footprint()
+
+    assert cli.main(["cluster", "up"]) == 0
+    try:
+        said = capsys.readouterr().out
+        assert f"node {NODE_NAME} Ready in" in said, said
+    finally:
+        assert cli.main(["cluster", "down"]) == 0
+
+    assert host_leftovers(before, state) == []
