@@ -102,7 +102,8 @@ def test_defaults_render_the_expected_objects() -> None:
         {"name": "metrics", "containerPort": 8081},
     ]
     namespaced = rules(objects, f"{FULLNAME}-namespaced")
-    assert grants(namespaced, "", "secrets") == {"get"}  # never list/watch Secrets
+    # get: a referenced key exists; list/watch: the metadata-only Secret watch (no data).
+    assert grants(namespaced, "", "secrets") == {"get", "list", "watch"}
     # blockOwnerDeletion on the children needs it (OwnerReferencesPermissionEnforcement).
     assert grants(namespaced, "monitoring.jewelry.io", "jewelrymonitorings/finalizers") == {
         "update"
