@@ -1,6 +1,6 @@
 """`jewelry-monitoring`: run the operator, render a CR offline, print the CRD.
 
-jewelry-monitoring run [--namespace NS ...] [--peering NAME] [--priority N]
+jewelry-monitoring run [--namespace NS ...] [--leader-elect]
 jewelry-monitoring render -f cr.yaml [--uid UID] [--without-prometheus-operator]
 jewelry-monitoring crd
 """
@@ -53,10 +53,10 @@ def render(cr: dict[str, Any], uid: str, with_prometheus_operator: bool) -> list
 def _run(args: argparse.Namespace) -> int:
     import kopf
 
-    from jewelry_monitoring import handlers  # noqa: F401  (registers the handlers)
+    from jewelry_monitoring import handlers, metrics  # noqa: F401  (handlers registers them)
 
     try:
-        settings = operator_config.load(args.namespace, args.peering, args.priority)
+        settings = operator_config.load(args.namespace, args.leader_elect or None)
     except operator_config.ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
@@ -65,12 +65,12 @@ def _run(args: argparse.Namespace) -> int:
     )
     # The client library logs whole response bodies at DEBUG, Secrets included: never.
     logging.getLogger("kubernetes.client.rest").setLevel(logging.WARNING)
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port)
     kopf.run(
         clusterwide=settings.clusterwide,
         namespaces=settings.namespaces,
-        standalone=not settings.peering,
-        peering_name=settings.peering or None,
-        priority=settings.priority,
+        standalone=True,  # kopf's peering would pause only kopf's watchers: see handlers.py
         liveness_endpoint=settings.liveness_endpoint or None,
         memo=kopf.Memo(config=settings),
     )
@@ -82,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the operator")
     run.add_argument("--namespace", action="append", help="watch only this namespace (repeat)")
-    run.add_argument("--peering", help="kopf peering name; omit to run standalone")
-    run.add_argument("--priority", type=int, help="peering priority (default: from POD_NAME)")
+    run.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="only the holder of a Lease writes (for several replicas; also JM_LEADER_ELECTION)",
+    )
     show = commands.add_parser("render", help="print the objects a CR would create")
     show.add_argument(
         "-f", "--file", required=True, type=Path, help="JewelryMonitoring YAML ('-' = stdin)"

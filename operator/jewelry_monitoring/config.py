@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
+import uuid
 from dataclasses import dataclass
 
 
@@ -12,11 +12,28 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class LeaseSettings:
+    """Leader election: which Lease, who we are, and client-go's three durations."""
+
+    namespace: str
+    name: str
+    identity: str
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+    @property
+    def request_timeout(self) -> float:
+        """Per request: two attempts fit in the renew deadline."""
+        return self.renew_deadline / 2
+
+
+@dataclass(frozen=True)
 class OperatorConfig:
     namespaces: tuple[str, ...]  # empty: all namespaces
-    peering: str  # empty: standalone, no peering
-    priority: int
+    lease: LeaseSettings | None  # None: no leader election (a single replica)
     liveness_endpoint: str
+    metrics_port: int  # 0: no metrics endpoint
     resync_seconds: float
     log_level: str
     # Image repositories (or prefixes ending in /) a CR may name besides the pinned defaults.
@@ -34,16 +51,51 @@ def _int(name: str, raw: str) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
-def default_priority(pod_name: str) -> int:
-    """A priority unique per replica: kopf freezes peers of equal priority, so two replicas
-    of one Deployment (same arguments) must still differ. Derived from the pod name."""
-    return int(hashlib.sha256(pod_name.encode()).hexdigest()[:6], 16) % 10_000 + 1
+def _port(name: str, environ: dict[str, str], default: str) -> int:
+    port = _int(name, environ.get(name, default))
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{name} must be a port number (0 turns it off), got {port}")
+    return port
+
+
+def _lease(environ: dict[str, str], enabled: bool | None) -> LeaseSettings | None:
+    """Leader election settings (JM_LEADER_ELECTION and the JM_LEASE_* variables)."""
+    if enabled is None:
+        enabled = environ.get("JM_LEADER_ELECTION", "false").lower() in ("1", "true", "yes")
+    if not enabled:
+        return None
+    namespace = environ.get("JM_LEASE_NAMESPACE") or environ.get("POD_NAMESPACE", "")
+    if not namespace:
+        raise ConfigError("leader election needs JM_LEASE_NAMESPACE (or POD_NAMESPACE)")
+    seconds = {
+        name: _int(name, environ.get(name, default))
+        for name, default in (
+            ("JM_LEASE_DURATION_SECONDS", "15"),
+            ("JM_RENEW_DEADLINE_SECONDS", "10"),
+            ("JM_RETRY_PERIOD_SECONDS", "2"),
+        )
+    }
+    duration, deadline, period = seconds.values()
+    if not 0 < period < deadline < duration:
+        raise ConfigError(
+            "leader election needs 0 < JM_RETRY_PERIOD_SECONDS < JM_RENEW_DEADLINE_SECONDS"
+            f" < JM_LEASE_DURATION_SECONDS, got {period} < {deadline} < {duration}"
+        )
+    # client-go's default identity: unique even for two processes on one host.
+    identity = environ.get("POD_NAME") or f"{os.uname().nodename}_{uuid.uuid4().hex[:8]}"
+    return LeaseSettings(
+        namespace=namespace,
+        name=environ.get("JM_LEASE_NAME", "jewelry-monitoring-leader"),
+        identity=identity,
+        lease_duration=duration,
+        renew_deadline=deadline,
+        retry_period=period,
+    )
 
 
 def load(
     namespaces: list[str] | None = None,
-    peering: str | None = None,
-    priority: int | None = None,
+    leader_election: bool | None = None,
     env: dict[str, str] | None = None,
 ) -> OperatorConfig:
     """Flags win over environment variables (JM_*), which win over defaults."""
@@ -52,19 +104,18 @@ def load(
     resync = float(_int("JM_RESYNC_SECONDS", environ.get("JM_RESYNC_SECONDS", "300")))
     if resync < 10:
         raise ConfigError("JM_RESYNC_SECONDS must be at least 10")
-    port = _int("JM_LIVENESS_PORT", environ.get("JM_LIVENESS_PORT", "8080"))
+    liveness = _port("JM_LIVENESS_PORT", environ, "8080")
+    metrics_port = _port("JM_METRICS_PORT", environ, "8081")
+    if metrics_port and metrics_port == liveness:
+        raise ConfigError(f"JM_METRICS_PORT and JM_LIVENESS_PORT are both {liveness}")
     level = environ.get("JM_LOG_LEVEL", "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"JM_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level}")
-    if priority is None and environ.get("JM_PRIORITY"):
-        priority = _int("JM_PRIORITY", environ["JM_PRIORITY"])
     return OperatorConfig(
         namespaces=tuple(sorted({n.strip() for n in spaces})),
-        peering=peering if peering is not None else environ.get("JM_PEERING", ""),
-        priority=priority
-        if priority is not None
-        else default_priority(environ.get("POD_NAME", os.uname().nodename)),
-        liveness_endpoint=f"http://0.0.0.0:{port}/healthz" if port else "",
+        lease=_lease(environ, leader_election),
+        liveness_endpoint=f"http://0.0.0.0:{liveness}/healthz" if liveness else "",
+        metrics_port=metrics_port,
         resync_seconds=resync,
         log_level=level,
         allowed_images=tuple(

@@ -22,6 +22,8 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from jewelry_monitoring import metrics
+
 FIELD_MANAGER = "jewelry-monitoring"
 # (connect, read) seconds for one request; a LIST of a big namespace still fits in the read.
 REQUEST_TIMEOUT = (5.0, 30.0)
@@ -77,7 +79,14 @@ RESOURCES: dict[str, Resource] = {
         "apiextensions.k8s.io/v1", "customresourcedefinitions", namespaced=False
     ),
     "JewelryMonitoring": Resource("monitoring.jewelry.io/v1alpha1", "jewelrymonitorings"),
+    "Lease": Resource("coordination.k8s.io/v1", "leases"),
 }
+_COLLECTIONS = {resource.plural for resource in RESOURCES.values()}
+_VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def _always_may_write() -> bool:
+    return True
 
 
 def load_api_client() -> client.ApiClient:
@@ -98,10 +107,14 @@ class Kube:
         api: client.ApiClient,
         component: str = FIELD_MANAGER,
         timeout: tuple[float, float] = REQUEST_TIMEOUT,
+        may_write: Callable[[], bool] = _always_may_write,
     ) -> None:
+        """``may_write`` is asked before every write: with leader election, it is the fence
+        that keeps a replica that no longer holds the Lease from writing anything."""
         self._api = api
         self._component = component
         self._timeout = timeout
+        self._may_write = may_write
 
     def _call(
         self,
@@ -114,6 +127,28 @@ class Kube:
         timeout: tuple[float, float] | None = None,
         stream: bool = False,
     ) -> Any:
+        """One request: fenced if it writes, timed and counted by verb."""
+        verb = _VERBS[method]
+        if method == "GET" and path.rsplit("/", 1)[-1] in _COLLECTIONS:
+            verb = "watch" if stream else "list"
+        if verb not in ("get", "list", "watch") and not self._may_write():
+            raise KubeError(0, "NotLeader", f"{verb} {path}: this replica does not hold the lease")
+        with metrics.api_request(verb):
+            return self._request(
+                method, path, body, query, content_type, accept, timeout or self._timeout, stream
+            )
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        query: list[tuple[str, str]] | None,
+        content_type: str,
+        accept: str,
+        timeout: tuple[float, float],
+        stream: bool,
+    ) -> Any:
         try:
             return self._api.call_api(
                 path,
@@ -125,7 +160,7 @@ class Kube:
                 auth_settings=["BearerToken"],
                 _return_http_data_only=True,
                 _preload_content=not stream,
-                _request_timeout=timeout or self._timeout,
+                _request_timeout=timeout,
             )
         except ApiException as error:
             raise _kube_error(error) from None
@@ -158,6 +193,19 @@ class Kube:
         result: Obj = self._call(
             "PATCH", path, body=obj, query=query, content_type="application/apply-patch+yaml"
         )
+        return result
+
+    def create(self, obj: Obj) -> Obj:
+        meta = obj["metadata"]
+        path = RESOURCES[obj["kind"]].path(meta.get("namespace"))
+        result: Obj = self._call("POST", path, body=obj)
+        return result
+
+    def replace(self, obj: Obj) -> Obj:
+        """PUT the whole object; its resourceVersion makes a concurrent change fail (409)."""
+        meta = obj["metadata"]
+        path = RESOURCES[obj["kind"]].path(meta.get("namespace"), meta["name"])
+        result: Obj = self._call("PUT", path, body=obj)
         return result
 
     def delete(self, obj: Obj) -> None:

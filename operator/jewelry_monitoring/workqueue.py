@@ -19,6 +19,7 @@ import logging
 import random
 from collections.abc import Callable
 
+from jewelry_monitoring import metrics
 from jewelry_monitoring.kube import KubeError
 from jewelry_monitoring.reconcile import Outcome
 
@@ -57,6 +58,7 @@ class ReconcileQueue:
     def request(self, key: Key) -> None:
         self.known.add(key)
         self._dirty.add(key)
+        metrics.QUEUE.requested(key)
         until = self._backoff_until.get(key)
         if until is not None and until > self._now():
             self._schedule(key, until - self._now())  # no-op: the backoff deadline is pending
@@ -119,6 +121,7 @@ class ReconcileQueue:
     async def _run(self, key: Key) -> None:
         while key in self._dirty and key not in self._backoff_until:
             self._dirty.discard(key)
+            metrics.QUEUE.started(key)
             self._forget_deadline(key)
             self._started[key] = self._now()
             try:
@@ -137,6 +140,7 @@ class ReconcileQueue:
             if outcome.writes:
                 log.info("reconciled %s/%s: %s", *key, "; ".join(outcome.writes))
             if outcome.retry_after is not None:
+                metrics.RETRIES.labels(reason="requeue_after").inc()
                 self._schedule(key, jittered(outcome.retry_after))
 
     async def _failed(self, key: Key, error: Exception) -> None:
@@ -151,6 +155,7 @@ class ReconcileQueue:
             exc_info=error,
         )
         self._backoff_until[key] = self._now() + delay
+        metrics.RETRIES.labels(reason="error").inc()
         self._schedule(key, delay)
         if failures >= FAILURES_BEFORE_REPORT and self._report_failure is not None:
             detail = (

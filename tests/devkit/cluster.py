@@ -399,6 +399,8 @@ class ControlPlane:
             f"--kubelet-client-key={certs.admin_key}",
             "--kubelet-preferred-address-types=InternalIP",
             "--allow-privileged=true",
+            # As OpenShift: setting blockOwnerDeletion needs "update" on the owner's finalizers.
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
             f"--audit-policy-file={self.workdir / 'audit-policy.yaml'}",
             f"--audit-log-path={self.audit_log}",
             "--audit-log-mode=blocking",

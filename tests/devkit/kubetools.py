@@ -179,15 +179,27 @@ def service_account_kubeconfig(
     name: str,
     destination: Path,
     expiration_seconds: int = 7200,
+    bound_pod: tuple[str, str] | None = None,
 ) -> Path:
     """Write a kubeconfig that authenticates as ServiceAccount ``namespace/name``.
 
     The token comes from the TokenRequest API, so the holder has exactly the RBAC of that
     ServiceAccount: this is how tests run the operator under the chart's own permissions.
+    ``bound_pod`` (name, uid) binds the token to a Pod of ``namespace``, like a kubelet-issued
+    token: valid only while that Pod exists, and named in the audit log's ``user.extra``.
     """
     core = client.CoreV1Api(api)
+    bound = (
+        client.V1BoundObjectReference(
+            api_version="v1", kind="Pod", name=bound_pod[0], uid=bound_pod[1]
+        )
+        if bound_pod
+        else None
+    )
     request = client.AuthenticationV1TokenRequest(
-        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=expiration_seconds)
+        spec=client.V1TokenRequestSpec(
+            audiences=[], expiration_seconds=expiration_seconds, bound_object_ref=bound
+        )
     )
     token = core.create_namespaced_service_account_token(name, namespace, request).status.token
     document = kubeconfig_document(server, ca_file, {"token": token})

@@ -80,6 +80,7 @@ class OperatorProcess:
     process: subprocess.Popen[bytes]
     log_path: Path
     liveness_port: int
+    metrics_port: int
     user: str
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -88,6 +89,18 @@ class OperatorProcess:
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def metrics(self) -> str:
+        """The operator's /metrics page, as Prometheus would scrape it."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return str(reply.read().decode())
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup runs, as when a node dies."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -105,8 +118,12 @@ def install_rbac(
     release: str,
     namespace: str,
     values: dict[str, Any] | None = None,
+    pod: tuple[str, str] | None = None,
 ) -> Path:
-    """Apply the chart's RBAC and return a kubeconfig of its ServiceAccount."""
+    """Apply the chart's RBAC and return a kubeconfig of its ServiceAccount.
+
+    With ``pod`` (name, uid), the token is bound to that Pod, as a real replica's is: the
+    audit log then names the pod in ``user.extra``, so two replicas are told apart."""
     core = client.CoreV1Api(admin)
     try:
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
@@ -123,7 +140,8 @@ def install_rbac(
         plane.ca_cert,
         namespace,
         account,
-        plane.workdir / f"{release}-{namespace}.kubeconfig",
+        plane.workdir / f"{release}-{namespace}{'-' + pod[0] if pod else ''}.kubeconfig",
+        bound_pod=pod,
     )
 
 
@@ -136,11 +154,12 @@ def start_operator(
     timeout: float = 30.0,
 ) -> OperatorProcess:
     """Start ``jewelry-monitoring run`` and wait until its liveness endpoint answers."""
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     environment = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
         "JM_LIVENESS_PORT": str(port),
+        "JM_METRICS_PORT": str(metrics_port),
         "JM_LOG_LEVEL": "DEBUG",
         **(env or {}),
     }
@@ -152,7 +171,7 @@ def start_operator(
         env=environment,
     )
     log.close()
-    handle = OperatorProcess(process, log_path, port, user)
+    handle = OperatorProcess(process, log_path, port, metrics_port, user)
     try:
         _wait_live(handle, timeout)
     except BaseException:  # a stop signal (devkit.stopping) too: the caller has no handle yet

@@ -6,7 +6,7 @@ and a download would not match our cluster version anyway. So the schemas are ma
 * built-in kinds (core, apps, rbac, policy, apiextensions...) from the local control
   plane's own OpenAPI v2 document (``/openapi/v2``): each kind's definition plus the
   definitions it references, in one standalone file;
-* custom kinds (prometheus-operator's, kopf's peerings, ours) from each CRD version's
+* custom kinds (prometheus-operator's and ours) from each CRD version's
   ``openAPIV3Schema``, with ``metadata`` checked as a real ObjectMeta.
 
 Both are made strict as kubeconform's ``-strict`` schemas are: an object that lists its

@@ -23,6 +23,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "replicas=2": {"replicas": 2},
     "watchNamespaces=[a,b]": {"watchNamespaces": ["a", "b"]},
     "replicas=2,watchNamespaces=[a,b]": {"replicas": 2, "watchNamespaces": ["a", "b"]},
+    "metrics monitor and rules": {
+        "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}
+    },
 }
 
 
@@ -64,14 +67,16 @@ def test_defaults_render_the_expected_objects() -> None:
         "ClusterRole": 2,
         "ClusterRoleBinding": 2,
         "Deployment": 1,
+        "Service": 1,  # the operator's metrics
         "ConfigMap": 4,  # the shared Grafana dashboards
     }
     for obj in objects:
         assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
-        if obj["kind"] in ("ServiceAccount", "Deployment"):
+        if obj["kind"] in ("ServiceAccount", "Deployment", "Service"):
             assert obj["metadata"]["namespace"] == NAMESPACE
     (deployment,) = by_kind(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # never two versions at once
     pod = deployment["spec"]["template"]
     assert (
         deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
@@ -80,21 +85,33 @@ def test_defaults_render_the_expected_objects() -> None:
     operator = container(objects)
     assert operator["image"] == "jewelry-monitoring-operator:0.1.0"  # the chart's appVersion
     assert operator["args"] == ["run"]
-    assert env(objects) | {"POD_NAME": None} == {
-        "POD_NAME": None,
+    assert env(objects) == {
+        "POD_NAME": None,  # from the downward API
+        "POD_NAMESPACE": None,
         "JM_NAMESPACES": "",
-        "JM_PEERING": "",
         "JM_RESYNC_SECONDS": "300",
         "JM_LOG_LEVEL": "INFO",
         "JM_LIVENESS_PORT": "8080",
+        "JM_METRICS_PORT": "8081",
         "JM_ALLOWED_IMAGES": "",
     }
     probe = operator["livenessProbe"]["httpGet"]
     assert probe == {"path": "/healthz", "port": "health"}
-    assert operator["ports"] == [{"name": "health", "containerPort": 8080}]
+    assert operator["ports"] == [
+        {"name": "health", "containerPort": 8080},
+        {"name": "metrics", "containerPort": 8081},
+    ]
     namespaced = rules(objects, f"{FULLNAME}-namespaced")
-    assert grants(namespaced, "", "secrets") == {"get"}  # never list/watch Secrets
-    assert not grants(rules(objects, f"{FULLNAME}-cluster"), "kopf.dev", "clusterkopfpeerings")
+    # get: a referenced key exists; list/watch: the metadata-only Secret watch (no data).
+    assert grants(namespaced, "", "secrets") == {"get", "list", "watch"}
+    # blockOwnerDeletion on the children needs it (OwnerReferencesPermissionEnforcement).
+    assert grants(namespaced, "monitoring.jewelry.io", "jewelrymonitorings/finalizers") == {
+        "update"
+    }
+    assert not by_kind(objects, "Role")  # no Lease without leader election
+    (service,) = by_kind(objects, "Service")
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 8081, "targetPort": "metrics"}]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
 
 
 def test_watch_namespaces_bind_per_namespace_and_nothing_cluster_wide() -> None:
@@ -119,19 +136,38 @@ def test_watch_namespaces_bind_per_namespace_and_nothing_cluster_wide() -> None:
         assert not grants(cluster_rules, group, resource)
 
 
-def test_replicas_two_turns_on_peering_and_a_disruption_budget() -> None:
+def test_replicas_two_turn_on_leader_election_and_a_disruption_budget() -> None:
     objects = render({"replicas": 2})
-    assert env(objects)["JM_PEERING"] == FULLNAME
-    (peering,) = by_kind(objects, "ClusterKopfPeering")
-    assert peering["metadata"]["name"] == FULLNAME
-    assert grants(rules(objects, f"{FULLNAME}-cluster"), "kopf.dev", "clusterkopfpeerings") >= {
-        "get",
-        "list",
-        "watch",
-        "patch",
-    }
-    (budget,) = by_kind(objects, "PodDisruptionBudget")
+    lease = f"{FULLNAME}-leader"
+    assert (
+        env(objects).items()
+        >= {
+            "JM_LEADER_ELECTION": "true",
+            "JM_LEASE_NAME": lease,
+            "JM_LEASE_DURATION_SECONDS": "15",
+            "JM_RENEW_DEADLINE_SECONDS": "10",
+            "JM_RETRY_PERIOD_SECONDS": "2",
+        }.items()
+    )
     (deployment,) = by_kind(objects, "Deployment")
+    # The Lease keeps a new version from writing while the old one leads: rolling is safe.
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate"}
+    (role,) = by_kind(objects, "Role")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [lease],
+            "verbs": ["get", "update"],
+        },
+    ]
+    (binding,) = by_kind(objects, "RoleBinding")
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert not by_kind(objects, "ClusterKopfPeering")
+    (budget,) = by_kind(objects, "PodDisruptionBudget")
     assert budget["metadata"]["namespace"] == NAMESPACE
     assert budget["spec"]["minAvailable"] == 1
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -139,20 +175,54 @@ def test_replicas_two_turns_on_peering_and_a_disruption_budget() -> None:
     assert deployment["spec"]["replicas"] == 2
 
 
-def test_replicas_two_in_watched_namespaces_peer_per_namespace() -> None:
+def test_replicas_two_in_watched_namespaces_keep_the_lease_in_the_release_namespace() -> None:
     objects = render({"replicas": 2, "watchNamespaces": ["a", "b"]})
-    peerings = by_kind(objects, "KopfPeering")
-    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["a", "b"]
-    assert not by_kind(objects, "ClusterKopfPeering")
-    assert grants(rules(objects, f"{FULLNAME}-namespaced"), "kopf.dev", "kopfpeerings")
-    assert not grants(rules(objects, f"{FULLNAME}-cluster"), "kopf.dev", "clusterkopfpeerings")
+    (role,) = by_kind(objects, "Role")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    lease_bindings = [b for b in by_kind(objects, "RoleBinding") if b["roleRef"]["kind"] == "Role"]
+    assert [b["metadata"]["namespace"] for b in lease_bindings] == [NAMESPACE]
+    for name in (f"{FULLNAME}-cluster", f"{FULLNAME}-namespaced"):
+        assert not grants(rules(objects, name), "coordination.k8s.io", "leases")
 
 
-def test_single_replica_has_no_peering_nor_disruption_budget() -> None:
+def test_single_replica_has_no_lease_nor_disruption_budget() -> None:
     objects = render({"replicas": 1, "watchNamespaces": ["a"]})
     kinds = {o["kind"] for o in objects}
-    assert not kinds & {"KopfPeering", "ClusterKopfPeering", "PodDisruptionBudget"}
-    assert env(objects)["JM_PEERING"] == ""
+    assert not kinds & {"Role", "PodDisruptionBudget"}
+    assert "JM_LEADER_ELECTION" not in env(objects)
+
+
+def test_operator_service_monitor_and_rules_carry_the_monitor_labels() -> None:
+    objects = render(
+        {
+            "metrics": {
+                "port": 9100,
+                "serviceMonitor": {"enabled": True},
+                "prometheusRule": {"enabled": True},
+                "monitorLabels": {"release": "kube-prometheus-stack"},
+            }
+        }
+    )
+    (service,) = by_kind(objects, "Service")
+    (monitor,) = by_kind(objects, "ServiceMonitor")
+    (rule,) = by_kind(objects, "PrometheusRule")
+    for obj in (monitor, rule):
+        assert obj["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        assert obj["metadata"]["namespace"] == NAMESPACE
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s"}
+    ]
+    assert service["spec"]["ports"][0]["port"] == 9100
+    alerts = {r["alert"] for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert alerts == {
+        "JewelryMonitoringOperatorDown",
+        "JewelryMonitoringReconcileErrors",
+        "JewelryMonitoringOperatorQueueStuck",
+    }
+    assert not by_kind(render(), "ServiceMonitor") and not by_kind(render(), "PrometheusRule")
 
 
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
@@ -199,6 +269,9 @@ def test_helm_lint_strict(values: dict[str, Any]) -> None:
         ({"resyncSeconds": 1}, "/resyncSeconds"),
         ({"livenessPort": 70000}, "/livenessPort"),
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+        ({"leaderElection": {"leaseDurationSeconds": 0}}, "/leaderElection/leaseDurationSeconds"),
+        ({"metrics": {"port": 0}}, "/metrics/port"),
+        ({"metrics": {"serviceMonitor": {"enabled": "yes"}}}, "/metrics/serviceMonitor/enabled"),
         ({"replica": 2}, "replica"),  # a typo is an error, not a silent no-op
     ],
 )
@@ -208,11 +281,16 @@ def test_values_schema_rejects_bad_values(values: dict[str, Any], complaint: str
     assert complaint in failure.value.stderr
 
 
+# A release of its own: a dry-run install refuses to adopt objects of the same names, which the
+# operator tests' fixture makes from this chart when both run on one control plane.
+NOTES_RELEASE, NOTES_FULLNAME = "notes", "notes-jewelry-monitoring"
+
+
 def _notes(plane: ControlPlane, values: dict[str, Any]) -> str:
     command = [
         str(binary("helm")),
         "install",
-        RELEASE,
+        NOTES_RELEASE,
         str(CHART),
         "--namespace",
         NAMESPACE,
@@ -236,7 +314,10 @@ def test_notes_tell_how_to_apply_a_cr_and_check_it(
     notes = _notes(control_plane, {})
     assert "kubectl get jm" in notes
     assert "watching all namespaces" in notes
-    assert f"deployment/{FULLNAME}" in notes
+    assert f"deployment/{NOTES_FULLNAME}" in notes
     notes = _notes(control_plane, {"replicas": 2, "watchNamespaces": ["a", "b"]})
     assert "watching namespaces: a, b" in notes
-    assert "2 replicas with kopf peering" in notes
+    assert (
+        f"2 replicas with leader election: the holder of Lease {NAMESPACE}/{NOTES_FULLNAME}-leader"
+        in notes
+    )

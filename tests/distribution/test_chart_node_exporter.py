@@ -21,7 +21,12 @@ def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
 
 
 def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [o for o in objects if o["kind"] == kind]
+    """Objects of ``kind``; Services only the node exporter's (not the operator's metrics)."""
+    return [
+        o
+        for o in objects
+        if o["kind"] == kind and (kind != "Service" or "node-exporter" in o["metadata"]["name"])
+    ]
 
 
 def test_off_by_default() -> None:

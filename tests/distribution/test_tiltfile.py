@@ -146,7 +146,9 @@ def test_resources_selectors_and_dependencies_exist(tilt: Recorder) -> None:
         assert ("Secret", secret) in kinds
 
 
-def test_port_forwards_reach_the_app_and_the_operator_liveness(tilt: Recorder) -> None:
+def test_port_forwards_reach_the_app_and_the_operator_liveness_and_metrics(
+    tilt: Recorder,
+) -> None:
     workloads = _workloads(tilt.yaml)
     forwards = {r["workload"]: r.get("port_forwards", []) for r in tilt.resources}
 
@@ -159,5 +161,7 @@ def test_port_forwards_reach_the_app_and_the_operator_liveness(tilt: Recorder) -
     assert 8000 in container_ports("jewelry-shop")
     assert "8080:8080" in forwards[operator]
     assert 8080 in container_ports(operator)
+    assert "8081:8081" in forwards[operator]
+    assert 8081 in container_ports(operator)
     probe = workloads[operator]["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]
     assert probe["httpGet"]["path"] == "/healthz"

@@ -114,7 +114,7 @@ def test_kopfs_own_requests_and_watches_have_timeouts_too(monkeypatch: pytest.Mo
 
     async def start() -> None:
         await handlers.start(settings=settings, memo=memo)
-        memo.resync.cancel()
+        await handlers.stop(memo=memo)
 
     asyncio.run(start())
     assert settings.watching.server_timeout is not None

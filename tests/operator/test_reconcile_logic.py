@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from jewelry_monitoring.config import ConfigError, default_priority, load
+from jewelry_monitoring.config import ConfigError, load
+from jewelry_monitoring.leader import claimed_spec, released_spec
 from jewelry_monitoring.reconcile import is_subset, up_to_date
 from jewelry_monitoring.selection import evaluate, matches
 from jewelry_monitoring.status import Condition, merge_conditions
@@ -122,12 +123,55 @@ def test_config_is_validated_once() -> None:
     config = load(env={"JM_NAMESPACES": "b, a", "POD_NAME": "jm-0", "JM_LIVENESS_PORT": "9090"})
     assert config.namespaces == ("a", "b") and not config.clusterwide
     assert config.liveness_endpoint == "http://0.0.0.0:9090/healthz"
-    assert config.priority == default_priority("jm-0") != default_priority("jm-1")
+    assert config.lease is None and config.metrics_port == 8081
     assert load(env={}).clusterwide
     with pytest.raises(ConfigError, match="JM_RESYNC_SECONDS must be an integer"):
         load(env={"JM_RESYNC_SECONDS": "soon"})
     with pytest.raises(ConfigError, match="JM_LOG_LEVEL"):
         load(env={"JM_LOG_LEVEL": "chatty"})
+    with pytest.raises(ConfigError, match="both 8080"):
+        load(env={"JM_METRICS_PORT": "8080"})
+
+
+def test_leader_election_settings_are_validated() -> None:
+    lease = load(
+        env={"JM_LEADER_ELECTION": "true", "POD_NAMESPACE": "ops", "POD_NAME": "jm-7c9-x2"}
+    ).lease
+    assert lease is not None
+    assert (lease.namespace, lease.name, lease.identity) == (
+        "ops",
+        "jewelry-monitoring-leader",
+        "jm-7c9-x2",
+    )
+    assert (lease.lease_duration, lease.renew_deadline, lease.retry_period) == (15, 10, 2)
+    # Without a pod name, two processes on one host still get distinct identities.
+    no_pod = {"JM_LEADER_ELECTION": "true", "JM_LEASE_NAMESPACE": "ops"}
+    assert load(env=no_pod).lease != load(env=no_pod).lease
+    with pytest.raises(ConfigError, match="needs JM_LEASE_NAMESPACE"):
+        load(env={"JM_LEADER_ELECTION": "true"})
+    # A leader must stop writing before anyone else may take the Lease over.
+    with pytest.raises(ConfigError, match="JM_RENEW_DEADLINE_SECONDS < JM_LEASE_DURATION"):
+        load(env=no_pod | {"JM_RENEW_DEADLINE_SECONDS": "15"})
+
+
+def test_lease_specs_follow_client_go() -> None:
+    """Renewing keeps acquireTime and the transition count; taking over bumps the count."""
+    held = claimed_spec({}, "a", 15, "t0")
+    assert held == {
+        "holderIdentity": "a",
+        "leaseDurationSeconds": 15,
+        "acquireTime": "t0",
+        "renewTime": "t0",
+        "leaseTransitions": 0,
+    }
+    renewed = claimed_spec(held, "a", 15, "t1")
+    assert renewed["acquireTime"] == "t0" and renewed["renewTime"] == "t1"
+    assert renewed["leaseTransitions"] == 0
+    taken = claimed_spec(renewed, "b", 15, "t2")
+    assert taken["acquireTime"] == "t2" and taken["leaseTransitions"] == 1
+    released = released_spec(taken, "t3")
+    assert released["holderIdentity"] == "" and released["leaseDurationSeconds"] == 1
+    assert released["leaseTransitions"] == 1
 
 
 def test_subset_compares_quantities_by_value_and_omitted_zero_values() -> None:

@@ -16,6 +16,7 @@ import kopf
 import pytest
 
 from jewelry_monitoring import handlers
+from jewelry_monitoring.config import load
 from jewelry_monitoring.kube import KubeError
 from jewelry_monitoring.reconcile import Outcome
 from jewelry_monitoring.workqueue import FAILURES_BEFORE_REPORT, MAX_BACKOFF, ReconcileQueue
@@ -178,9 +179,12 @@ def test_stuck_reconcile_fails_the_liveness_probe() -> None:
         return Outcome()
 
     async def main() -> None:
-        queue = ReconcileQueue(hanging)
-        memo = kopf.Memo(queue=queue)
-        queue.request(SHOP)
+        controller = handlers.Controller(load(env={}), handlers.Reconciles(hanging), print)
+        await controller.start()
+        memo = kopf.Memo(controller=controller)
+        controller.request(SHOP)
+        queue = controller.queue
+        assert queue is not None
         await asyncio.sleep(10)
         assert await handlers.reconciles_progress(memo=memo) == 1
         await asyncio.sleep(handlers.STUCK_AFTER_SECONDS)
@@ -191,7 +195,7 @@ def test_stuck_reconcile_fails_the_liveness_probe() -> None:
         while queue.running_longer_than(0):
             await asyncio.sleep(0)
         assert await handlers.reconciles_progress(memo=memo) == 1
-        await queue.close()
+        await controller.stop(drain_timeout=1)
 
     run_virtual(main)
 

@@ -27,6 +27,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
-{{- define "jm.peeringName" -}}
-{{- if gt (int .Values.replicas) 1 -}}{{ include "jm.fullname" . }}{{- end -}}
+{{- /* Leader election is on with more than one replica: the Lease they compete for. */ -}}
+{{- define "jm.leaseName" -}}
+{{- if gt (int .Values.replicas) 1 -}}{{ include "jm.fullname" . | trunc 56 | trimSuffix "-" }}-leader{{- end -}}
 {{- end -}}
+
+{{- define "jm.metricsName" -}}
+{{ include "jm.fullname" . | trunc 55 | trimSuffix "-" }}-metrics
+{{- end -}}
+
+{{- define "jm.metricsLabels" -}}
+{{ include "jm.selectorLabels" . }}
+app.kubernetes.io/component: operator-metrics
+{{- end -}}
+
