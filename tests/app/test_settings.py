@@ -151,3 +151,28 @@ def test_manage_check_passes_on_a_bare_machine(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert "no issues" in res.stdout
+
+
+def test_empty_multiproc_dir_means_single_process_metrics(tmp_path: Path) -> None:
+    """manifests/dev's migrate and Celery worker set PROMETHEUS_MULTIPROC_DIR to "" to undo
+    the image's value (Kubernetes cannot unset it). prometheus_client only checks that the
+    variable exists, so "" once meant multiprocess files in the working directory: a crash
+    on the pods' read-only root filesystem."""
+    count_a_model_write = (
+        "import django; django.setup(); from prometheus_client import values; "
+        "from jewelry_shop.catalog.models import Material; print(values.ValueClass.__name__)"
+    )
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    env = shop_env(f"sqlite:///{tmp_path / 'db.sqlite3'}", PROMETHEUS_MULTIPROC_DIR="")
+    result = subprocess.run(
+        [PYTHON, "-c", count_a_model_write],
+        cwd=workdir,
+        env={**env, "PYTHONPATH": str(APP_DIR)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "MutexValue"
+    assert not list(workdir.iterdir()), "metric files were written into the working directory"
