@@ -313,25 +313,40 @@ def _base_inputs(_: Builder) -> list[bytes | str]:
     return [DEBIAN_SOURCES.read_bytes(), *BASE_PACKAGES, *BASE_DPKG_OPTIONS, BASE_PATH]
 
 
+def _debian_rootfs(
+    packages: Iterable[str], rootfs: Path, hooks: Iterable[str] = ()
+) -> dict[str, str]:
+    """A bookworm rootfs tarball of ``packages`` (minbase, no documentation) from the host's
+    apt sources; ``hooks`` are mmdebstrap customize hooks (``$1`` is the root). Returns the
+    installed package versions (from the rootfs' dpkg status)."""
+    command = [
+        "mmdebstrap",
+        "--quiet",
+        "--variant=minbase",
+        f"--include={','.join(packages)}",
+        *(f"--dpkgopt={option}" for option in BASE_DPKG_OPTIONS),
+        *(f"--customize-hook={hook}" for hook in hooks),
+        "bookworm",
+        str(rootfs),
+        "-",
+    ]
+    with DEBIAN_SOURCES.open("rb") as sources:
+        result = subprocess.run(command, stdin=sources, capture_output=True, text=True)
+    if result.returncode:
+        raise ImageBuildError(
+            f"{' '.join(command)} exited {result.returncode}:\n{result.stderr[-4000:]}"
+        )
+    with tarfile.open(rootfs) as tar:
+        status = tar.extractfile("./var/lib/dpkg/status")
+        assert status is not None
+        text = status.read().decode()
+    return dict(re.findall(r"^Package: (\S+)\n(?:.+\n)*?Version: (\S+)$", text, re.MULTILINE))
+
+
 def _make_base(builder: Builder, recipe: Recipe) -> None:
     with tempfile.TemporaryDirectory(prefix="jm-rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs.tar"
-        command = [
-            "mmdebstrap",
-            "--quiet",
-            "--variant=minbase",
-            f"--include={','.join(BASE_PACKAGES)}",
-            *(f"--dpkgopt={option}" for option in BASE_DPKG_OPTIONS),
-            "bookworm",
-            str(rootfs),
-            "-",
-        ]
-        with DEBIAN_SOURCES.open("rb") as sources:
-            result = subprocess.run(command, stdin=sources, capture_output=True, text=True)
-        if result.returncode:
-            raise ImageBuildError(
-                f"{' '.join(command)} exited {result.returncode}:\n{result.stderr[-4000:]}"
-            )
+        _debian_rootfs(BASE_PACKAGES, rootfs)
         container = builder.buildah.run("from", "scratch")
         builder.buildah.run("add", container, str(rootfs), "/")
         builder.buildah.run(
@@ -445,7 +460,24 @@ def debian_package_version(package: str) -> str:
     )
     if output.returncode or not output.stdout:
         raise FileNotFoundError(f"Debian package {package} is not installed: {SETUP_HINT}")
-    return output.stdout.split(":")[-1].split("-")[0]
+    return _upstream_version(output.stdout)
+
+
+def _upstream_version(debian_version: str) -> str:
+    """``5:7.0.15-1~deb12u10`` -> ``7.0.15``: no epoch, no Debian revision (a valid tag)."""
+    return debian_version.split(":")[-1].split("-")[0]
+
+
+def debian_candidate_version(package: str) -> str:
+    """The version of a package apt would install now (the host's package lists), upstream
+    part: what a rootfs made by mmdebstrap from the same sources gets."""
+    output = subprocess.run(
+        ["apt-cache", "show", "--no-all-versions", package], capture_output=True, text=True
+    )
+    found = re.search(r"^Version: (\S+)$", output.stdout, re.MULTILINE)
+    if output.returncode or not found:
+        raise FileNotFoundError(f"apt knows no package {package}: apt-get update, then retry")
+    return _upstream_version(found[1])
 
 
 def _nginx_files() -> dict[str, Path | bytes]:
@@ -470,6 +502,91 @@ def _nginx_inputs(_: Builder) -> list[bytes | str]:
 
 def _make_nginx(builder: Builder, recipe: Recipe) -> None:
     builder.commit_scratch(recipe.name, _nginx_files(), NGINX_CONFIG)
+
+
+# The dev shop's services -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DebianService:
+    """A service manifests/dev runs beside the shop (PostgreSQL, Redis, nginx), made from
+    Debian's package of it and started as the official image starts it (the same
+    environment variables; an entrypoint script from tests/toolchain/images/<name>/ where
+    the official image has one). Tagged with the package's upstream version."""
+
+    short_name: str
+    package: str  # the program's package: its version tags the image
+    port: int
+    user: str = "root"  # as upstream (nginx's master binds, then drops to www-data)
+    command: str = ""  # the image's CMD (JSON); none with an entrypoint
+    path: str = BASE_PATH
+    env: tuple[str, ...] = ()
+    extra_packages: tuple[str, ...] = ()
+    hooks: tuple[str, ...] = ()  # mmdebstrap customize hooks
+
+    @property
+    def entrypoint(self) -> Path:
+        return IMAGE_RECIPES / self.short_name / "entrypoint.sh"
+
+    def config(self) -> list[str]:
+        start = ["--cmd", self.command] if self.command else ["--entrypoint", '["/entrypoint"]']
+        env = [option for value in (f"PATH={self.path}", *self.env) for option in ("--env", value)]
+        return [*env, "--user", self.user, *start, "--port", f"{self.port}/tcp"]
+
+    def recipe(self) -> Recipe:
+        return Recipe(
+            self.short_name, debian_candidate_version(self.package), self.inputs, self.make
+        )
+
+    def inputs(self, _: Builder) -> list[bytes | str]:
+        script = [] if self.command else [self.entrypoint.read_bytes()]
+        packages = (self.package, *self.extra_packages)
+        return [DEBIAN_SOURCES.read_bytes(), *packages, *self.hooks, *self.config(), *script]
+
+    def make(self, builder: Builder, recipe: Recipe) -> None:
+        with tempfile.TemporaryDirectory(prefix="jm-rootfs-") as tmp:
+            rootfs = Path(tmp) / "rootfs.tar"
+            installed = _debian_rootfs((self.package, *self.extra_packages), rootfs, self.hooks)
+            if _upstream_version(installed[self.package]) != recipe.version:
+                raise ImageBuildError(
+                    f"{self.package} {installed[self.package]} was installed, not"
+                    f" {recipe.version}: the host's package lists are stale (apt-get update)"
+                )
+            container = builder.buildah.run("from", "scratch")
+            try:
+                builder.buildah.run("add", container, str(rootfs), "/")
+                if not self.command:
+                    builder.buildah.run(
+                        "copy", "--chmod", "0755", container, str(self.entrypoint), "/entrypoint"
+                    )
+                builder.buildah.run("config", *self.config(), container)
+                builder.buildah.run("commit", "--quiet", "--rm", container, recipe.name)
+            except BaseException:
+                builder.buildah.run("rm", container)
+                raise
+
+
+POSTGRES_MAJOR = "15"  # bookworm's
+DEBIAN_SERVICES = (
+    DebianService(
+        "postgres",
+        f"postgresql-{POSTGRES_MAJOR}",
+        5432,
+        user="postgres",
+        path=f"/usr/lib/postgresql/{POSTGRES_MAJOR}/bin:{BASE_PATH}",
+        # The socket goes to /tmp (the image has no /run/postgresql, which Debian's tmpfiles
+        # make at boot); PGHOST sends local clients such as pg_isready there too.
+        env=("PGDATA=/var/lib/postgresql/data", "PGHOST=/tmp"),
+    ),
+    DebianService("redis", "redis-server", 6379, user="redis", command='["redis-server"]'),
+    DebianService(
+        "nginx",
+        "nginx",
+        80,
+        extra_packages=("gettext-base",),  # envsubst
+        hooks=('rm -f "$1/etc/nginx/sites-enabled/default"',),  # conf.d/ only, as upstream
+    ),
+)
 
 
 def celery_exporter_version() -> str:
@@ -512,6 +629,7 @@ def recipes() -> list[Recipe]:
                 IMAGE_RECIPES / "celery-exporter" / "Dockerfile", IMAGE_RECIPES / "celery-exporter"
             ),
         ),
+        *(service.recipe() for service in DEBIAN_SERVICES),
     ]
 
 

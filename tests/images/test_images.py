@@ -103,7 +103,9 @@ POSTGRES_DSN = "postgresql://nobody@127.0.0.1:1/none?sslmode=disable"  # dead lo
 
 
 def test_every_image_is_one_tagged_docker_archive(built: dict[str, img.BuiltImage]) -> None:
-    assert set(built) == {"jewelry-monitoring-operator", "jewelry-shop", *ALL_EXPORTER_IMAGES}
+    services = {service.short_name for service in img.DEBIAN_SERVICES}
+    expected = {"jewelry-monitoring-operator", "jewelry-shop", *ALL_EXPORTER_IMAGES, *services}
+    assert set(built) == expected
     for short_name, image in built.items():
         assert re.fullmatch(rf"localhost/jm/{re.escape(short_name)}:[\w.-]+", image.name)
         assert img.archive_tags(image.archive) == [image.name]
