@@ -367,6 +367,26 @@ def test_shop_image_gunicorn_loads_the_django_app(
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+def test_shop_image_celery_loads_its_redis_transport(
+    built: dict[str, img.BuiltImage], rootfs: Callable[[str], Path]
+) -> None:
+    """The worker's broker transport imports (kombu's Redis transport needs ``packaging``,
+    which kombu does not declare: the worker crashed at start in pods without it)."""
+    config = _config(built, "jewelry-shop")
+    checked = subprocess.run(
+        _in_rootfs(
+            rootfs("jewelry-shop"),
+            config,
+            ["/opt/venv/bin/python", "-c", "import kombu.transport.redis"],
+        ),
+        env=_image_env(config),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 def test_a_second_build_is_a_no_op(built: dict[str, img.BuiltImage]) -> None:
     again = img.build_images(progress=lambda line: None)
     assert {name: image.built for name, image in again.items()} == dict.fromkeys(built, False)
