@@ -7,8 +7,10 @@ skip with that reason instead of failing.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +83,10 @@ class KindCluster:
     def load_image(self, tag: str) -> None:
         run([str(binary("kind")), "load", "docker-image", tag, "--name", self.name])
 
+    def load_image_archive(self, archive: Path) -> None:
+        """A docker-archive tarball (devkit.images) onto every node of the cluster."""
+        run([str(binary("kind")), "load", "image-archive", str(archive), "--name", self.name])
+
     def export_logs(self, destination: Path) -> None:
         subprocess.run(
             [str(binary("kind")), "export", "logs", str(destination), "--name", self.name],
@@ -94,3 +100,14 @@ class KindCluster:
             capture_output=True,
             timeout=300,
         )
+
+
+@contextlib.contextmanager
+def new_kind_cluster(workdir: Path) -> Iterator[KindCluster]:
+    """A kind cluster for a block; its logs go to ``workdir/logs``, then it is deleted."""
+    cluster = KindCluster(workdir)
+    try:
+        yield cluster.create()
+    finally:
+        cluster.export_logs(workdir / "logs")
+        cluster.delete()

@@ -11,17 +11,24 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client, dynamic
 
 from devkit.crs import GROUP, PLURAL, VERSION, wait_condition
-from devkit.kindcluster import REPO, KindCluster, docker_build, docker_problem, run
+from devkit.kindcluster import (
+    REPO,
+    KindCluster,
+    docker_build,
+    docker_problem,
+    new_kind_cluster,
+    run,
+)
 from devkit.kubetools import api_client, apply_crds, load_yaml_documents, wait_for
-from devkit.manifests import CHART, EXAMPLE_CR, MANIFESTS
+from devkit.manifests import CHART, EXAMPLE_CR
 from devkit.operator_process import apply_objects
+from devkit.product import dev_shop_objects, retag_images
 from devkit.toolchain import binary, prometheus_operator_crds
 
 pytestmark = [pytest.mark.kind, pytest.mark.timeout(3600)]
@@ -35,14 +42,8 @@ def kind_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KindClust
     problem = docker_problem()
     if problem:
         pytest.skip(f"kind e2e needs a Docker engine: {problem}")
-    workdir = tmp_path_factory.mktemp("kind")
-    cluster = KindCluster(workdir)
-    try:
-        cluster.create()
+    with new_kind_cluster(tmp_path_factory.mktemp("kind")) as cluster:
         yield cluster
-    finally:
-        cluster.export_logs(workdir / "logs")
-        cluster.delete()
 
 
 @pytest.fixture(scope="module")
@@ -77,31 +78,6 @@ def kube(kind_cluster: KindCluster) -> client.ApiClient:
     return api
 
 
-def _dev_objects() -> list[dict[str, Any]]:
-    """manifests/dev with the locally built shop image, as Tilt would deploy it."""
-    objects: list[dict[str, Any]] = []
-    for name in ("namespace.yaml", "postgres.yaml", "redis.yaml", "app.yaml"):
-        objects += load_yaml_documents((MANIFESTS / "dev" / name).read_text())
-    template = (REPO / "app" / "deploy" / "nginx.conf.template").read_text()
-    objects.append(
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "nginx-templates", "namespace": "jewelry-shop"},
-            "data": {"default.conf.template": template},
-        }
-    )
-    for obj in objects:
-        if obj["kind"] != "Deployment":
-            continue
-        pod = obj["spec"]["template"]["spec"]
-        for container in pod.get("initContainers", []) + pod["containers"]:
-            if container["image"] == APP_IMAGE:
-                container["image"] = f"{APP_IMAGE}:{TAG}"
-                container["imagePullPolicy"] = "Never"
-    return objects
-
-
 def _available(apps: client.AppsV1Api, namespace: str, name: str) -> bool:
     status = apps.read_namespaced_deployment(name, namespace).status
     return any(c.type == "Available" and c.status == "True" for c in status.conditions or [])
@@ -120,7 +96,7 @@ def test_operator_runs_non_root_from_the_chart(kube: client.ApiClient) -> None:
 
 
 def test_example_becomes_ready_with_its_children(kube: client.ApiClient, tmp_path: Path) -> None:
-    apply_objects(kube, _dev_objects())
+    apply_objects(kube, retag_images(dev_shop_objects(), {APP_IMAGE: f"{APP_IMAGE}:{TAG}"}))
     example = yaml.safe_load(EXAMPLE_CR.read_text())
     namespace, name = example["metadata"]["namespace"], example["metadata"]["name"]
     client.CustomObjectsApi(kube).create_namespaced_custom_object(
