@@ -12,6 +12,7 @@ import json
 import shlex
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -65,11 +66,16 @@ def _option(argv: list[str], *names: str) -> str | None:
     return None
 
 
-def _resource(api: client.ApiClient, name: str) -> Any:
-    """A resource type by plural, singular or short name, as kubectl resolves it."""
+def _resource(api: client.ApiClient, name: str, discovery_cache: Path) -> Any:
+    """A resource type by plural, singular or short name, as kubectl resolves it.
+
+    The discovery cache goes to the test's own directory: by default the client leaves an
+    ``osrcp-*.json`` file in the system temp dir for good."""
     found = [
         resource
-        for resource in dynamic.DynamicClient(api).resources.search()
+        for resource in dynamic.DynamicClient(
+            api, cache_file=str(discovery_cache)
+        ).resources.search()
         if resource.name
         and "/" not in resource.name  # not a subresource
         and resource.preferred
@@ -85,7 +91,9 @@ def test_every_notes_command_selects_what_it_says(
     admin_api: client.ApiClient,
     namespace: str,
     create_cr: Callable[..., dict[str, Any]],
+    tmp_path: Path,
 ) -> None:
+    discovery_cache = tmp_path / "discovery.json"
     cr = create_cr(
         {"app": {"podSelector": {"app": "shop"}}, "exporters": {"redis": {"enabled": True}}}
     )
@@ -125,7 +133,7 @@ def test_every_notes_command_selects_what_it_says(
         elif verb == "get" and args[0] == "lease":
             assert space == RELEASE_NAMESPACE and args[1] == env["JM_LEASE_NAME"], argv
         elif verb in ("get", "describe") and not selector:
-            resource = _resource(admin_api, args[0])
+            resource = _resource(admin_api, args[0], discovery_cache)
             assert resource.kind == "JewelryMonitoring", argv
             if len(args) > 1:
                 resource.get(name=args[1], namespace=space)
@@ -136,7 +144,7 @@ def test_every_notes_command_selects_what_it_says(
             # "see what it created": every child of the CR, and nothing else.
             selected = set()
             for plural in args[0].split(","):
-                resource = _resource(admin_api, plural)
+                resource = _resource(admin_api, plural, discovery_cache)
                 listed = resource.get(namespace=space, label_selector=selector)
                 selected |= {(resource.kind, item.metadata.name) for item in listed.items}
             assert selected == children, (argv, selected ^ children)
