@@ -44,6 +44,27 @@ def render_chart(
     return load_yaml_documents(rendered)
 
 
+def render_notes(plane: ControlPlane, release: str, namespace: str, values: dict[str, Any]) -> str:
+    """The chart's NOTES as ``helm install --dry-run`` prints them against ``plane`` (NOTES
+    read ``.Capabilities`` and lookups, so ``helm template`` is not enough)."""
+    command = [
+        str(binary("helm")),
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--dry-run=client",
+        "--kubeconfig",
+        str(plane.kubeconfig),
+    ]
+    for key, value in values.items():
+        command += ["--set-json", f"{key}={json.dumps(value)}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.partition("NOTES:")[2]
+
+
 def apply_objects(api: client.ApiClient, objects: list[dict[str, Any]]) -> None:
     """Create objects, ignoring ones that exist; custom kinds go through CustomObjectsApi."""
     from kubernetes import utils

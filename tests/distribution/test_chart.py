@@ -13,7 +13,7 @@ from kubernetes import client
 from devkit.cluster import ControlPlane
 from devkit.kubetools import apply_crds
 from devkit.manifests import CHART, chart_crd_files
-from devkit.operator_process import render_chart
+from devkit.operator_process import render_chart, render_notes
 from devkit.toolchain import binary
 
 RELEASE, NAMESPACE = "jm", "ops"
@@ -286,36 +286,19 @@ def test_values_schema_rejects_bad_values(values: dict[str, Any], complaint: str
 NOTES_RELEASE, NOTES_FULLNAME = "notes", "notes-jewelry-monitoring"
 
 
-def _notes(plane: ControlPlane, values: dict[str, Any]) -> str:
-    command = [
-        str(binary("helm")),
-        "install",
-        NOTES_RELEASE,
-        str(CHART),
-        "--namespace",
-        NAMESPACE,
-        "--dry-run=client",
-        "--kubeconfig",
-        str(plane.kubeconfig),
-    ]
-    for key, value in values.items():
-        command += ["--set-json", f"{key}={json.dumps(value)}"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.partition("NOTES:")[2]
-
-
 @pytest.mark.cluster
 def test_notes_tell_how_to_apply_a_cr_and_check_it(
     control_plane: ControlPlane, admin_api: client.ApiClient
 ) -> None:
     # helm installs crds/ before templates, but a dry run only maps kinds: install them here.
     apply_crds(admin_api, chart_crd_files())
-    notes = _notes(control_plane, {})
+    notes = render_notes(control_plane, NOTES_RELEASE, NAMESPACE, {})
     assert "kubectl get jm" in notes
     assert "watching all namespaces" in notes
     assert f"deployment/{NOTES_FULLNAME}" in notes
-    notes = _notes(control_plane, {"replicas": 2, "watchNamespaces": ["a", "b"]})
+    notes = render_notes(
+        control_plane, NOTES_RELEASE, NAMESPACE, {"replicas": 2, "watchNamespaces": ["a", "b"]}
+    )
     assert "watching namespaces: a, b" in notes
     assert (
         f"2 replicas with leader election: the holder of Lease {NAMESPACE}/{NOTES_FULLNAME}-leader"

@@ -8,9 +8,7 @@ run with the Python client, resolving resource names through the server's discov
 
 from __future__ import annotations
 
-import json
 import shlex
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,33 +18,13 @@ from kubernetes import client, dynamic
 
 from devkit.cluster import ControlPlane
 from devkit.crs import get_cr, wait_condition
-from devkit.operator_process import CHART, REPO, OperatorProcess, render_chart
-from devkit.toolchain import binary
+from devkit.operator_process import REPO, OperatorProcess, render_chart, render_notes
 
 pytestmark = pytest.mark.cluster
 
 # Another release than the running operator's: a dry-run install refuses to adopt
 # the objects the operator fixture made from the same chart.
 RELEASE, RELEASE_NAMESPACE = "notes", "jm-notes"
-
-
-def notes(plane: ControlPlane, values: dict[str, Any]) -> str:
-    command = [
-        str(binary("helm")),
-        "install",
-        RELEASE,
-        str(CHART),
-        "--namespace",
-        RELEASE_NAMESPACE,
-        "--dry-run=client",
-        "--kubeconfig",
-        str(plane.kubeconfig),
-    ]
-    for key, value in values.items():
-        command += ["--set-json", f"{key}={json.dumps(value)}"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.partition("NOTES:")[2]
 
 
 def kubectl_commands(text: str) -> list[list[str]]:
@@ -112,7 +90,7 @@ def test_every_notes_command_selects_what_it_says(
         e["name"]: e.get("value")
         for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     }
-    commands = kubectl_commands(notes(control_plane, values))
+    commands = kubectl_commands(render_notes(control_plane, RELEASE, RELEASE_NAMESPACE, values))
     assert len(commands) >= 7, commands
     checked = []
     for argv in commands:
