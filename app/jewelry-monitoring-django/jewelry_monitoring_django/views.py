@@ -43,7 +43,7 @@ def build_registry() -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     if multiprocess_dir():
         inner = CollectorRegistry(auto_describe=False)
-        multiprocess.MultiProcessCollector(inner)
+        multiprocess.MultiProcessCollector(inner)  # type: ignore[no-untyped-call]
         registry.register(_Without(inner, migration_gauges.NAMES))
     else:
         registry.register(_Without(prometheus_client.REGISTRY, migration_gauges.NAMES))
