@@ -74,7 +74,7 @@ def test_several_gunicorn_workers_need_the_multiprocess_dir(
     assert checks.multiprocess_dir() == []
     monkeypatch.setenv("WEB_CONCURRENCY", "2")
     [error] = checks.multiprocess_dir()
-    assert error.id == "jewelry_monitoring_django.E006" and "2 workers" in error.msg
+    assert error.id == "jewelry_monitoring_django.W006" and "2 workers" in error.msg
     assert "PROMETHEUS_MULTIPROC_DIR" in error.hint and "mark_process_dead" in error.hint
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/tmp/prometheus-multiproc")
     assert checks.multiprocess_dir() == []

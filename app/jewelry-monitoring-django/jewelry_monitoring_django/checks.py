@@ -8,7 +8,7 @@ each reported with its fix (tag ``prometheus``: ``manage.py check --tag promethe
 | E003 | ``PrometheusAfterMiddleware`` missing or not last in MIDDLEWARE |
 | W004 | a database whose ENGINE is not wrapped by django-prometheus |
 | W005 | a cache whose BACKEND is not wrapped by django-prometheus |
-| E006 | gunicorn with several workers but no ``PROMETHEUS_MULTIPROC_DIR`` |
+| W006 | gunicorn with several workers but no ``PROMETHEUS_MULTIPROC_DIR`` |
 | E007 | ``PROMETHEUS_METRICS_ALLOWED_IPS`` / ``..._TRUSTED_PROXIES`` not a list of CIDRs |
 | E008 | basic auth with a user name but no password, or the reverse |
 | W009 | no URL routes to the protected view |
@@ -190,8 +190,9 @@ def multiprocess_dir(**_: Any) -> list[CheckMessage]:
     workers = gunicorn_workers()
     if workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return []
+    # A warning: this process may be a migrate Job that shares gunicorn's environment.
     return [
-        Error(
+        Warning(
             f"gunicorn is set to {workers} workers (GUNICORN_CMD_ARGS / WEB_CONCURRENCY) but "
             "PROMETHEUS_MULTIPROC_DIR is not set: each scrape would see the counters of "
             "whichever worker answers, and they would jump up and down.",
@@ -199,7 +200,7 @@ def multiprocess_dir(**_: Any) -> list[CheckMessage]:
             "directory before gunicorn starts (an emptyDir volume in Kubernetes), and call "
             "prometheus_client.multiprocess.mark_process_dead(worker.pid) in gunicorn's "
             "child_exit hook.",
-            id=f"{ID}.E006",
+            id=f"{ID}.W006",
         )
     ]
 
