@@ -1,6 +1,7 @@
 """A new user's Django project, made from scratch in a temp dir, whose virtualenv installs
-only app/jewelry-monitoring-django (pip resolves Django, django-prometheus and
-prometheus-client from PyPI, pinned to the shop's versions), gets a protected, correct
+only app/jewelry-monitoring-django (with Django, django-prometheus and prometheus-client at
+the shop's pins, from a wheelhouse in the tool cache that PyPI fills on the first run), gets
+a protected, correct
 /metrics and a `manage.py check` that names each setup mistake with its fix.
 
 The steps are the ones the package README gives a user:
@@ -30,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from devkit.services import LOOPBACK, free_port
+from devkit.toolchain import cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "app" / "jewelry-monitoring-django"
@@ -127,9 +129,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, di
     env.update(PATH=os.environ["PATH"], HOME=os.environ.get("HOME", str(root)))
     env["DJANGO_SETTINGS_MODULE"] = "mysite.settings"
     base_python = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base_python, "-m", "venv", str(root / "venv")], check=True, timeout=300)
-    python = root / "venv" / "bin" / "python"
     started = time.monotonic()
+    # No pip of its own (ensurepip is slow): this venv's pip installs into it with --python.
+    subprocess.run(
+        [base_python, "-m", "venv", "--without-pip", str(root / "venv")], check=True, timeout=300
+    )
     # Built from a copy: pip's in-tree build would leave build/ and *.egg-info in the repo.
     package = root / "jewelry-monitoring-django"
     subprocess.run(["cp", "-r", str(PACKAGE), str(package)], check=True)
@@ -139,12 +143,33 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, di
         "".join(f"{line}\n" for line in requirements if line.lower().split("==")[0] in PINNED)
     )
     assert len(constraints.read_text().splitlines()) == len(PINNED)
-    installed = _run(
-        python, "-m", "pip", "install", "-q", "-c", constraints, package, cwd=root, env=env
-    )
+    # Offline from a wheelhouse in the tool cache; PyPI fills it on the first run.
+    wheelhouse = cache_dir() / "wheels" / "django-integration"
+    offline = ["--no-index", "--find-links", str(wheelhouse)]
+    install = [*_pip(site_of(root)), "install", "-q", "--no-compile", "-c", constraints, package]
+    installed = _run(*install, *offline, cwd=root, env=env)
+    if installed.returncode != 0:
+        build_requirement = "setuptools>=77"  # the package's [build-system]
+        fetched = _run(
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "-d",
+            wheelhouse,
+            "-c",
+            constraints,
+            *PINNED,
+            build_requirement,
+            cwd=root,
+            env=env,
+        )
+        assert fetched.returncode == 0, fetched.stderr[-3000:]
+        installed = _run(*install, *offline, cwd=root, env=env)
     assert installed.returncode == 0, installed.stderr[-3000:]
     print(f"venv + pip install: {time.monotonic() - started:.1f} s")
-    site = root / "mysite"
+    site = site_of(root)
     (site / "mysite").mkdir(parents=True)
     (site / "mysite" / "__init__.py").write_text("")
     (site / "mysite" / "settings.py").write_text(SETTINGS)
@@ -157,18 +182,27 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, di
         "import sys\nfrom django.core.management import execute_from_command_line\n"
         "execute_from_command_line(sys.argv)\n"
     )
-    migrated = _run(python, "manage.py", "migrate", "--noinput", cwd=site, env=env)
+    migrated = _run(_python(site), "manage.py", "migrate", "--noinput", cwd=site, env=env)
     assert migrated.returncode == 0, migrated.stderr[-3000:]
     yield site, env
+
+
+def site_of(root: Path) -> Path:
+    return root / "mysite"
 
 
 def _python(site: Path) -> Path:
     return site.parent / "venv" / "bin" / "python"
 
 
+def _pip(site: Path) -> list[str | Path]:
+    """The test runner's pip, acting on the new project's virtualenv."""
+    return [sys.executable, "-m", "pip", "--python", _python(site)]
+
+
 def test_only_the_package_and_its_dependencies_are_installed(project) -> None:  # type: ignore[no-untyped-def]
     site, env = project
-    listed = _run(_python(site), "-m", "pip", "list", "--format", "json", cwd=site, env=env)
+    listed = _run(*_pip(site), "list", "--format", "json", cwd=site, env=env)
     names = {d["name"].lower().replace("_", "-") for d in json.loads(listed.stdout)}
     assert names - {"pip", "setuptools"} == {
         "jewelry-monitoring-django",
