@@ -1,8 +1,8 @@
 """A new user's Django project, made from scratch in a temp dir, whose virtualenv installs
 only app/jewelry-monitoring-django (with Django, django-prometheus and prometheus-client at
 the shop's pins, from a wheelhouse in the tool cache that PyPI fills on the first run), gets
-a protected, correct
-/metrics and a `manage.py check` that names each setup mistake with its fix.
+a protected, correct /metrics and a `manage.py check` that names each setup mistake with its
+fix.
 
 The steps are the ones the package README gives a user:
 
