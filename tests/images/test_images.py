@@ -18,6 +18,7 @@ import subprocess
 import tarfile
 import tempfile
 import threading
+import tomllib
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -385,6 +386,34 @@ def test_shop_image_celery_loads_its_redis_transport(
         timeout=120,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_shop_image_has_the_django_integration_installed_by_pip(
+    built: dict[str, img.BuiltImage], rootfs: Callable[[str], Path]
+) -> None:
+    """The shop uses jewelry-monitoring-django as any user would: an installed distribution
+    in the virtualenv, not source copied next to the app."""
+    config = _config(built, "jewelry-shop")
+    root = rootfs("jewelry-shop")
+    probe = (
+        "import importlib.metadata as m, jewelry_monitoring_django as j; "
+        "print(m.version('jewelry-monitoring-django'), j.__file__)"
+    )
+    checked = subprocess.run(
+        _in_rootfs(root, config, ["/opt/venv/bin/python", "-c", probe]),
+        env=_image_env(config),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    version, location = checked.stdout.split()
+    package = tomllib.loads(
+        (img.REPO / "app" / "jewelry-monitoring-django" / "pyproject.toml").read_text()
+    )
+    assert version == package["project"]["version"]
+    assert location.startswith("/opt/venv/lib/"), location
+    assert not (root / "app" / "jewelry-monitoring-django").exists()
 
 
 def test_a_second_build_is_a_no_op(built: dict[str, img.BuiltImage]) -> None:
