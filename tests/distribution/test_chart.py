@@ -305,7 +305,8 @@ NOTES_RELEASE, NOTES_FULLNAME = "notes", "notes-jewelry-monitoring"
 def test_notes_tell_how_to_apply_a_cr_and_check_it(
     control_plane: ControlPlane, admin_api: client.ApiClient
 ) -> None:
-    # helm installs crds/ before templates, but a dry run only maps kinds: install them here.
+    # As the operator tests' fixture does: the CRD applied without Helm (render_notes leaves
+    # it out of the dry-run install).
     apply_crds(admin_api, chart_crd_files())
     notes = render_notes(control_plane, NOTES_RELEASE, NAMESPACE, {})
     assert "kubectl get jm" in notes
