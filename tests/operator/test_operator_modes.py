@@ -17,8 +17,8 @@ from kubernetes import client
 from devkit.cluster import ControlPlane
 from devkit.crs import GROUP, PLURAL, VERSION, CustomApi, condition, cr_body, wait_condition
 from devkit.kubetools import api_client, apply_crds, wait_for
+from devkit.manifests import chart_crd_files
 from devkit.operator_process import (
-    CHART,
     WRITE_VERBS,
     OperatorProcess,
     audit_position,
@@ -82,7 +82,7 @@ def test_missing_prometheus_operator_crds_degrade_then_recover(
     own_plane: tuple[ControlPlane, client.ApiClient], tmp_path: Path
 ) -> None:
     plane, api = own_plane
-    apply_crds(api, sorted((CHART / "crds").glob("*.yaml")))
+    apply_crds(api, chart_crd_files())
     operator = _start(plane, api, tmp_path / "operator.log")
     try:
         namespace = _namespace(api, "shop")
@@ -151,7 +151,7 @@ def test_reconcile_that_keeps_failing_says_so_in_status(
     """A reconcile that raises (here: RBAC refuses reading CRDs) still ends in the status:
     Ready=False, reason=ReconcileError with the error, and recovers once the cause is gone."""
     plane, api = own_plane
-    apply_crds(api, sorted((CHART / "crds").glob("*.yaml")))
+    apply_crds(api, chart_crd_files())
     apply_crds(api, prometheus_operator_crds())
     operator = _start(plane, api, tmp_path / "operator.log")
     rbac = client.RbacAuthorizationV1Api(api)
@@ -183,7 +183,7 @@ def test_namespaced_operator_touches_only_its_namespaces(
     own_plane: tuple[ControlPlane, client.ApiClient], tmp_path: Path
 ) -> None:
     plane, api = own_plane
-    apply_crds(api, sorted((CHART / "crds").glob("*.yaml")))
+    apply_crds(api, chart_crd_files())
     apply_crds(api, prometheus_operator_crds())
     watched, other = _namespace(api, "watched"), _namespace(api, "other")
     operator = _start(
@@ -409,7 +409,7 @@ class Replicas:
     with a token bound to a Pod object of its own name, so the audit log tells them apart."""
 
     def __init__(self, plane: ControlPlane, api: client.ApiClient, workdir: Path) -> None:
-        apply_crds(api, sorted((CHART / "crds").glob("*.yaml")))
+        apply_crds(api, chart_crd_files())
         apply_crds(api, prometheus_operator_crds())
         self.plane, self.api, self.workdir = plane, api, workdir
         self.values = {"replicas": 2, "leaderElection": LEASE_TIMINGS}
