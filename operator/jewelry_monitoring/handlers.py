@@ -36,6 +36,7 @@ CHILD_RESOURCES = (
     ("", "v1", "configmaps"),
     ("monitoring.coreos.com", "v1", "servicemonitors"),
     ("monitoring.coreos.com", "v1", "prometheusrules"),
+    ("monitoring.coreos.com", "v1alpha1", "alertmanagerconfigs"),
 )
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 # A reconcile running longer than this is stuck (every API call has a timeout, so a healthy
@@ -247,7 +248,12 @@ for group, version, plural in CHILD_RESOURCES:
     "v1",
     "customresourcedefinitions",
     when=lambda name, **_: (
-        name in {*MONITORING_KINDS.values(), "prometheuses.monitoring.coreos.com"}
+        name
+        in {
+            *MONITORING_KINDS.values(),
+            "prometheuses.monitoring.coreos.com",
+            "alertmanagers.monitoring.coreos.com",
+        }
     ),
 )
 async def monitoring_crd_changed(memo: kopf.Memo, **_: Any) -> None:
@@ -256,4 +262,9 @@ async def monitoring_crd_changed(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event("monitoring.coreos.com", "v1", "prometheuses")
 async def prometheus_changed(memo: kopf.Memo, **_: Any) -> None:
+    memo.controller.request_all()
+
+
+@kopf.on.event("monitoring.coreos.com", "v1", "alertmanagers")
+async def alertmanager_changed(memo: kopf.Memo, **_: Any) -> None:
     memo.controller.request_all()

@@ -22,11 +22,17 @@ from jewelry_monitoring.builders.common import (
     Owner,
     child_name,
 )
-from jewelry_monitoring.builders.desired import MONITORING_KINDS, PRUNABLE_KINDS, desired_objects
+from jewelry_monitoring.builders.desired import (
+    MONITORING_KINDS,
+    PRUNABLE_KINDS,
+    desired_objects,
+    needed_monitoring_kinds,
+)
 from jewelry_monitoring.builders.exporters import component as exporter_component
+from jewelry_monitoring.builders.routing import ROUTING_COMPONENT
 from jewelry_monitoring.builders.rules import KNOWN_ALERTS
 from jewelry_monitoring.kube import Kube, KubeError
-from jewelry_monitoring.selection import evaluate
+from jewelry_monitoring.selection import ALERTMANAGER, PROMETHEUS, Selecting, evaluate
 from jewelry_monitoring.spec import (
     KIND,
     JewelryMonitoringSpec,
@@ -95,6 +101,8 @@ def owned_by(obj: Obj, uid: str) -> bool:
 def _component_of(spec_path: str) -> str:
     """The component that uses the setting at ``spec_path`` ("exporters.redis.password")."""
     section, _, rest = spec_path.partition(".")
+    if section == "routing":
+        return ROUTING_COMPONENT
     return APP_COMPONENT if section == "app" else exporter_component(rest.partition(".")[0])
 
 
@@ -133,10 +141,10 @@ class Reconciler:
             return outcome
 
         owner = Owner(name=name, namespace=namespace, uid=cr["metadata"]["uid"], spec=spec)
-        missing_crds = sorted(
-            kind for kind, crd in MONITORING_KINDS.items() if not self.kube.crd_established(crd)
+        available = frozenset(
+            kind for kind, crd in MONITORING_KINDS.items() if self.kube.crd_established(crd)
         )
-        available = frozenset(MONITORING_KINDS) - set(missing_crds)
+        missing_crds = sorted(needed_monitoring_kinds(spec) - available)
         desired = desired_objects(owner, available)
         # A component whose Secret is missing is held back as it is (neither created, changed
         # nor pruned); everything else goes ahead.
@@ -157,6 +165,7 @@ class Reconciler:
             self._ready(conflicts, failures, held, generation),
             self._degraded(missing_crds, conflicts, failures, held, generation),
             self._selected(desired, available, generation),
+            self._selected_by_alertmanager(spec, desired, available, generation),
             self._exporters_available(observed, generation),
         ]
         children = [
@@ -338,19 +347,50 @@ class Reconciler:
     def _selected(
         self, desired: list[Obj], available: frozenset[str], generation: int
     ) -> Condition:
-        if "ServiceMonitor" not in available or not self.kube.crd_established(
-            "prometheuses.monitoring.coreos.com"
+        return self._selected_by(PROMETHEUS, "ServiceMonitor", desired, available, generation)
+
+    def _selected_by_alertmanager(
+        self,
+        spec: JewelryMonitoringSpec,
+        desired: list[Obj],
+        available: frozenset[str],
+        generation: int,
+    ) -> Condition:
+        """Evaluated only while routing is configured: otherwise there is nothing to select,
+        and looking at Alertmanagers would cost requests on every reconcile for nothing."""
+        if spec.routing is None:
+            return _condition(
+                "SelectedByAlertmanager",
+                "Unknown",
+                "RoutingNotConfigured",
+                "spec.routing is not set: no AlertmanagerConfig to select",
+                generation,
+            )
+        return self._selected_by(ALERTMANAGER, "AlertmanagerConfig", desired, available, generation)
+
+    def _selected_by(
+        self,
+        selecting: Selecting,
+        our_kind: str,
+        desired: list[Obj],
+        available: frozenset[str],
+        generation: int,
+    ) -> Condition:
+        """The ``SelectedBy<kind>`` condition: does a ``selecting.kind`` resource load ours?"""
+        kind = selecting.kind
+        if our_kind not in available or not self.kube.crd_established(
+            f"{kind.lower()}s.monitoring.coreos.com"
         ):
-            result = ("Unknown", "NoPrometheusCRD", "the Prometheus CRD is not installed")
+            result = ("Unknown", f"No{kind}CRD", f"the {kind} CRD is not installed")
         else:
-            prometheuses = self.kube.list("Prometheus")
+            selectors = self.kube.list(kind)
             namespaces = {
                 ns["metadata"]["name"]: ns["metadata"].get("labels", {})
-                for ns in (self.kube.list("Namespace") if prometheuses else [])
+                for ns in (self.kube.list("Namespace") if selectors else [])
             }
-            selection = evaluate(prometheuses, desired, namespaces)
+            selection = evaluate(selectors, desired, namespaces, selecting)
             result = (selection.status, selection.reason, selection.message)
-        return _condition("SelectedByPrometheus", *result, generation)
+        return _condition(f"SelectedBy{kind}", *result, generation)
 
     def _exporters_available(
         self, observed: dict[tuple[str, str], Obj], generation: int
