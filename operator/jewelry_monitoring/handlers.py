@@ -27,6 +27,7 @@ from jewelry_monitoring.config import OperatorConfig
 from jewelry_monitoring.kube import REQUEST_TIMEOUT, WATCH_SECONDS, Kube, load_api_client
 from jewelry_monitoring.leader import LeaderElector
 from jewelry_monitoring.reconcile import Outcome, Reconciler
+from jewelry_monitoring.selection import ALERTMANAGER, PROMETHEUS
 from jewelry_monitoring.spec import API_GROUP, API_VERSION, PLURAL
 from jewelry_monitoring.workqueue import Key, ReconcileQueue
 
@@ -247,14 +248,7 @@ for group, version, plural in CHILD_RESOURCES:
     "apiextensions.k8s.io",
     "v1",
     "customresourcedefinitions",
-    when=lambda name, **_: (
-        name
-        in {
-            *MONITORING_KINDS.values(),
-            "prometheuses.monitoring.coreos.com",
-            "alertmanagers.monitoring.coreos.com",
-        }
-    ),
+    when=lambda name, **_: name in {*MONITORING_KINDS.values(), PROMETHEUS.crd, ALERTMANAGER.crd},
 )
 async def monitoring_crd_changed(memo: kopf.Memo, **_: Any) -> None:
     memo.controller.request_all()

@@ -378,9 +378,7 @@ class Reconciler:
     ) -> Condition:
         """The ``SelectedBy<kind>`` condition: does a ``selecting.kind`` resource load ours?"""
         kind = selecting.kind
-        if our_kind not in available or not self.kube.crd_established(
-            f"{kind.lower()}s.monitoring.coreos.com"
-        ):
+        if our_kind not in available or not self.kube.crd_established(selecting.crd):
             result = ("Unknown", f"No{kind}CRD", f"the {kind} CRD is not installed")
         else:
             selectors = self.kube.list(kind)

@@ -22,6 +22,7 @@ class Selecting:
     """A prometheus-operator resource that loads our objects only if its selectors pick them."""
 
     kind: str  # "Prometheus"
+    crd: str  # its CustomResourceDefinition's name
     # our object's kind -> (label selector field, namespace selector field) on that resource
     fields: dict[str, tuple[str, str]]
     labels_from: str  # the spec field that sets our objects' labels, for the hint
@@ -29,6 +30,7 @@ class Selecting:
 
 PROMETHEUS = Selecting(
     "Prometheus",
+    "prometheuses.monitoring.coreos.com",
     {
         "ServiceMonitor": ("serviceMonitorSelector", "serviceMonitorNamespaceSelector"),
         "PrometheusRule": ("ruleSelector", "ruleNamespaceSelector"),
@@ -37,6 +39,7 @@ PROMETHEUS = Selecting(
 )
 ALERTMANAGER = Selecting(
     "Alertmanager",
+    "alertmanagers.monitoring.coreos.com",
     {"AlertmanagerConfig": ("alertmanagerConfigSelector", "alertmanagerConfigNamespaceSelector")},
     "spec.routing.alertmanagerConfigLabels",
 )

@@ -13,6 +13,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from devkit.crs import (
+    ALERT_WEBHOOK,
     GROUP,
     PLURAL,
     VERSION,
@@ -507,7 +508,7 @@ def test_missing_secret_holds_back_only_its_exporter_until_it_appears(
     admin_api: client.ApiClient, namespace: str, operator: OperatorProcess
 ) -> None:
     core = client.CoreV1Api(admin_api)
-    for secret, key in (("shop-metrics", "token"), ("shop-broker", "url")):
+    for secret, key in (("shop-metrics", "token"), ("shop-broker", "url"), ALERT_WEBHOOK.values()):
         core.create_namespaced_secret(
             namespace,
             client.V1Secret(metadata=client.V1ObjectMeta(name=secret), string_data={key: "s3cret"}),
