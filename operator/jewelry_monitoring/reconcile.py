@@ -9,7 +9,9 @@ events, no status patch.
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,8 +166,7 @@ class Reconciler:
         conditions = [
             self._ready(conflicts, failures, held, generation),
             self._degraded(missing_crds, conflicts, failures, held, generation),
-            self._selected(desired, available, generation),
-            self._selected_by_alertmanager(spec, desired, available, generation),
+            *self._selected(spec, desired, available, generation),
             self._exporters_available(observed, generation),
         ]
         children = [
@@ -345,28 +346,48 @@ class Reconciler:
         return _condition("Degraded", "False", "AsExpected", "", generation)
 
     def _selected(
-        self, desired: list[Obj], available: frozenset[str], generation: int
-    ) -> Condition:
-        return self._selected_by(PROMETHEUS, "ServiceMonitor", desired, available, generation)
-
-    def _selected_by_alertmanager(
         self,
         spec: JewelryMonitoringSpec,
         desired: list[Obj],
         available: frozenset[str],
         generation: int,
-    ) -> Condition:
-        """Evaluated only while routing is configured: otherwise there is nothing to select,
-        and looking at Alertmanagers would cost requests on every reconcile for nothing."""
-        if spec.routing is None:
-            return _condition(
-                "SelectedByAlertmanager",
-                "Unknown",
-                "RoutingNotConfigured",
-                "spec.routing is not set: no AlertmanagerConfig to select",
-                generation,
+    ) -> list[Condition]:
+        """SelectedByPrometheus, and SelectedByAlertmanager: that one is evaluated only while
+        routing is configured (else nothing is there to select, and looking would cost
+        requests on every reconcile). Namespaces are listed once for both."""
+        namespace_labels = functools.cache(
+            lambda: {
+                ns["metadata"]["name"]: ns["metadata"].get("labels", {})
+                for ns in self.kube.list("Namespace")
+            }
+        )
+        conditions = [
+            self._selected_by(
+                PROMETHEUS, "ServiceMonitor", desired, available, namespace_labels, generation
             )
-        return self._selected_by(ALERTMANAGER, "AlertmanagerConfig", desired, available, generation)
+        ]
+        if spec.routing is None:
+            conditions.append(
+                _condition(
+                    "SelectedByAlertmanager",
+                    "Unknown",
+                    "RoutingNotConfigured",
+                    "spec.routing is not set: no AlertmanagerConfig to select",
+                    generation,
+                )
+            )
+        else:
+            conditions.append(
+                self._selected_by(
+                    ALERTMANAGER,
+                    "AlertmanagerConfig",
+                    desired,
+                    available,
+                    namespace_labels,
+                    generation,
+                )
+            )
+        return conditions
 
     def _selected_by(
         self,
@@ -374,6 +395,7 @@ class Reconciler:
         our_kind: str,
         desired: list[Obj],
         available: frozenset[str],
+        namespace_labels: Callable[[], dict[str, dict[str, str]]],
         generation: int,
     ) -> Condition:
         """The ``SelectedBy<kind>`` condition: does a ``selecting.kind`` resource load ours?"""
@@ -382,10 +404,7 @@ class Reconciler:
             result = ("Unknown", f"No{kind}CRD", f"the {kind} CRD is not installed")
         else:
             selectors = self.kube.list(kind)
-            namespaces = {
-                ns["metadata"]["name"]: ns["metadata"].get("labels", {})
-                for ns in (self.kube.list("Namespace") if selectors else [])
-            }
+            namespaces = namespace_labels() if selectors else {}
             selection = evaluate(selectors, desired, namespaces, selecting)
             result = (selection.status, selection.reason, selection.message)
         return _condition(f"SelectedBy{kind}", *result, generation)
