@@ -238,6 +238,19 @@ def _stored_config(api: client.ApiClient, cr: str) -> dict[str, Any]:
     return result
 
 
+def _strict_dry_run(api: client.ApiClient, body: dict[str, Any]) -> None:
+    """Create ``body`` as a dry run in which an unknown field is an error, not pruned."""
+    CustomApi(api).create_namespaced_custom_object(
+        MONITORING,
+        "v1alpha1",
+        NAMESPACE,
+        "alertmanagerconfigs",
+        body,
+        dry_run="All",
+        field_validation="Strict",
+    )
+
+
 def test_the_real_crd_stores_our_alertmanager_config_unpruned(routed: Routed) -> None:
     """The API server prunes fields its schema lacks: stored must equal built, field for
     field, and a strict dry-run (unknown fields are errors) must accept what we build."""
@@ -254,44 +267,28 @@ def test_the_real_crd_stores_our_alertmanager_config_unpruned(routed: Routed) ->
         assert stored["metadata"]["labels"][OWNER_LABEL] == cr
         dry_run = {**built, "metadata": {**built["metadata"], "name": f"{cr}-dry-run"}}
         del dry_run["metadata"]["ownerReferences"]
-        CustomApi(routed.api).create_namespaced_custom_object(
-            MONITORING,
-            "v1alpha1",
-            NAMESPACE,
-            "alertmanagerconfigs",
-            dry_run,
-            dry_run="All",
-            field_validation="Strict",
-        )
-    with pytest.raises(ApiException) as rejected:
-        CustomApi(routed.api).create_namespaced_custom_object(
-            MONITORING,
-            "v1alpha1",
-            NAMESPACE,
-            "alertmanagerconfigs",
-            {**dry_run, "spec": {**dry_run["spec"], "notAField": 1}},
-            dry_run="All",
-            field_validation="Strict",
-        )
+        _strict_dry_run(routed.api, dry_run)
     # So the strict check above can fail.
+    with pytest.raises(ApiException) as rejected:
+        _strict_dry_run(routed.api, {**dry_run, "spec": {**dry_run["spec"], "notAField": 1}})
     assert rejected.value.status == 400
     message = json.loads(rejected.value.body)["message"]
     assert 'unknown field "spec.notAField"' in message
+
+
+def _label_full_config(api: client.ApiClient, value: str) -> None:
+    """Set the ``full`` CR's AlertmanagerConfig label ``alertmanagerConfig`` to ``value``."""
+    labels = {"alertmanagerConfigLabels": {"alertmanagerConfig": value}}
+    CustomApi(api).patch_namespaced_custom_object(
+        GROUP, VERSION, NAMESPACE, PLURAL, "full", {"spec": {"routing": labels}}
+    )
 
 
 def test_selected_by_alertmanager_names_the_missing_label(routed: Routed) -> None:
     for cr in SPECS:
         message = condition(routed.crs[cr], "SelectedByAlertmanager")["message"]
         assert f"Alertmanager {AM_NAMESPACE}/{cr} selects all our objects" == message
-    custom = CustomApi(routed.api)
-    custom.patch_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        NAMESPACE,
-        PLURAL,
-        "full",
-        {"spec": {"routing": {"alertmanagerConfigLabels": {"alertmanagerConfig": "elsewhere"}}}},
-    )
+    _label_full_config(routed.api, "elsewhere")
     try:
         cr = wait_condition(
             routed.api, NAMESPACE, "full", "SelectedByAlertmanager", "False", "NotSelected"
@@ -302,14 +299,7 @@ def test_selected_by_alertmanager_names_the_missing_label(routed: Routed) -> Non
             "selected: add alertmanagerConfig=full to spec.routing.alertmanagerConfigLabels"
         ) in message
     finally:
-        custom.patch_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            NAMESPACE,
-            PLURAL,
-            "full",
-            {"spec": {"routing": {"alertmanagerConfigLabels": {"alertmanagerConfig": "full"}}}},
-        )
+        _label_full_config(routed.api, "full")
     wait_condition(routed.api, NAMESPACE, "full", "SelectedByAlertmanager", "True")
 
 
