@@ -11,6 +11,8 @@ outcome. Pure functions.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,33 @@ class Selecting:
     # our object's kind -> (label selector field, namespace selector field) on that resource
     fields: dict[str, tuple[str, str]]
     labels_from: str  # the spec field that sets our objects' labels, for the hint
+    # Why a resource that selects an object still rejects it (None: it does not).
+    rejects: Callable[[Obj, Obj], str | None] = lambda resource, obj: None
+
+
+# Receiver integrations prometheus-operator refuses to render for an older Alertmanager: it
+# then rejects the whole AlertmanagerConfig (an event on it, nothing routed).
+MIN_ALERTMANAGER_VERSIONS = {"msteamsv2Configs": (0, 28, 0)}
+
+
+def _too_old_for(alertmanager: Obj, config: Obj) -> str | None:
+    """The integration of ``config`` that ``alertmanager``'s spec.version cannot run.
+
+    An unset version is prometheus-operator's default Alertmanager, recent enough."""
+    version = alertmanager.get("spec", {}).get("version") or ""
+    found = re.match(r"v?(\d+)\.(\d+)\.(\d+)", version)
+    if found is None:
+        return None
+    have = tuple(int(part) for part in found.groups())
+    used = {field for receiver in config.get("spec", {}).get("receivers", []) for field in receiver}
+    for field, needed in MIN_ALERTMANAGER_VERSIONS.items():
+        if field in used and have < needed:
+            return (
+                f"{config['kind']} {config['metadata']['name']} uses {field}, which needs "
+                f"Alertmanager >= {'.'.join(map(str, needed))} but its spec.version is "
+                f"{version}: prometheus-operator rejects the whole config"
+            )
+    return None
 
 
 PROMETHEUS = Selecting(
@@ -42,6 +71,7 @@ ALERTMANAGER = Selecting(
     "alertmanagers.monitoring.coreos.com",
     {"AlertmanagerConfig": ("alertmanagerConfigSelector", "alertmanagerConfigNamespaceSelector")},
     "spec.routing.alertmanagerConfigLabels",
+    _too_old_for,
 )
 
 
@@ -136,6 +166,8 @@ def evaluate(
                 namespace_labels.get(meta["namespace"], {}),
             ):
                 problems.append(f"namespace {meta['namespace']} is outside its {namespace_field}")
+            elif rejected := selecting.rejects(prometheus, obj):
+                problems.append(rejected)
         if not problems:
             return Selection("True", "Selected", f"{kind} {who} selects all our objects")
         hints.append(f"{kind} {who}: " + "; ".join(sorted(set(problems))))

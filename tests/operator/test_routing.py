@@ -327,3 +327,28 @@ def test_dashboards_link_one_another_and_keep_their_variables() -> None:
         variables = {v["name"] for v in model["templating"]["list"]}
         assert {"datasource", "namespace"} <= variables
         assert variables & {"job", "postgres_job", "redis_job", "node_job"}
+
+
+def test_an_alertmanager_too_old_for_teams_is_named() -> None:
+    """prometheus-operator would reject the whole config: selected, yet nothing routed."""
+    config = alertmanager_config({"routing": ROUTING})  # its "chat" receiver uses Teams
+    spec = {
+        "alertmanagerConfigSelector": {"matchLabels": {"alertmanagerConfig": "shop"}},
+        "alertmanagerConfigNamespaceSelector": {},
+    }
+
+    def with_version(version: str | None) -> dict[str, Any]:
+        versioned = {**spec, "version": version} if version else spec
+        return {"metadata": {"name": "main", "namespace": "monitoring"}, "spec": versioned}
+
+    selection = evaluate([with_version("v0.27.0")], [config], {}, ALERTMANAGER)
+    assert (selection.status, selection.reason) == ("False", "NotSelected")
+    assert (
+        "AlertmanagerConfig shop-alert-routing uses msteamsv2Configs, which needs Alertmanager"
+        " >= 0.28.0 but its spec.version is v0.27.0"
+    ) in selection.message
+    for version in ("v0.28.1", "0.30.0", None):  # None: prometheus-operator's default
+        assert evaluate([with_version(version)], [config], {}, ALERTMANAGER).status == "True"
+    no_teams = {**ROUTING, "receivers": [r for r in ROUTING["receivers"] if "msteams" not in r]}
+    older_ok = alertmanager_config({"routing": {**no_teams, "routes": []}})
+    assert evaluate([with_version("v0.25.0")], [older_ok], {}, ALERTMANAGER).status == "True"
