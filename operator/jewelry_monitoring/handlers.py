@@ -27,6 +27,7 @@ from jewelry_monitoring.config import OperatorConfig
 from jewelry_monitoring.kube import REQUEST_TIMEOUT, WATCH_SECONDS, Kube, load_api_client
 from jewelry_monitoring.leader import LeaderElector
 from jewelry_monitoring.reconcile import Outcome, Reconciler
+from jewelry_monitoring.selection import ALERTMANAGER, PROMETHEUS
 from jewelry_monitoring.spec import API_GROUP, API_VERSION, PLURAL
 from jewelry_monitoring.workqueue import Key, ReconcileQueue
 
@@ -36,6 +37,7 @@ CHILD_RESOURCES = (
     ("", "v1", "configmaps"),
     ("monitoring.coreos.com", "v1", "servicemonitors"),
     ("monitoring.coreos.com", "v1", "prometheusrules"),
+    ("monitoring.coreos.com", "v1alpha1", "alertmanagerconfigs"),
 )
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 # A reconcile running longer than this is stuck (every API call has a timeout, so a healthy
@@ -246,9 +248,7 @@ for group, version, plural in CHILD_RESOURCES:
     "apiextensions.k8s.io",
     "v1",
     "customresourcedefinitions",
-    when=lambda name, **_: (
-        name in {*MONITORING_KINDS.values(), "prometheuses.monitoring.coreos.com"}
-    ),
+    when=lambda name, **_: name in {*MONITORING_KINDS.values(), PROMETHEUS.crd, ALERTMANAGER.crd},
 )
 async def monitoring_crd_changed(memo: kopf.Memo, **_: Any) -> None:
     memo.controller.request_all()
@@ -256,4 +256,9 @@ async def monitoring_crd_changed(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event("monitoring.coreos.com", "v1", "prometheuses")
 async def prometheus_changed(memo: kopf.Memo, **_: Any) -> None:
+    memo.controller.request_all()
+
+
+@kopf.on.event("monitoring.coreos.com", "v1", "alertmanagers")
+async def alertmanager_changed(memo: kopf.Memo, **_: Any) -> None:
     memo.controller.request_all()

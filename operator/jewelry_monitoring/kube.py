@@ -75,6 +75,8 @@ RESOURCES: dict[str, Resource] = {
     "ServiceMonitor": Resource("monitoring.coreos.com/v1", "servicemonitors"),
     "PrometheusRule": Resource("monitoring.coreos.com/v1", "prometheusrules"),
     "Prometheus": Resource("monitoring.coreos.com/v1", "prometheuses"),
+    "AlertmanagerConfig": Resource("monitoring.coreos.com/v1alpha1", "alertmanagerconfigs"),
+    "Alertmanager": Resource("monitoring.coreos.com/v1", "alertmanagers"),
     "CustomResourceDefinition": Resource(
         "apiextensions.k8s.io/v1", "customresourcedefinitions", namespaced=False
     ),

@@ -9,7 +9,9 @@ events, no status patch.
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +24,17 @@ from jewelry_monitoring.builders.common import (
     Owner,
     child_name,
 )
-from jewelry_monitoring.builders.desired import MONITORING_KINDS, PRUNABLE_KINDS, desired_objects
+from jewelry_monitoring.builders.desired import (
+    MONITORING_KINDS,
+    PRUNABLE_KINDS,
+    desired_objects,
+    needed_monitoring_kinds,
+)
 from jewelry_monitoring.builders.exporters import component as exporter_component
+from jewelry_monitoring.builders.routing import ROUTING_COMPONENT
 from jewelry_monitoring.builders.rules import KNOWN_ALERTS
 from jewelry_monitoring.kube import Kube, KubeError
-from jewelry_monitoring.selection import evaluate
+from jewelry_monitoring.selection import ALERTMANAGER, PROMETHEUS, Selecting, evaluate
 from jewelry_monitoring.spec import (
     KIND,
     JewelryMonitoringSpec,
@@ -95,6 +103,8 @@ def owned_by(obj: Obj, uid: str) -> bool:
 def _component_of(spec_path: str) -> str:
     """The component that uses the setting at ``spec_path`` ("exporters.redis.password")."""
     section, _, rest = spec_path.partition(".")
+    if section == "routing":
+        return ROUTING_COMPONENT
     return APP_COMPONENT if section == "app" else exporter_component(rest.partition(".")[0])
 
 
@@ -133,10 +143,10 @@ class Reconciler:
             return outcome
 
         owner = Owner(name=name, namespace=namespace, uid=cr["metadata"]["uid"], spec=spec)
-        missing_crds = sorted(
-            kind for kind, crd in MONITORING_KINDS.items() if not self.kube.crd_established(crd)
+        available = frozenset(
+            kind for kind, crd in MONITORING_KINDS.items() if self.kube.crd_established(crd)
         )
-        available = frozenset(MONITORING_KINDS) - set(missing_crds)
+        missing_crds = sorted(needed_monitoring_kinds(spec) - available)
         desired = desired_objects(owner, available)
         # A component whose Secret is missing is held back as it is (neither created, changed
         # nor pruned); everything else goes ahead.
@@ -156,7 +166,7 @@ class Reconciler:
         conditions = [
             self._ready(conflicts, failures, held, generation),
             self._degraded(missing_crds, conflicts, failures, held, generation),
-            self._selected(desired, available, generation),
+            *self._selected(spec, desired, available, generation),
             self._exporters_available(observed, generation),
         ]
         children = [
@@ -336,21 +346,68 @@ class Reconciler:
         return _condition("Degraded", "False", "AsExpected", "", generation)
 
     def _selected(
-        self, desired: list[Obj], available: frozenset[str], generation: int
-    ) -> Condition:
-        if "ServiceMonitor" not in available or not self.kube.crd_established(
-            "prometheuses.monitoring.coreos.com"
-        ):
-            result = ("Unknown", "NoPrometheusCRD", "the Prometheus CRD is not installed")
-        else:
-            prometheuses = self.kube.list("Prometheus")
-            namespaces = {
+        self,
+        spec: JewelryMonitoringSpec,
+        desired: list[Obj],
+        available: frozenset[str],
+        generation: int,
+    ) -> list[Condition]:
+        """SelectedByPrometheus, and SelectedByAlertmanager: that one is evaluated only while
+        routing is configured (else nothing is there to select, and looking would cost
+        requests on every reconcile). Namespaces are listed once for both."""
+        namespace_labels = functools.cache(
+            lambda: {
                 ns["metadata"]["name"]: ns["metadata"].get("labels", {})
-                for ns in (self.kube.list("Namespace") if prometheuses else [])
+                for ns in self.kube.list("Namespace")
             }
-            selection = evaluate(prometheuses, desired, namespaces)
+        )
+        conditions = [
+            self._selected_by(
+                PROMETHEUS, "ServiceMonitor", desired, available, namespace_labels, generation
+            )
+        ]
+        if spec.routing is None:
+            conditions.append(
+                _condition(
+                    "SelectedByAlertmanager",
+                    "Unknown",
+                    "RoutingNotConfigured",
+                    "spec.routing is not set: no AlertmanagerConfig to select",
+                    generation,
+                )
+            )
+        else:
+            conditions.append(
+                self._selected_by(
+                    ALERTMANAGER,
+                    "AlertmanagerConfig",
+                    desired,
+                    available,
+                    namespace_labels,
+                    generation,
+                )
+            )
+        return conditions
+
+    def _selected_by(
+        self,
+        selecting: Selecting,
+        our_kind: str,
+        desired: list[Obj],
+        available: frozenset[str],
+        namespace_labels: Callable[[], dict[str, dict[str, str]]],
+        generation: int,
+    ) -> Condition:
+        """The ``SelectedBy<kind>`` condition: does a ``selecting.kind`` resource load ours?"""
+        kind = selecting.kind
+        if our_kind not in available or not self.kube.crd_established(selecting.crd):
+            result = ("Unknown", f"No{kind}CRD", f"the {kind} CRD is not installed")
+        else:
+            selectors = self.kube.list(kind)
+            namespaces = namespace_labels() if selectors else {}
+            selection = evaluate(selectors, desired, namespaces, selecting)
             result = (selection.status, selection.reason, selection.message)
-        return _condition("SelectedByPrometheus", *result, generation)
+        return _condition(f"SelectedBy{kind}", *result, generation)
 
     def _exporters_available(
         self, observed: dict[tuple[str, str], Obj], generation: int

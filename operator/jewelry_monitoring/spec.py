@@ -306,6 +306,109 @@ class DashboardsSpec(SpecModel):
     folder_annotation: str = Field(
         "grafana_folder", description="Annotation key the sidecar reads the folder from."
     )
+    grafana_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description=(
+            "Grafana's base URL. When set, every alert carries a dashboard_url annotation "
+            "linking the panel that explains it: in this resource's own dashboards when "
+            "`enabled`, else in the chart's shared ones with namespace and job preset."
+        ),
+    )
+
+
+# --- Alert routing (an AlertmanagerConfig) ----------------------------------------------
+
+
+class SlackReceiver(SpecModel):
+    api_url: SecretKeyRef = Field(description="Secret key holding the Slack webhook URL.")
+    channel: str | None = None
+
+
+class EmailReceiver(SpecModel):
+    to: str = Field(min_length=1)
+    from_: str = Field(alias="from", min_length=1)
+    smarthost: str = Field(pattern=r"^[^:]+:[0-9]+$", description="SMTP host:port.")
+    auth_username: str | None = None
+    auth_password: SecretKeyRef | None = None
+    require_tls: bool = True
+
+
+class PagerDutyReceiver(SpecModel):
+    routing_key: SecretKeyRef = Field(description="Secret key holding the Events API v2 key.")
+
+
+class WebhookReceiver(SpecModel):
+    url: SecretKeyRef = Field(description="Secret key holding the URL (it often embeds a token).")
+
+
+class MSTeamsReceiver(SpecModel):
+    """A Teams Workflows webhook (AlertmanagerConfig msteamsv2Configs, Alertmanager >= 0.28):
+    Microsoft retired the Office 365 connectors that msteamsConfigs posts to."""
+
+    webhook_url: SecretKeyRef = Field(description="Secret key holding the Workflows URL.")
+
+
+class ReceiverSpec(SpecModel):
+    """Where notifications go. Several integrations notify together; none discards."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    send_resolved: bool = Field(True, description="Also notify when the alert resolves.")
+    slack: SlackReceiver | None = None
+    email: EmailReceiver | None = None
+    pagerduty: PagerDutyReceiver | None = None
+    webhook: WebhookReceiver | None = None
+    msteams: MSTeamsReceiver | None = None
+
+
+# The integrations a receiver may use, by field name.
+RECEIVER_INTEGRATIONS = ("slack", "email", "pagerduty", "webhook", "msteams")
+
+
+class RouteSpec(SpecModel):
+    """Alerts matching every given list (any value within a list) go to ``receiver``."""
+
+    receiver: str
+    severities: list[Severity] = Field(default_factory=list)
+    alert_names: list[str] = Field(default_factory=list)
+    teams: list[str] = Field(
+        default_factory=list, description="Values of the alerts' `team` label (alerts.labels)."
+    )
+    continue_: bool = Field(
+        False, alias="continue", description="Keep matching the routes after this one."
+    )
+    group_by: list[str] | None = None
+    group_wait: Duration | None = None
+    group_interval: Duration | None = None
+    repeat_interval: Duration | None = None
+
+
+class InhibitionSpec(SpecModel):
+    enabled: bool = Field(True, description="Mute warnings while the matching critical fires.")
+    equal: list[str] = Field(
+        default_factory=lambda: ["alertname", "namespace", "job"],
+        description="Labels a critical and a warning must share to match.",
+    )
+
+
+class RoutingSpec(SpecModel):
+    """This resource's alerts, routed by an AlertmanagerConfig that only sees them."""
+
+    alertmanager_config_labels: LabelMap = Field(
+        default_factory=dict,
+        description="Labels on the AlertmanagerConfig so that an Alertmanager's "
+        "alertmanagerConfigSelector selects it.",
+    )
+    receivers: Annotated[list[ReceiverSpec], Field(min_length=1)]
+    receiver: str = Field(description="Receiver of the alerts no route matches.")
+    routes: list[RouteSpec] = Field(default_factory=list)
+    group_by: list[str] = Field(default_factory=lambda: ["alertname", "namespace", "job"])
+    group_wait: Duration = "30s"
+    group_interval: Duration = "5m"
+    repeat_interval: Duration = "4h"
+    inhibition: InhibitionSpec = Field(
+        default_factory=InhibitionSpec, json_schema_extra={"default": {}}
+    )
 
 
 class JewelryMonitoringSpec(SpecModel):
@@ -329,6 +432,9 @@ class JewelryMonitoringSpec(SpecModel):
     dashboards: DashboardsSpec = Field(
         default_factory=DashboardsSpec, json_schema_extra={"default": {}}
     )
+    routing: RoutingSpec | None = Field(
+        None, description="Alert routing through Alertmanager; unset, nothing is routed."
+    )
 
 
 # Labels the operator sets on every child and relies on to find and select them (the owner
@@ -343,6 +449,9 @@ OPERATOR_LABELS = frozenset(
         f"{API_GROUP}/owner",
     }
 )
+# The label every alert of a resource carries, its value the resource's name: its
+# AlertmanagerConfig matches on it, so that it routes this resource's alerts and no others.
+ALERT_OWNER_LABEL = "jewelry_monitoring"
 # Every child carries its resource's name as a label value, which Kubernetes limits to 63.
 MAX_NAME_LENGTH = 63
 
@@ -478,12 +587,53 @@ def semantic_problems(
         problems.append(
             f"alerts.overrides names unknown alerts {unknown}; known: {sorted(known_alerts)}"
         )
+    alert_labels = {"alerts.labels": spec.alerts.labels} | {
+        f"alerts.overrides.{name}.labels": override.labels
+        for name, override in spec.alerts.overrides.items()
+    }
+    problems += [
+        f"{where} sets {ALERT_OWNER_LABEL}: the operator sets it on every alert (its value is "
+        "this resource's name) to route them; remove it"
+        for where, labels in alert_labels.items()
+        if ALERT_OWNER_LABEL in labels
+    ]
+    if spec.routing is not None:
+        problems += routing_problems(spec.routing, known_alerts)
     latency = spec.slos.latency
     if latency and latency.threshold_seconds not in LATENCY_BUCKETS:
         problems.append(
             f"slos.latency.thresholdSeconds {latency.threshold_seconds} is not a latency bucket"
             f" boundary; choose one of {list(LATENCY_BUCKETS)}"
         )
+    return problems
+
+
+def _group_by_problems(where: str, group_by: Sequence[str]) -> list[str]:
+    if len(set(group_by)) != len(group_by):
+        return [f"{where}.groupBy {list(group_by)} repeats a label"]
+    if "..." in group_by and len(group_by) > 1:
+        return [f"{where}.groupBy: '...' (every label) must be its only entry"]
+    return []
+
+
+def routing_problems(routing: RoutingSpec, known_alerts: frozenset[str]) -> list[str]:
+    """What prometheus-operator would reject (and so silently route nothing), said up front."""
+    names = [receiver.name for receiver in routing.receivers]
+    problems = [
+        f"routing.receivers: {name!r} is declared twice"
+        for name in sorted({n for n in names if names.count(n) > 1})
+    ]
+    if routing.receiver not in names:
+        problems.append(f"routing.receiver {routing.receiver!r} is not one of {names}")
+    problems += _group_by_problems("routing", routing.group_by)
+    for index, route in enumerate(routing.routes):
+        where = f"routing.routes[{index}]"
+        if route.receiver not in names:
+            problems.append(f"{where}.receiver {route.receiver!r} is not one of {names}")
+        unknown = sorted(set(route.alert_names) - known_alerts)
+        if unknown:
+            problems.append(f"{where}.alertNames names unknown alerts {unknown}")
+        problems += _group_by_problems(where, route.group_by or [])
     return problems
 
 
@@ -503,4 +653,12 @@ def secret_refs(spec: JewelryMonitoringSpec) -> dict[str, SecretKeyRef]:
             ref = getattr(exporter, field_name, None)
             if ref is not None:
                 refs[f"exporters.{name}.{to_camel(field_name)}"] = ref
+    for receiver in spec.routing.receivers if spec.routing else []:
+        for integration in RECEIVER_INTEGRATIONS:
+            settings = getattr(receiver, integration)
+            for field_name, value in settings or ():
+                if isinstance(value, SecretKeyRef):
+                    refs[
+                        f"routing.receivers.{receiver.name}.{integration}.{to_camel(field_name)}"
+                    ] = value
     return refs

@@ -256,7 +256,7 @@ def run_bench(count: int, quiet_seconds: float, ready_timeout: float = 600) -> i
         noop = _requests_since(plane.audit_log, start)
 
         exporters = len(full_spec()["exporters"])
-        print(f"CR with every exporter ({exporters}), SLOs and dashboards")
+        print(f"CR with every exporter ({exporters}), SLOs, dashboards and alert routing")
         print(f"create -> Ready, one at a time : {_percentiles(sequential)}")
         print(f"create -> Ready, {count} at once    : {_percentiles(burst)}")
         print(f"quiet again after              : {settled:.1f}s")

@@ -468,9 +468,10 @@ def test_chart_rbac_grants_only_what_the_operator_uses(
 ) -> None:
     """Every rule the chart grants is used by the operator, and it uses nothing else.
 
-    Drives one lifecycle that needs each permission (create with Secrets and a Prometheus
-    present, then disable parts so they are pruned), then compares the chart's rules with the
-    operator ServiceAccount's requests in the audit log. Peering rules are off by default.
+    Drives one lifecycle that needs each permission (create with Secrets, a Prometheus and an
+    Alertmanager present, then disable parts so they are pruned), then compares the chart's
+    rules with the operator ServiceAccount's requests in the audit log. Peering rules are off
+    by default.
     """
     from devkit.crs import full_spec, make_secrets
     from devkit.operator_process import render_chart
@@ -484,6 +485,15 @@ def test_chart_rbac_grants_only_what_the_operator_uses(
     }
     custom.create_namespaced_custom_object(
         "monitoring.coreos.com", "v1", namespace, "prometheuses", prometheus
+    )
+    alertmanager = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "Alertmanager",
+        "metadata": {"name": "rbac-probe"},
+        "spec": {"alertmanagerConfigSelector": {}},
+    }
+    custom.create_namespaced_custom_object(
+        "monitoring.coreos.com", "v1", namespace, "alertmanagers", alertmanager
     )
     make_secrets(admin_api, namespace)
     custom.create_namespaced_custom_object(
@@ -500,13 +510,15 @@ def test_chart_rbac_grants_only_what_the_operator_uses(
             "spec": {
                 "exporters": {"redis": {"enabled": False}},
                 "dashboards": {"enabled": False},
+                "routing": None,
             }
         },
     )
     wait_condition(admin_api, namespace, "rbac", "Ready", "True")
-    custom.delete_namespaced_custom_object(
-        "monitoring.coreos.com", "v1", namespace, "prometheuses", "rbac-probe"
-    )
+    for plural in ("prometheuses", "alertmanagers"):
+        custom.delete_namespaced_custom_object(
+            "monitoring.coreos.com", "v1", namespace, plural, "rbac-probe"
+        )
 
     used: set[tuple[str, str, str]] = set()
     for line in control_plane.audit_log.read_text().splitlines():

@@ -17,11 +17,13 @@ Why it is built this way:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from jewelry_monitoring.builders.common import APP_COMPONENT, Owner, job_name
 from jewelry_monitoring.spec import (
+    ALERT_OWNER_LABEL,
     EXPORTER_NAMES,
     AlertsSpec,
     JewelryMonitoringSpec,
@@ -713,8 +715,17 @@ def _group(name: str, rules: list[Rule]) -> list[Group]:
     return [{"name": name, "rules": rules}] if rules else []
 
 
-def rule_groups(owner: Owner) -> list[Group]:
-    """The PrometheusRule ``spec.groups`` for ``owner``.
+def _owned_alerts(owner: Owner, groups: list[Group], dashboard_urls: Mapping[str, str]) -> None:
+    """Label every alert with its resource (what its AlertmanagerConfig matches on) and link
+    the dashboard panel that explains it."""
+    for rule in (rule for group in groups for rule in group["rules"] if "alert" in rule):
+        rule["labels"][ALERT_OWNER_LABEL] = owner.name
+        if rule["alert"] in dashboard_urls:
+            rule["annotations"]["dashboard_url"] = dashboard_urls[rule["alert"]]
+
+
+def rule_groups(owner: Owner, dashboard_urls: Mapping[str, str] | None = None) -> list[Group]:
+    """The PrometheusRule ``spec.groups`` for ``owner``; ``dashboard_urls`` by alert name.
 
     Recording rules are always present for the enabled components (dashboards read them);
     ``alerts.enabled: false`` drops only alerts. Alerts of disabled exporters are omitted.
@@ -756,4 +767,5 @@ def rule_groups(owner: Owner) -> list[Group]:
         for rule in _slo_alert_rules(owner, kind, objective)
     ]
     groups += _group(f"{prefix}.slo.alerts", slo_rules)
+    _owned_alerts(owner, groups, dashboard_urls or {})
     return groups
