@@ -80,6 +80,9 @@ RESOURCES: dict[str, Resource] = {
     ),
     "JewelryMonitoring": Resource("monitoring.jewelry.io/v1alpha1", "jewelrymonitorings"),
     "Lease": Resource("coordination.k8s.io/v1", "leases"),
+    "EndpointSlice": Resource("discovery.k8s.io/v1", "endpointslices"),
+    "Pod": Resource("v1", "pods"),
+    "Alertmanager": Resource("monitoring.coreos.com/v1", "alertmanagers"),
 }
 _COLLECTIONS = {resource.plural for resource in RESOURCES.values()}
 _VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}

@@ -308,6 +308,29 @@ class DashboardsSpec(SpecModel):
     )
 
 
+# The shortest targets check interval: the check reads Prometheus and the API, never faster.
+MIN_TARGETS_CHECK_SECONDS = 10
+
+
+class PrometheusSpec(SpecModel):
+    """The Prometheus that scrapes this resource's targets, for the TargetsHealthy condition.
+
+    The operator reads its ``/api/v1/targets`` (reads only) every ``checkInterval`` while the
+    resource exists; without this section TargetsHealthy stays Unknown.
+    """
+
+    url: str = Field(
+        pattern=r"^https?://[^/?#]+",
+        description=(
+            "Base URL of its HTTP API as the operator reaches it, e.g. "
+            "http://prometheus-operated.monitoring.svc:9090 (plus a routePrefix if it has one)."
+        ),
+    )
+    check_interval: Duration = Field(
+        "1m", description="How often to check the targets (at least 10s)."
+    )
+
+
 class JewelryMonitoringSpec(SpecModel):
     """Desired monitoring for one Django deployment of the Jewelry SaaS platform."""
 
@@ -329,6 +352,7 @@ class JewelryMonitoringSpec(SpecModel):
     dashboards: DashboardsSpec = Field(
         default_factory=DashboardsSpec, json_schema_extra={"default": {}}
     )
+    prometheus: PrometheusSpec | None = None
 
 
 # Labels the operator sets on every child and relies on to find and select them (the owner
@@ -477,6 +501,14 @@ def semantic_problems(
     if unknown:
         problems.append(
             f"alerts.overrides names unknown alerts {unknown}; known: {sorted(known_alerts)}"
+        )
+    if (
+        spec.prometheus
+        and duration_seconds(spec.prometheus.check_interval) < MIN_TARGETS_CHECK_SECONDS
+    ):
+        problems.append(
+            f"prometheus.checkInterval {spec.prometheus.check_interval} is shorter than "
+            f"{MIN_TARGETS_CHECK_SECONDS}s: checking that often only loads Prometheus"
         )
     latency = spec.slos.latency
     if latency and latency.threshold_seconds not in LATENCY_BUCKETS:
