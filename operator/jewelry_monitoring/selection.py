@@ -68,6 +68,9 @@ class Selection:
     status: str
     reason: str
     message: str
+    # Labels whose addition to spec.monitorLabels makes the first Prometheus that lacks only
+    # labels select everything (for a fix a tool can print as a command).
+    missing_labels: tuple[str, ...] = ()
 
 
 def evaluate(
@@ -80,11 +83,14 @@ def evaluate(
     if not prometheuses:
         return Selection("Unknown", "NoPrometheus", "no Prometheus resource in the cluster")
     hints = []
+    fix: tuple[str, ...] = ()
     for prometheus in sorted(
         prometheuses, key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"])
     ):
         who = f"{prometheus['metadata']['namespace']}/{prometheus['metadata']['name']}"
         problems = []
+        missing_here: set[str] = set()
+        only_labels = True
         for obj in monitored:
             label_field, namespace_field = SELECTOR_FIELDS[obj["kind"]]
             meta = obj["metadata"]
@@ -92,8 +98,11 @@ def evaluate(
             selector = prometheus.get("spec", {}).get(label_field)
             if selector is None:
                 problems.append(f"it has no {label_field}, so it selects no {obj['kind']}")
+                only_labels = False
             elif not matches(selector, labels):
                 missing = _missing_labels(selector, labels)
+                missing_here.update(missing)
+                only_labels = only_labels and bool(missing)
                 need = (
                     f"add {', '.join(missing)} to spec.monitorLabels"
                     if missing
@@ -107,7 +116,10 @@ def evaluate(
                 namespace_labels.get(meta["namespace"], {}),
             ):
                 problems.append(f"namespace {meta['namespace']} is outside its {namespace_field}")
+                only_labels = False
         if not problems:
             return Selection("True", "Selected", f"Prometheus {who} selects all our objects")
         hints.append(f"Prometheus {who}: " + "; ".join(sorted(set(problems))))
-    return Selection("False", "NotSelected", " | ".join(hints))
+        if only_labels and not fix:
+            fix = tuple(sorted(missing_here))
+    return Selection("False", "NotSelected", " | ".join(hints), fix)

@@ -92,9 +92,7 @@ def test_targets_healthy_reads_prometheus_and_writes_only_on_change(
             start = audit_position(control_plane.audit_log)
             time.sleep(25)  # more than two check intervals
             writes = [
-                w
-                for w in audit_writes(control_plane.audit_log, operator.user, start)
-                if name in w
+                w for w in audit_writes(control_plane.audit_log, operator.user, start) if name in w
             ]
             assert writes == []
 
