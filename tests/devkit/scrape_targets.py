@@ -73,6 +73,38 @@ class FakeEndpoints:
         )
         return name
 
+    def run_pods(self, selector: str, ip_prefix: str = "10.244.9.") -> list[str]:
+        """Do what a scheduler and kubelet would for the pods ``selector`` picks (a
+        controller's pods): bind each to the Node, then report it Running and Ready."""
+        pods = self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
+        for index, pod in enumerate(pods):
+            name = pod.metadata.name
+            if not pod.spec.node_name:
+                binding = client.V1Binding(
+                    metadata=client.V1ObjectMeta(name=name),
+                    target=client.V1ObjectReference(api_version="v1", kind="Node", name=self.node),
+                )
+                # The client cannot read the Status this answers with: do not parse it.
+                self.core.create_namespaced_pod_binding(
+                    name, self.namespace, binding, _preload_content=False
+                )
+            ip = f"{ip_prefix}{10 + index}"
+            ready = {"type": "Ready", "status": "True", "lastTransitionTime": None}
+            self.core.patch_namespaced_pod_status(
+                name,
+                self.namespace,
+                {
+                    "status": {
+                        "phase": "Running",
+                        "podIP": ip,
+                        "podIPs": [{"ip": ip}],
+                        "conditions": [ready],
+                    }
+                },
+            )
+            self.pods.append(name)
+        return [pod.metadata.name for pod in pods]
+
     def remove_pod(self, name: str) -> None:
         """Force-delete: no kubelet will ever confirm a graceful deletion."""
         with contextlib.suppress(ApiException):
