@@ -57,6 +57,7 @@ class Doctor:
         self.kube = kube
         self.namespace = namespace
         self.prometheus_url = prometheus_url
+        self._prometheus_resources: list[Obj] | None = None
 
     def run(self, name: str | None = None) -> list[Check]:
         checks = self.crds()
@@ -218,7 +219,7 @@ class Doctor:
         name, namespace = cr["metadata"]["name"], cr["metadata"]["namespace"]
         if not self.kube.crd_established("prometheuses.monitoring.coreos.com"):
             return Check(f"{name}: selected by Prometheus", SKIP, "no Prometheus CRD")
-        prometheuses = self.kube.list("Prometheus")
+        prometheuses = self._prometheuses()
         labels = {
             ns["metadata"]["name"]: ns["metadata"].get("labels", {})
             for ns in (self.kube.list("Namespace") if prometheuses else [])
@@ -240,6 +241,13 @@ class Doctor:
             selection.message,
             fix,
         )
+
+    def _prometheuses(self) -> list[Obj]:
+        """Every Prometheus resource (read once per run)."""
+        if self._prometheus_resources is None:
+            established = self.kube.crd_established("prometheuses.monitoring.coreos.com")
+            self._prometheus_resources = self.kube.list("Prometheus") if established else []
+        return self._prometheus_resources
 
     def _endpoints(self, cr: Obj) -> Check:
         name, namespace = cr["metadata"]["name"], cr["metadata"]["namespace"]
@@ -274,13 +282,15 @@ class Doctor:
         name, namespace = cr["metadata"]["name"], cr["metadata"]["namespace"]
         url = self.prometheus_url or (cr["spec"].get("prometheus") or {}).get("url")
         if not url:
+            where = sorted({p["metadata"]["namespace"] for p in self._prometheuses()})
             return [
                 Check(
                     f"{name}: targets",
                     SKIP,
                     "no Prometheus to ask",
-                    "kubectl -n <prometheus namespace> port-forward svc/prometheus-operated "
-                    "9090, then add --prometheus-url http://127.0.0.1:9090",
+                    f"kubectl -n {where[0] if len(where) == 1 else '<its namespace>'} "
+                    "port-forward svc/prometheus-operated 9090, then add "
+                    "--prometheus-url http://127.0.0.1:9090",
                 )
             ]
         api = PrometheusAPI(url)

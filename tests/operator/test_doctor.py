@@ -181,7 +181,10 @@ def test_doctor_names_each_failure_and_its_fix(
     )
     # No Prometheus URL given and none in the spec: said, not failed.
     assert checks[f"{name}: targets"]["status"] == "skip"
-    assert "--prometheus-url" in checks[f"{name}: targets"]["fix"]
+    assert checks[f"{name}: targets"]["fix"] == (
+        f"kubectl -n {namespace} port-forward svc/prometheus-operated 9090, then add "
+        "--prometheus-url http://127.0.0.1:9090"
+    )
 
 
 def test_doctor_reports_an_invalid_resource_and_unselected_routing(
