@@ -7,9 +7,11 @@ TargetsHealthy reads a real local Prometheus scraping a real target that then go
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from kubernetes import client
@@ -31,7 +33,10 @@ def _create(api: client.ApiClient, namespace: str, spec: dict[str, Any]) -> str:
 
 
 def test_app_targets_found_follows_pods_matching_the_selector(
-    operator: OperatorProcess, admin_api: client.ApiClient, namespace: str
+    operator: OperatorProcess,
+    admin_api: client.ApiClient,
+    control_plane: ControlPlane,
+    namespace: str,
 ) -> None:
     selector = {"app": "jewelry-shop", "tier": "web"}
     name = _create(admin_api, namespace, {"app": {"podSelector": selector}})
@@ -56,6 +61,17 @@ def test_app_targets_found_follows_pods_matching_the_selector(
         pods.remove_pod(second)
         cr = wait_condition(admin_api, namespace, name, "AppTargetsFound", "False", "NoEndpoints")
         assert condition(cr, "Ready")["status"] == "True"
+    # The operator watches only slices with our labels: the selector goes to the server.
+    watches = {
+        entry["requestURI"]
+        for entry in map(json.loads, control_plane.audit_log.read_text().splitlines())
+        if entry.get("user", {}).get("username") == operator.user
+        and entry.get("verb") == "watch"
+        and entry.get("objectRef", {}).get("resource") == "endpointslices"
+    }
+    assert watches
+    selectors = {parse_qs(urlsplit(uri).query).get("labelSelector", [""])[0] for uri in watches}
+    assert selectors == {"app.kubernetes.io/managed-by=jewelry-monitoring-operator"}, watches
 
 
 def test_targets_healthy_reads_prometheus_and_writes_only_on_change(
@@ -95,6 +111,16 @@ def test_targets_healthy_reads_prometheus_and_writes_only_on_change(
                 w for w in audit_writes(control_plane.audit_log, operator.user, start) if name in w
             ]
             assert writes == []
+            reads = [
+                entry
+                for entry in map(
+                    json.loads, control_plane.audit_log.read_text().splitlines()[start:]
+                )
+                if entry.get("user", {}).get("username") == operator.user
+                and entry.get("stage") == "ResponseComplete"
+                and entry.get("verb") in ("get", "list")
+            ]
+            print(f"API reads by the operator in 25 s of polls every 10 s: {len(reads)}")
 
             target.stop()  # the target goes down: only the next poll can notice
             cr = wait_condition(
