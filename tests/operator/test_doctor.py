@@ -10,6 +10,7 @@ healthy setup exits 0.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -301,24 +302,31 @@ def test_doctor_exits_zero_when_all_is_well_and_names_a_dead_leader(
             assert datetime.datetime.now() < deadline, "operator Deployment never available"
         wait_condition(admin_api, namespace, name, "AppTargetsFound", "True")
         groups = _rule_groups(admin_api, namespace, name)
-        with (
-            _shop(tmp_path, "127.0.0.1/32") as shop,
-            prometheus_for(admin_api, namespace, name, _scraped(shop, service), groups) as prom,
-        ):
-            prom.api.wait_for(f'up{{job="{service}"}} == 1', 60)
-            # Renewed just now, as by a leader that renews every 2 s.
-            _lease(admin_api, namespace, lease, datetime.datetime.now(datetime.UTC))
-            code, text = doctor(
-                control_plane, name, "-n", namespace, "--prometheus-url", prom.url, output="human"
-            )
-            assert (code, text.splitlines()[-1]) == (0, "all good"), text
-            _, checks = doctor(control_plane, name, "-n", namespace, "--prometheus-url", prom.url)
-            assert checks[f"operator {namespace}/{deployment}"]["detail"] == (
-                f"version {version}, 2/2 replicas available"
-            )
-            assert "held by jm-jewelry-monitoring-abc" in checks["operator leader"]["detail"]
-            assert checks[f"{name}: target {shop.url}/metrics"]["status"] == "ok"
-            assert checks[f"{name}: rule groups"]["status"] == "ok"
+        with contextlib.ExitStack() as running_shop:
+            shop = running_shop.enter_context(_shop(tmp_path, "127.0.0.1/32"))
+            scraped = _scraped(shop, service)
+            with prometheus_for(admin_api, namespace, name, scraped, groups) as prom:
+                prom.api.wait_for(f'up{{job="{service}"}} == 1', 60)
+                # Renewed just now, as by a leader that renews every 2 s.
+                _lease(admin_api, namespace, lease, datetime.datetime.now(datetime.UTC))
+                url = ("--prometheus-url", prom.url)
+                code, text = doctor(control_plane, name, "-n", namespace, *url, output="human")
+                assert (code, text.splitlines()[-1]) == (0, "all good"), text
+                _, checks = doctor(control_plane, name, "-n", namespace, *url)
+                assert checks[f"operator {namespace}/{deployment}"]["detail"] == (
+                    f"version {version}, 2/2 replicas available"
+                )
+                assert "held by jm-jewelry-monitoring-abc" in checks["operator leader"]["detail"]
+                target = f"{name}: target {shop.url}/metrics"
+                assert checks[target]["status"] == "ok"
+                assert checks[f"{name}: rule groups"]["status"] == "ok"
+
+                running_shop.close()  # the app goes down
+                prom.api.wait_for(f'up{{job="{service}"}} == 0', 60)
+                code, checks = doctor(control_plane, name, "-n", namespace, *url)
+                assert (code, checks[target]["status"]) == (1, "fail")
+                assert checks[target]["detail"].startswith("down: ")
+                assert "connection refused" in checks[target]["detail"]
 
         # The leader stopped renewing a minute ago: nobody leads.
         stale = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
