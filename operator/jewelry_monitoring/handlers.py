@@ -141,6 +141,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX)
     settings.posting.enabled = False
+    settings.watching.label_selectors["discovery.k8s.io", "endpointslices"] = ",".join(
+        f"{key}={value}" for key, value in MANAGED.items()
+    )
     # Every request has a timeout, kopf's as our own: a half-open connection must fail, not
     # silently stop the events (watches) or block forever (other requests).
     connect, read = REQUEST_TIMEOUT
@@ -242,6 +245,12 @@ async def _child_changed(
 
 for group, version, plural in CHILD_RESOURCES:
     kopf.on.event(group, version, plural, labels=MANAGED, id=f"child-{plural}")(_child_changed)
+# The app Service's EndpointSlices carry its labels (the EndpointSlice controller copies a
+# Service's labels to its slices), our owner label included: pods coming and going change
+# AppTargetsFound. Selected on the server, so other slices never reach the operator.
+kopf.on.event("discovery.k8s.io", "v1", "endpointslices", labels=MANAGED, id="app-endpoints")(
+    _child_changed
+)
 
 
 @kopf.on.event(

@@ -34,19 +34,30 @@ from jewelry_monitoring.builders.exporters import component as exporter_componen
 from jewelry_monitoring.builders.routing import ROUTING_COMPONENT
 from jewelry_monitoring.builders.rules import KNOWN_ALERTS
 from jewelry_monitoring.kube import Kube, KubeError
+from jewelry_monitoring.promapi import PrometheusAPI, PrometheusError
 from jewelry_monitoring.selection import ALERTMANAGER, PROMETHEUS, Selecting, evaluate
 from jewelry_monitoring.spec import (
     KIND,
     JewelryMonitoringSpec,
+    duration_seconds,
     name_problems,
     quantity_value,
     secret_refs,
     semantic_problems,
 )
 from jewelry_monitoring.status import ChildRef, Condition, JewelryMonitoringStatus, merge_conditions
+from jewelry_monitoring.targets import (
+    Verdict,
+    app_targets_found,
+    our_targets,
+    scrape_pools,
+    targets_healthy,
+)
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
+# The label the EndpointSlice controller puts on a Service's slices.
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
 @dataclass
@@ -55,6 +66,8 @@ class Outcome:
 
     writes: list[str] = field(default_factory=list)
     retry_after: float | None = None
+    # Look again after this long although nothing failed: the targets check's interval.
+    check_again_after: float | None = None
     gone: bool = False
     # Names of the Secrets (in the resource's namespace) its spec references: a change to
     # one of them must reconcile it again.
@@ -112,6 +125,10 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _fields(verdict: Verdict) -> tuple[str, str, str]:
+    return verdict.status, verdict.reason, verdict.message
+
+
 def _condition(kind: str, status: str, reason: str, message: str, generation: int) -> Condition:
     return Condition(
         type=kind, status=status, reason=reason, message=message, observed_generation=generation
@@ -121,9 +138,15 @@ def _condition(kind: str, status: str, reason: str, message: str, generation: in
 class Reconciler:
     """Reconciles JewelryMonitoring resources through one ``Kube`` client."""
 
-    def __init__(self, kube: Kube, allowed_images: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        allowed_images: tuple[str, ...] = (),
+        prometheus: Callable[[str], PrometheusAPI] = PrometheusAPI,
+    ) -> None:
         self.kube = kube
         self.allowed_images = allowed_images
+        self.prometheus = prometheus
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
         cr = self.kube.get(KIND, namespace, name)
@@ -168,6 +191,8 @@ class Reconciler:
             self._degraded(missing_crds, conflicts, failures, held, generation),
             *self._selected(spec, desired, available, generation),
             self._exporters_available(observed, generation),
+            self._app_targets_found(owner, generation),
+            self._targets_healthy(spec, desired, generation),
         ]
         children = [
             ChildRef(api_version=o["apiVersion"], kind=o["kind"], name=o["metadata"]["name"])
@@ -188,6 +213,11 @@ class Reconciler:
             outcome.retry_after = 30.0
         elif missing_crds:
             outcome.retry_after = 15.0  # namespaced operators cannot watch CRDs appear
+        if spec.prometheus:
+            # The targets check polls through the queue's deadline: only while the resource
+            # exists (a gone resource is forgotten with its deadline); reads only when the
+            # answer is unchanged.
+            outcome.check_again_after = duration_seconds(spec.prometheus.check_interval)
         return outcome
 
     def report_failure(self, namespace: str, name: str, message: str) -> None:
@@ -431,6 +461,42 @@ class Reconciler:
             "waiting for " + ", ".join(waiting),
             generation,
         )
+
+    def _app_targets_found(self, owner: Owner, generation: int) -> Condition:
+        """Whether the app Service has endpoints: Ready says our objects are applied, this
+        says whether there is anything to scrape (a typo in the pod selector: nothing)."""
+        if not owner.spec.app.enabled:
+            return _condition(
+                "AppTargetsFound", "Unknown", "AppDisabled", "app.enabled is false", generation
+            )
+        service = child_name(owner.name, APP_COMPONENT)
+        slices = self.kube.list("EndpointSlice", owner.namespace, f"{SERVICE_NAME_LABEL}={service}")
+        verdict = app_targets_found(service, owner.namespace, owner.spec.app.pod_selector, slices)
+        return _condition("AppTargetsFound", *_fields(verdict), generation)
+
+    def _targets_healthy(
+        self, spec: JewelryMonitoringSpec, desired: list[Obj], generation: int
+    ) -> Condition:
+        """Whether the Prometheus named in spec.prometheus scrapes our targets successfully."""
+        if spec.prometheus is None:
+            return _condition(
+                "TargetsHealthy",
+                "Unknown",
+                "NoPrometheusURL",
+                "set spec.prometheus.url to have the operator check that the targets are scraped",
+                generation,
+            )
+        url = spec.prometheus.url
+        pools = scrape_pools(desired)
+        api = self.prometheus(url)
+        try:
+            active = [target for pool in pools for target in api.active_targets(pool)]
+        except PrometheusError as error:
+            return _condition(
+                "TargetsHealthy", "Unknown", "PrometheusUnreachable", str(error), generation
+            )
+        verdict = targets_healthy(url, pools, our_targets(pools, active))
+        return _condition("TargetsHealthy", *_fields(verdict), generation)
 
     # -- writes to the CR itself -----------------------------------------------------------
 

@@ -122,6 +122,9 @@ class Selection:
     status: str
     reason: str
     message: str
+    # Labels whose addition to spec.monitorLabels makes the first Prometheus that lacks only
+    # labels select everything (for a fix a tool can print as a command).
+    missing_labels: tuple[str, ...] = ()
 
 
 def evaluate(
@@ -139,11 +142,14 @@ def evaluate(
     if not prometheuses:
         return Selection("Unknown", f"No{kind}", f"no {kind} resource in the cluster")
     hints = []
+    fix: tuple[str, ...] = ()
     for prometheus in sorted(
         prometheuses, key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"])
     ):
         who = f"{prometheus['metadata']['namespace']}/{prometheus['metadata']['name']}"
         problems = []
+        missing_here: set[str] = set()
+        only_labels = True
         for obj in monitored:
             label_field, namespace_field = selecting.fields[obj["kind"]]
             meta = obj["metadata"]
@@ -151,8 +157,11 @@ def evaluate(
             selector = prometheus.get("spec", {}).get(label_field)
             if selector is None:
                 problems.append(f"it has no {label_field}, so it selects no {obj['kind']}")
+                only_labels = False
             elif not matches(selector, labels):
                 missing = _missing_labels(selector, labels)
+                missing_here.update(missing)
+                only_labels = only_labels and bool(missing)
                 need = (
                     f"add {', '.join(missing)} to {selecting.labels_from}"
                     if missing
@@ -166,9 +175,13 @@ def evaluate(
                 namespace_labels.get(meta["namespace"], {}),
             ):
                 problems.append(f"namespace {meta['namespace']} is outside its {namespace_field}")
+                only_labels = False
             elif rejected := selecting.rejects(prometheus, obj):
                 problems.append(rejected)
+                only_labels = False
         if not problems:
             return Selection("True", "Selected", f"{kind} {who} selects all our objects")
         hints.append(f"{kind} {who}: " + "; ".join(sorted(set(problems))))
-    return Selection("False", "NotSelected", " | ".join(hints))
+        if only_labels and not fix:
+            fix = tuple(sorted(missing_here))
+    return Selection("False", "NotSelected", " | ".join(hints), fix)

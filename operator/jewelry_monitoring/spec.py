@@ -411,6 +411,29 @@ class RoutingSpec(SpecModel):
     )
 
 
+# The shortest targets check interval: the check reads Prometheus and the API, never faster.
+MIN_TARGETS_CHECK_SECONDS = 10
+
+
+class PrometheusSpec(SpecModel):
+    """The Prometheus that scrapes this resource's targets, for the TargetsHealthy condition.
+
+    The operator reads its ``/api/v1/targets`` (reads only) every ``checkInterval`` while the
+    resource exists; without this section TargetsHealthy stays Unknown.
+    """
+
+    url: str = Field(
+        pattern=r"^https?://[^/?#]+",
+        description=(
+            "Base URL of its HTTP API as the operator reaches it, e.g. "
+            "http://prometheus-operated.monitoring.svc:9090 (plus a routePrefix if it has one)."
+        ),
+    )
+    check_interval: Duration = Field(
+        "1m", description="How often to check the targets (at least 10s)."
+    )
+
+
 class JewelryMonitoringSpec(SpecModel):
     """Desired monitoring for one Django deployment of the Jewelry SaaS platform."""
 
@@ -435,6 +458,7 @@ class JewelryMonitoringSpec(SpecModel):
     routing: RoutingSpec | None = Field(
         None, description="Alert routing through Alertmanager; unset, nothing is routed."
     )
+    prometheus: PrometheusSpec | None = None
 
 
 # Labels the operator sets on every child and relies on to find and select them (the owner
@@ -599,6 +623,14 @@ def semantic_problems(
     ]
     if spec.routing is not None:
         problems += routing_problems(spec.routing, known_alerts)
+    if (
+        spec.prometheus
+        and duration_seconds(spec.prometheus.check_interval) < MIN_TARGETS_CHECK_SECONDS
+    ):
+        problems.append(
+            f"prometheus.checkInterval {spec.prometheus.check_interval} is shorter than "
+            f"{MIN_TARGETS_CHECK_SECONDS}s: checking that often only loads Prometheus"
+        )
     latency = spec.slos.latency
     if latency and latency.threshold_seconds not in LATENCY_BUCKETS:
         problems.append(

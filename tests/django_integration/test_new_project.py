@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -137,7 +138,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, di
     # Built from a copy: pip's in-tree build would leave build/ and *.egg-info in the repo.
     package = root / "jewelry-monitoring-django"
     subprocess.run(["cp", "-r", str(PACKAGE), str(package)], check=True)
-    requirements = (REPO / "app" / "requirements.txt").read_text().splitlines()
+    shop = tomllib.loads((REPO / "app" / "pyproject.toml").read_text())
+    requirements = shop["project"]["dependencies"]
     constraints = root / "constraints.txt"
     constraints.write_text(
         "".join(f"{line}\n" for line in requirements if line.lower().split("==")[0] in PINNED)
