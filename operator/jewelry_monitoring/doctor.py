@@ -367,7 +367,7 @@ class Doctor:
 
     def _alertmanager(self, name: str, conditions: dict[str, Obj]) -> Check:
         routing = conditions.get("SelectedByAlertmanager")
-        if routing is None:
+        if routing is None or routing.get("reason") == "RoutingNotConfigured":
             return Check(f"{name}: selected by Alertmanager", SKIP, "no routing configured")
         selected = routing.get("status") == "True"
         return Check(

@@ -1,9 +1,10 @@
 """Plain-YAML install manifests rendered from the Helm chart (``jm-dev manifests``).
 
-The chart's shared Grafana dashboards (``charts/jewelry-monitoring/dashboards/*.json``) and
-its node exporter's alerts (``charts/jewelry-monitoring/rules/node-exporter.yaml``) are
-written first, from the operator's own builders, so the chart and the operator can never
-show different panels or alert differently.
+The chart's CRD (``files/crds/``, from the operator's typed spec), its shared Grafana
+dashboards (``charts/jewelry-monitoring/dashboards/*.json``) and its node exporter's alerts
+(``charts/jewelry-monitoring/rules/node-exporter.yaml``) are written first, from the
+operator's own code, so the chart and the operator can never disagree on the schema, show
+different panels or alert differently.
 
 ``manifests/jewelry-monitoring.yaml`` is, for people who do not use Helm, exactly what
 ``helm install`` of the chart with default values would create: the Namespace and ``helm
@@ -22,6 +23,8 @@ import yaml
 from devkit.toolchain import binary
 from jewelry_monitoring.builders.dashboards import dashboard_json, file_name, shared_dashboards
 from jewelry_monitoring.builders.rules import node_exporter_rule_groups
+from jewelry_monitoring.cli import dump_yaml
+from jewelry_monitoring.crd import build_crd
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "jewelry-monitoring"
@@ -56,6 +59,16 @@ metadata:
   labels:
     app.kubernetes.io/name: jewelry-monitoring
 """
+
+
+CHART_CRD = CHART_CRDS / "monitoring.jewelry.io_jewelrymonitorings.yaml"
+
+
+def write_chart_crd(path: Path = CHART_CRD) -> Path:
+    """The CRD generated from the typed spec (what `jewelry-monitoring crd` prints); written
+    before the release manifest, which renders it."""
+    path.write_text(dump_yaml([build_crd()]))
+    return path
 
 
 def chart_crd_files() -> list[Path]:

@@ -28,7 +28,17 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from devkit.cluster import ControlPlane
-from devkit.crs import GROUP, PLURAL, VERSION, CustomApi, cr_body, get_cr, wait_condition
+from devkit.crs import (
+    ALERT_WEBHOOK,
+    GROUP,
+    PLURAL,
+    VERSION,
+    CustomApi,
+    cr_body,
+    get_cr,
+    make_secrets,
+    wait_condition,
+)
 from devkit.kubetools import api_client, apply_crds
 from devkit.operator_process import OperatorProcess, render_chart
 from devkit.scrape_targets import fake_endpoints, prometheus_for
@@ -202,40 +212,33 @@ def test_doctor_reports_an_invalid_resource_and_unselected_routing(
     assert ready["status"] == "fail"
     assert "app.scrapeTimeout 5s is longer than app.interval 1s" in ready["fix"]
 
-    # What the routing helper's SelectedByAlertmanager condition says is passed on.
-    name = _create_cr(admin_api, namespace, {"app": APP})
-    wait_condition(admin_api, namespace, name, "Ready", "True")
-    cr = _settled(admin_api, namespace, name)  # the operator's status patch replaces them all
-    unselected = {
-        "type": "SelectedByAlertmanager",
-        "status": "False",
-        "reason": "NotSelected",
-        "message": "Alertmanager monitoring/main: add alertmanagerConfig=shop to the routing",
-        "lastTransitionTime": "2026-01-01T00:00:00Z",
-        "observedGeneration": cr["metadata"]["generation"],
-    }
-    CustomApi(admin_api).patch_namespaced_custom_object_status(
-        GROUP,
-        VERSION,
+    # Routing that no Alertmanager selects: doctor passes on SelectedByAlertmanager's fix.
+    make_secrets(admin_api, namespace)
+    CustomApi(admin_api).create_namespaced_custom_object(
+        "monitoring.coreos.com",
+        "v1",
         namespace,
-        PLURAL,
-        name,
-        {"status": {"conditions": [*cr["status"]["conditions"], unselected]}},
+        "alertmanagers",
+        {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "Alertmanager",
+            "metadata": {"name": "main"},
+            "spec": {"alertmanagerConfigSelector": {"matchLabels": {"alertmanagerConfig": "shop"}}},
+        },
     )
-    _, checks = doctor(control_plane, name, "-n", namespace)
-    routing = checks[f"{name}: selected by Alertmanager"]
-    assert (routing["status"], routing["detail"]) == ("fail", unselected["message"])
-
-
-def _settled(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    """The CR once it has not changed for 3 s (the operator's reconciles are done)."""
-    cr, unchanged = get_cr(api, namespace, name), 0
-    while unchanged < 3:
-        time.sleep(1)
-        now = get_cr(api, namespace, name)
-        same = now["metadata"]["resourceVersion"] == cr["metadata"]["resourceVersion"]
-        cr, unchanged = now, unchanged + 1 if same else 0
-    return cr
+    routing = {
+        "receivers": [{"name": "hook", "webhook": {"url": ALERT_WEBHOOK}}],
+        "receiver": "hook",
+    }
+    name = _create_cr(admin_api, namespace, {"app": APP, "routing": routing})
+    wait_condition(admin_api, namespace, name, "SelectedByAlertmanager", "False", "NotSelected")
+    code, checks = doctor(control_plane, name, "-n", namespace)
+    assert code == 1
+    check = checks[f"{name}: selected by Alertmanager"]
+    assert check["status"] == "fail"
+    assert "add alertmanagerConfig=shop to spec.routing.alertmanagerConfigLabels" in check["fix"], (
+        check
+    )
 
 
 @pytest.fixture

@@ -39,10 +39,10 @@ def parse(spec: dict[str, object]) -> JewelryMonitoringSpec:
 def test_committed_crd_is_the_generated_one() -> None:
     committed = yaml.safe_load(CRD_FILE.read_text())
     assert committed == build_crd(), (
-        "the CRD in the chart is stale: regenerate it with "
+        "the CRD in the chart is stale: regenerate it with `jm-dev manifests` (or "
         "`.venv/bin/jewelry-monitoring crd > "
         + str(CRD_FILE.relative_to(CRD_FILE.parents[3]))
-        + "`"
+        + "`)"
     )
 
 
