@@ -17,7 +17,6 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,6 @@ from devkit.crs import (
     VERSION,
     CustomApi,
     cr_body,
-    get_cr,
     make_secrets,
     wait_condition,
 )
