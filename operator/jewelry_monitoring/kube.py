@@ -32,6 +32,7 @@ WATCH_SECONDS = 270
 # Objects as PartialObjectMetadata: names and labels, never a Secret's data.
 METADATA_ONLY = "application/json;as=PartialObjectMetadata{};g=meta.k8s.io;v=v1"
 Obj = dict[str, Any]
+Objs = list[Obj]  # inside Kube, "list" is its method
 log = logging.getLogger(__name__)
 
 
@@ -275,25 +276,85 @@ class Kube:
         expired). Blocking: run it in a thread of its own.
 
         Reads metadata only (PartialObjectMetadata), so even watching Secrets never brings
-        their data to the operator. Errors back off, up to a minute."""
+        their data to the operator."""
+        relisted = False
+
+        def start() -> str:
+            nonlocal relisted
+            if relisted:
+                missed()
+            relisted = True
+            return self._list_version(kind, namespace)
+
+        def event(_: str, obj: Obj) -> None:
+            changed(obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+
+        self._watch_forever(kind, namespace, start, event, stopping, metadata_only=True)
+
+    def mirror(
+        self,
+        kind: str,
+        listed: Callable[[Objs], None],
+        changed: Callable[[str, Obj], None],
+        stopping: threading.Event,
+        metadata_only: bool = False,
+    ) -> None:
+        """Keep a caller's copy of every ``kind`` object in the cluster: ``listed(objects)``
+        with all of them at the start and after a watch expired (410), then ``changed(type,
+        object)`` per event (type ADDED, MODIFIED or DELETED). Blocking: run it in a thread.
+
+        For what every reconcile would otherwise LIST or GET cluster-wide (CRDs, Prometheus
+        resources, namespaces): the watch costs nothing while nothing changes."""
+
+        def start() -> str:
+            items, version = self._list_all(kind, metadata_only)
+            listed(items)
+            return version
+
+        self._watch_forever(kind, None, start, changed, stopping, metadata_only)
+
+    def _watch_forever(
+        self,
+        kind: str,
+        namespace: str | None,
+        start: Callable[[], str],
+        changed: Callable[[str, Obj], None],
+        stopping: threading.Event,
+        metadata_only: bool,
+    ) -> None:
+        """List (``start`` returns the version to watch from), then watch and resume until
+        ``stopping`` is set; a watch too old to resume (410) starts over with ``start``.
+        Errors back off, up to a minute."""
         version, failures = "", 0
         while not stopping.is_set():
             try:
                 if not version:
-                    version = self._list_version(kind, namespace)
-                for event_type, meta in self._watch(kind, namespace, version):
-                    version = meta.get("resourceVersion") or version
+                    version = start()
+                for event_type, obj in self._watch(kind, namespace, version, metadata_only):
+                    version = obj.get("metadata", {}).get("resourceVersion") or version
                     if event_type in ("ADDED", "MODIFIED", "DELETED"):
-                        changed(meta.get("namespace", ""), meta["name"])
+                        changed(event_type, obj)
                 failures = 0
             except KubeError as error:
-                if error.status == 410:  # too old to resume: start afresh, tell the caller
+                if error.status == 410:  # too old to resume: start afresh
                     version = ""
-                    missed()
                     continue
                 failures += 1
                 log.warning("watch of %s failed (%d in a row): %s", kind, failures, error)
                 stopping.wait(min(2.0**failures, 60.0))
+
+    def _list_all(self, kind: str, metadata_only: bool) -> tuple[Objs, str]:
+        """Every ``kind`` object in the cluster, in pages, and the version to watch from."""
+        items: Objs = []
+        accept = METADATA_ONLY.format("List") if metadata_only else "application/json"
+        page = ""
+        while True:
+            query = [("limit", "500")] + ([("continue", page)] if page else [])
+            result = self._call("GET", RESOURCES[kind].path(), query=query, accept=accept)
+            items.extend(result.get("items", []))
+            page = result["metadata"].get("continue") or ""
+            if not page:
+                return items, str(result["metadata"]["resourceVersion"])
 
     def _list_version(self, kind: str, namespace: str | None) -> str:
         """The collection's current resourceVersion, to watch from; reads one item at most."""
@@ -305,8 +366,10 @@ class Kube:
         )
         return str(result["metadata"]["resourceVersion"])
 
-    def _watch(self, kind: str, namespace: str | None, version: str) -> Iterator[tuple[str, Obj]]:
-        """(type, metadata) of each event of one watch request, until the server ends it."""
+    def _watch(
+        self, kind: str, namespace: str | None, version: str, metadata_only: bool
+    ) -> Iterator[tuple[str, Obj]]:
+        """(type, object) of each event of one watch request, until the server ends it."""
         query = [
             ("watch", "true"),
             ("resourceVersion", version),
@@ -317,7 +380,7 @@ class Kube:
             "GET",
             RESOURCES[kind].path(namespace),
             query=query,
-            accept=METADATA_ONLY.format(""),
+            accept=METADATA_ONLY.format("") if metadata_only else "application/json",
             timeout=(self._timeout[0], WATCH_SECONDS + self._timeout[1]),
             stream=True,
         )
@@ -337,7 +400,7 @@ class Kube:
                             status.get("reason", ""),
                             status.get("message", ""),
                         )
-                    yield event["type"], event["object"].get("metadata", {})
+                    yield event["type"], event["object"]
         except urllib3.exceptions.HTTPError as error:
             raise KubeError(0, type(error).__name__, str(error)) from None
         finally:

@@ -22,9 +22,15 @@ from jewelry_monitoring.builders.common import (
     Owner,
     child_name,
 )
-from jewelry_monitoring.builders.desired import MONITORING_KINDS, PRUNABLE_KINDS, desired_objects
+from jewelry_monitoring.builders.desired import (
+    CHILD_KINDS,
+    MONITORING_KINDS,
+    PRUNABLE_KINDS,
+    desired_objects,
+)
 from jewelry_monitoring.builders.exporters import component as exporter_component
 from jewelry_monitoring.builders.rules import KNOWN_ALERTS
+from jewelry_monitoring.facts import ClusterFacts
 from jewelry_monitoring.kube import Kube, KubeError
 from jewelry_monitoring.selection import evaluate
 from jewelry_monitoring.spec import (
@@ -39,6 +45,9 @@ from jewelry_monitoring.status import ChildRef, Condition, JewelryMonitoringStat
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
+PROMETHEUS_CRD = "prometheuses.monitoring.coreos.com"
+# Every CRD whose presence changes what a reconcile does.
+WATCHED_CRDS = frozenset({*MONITORING_KINDS.values(), PROMETHEUS_CRD})
 
 
 @dataclass
@@ -109,10 +118,14 @@ def _condition(kind: str, status: str, reason: str, message: str, generation: in
 
 
 class Reconciler:
-    """Reconciles JewelryMonitoring resources through one ``Kube`` client."""
+    """Reconciles JewelryMonitoring resources through one ``Kube`` client, reading what it
+    needs to know of the rest of the cluster from ``facts`` (kept by watches, not requested)."""
 
-    def __init__(self, kube: Kube, allowed_images: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, kube: Kube, facts: ClusterFacts, allowed_images: tuple[str, ...] = ()
+    ) -> None:
         self.kube = kube
+        self.facts = facts
         self.allowed_images = allowed_images
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
@@ -134,7 +147,7 @@ class Reconciler:
 
         owner = Owner(name=name, namespace=namespace, uid=cr["metadata"]["uid"], spec=spec)
         missing_crds = sorted(
-            kind for kind, crd in MONITORING_KINDS.items() if not self.kube.crd_established(crd)
+            kind for kind, crd in MONITORING_KINDS.items() if not self.facts.established(crd)
         )
         available = frozenset(MONITORING_KINDS) - set(missing_crds)
         desired = desired_objects(owner, available)
@@ -234,7 +247,7 @@ class Reconciler:
         child, so an idle reconcile costs a handful of requests whatever the CR enables."""
         selector = f"{OWNER_LABEL}={name}"
         found: dict[tuple[str, str], Obj] = {}
-        for kind in (*PRUNABLE_KINDS, "PrometheusRule"):
+        for kind in CHILD_KINDS:
             if kind in MONITORING_KINDS and kind not in available:
                 continue
             for obj in self.kube.list(kind, namespace, selector):
@@ -338,16 +351,11 @@ class Reconciler:
     def _selected(
         self, desired: list[Obj], available: frozenset[str], generation: int
     ) -> Condition:
-        if "ServiceMonitor" not in available or not self.kube.crd_established(
-            "prometheuses.monitoring.coreos.com"
-        ):
+        if "ServiceMonitor" not in available or not self.facts.established(PROMETHEUS_CRD):
             result = ("Unknown", "NoPrometheusCRD", "the Prometheus CRD is not installed")
         else:
-            prometheuses = self.kube.list("Prometheus")
-            namespaces = {
-                ns["metadata"]["name"]: ns["metadata"].get("labels", {})
-                for ns in (self.kube.list("Namespace") if prometheuses else [])
-            }
+            prometheuses = self.facts.prometheuses()
+            namespaces = self.facts.namespace_labels() if prometheuses else {}
             selection = evaluate(prometheuses, desired, namespaces)
             result = (selection.status, selection.reason, selection.message)
         return _condition("SelectedByPrometheus", *result, generation)

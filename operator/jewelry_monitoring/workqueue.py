@@ -67,9 +67,14 @@ class ReconcileQueue:
         if task is None or task.done():
             self._running[key] = asyncio.get_running_loop().create_task(self._run(key))
 
-    def request_all(self) -> None:
+    def request_all(self, spread: float = 0.0) -> None:
+        """Reconcile every known resource: now, or each at a random moment within ``spread``
+        seconds (the resync), so that they do not all hit the API server at once."""
         for key in sorted(self.known):
-            self.request(key)
+            if spread > 0:
+                self._schedule(key, random.uniform(0.0, spread))
+            else:
+                self.request(key)
 
     def secret_changed(self, namespace: str, name: str) -> None:
         """A Secret appeared, changed or went: reconcile the resources that reference it."""
