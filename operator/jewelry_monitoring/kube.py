@@ -97,6 +97,8 @@ def load_api_client() -> client.ApiClient:
         config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
         config.load_kube_config(client_configuration=configuration)
+    # Connections kept open for reuse: one per reconcile running at once, plus the watches'.
+    configuration.connection_pool_maxsize = 32
     return client.ApiClient(configuration)
 
 

@@ -157,10 +157,9 @@ class Reconciler:
 
         labelled = self._labelled_children(namespace, name, available)
         ready_to_apply = [o for o in desired if o["metadata"]["name"] not in held_names]
-        observed, conflicts, failures = self._apply(
-            cr, ready_to_apply, labelled, owner.uid, outcome
-        )
-        self._prune(cr, desired, labelled, owner.uid, outcome)
+        observed, conflicts, failures = self._apply(ready_to_apply, labelled, owner.uid, outcome)
+        self._prune(desired, labelled, owner.uid, outcome)
+        self._announce(cr, outcome)
 
         held = [
             f"{problem}: {_component_of(where)} is held back until it does"
@@ -256,7 +255,6 @@ class Reconciler:
 
     def _apply(
         self,
-        cr: Obj,
         desired: list[Obj],
         labelled: dict[tuple[str, str], Obj],
         uid: str,
@@ -284,12 +282,10 @@ class Reconciler:
                 continue
             verb = "Created" if current is None else "Updated"
             outcome.writes.append(f"{verb} {kind} {name}")
-            self._event(cr, "Normal", verb, f"{verb} {kind} {name}", outcome)
         return observed, conflicts, failures
 
     def _prune(
         self,
-        cr: Obj,
         desired: list[Obj],
         labelled: dict[tuple[str, str], Obj],
         uid: str,
@@ -302,7 +298,18 @@ class Reconciler:
                 continue
             self.kube.delete(obj)
             outcome.writes.append(f"Deleted {kind} {name}")
-            self._event(cr, "Normal", "Deleted", f"Deleted {kind} {name}", outcome)
+
+    def _announce(self, cr: Obj, outcome: Outcome) -> None:
+        """One Event per kind of change a reconcile made to children ("Created Deployment a,
+        Service b"), not one per child: a new resource would otherwise cost a write per child
+        just to tell about it."""
+        changed: dict[str, list[str]] = {}
+        for write in outcome.writes:
+            verb, _, what = write.partition(" ")
+            if verb in ("Created", "Updated", "Deleted"):
+                changed.setdefault(verb, []).append(what)
+        for verb, objects in changed.items():
+            self._event(cr, "Normal", verb, f"{verb} {', '.join(objects)}", outcome)
 
     def _ready(
         self, conflicts: list[str], failures: list[str], held: list[str], generation: int
