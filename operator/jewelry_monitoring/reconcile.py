@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,8 @@ from jewelry_monitoring.status import ChildRef, Condition, JewelryMonitoringStat
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 PROMETHEUS_CRD = "prometheuses.monitoring.coreos.com"
+# Requests for single children, shared by all reconciles (the queue runs 16 at once).
+_CHILD_REQUESTS = ThreadPoolExecutor(32, thread_name_prefix="child")
 # Every CRD whose presence changes what a reconcile does.
 WATCHED_CRDS = frozenset({*MONITORING_KINDS.values(), PROMETHEUS_CRD})
 
@@ -260,28 +263,43 @@ class Reconciler:
         uid: str,
         outcome: Outcome,
     ) -> tuple[dict[tuple[str, str], Obj], list[str], list[str]]:
-        """Apply what differs; return the children as they now are, conflicts and failures."""
+        """Apply what differs; return the children as they now are, conflicts and failures.
+
+        The children are independent, so they are checked and applied in parallel: one
+        after the other, a new resource's ~20 children took ~20 round trips of GET and apply.
+        """
         observed: dict[tuple[str, str], Obj] = {}
         conflicts: list[str] = []
         failures: list[str] = []
-        for wanted in desired:
+
+        def apply_one(wanted: Obj) -> tuple[str, Obj | None, str]:
+            """What happened (Created, Updated, UpToDate, Conflict, Failed), the child as it
+            now is, and the API's message if it failed."""
             kind, name = wanted["kind"], wanted["metadata"]["name"]
             try:
                 current = labelled.get((kind, name))
                 if current is None:  # new, or someone else's object without our label
                     current = self.kube.get(kind, wanted["metadata"]["namespace"], name)
                 if current is not None and not owned_by(current, uid):
-                    conflicts.append(f"{kind} {name} exists and is not ours")
-                    continue
+                    return "Conflict", None, ""
                 if current is not None and up_to_date(wanted, current):
-                    observed[kind, name] = current
-                    continue
-                observed[kind, name] = self.kube.apply(wanted)
+                    return "UpToDate", current, ""
+                return ("Created" if current is None else "Updated"), self.kube.apply(wanted), ""
             except KubeError as error:
-                failures.append(f"{kind} {name}: {error.message}")
-                continue
-            verb = "Created" if current is None else "Updated"
-            outcome.writes.append(f"{verb} {kind} {name}")
+                return "Failed", None, error.message
+
+        for wanted, (result, child, message) in zip(
+            desired, _CHILD_REQUESTS.map(apply_one, desired), strict=True
+        ):
+            kind, name = wanted["kind"], wanted["metadata"]["name"]
+            if result == "Conflict":
+                conflicts.append(f"{kind} {name} exists and is not ours")
+            elif result == "Failed":
+                failures.append(f"{kind} {name}: {message}")
+            elif child is not None:
+                observed[kind, name] = child
+                if result != "UpToDate":
+                    outcome.writes.append(f"{result} {kind} {name}")
         return observed, conflicts, failures
 
     def _prune(
