@@ -47,7 +47,8 @@ from jewelry_monitoring.status import ChildRef, Condition, JewelryMonitoringStat
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 PROMETHEUS_CRD = "prometheuses.monitoring.coreos.com"
-# Requests for single children, shared by all reconciles (the queue runs 16 at once).
+# For a reconcile's independent requests (LIST per child kind, GET per Secret, GET and apply
+# per child), which it makes in parallel; shared by all reconciles (the queue runs 16).
 _CHILD_REQUESTS = ThreadPoolExecutor(32, thread_name_prefix="child")
 # Every CRD whose presence changes what a reconcile does.
 WATCHED_CRDS = frozenset({*MONITORING_KINDS.values(), PROMETHEUS_CRD})
@@ -229,12 +230,15 @@ class Reconciler:
         Only key names are looked at; values are dropped at once and never logged."""
         refs = secret_refs(spec)
         outcome.secrets = frozenset(ref.name for ref in refs.values())
-        keys: dict[str, set[str] | None] = {}
+
+        def key_names(secret_name: str) -> set[str] | None:
+            secret = self.kube.get("Secret", namespace, secret_name)
+            return None if secret is None else set(secret.get("data") or {})
+
+        names = sorted(outcome.secrets)
+        keys = dict(zip(names, _CHILD_REQUESTS.map(key_names, names), strict=True))
         missing = {}
         for where, ref in refs.items():
-            if ref.name not in keys:
-                secret = self.kube.get("Secret", namespace, ref.name)
-                keys[ref.name] = None if secret is None else set(secret.get("data") or {})
             present = keys[ref.name]
             if present is None:
                 missing[where] = f"{where}: Secret {ref.name} does not exist"
@@ -245,14 +249,18 @@ class Reconciler:
     def _labelled_children(
         self, namespace: str, name: str, available: frozenset[str]
     ) -> dict[tuple[str, str], Obj]:
-        """Every object labelled as this resource's child: one LIST per kind, not a GET per
-        child, so an idle reconcile costs a handful of requests whatever the CR enables."""
+        """Every object labelled as this resource's child: one LIST per kind (in parallel), not
+        a GET per child, so an idle reconcile costs a handful of requests whatever the CR
+        enables."""
         selector = f"{OWNER_LABEL}={name}"
+        kinds = [k for k in CHILD_KINDS if k not in MONITORING_KINDS or k in available]
         found: dict[tuple[str, str], Obj] = {}
-        for kind in CHILD_KINDS:
-            if kind in MONITORING_KINDS and kind not in available:
-                continue
-            for obj in self.kube.list(kind, namespace, selector):
+        for kind, objects in zip(
+            kinds,
+            _CHILD_REQUESTS.map(lambda k: self.kube.list(k, namespace, selector), kinds),
+            strict=True,
+        ):
+            for obj in objects:
                 found[kind, obj["metadata"]["name"]] = obj
         return found
 
