@@ -34,7 +34,9 @@ from devkit.operator_process import (
     start_operator,
 )
 from devkit.toolchain import prometheus_operator_crds
+from jewelry_monitoring.builders.desired import CHILD_KINDS
 from jewelry_monitoring.cli import render
+from jewelry_monitoring.kube import Kube
 from jewelry_monitoring.reconcile import is_subset
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
@@ -128,26 +130,10 @@ def _wait_all_ready(api: client.ApiClient, namespace: str, names: list[str]) -> 
 
 
 def _children(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
-    """Every object in ``namespace`` labelled as managed by the operator, as dicts."""
-    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-    custom = CustomApi(api)
-    found: list[dict[str, Any]] = []
-    for kind, listing in (
-        ("Deployment", apps.list_namespaced_deployment),
-        ("Service", core.list_namespaced_service),
-        ("ConfigMap", core.list_namespaced_config_map),
-    ):
-        for item in listing(namespace, label_selector=MANAGED).items:
-            found.append({**api.sanitize_for_serialization(item), "kind": kind})
-    for kind, plural in (
-        ("ServiceMonitor", "servicemonitors"),
-        ("PrometheusRule", "prometheusrules"),
-    ):
-        listing = custom.list_namespaced_custom_object(
-            "monitoring.coreos.com", "v1", namespace, plural, label_selector=MANAGED
-        )
-        found += [{**item, "kind": kind} for item in listing["items"]]
-    return found
+    """Every object of a child kind in ``namespace`` labelled as managed by the operator, as
+    the API server returns it (read with the operator's own client module)."""
+    kube = Kube(api)
+    return [obj for kind in CHILD_KINDS for obj in kube.list(kind, namespace, MANAGED)]
 
 
 def _expected(namespace: str, cr: dict[str, Any]) -> list[dict[str, Any]]:
@@ -211,7 +197,7 @@ def test_control_plane_restart_during_reconciliation_recovers_without_operator_r
     pid = faulty.operator.process.pid
     _create_crs(faulty.api, namespace, names)
     time.sleep(1)  # reconciles are under way
-    faulty.plane.restart(component, down_seconds=3)
+    faulty.plane.restart(component, down_seconds=3, timeout=240)
     _wait_all_ready(faulty.api, namespace, names)
     # The watches came back too: a CR created after the restart is reconciled.
     _create_crs(faulty.api, namespace, ["after"])
@@ -245,7 +231,7 @@ def test_expired_watch_after_etcd_compaction_relists_and_misses_no_change(
         )
         faulty.plane.compact_etcd()
         start = audit_position(faulty.plane.audit_log)
-        faulty.plane.restart("kube-apiserver")
+        faulty.plane.restart("kube-apiserver", timeout=240)
     finally:
         os.kill(faulty.operator.process.pid, signal.SIGCONT)
     _wait_all_ready(faulty.api, namespace, ["shop"])
