@@ -123,3 +123,35 @@ def test_kopfs_own_requests_and_watches_have_timeouts_too(monkeypatch: pytest.Mo
     assert settings.watching.connect_timeout is not None
     assert settings.networking.connect_timeout is not None
     assert settings.networking.request_timeout is not None
+
+
+class _Throttled(Kube):
+    """A Kube whose API server answers 429 to the first ``refusals`` requests."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__(client.ApiClient(client.Configuration()))
+        self.refusals = refusals
+        self.requests = 0
+
+    def _request(self, *_: Any) -> Any:
+        self.requests += 1
+        if self.requests <= self.refusals:
+            raise KubeError(429, "TooManyRequests", "the server has received too many requests")
+        return {"items": []}
+
+
+def test_too_many_requests_is_retried_after_a_pause_then_given_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Priority and fairness answers 429 when a client floods it: a reconcile must not fail
+    (and back off for up to a minute) for that, but it must not retry forever either."""
+    pauses: list[float] = []
+    monkeypatch.setattr(time, "sleep", pauses.append)
+    throttled = _Throttled(refusals=2)
+    assert throttled.list("Deployment", "shop") == []
+    assert throttled.requests == 3 and len(pauses) == 2 and all(p > 0 for p in pauses)
+
+    refused = _Throttled(refusals=100)
+    with pytest.raises(KubeError) as raised:
+        refused.list("Deployment", "shop")
+    assert raised.value.status == 429 and refused.requests == 6
