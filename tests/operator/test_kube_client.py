@@ -16,6 +16,7 @@ from kubernetes import client
 
 from jewelry_monitoring import handlers
 from jewelry_monitoring.config import load
+from jewelry_monitoring.facts import ClusterFacts
 from jewelry_monitoring.kube import Kube, KubeError
 
 
@@ -104,11 +105,18 @@ def test_crd_just_created_is_not_established_rather_than_an_error() -> None:
     assert _OneObject(established).crd_established("x")
 
 
+def _as_if_listed(kube: Kube, facts: ClusterFacts, memo: kopf.Memo) -> None:
+    """Instead of our own watches: their first lists, empty."""
+    facts.set_crds({})
+    facts.set_prometheuses([])
+    facts.set_namespaces([])
+
+
 def test_kopfs_own_requests_and_watches_have_timeouts_too(monkeypatch: pytest.MonkeyPatch) -> None:
     """kopf's watches have no client timeout by default: a half-open watch would silently
     stop every event of its kind."""
     monkeypatch.setattr(handlers, "load_api_client", lambda: client.ApiClient())
-    monkeypatch.setattr(handlers, "_watch_secrets", lambda kube, memo: None)
+    monkeypatch.setattr(handlers, "_watch_cluster", _as_if_listed)
     settings = kopf.OperatorSettings()
     memo = kopf.Memo(config=load(env={}))
 
