@@ -13,6 +13,7 @@ both writing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -194,7 +195,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         memo.elector = None
         metrics.LEADER.set(1)
         _watch_cluster(kube, facts, memo)
-        await memo.controller.start()
+        # Not awaited: startup (and so /healthz) must not wait for the first lists.
+        memo.starting = asyncio.get_running_loop().create_task(memo.controller.start())
         return
     # The lease's requests must fit in the renew deadline, twice.
     lease_timeout = (min(connect, lease.renew_deadline / 4), lease.renew_deadline / 4)
@@ -299,6 +301,9 @@ def _watch_cluster(kube: Kube, facts: ClusterFacts, memo: kopf.Memo) -> None:
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     memo.stopping.set()
     if memo.elector is None:
+        memo.starting.cancel()  # if it still waits for the first lists
+        with contextlib.suppress(asyncio.CancelledError):
+            await memo.starting
         await memo.controller.stop(drain_timeout=10.0)
         return
     memo.elector.stop()

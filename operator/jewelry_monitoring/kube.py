@@ -337,7 +337,12 @@ class Kube:
         resources, namespaces): the watch costs nothing while nothing changes."""
 
         def start() -> str:
-            items, version = self._list_all(kind, metadata_only)
+            try:
+                items, version = self._list_all(kind, metadata_only)
+            except KubeError as error:
+                if error.status == 404:  # a custom kind whose CRD is not installed (yet)
+                    listed([])
+                raise  # and try again later
             listed(items)
             return version
 
