@@ -18,7 +18,7 @@ from jewelry_monitoring.builders.common import APP_COMPONENT, OWNER_LABEL, child
 from jewelry_monitoring.builders.desired import MONITORING_KINDS
 from jewelry_monitoring.kube import Kube
 from jewelry_monitoring.promapi import PrometheusAPI, PrometheusError
-from jewelry_monitoring.selection import evaluate
+from jewelry_monitoring.selection import PROMETHEUS, evaluate
 from jewelry_monitoring.spec import API_GROUP, KIND, PLURAL
 from jewelry_monitoring.targets import (
     app_targets_found,
@@ -29,7 +29,7 @@ from jewelry_monitoring.targets import (
 
 Obj = dict[str, Any]
 OUR_CRD = f"{PLURAL}.{API_GROUP}"
-PROMETHEUS_OPERATOR_CRDS = (*MONITORING_KINDS.values(), "prometheuses.monitoring.coreos.com")
+PROMETHEUS_OPERATOR_CRDS = (*MONITORING_KINDS.values(), PROMETHEUS.crd)
 PROMETHEUS_OPERATOR_VERSION = "operator.prometheus.io/version"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=jewelry-monitoring"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -217,7 +217,7 @@ class Doctor:
 
     def _selection(self, cr: Obj, ours: list[Obj]) -> Check:
         name, namespace = cr["metadata"]["name"], cr["metadata"]["namespace"]
-        if not self.kube.crd_established("prometheuses.monitoring.coreos.com"):
+        if not self.kube.crd_established(PROMETHEUS.crd):
             return Check(f"{name}: selected by Prometheus", SKIP, "no Prometheus CRD")
         prometheuses = self._prometheuses()
         labels = {
@@ -245,7 +245,7 @@ class Doctor:
     def _prometheuses(self) -> list[Obj]:
         """Every Prometheus resource (read once per run)."""
         if self._prometheus_resources is None:
-            established = self.kube.crd_established("prometheuses.monitoring.coreos.com")
+            established = self.kube.crd_established(PROMETHEUS.crd)
             self._prometheus_resources = self.kube.list("Prometheus") if established else []
         return self._prometheus_resources
 

@@ -13,6 +13,8 @@ both writing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -22,24 +24,41 @@ import kopf
 
 from jewelry_monitoring import metrics
 from jewelry_monitoring.builders.common import MANAGED_BY, OWNER_LABEL, PREFIX
-from jewelry_monitoring.builders.desired import MONITORING_KINDS
+from jewelry_monitoring.builders.desired import CHILD_KINDS
 from jewelry_monitoring.config import OperatorConfig
-from jewelry_monitoring.kube import REQUEST_TIMEOUT, WATCH_SECONDS, Kube, load_api_client
+from jewelry_monitoring.facts import ClusterFacts
+from jewelry_monitoring.kube import (
+    REQUEST_TIMEOUT,
+    RESOURCES,
+    WATCH_SECONDS,
+    Kube,
+    Obj,
+    load_api_client,
+)
 from jewelry_monitoring.leader import LeaderElector
-from jewelry_monitoring.reconcile import Outcome, Reconciler
-from jewelry_monitoring.selection import ALERTMANAGER, PROMETHEUS
+from jewelry_monitoring.reconcile import WATCHED_CRDS, Outcome, Reconciler
+from jewelry_monitoring.selection import SELECTING
 from jewelry_monitoring.spec import API_GROUP, API_VERSION, PLURAL
 from jewelry_monitoring.workqueue import Key, ReconcileQueue
 
-CHILD_RESOURCES = (
-    ("apps", "v1", "deployments"),
-    ("", "v1", "services"),
-    ("", "v1", "configmaps"),
-    ("monitoring.coreos.com", "v1", "servicemonitors"),
-    ("monitoring.coreos.com", "v1", "prometheusrules"),
-    ("monitoring.coreos.com", "v1alpha1", "alertmanagerconfigs"),
-)
-MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+
+def _group_version_plural(kind: str) -> tuple[str, str, str]:
+    resource = RESOURCES[kind]
+    group, _, version = resource.api_version.rpartition("/")
+    return group, version, resource.plural
+
+
+# (group, version, plural) of every child kind, from the one table of child kinds.
+CHILD_RESOURCES = tuple(_group_version_plural(kind) for kind in CHILD_KINDS)
+# The app Service's EndpointSlices carry its labels (the EndpointSlice controller copies a
+# Service's labels to its slices), ours included: pods coming and going change
+# AppTargetsFound.
+APP_ENDPOINTS = _group_version_plural("EndpointSlice")
+# Sent to the API server with the child and EndpointSlice watches: only our own objects reach
+# the operator, however many Deployments or ConfigMaps the cluster holds.
+MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY},{OWNER_LABEL}"
+# How long a starting leader waits for the watches behind ClusterFacts to list once.
+FACTS_SYNC_SECONDS = 60.0
 # A reconcile running longer than this is stuck (every API call has a timeout, so a healthy
 # one takes seconds): /healthz then fails and the kubelet restarts the operator.
 STUCK_AFTER_SECONDS = 300.0
@@ -87,10 +106,12 @@ class Controller:
         config: OperatorConfig,
         reconciles: Reconciles,
         report_failure: Callable[[str, str, str], None],
+        facts: ClusterFacts,
     ) -> None:
         self._config = config
         self._reconciles = reconciles
         self._report_failure = report_failure
+        self._facts = facts
         self.known: set[Key] = set()  # filled by every replica's watches, leading or not
         self.queue: ReconcileQueue | None = None
         self._resync: asyncio.Task[None] | None = None
@@ -104,12 +125,24 @@ class Controller:
         if self.queue is not None:
             self.queue.request_all()
 
+    def request_namespaces(self, namespaces: set[str]) -> None:
+        """Reconcile the resources in ``namespaces`` (their labels changed)."""
+        for key in sorted(self.known):
+            if key[0] in namespaces:
+                self.request(key)
+
     def secret_changed(self, namespace: str, name: str) -> None:
         """A standby needs no Secret index: taking over reconciles everything anyway."""
         if self.queue is not None:
             self.queue.secret_changed(namespace, name)
 
     async def start(self) -> None:
+        if not await asyncio.to_thread(self._facts.wait_synced, FACTS_SYNC_SECONDS):
+            logging.getLogger(__name__).warning(
+                "CRDs, Prometheus/Alertmanager resources or namespaces not listed after %.0fs: "
+                "reconciling anyway, their watches re-queue what they change",
+                FACTS_SYNC_SECONDS,
+            )
         self.queue = ReconcileQueue(self._reconciles, self._report_failure)
         self.queue.known = self.known  # one set: the queue forgets deleted resources in it
         self.queue.request_all()
@@ -127,10 +160,14 @@ class Controller:
         await self._reconciles.wait_idle(drain_timeout)
 
     async def _resync_forever(self) -> None:
-        """Re-check every known resource now and then: catches what no watch reports."""
+        """Re-check every known resource now and then: catches what no watch reports. Each
+        resource at its own random moment of the period, so that a resync is a trickle of
+        reconciles rather than a burst of all of them at once."""
+        period = self._config.resync_seconds
         while True:
-            await asyncio.sleep(self._config.resync_seconds)
-            self.request_all()
+            await asyncio.sleep(period)
+            if self.queue is not None:
+                self.queue.request_all(spread=period)
 
 
 @kopf.on.startup()
@@ -141,9 +178,6 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX)
     settings.posting.enabled = False
-    settings.watching.label_selectors["discovery.k8s.io", "endpointslices"] = ",".join(
-        f"{key}={value}" for key, value in MANAGED.items()
-    )
     # Every request has a timeout, kopf's as our own: a half-open connection must fail, not
     # silently stop the events (watches) or block forever (other requests).
     connect, read = REQUEST_TIMEOUT
@@ -152,62 +186,139 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.connect_timeout = connect
     settings.networking.connect_timeout = connect
     settings.networking.request_timeout = read
+    for resource in (*CHILD_RESOURCES, APP_ENDPOINTS):
+        settings.watching.label_selectors[resource] = MANAGED_SELECTOR
     config: OperatorConfig = memo.config
     lease = config.lease
     memo.stopping = threading.Event()
+    facts = ClusterFacts(WATCHED_CRDS)
     if lease is None:
         kube = Kube(load_api_client())
-        reconciler = Reconciler(kube, config.allowed_images)
+        reconciler = Reconciler(kube, facts, config.allowed_images)
         reconciles = Reconciles(reconciler.reconcile)
-        memo.controller = Controller(config, reconciles, reconciler.report_failure)
+        memo.controller = Controller(config, reconciles, reconciler.report_failure, facts)
         memo.elector = None
         metrics.LEADER.set(1)
-        await memo.controller.start()
-        _watch_secrets(kube, memo)
+        _watch_cluster(kube, facts, memo)
+        # Not awaited: startup (and so /healthz) must not wait for the first lists.
+        memo.starting = asyncio.get_running_loop().create_task(memo.controller.start())
         return
     # The lease's requests must fit in the renew deadline, twice.
     lease_timeout = (min(connect, lease.renew_deadline / 4), lease.renew_deadline / 4)
     elector = memo.elector = LeaderElector(Kube(load_api_client(), timeout=lease_timeout), lease)
     kube = Kube(load_api_client(), may_write=elector.may_write)
-    reconciler = Reconciler(kube, config.allowed_images)
+    reconciler = Reconciler(kube, facts, config.allowed_images)
     reconciles = Reconciles(reconciler.reconcile)
-    controller = memo.controller = Controller(config, reconciles, reconciler.report_failure)
+    controller = memo.controller = Controller(config, reconciles, reconciler.report_failure, facts)
+    _watch_cluster(kube, facts, memo)
 
     async def stopped() -> None:
         await controller.stop(drain_timeout=lease.renew_deadline)
 
     memo.election = asyncio.get_running_loop().create_task(elector.run(controller.start, stopped))
-    _watch_secrets(kube, memo)
 
 
-def _watch_secrets(kube: Kube, memo: kopf.Memo) -> None:
-    """Reconcile a resource when a Secret it references is created, changed or deleted.
+def _watch_cluster(kube: Kube, facts: ClusterFacts, memo: kopf.Memo) -> None:
+    """Our own watches, beside kopf's of the CRs and the children, each in a daemon thread
+    (a blocked read must not hold up the operator's exit):
 
-    Our own metadata-only watch (kopf's would hold every Secret's data), one per watched
-    namespace, in daemon threads: a blocked read must not hold up the operator's exit. Only
-    the queue's index by Secret name decides whom an event concerns."""
+    - Secrets, metadata only (kopf's watch would hold every Secret's data), one watch per
+      watched namespace: the queue's index by Secret name decides whom an event concerns;
+    - CRDs (metadata only, then a GET of the few we care about when one changes),
+      Prometheus and Alertmanager resources and namespaces (metadata only), into
+      ``facts``: a change that a reconcile could see re-queues the resources it can
+      affect, anything else nothing.
+    """
     loop = asyncio.get_running_loop()
     controller: Controller = memo.controller
 
-    def changed(namespace: str, name: str) -> None:
+    def later(call: Callable[..., None], *args: Any) -> Callable[[], None]:
+        """``call(*args)`` in the event loop, from a watch's thread."""
+
+        def schedule() -> None:
+            loop.call_soon_threadsafe(call, *args)
+
+        return schedule
+
+    def secret_changed(namespace: str, name: str) -> None:
         loop.call_soon_threadsafe(controller.secret_changed, namespace, name)
 
-    def missed() -> None:
-        loop.call_soon_threadsafe(controller.request_all)
+    def established(name: str) -> bool:
+        return name in facts.crd_names and kube.crd_established(name)
 
-    for namespace in memo.config.namespaces or (None,):
-        threading.Thread(
-            target=kube.watch_names,
-            args=("Secret", namespace, changed, missed, memo.stopping),
-            name=f"watch-secrets-{namespace or 'all'}",
-            daemon=True,
-        ).start()
+    def crds_listed(crds: list[Obj]) -> None:
+        if facts.set_crds(
+            {c["metadata"]["name"]: established(c["metadata"]["name"]) for c in crds}
+        ):
+            later(controller.request_all)()
+
+    def crd_changed(event_type: str, crd: Obj) -> None:
+        name = crd["metadata"]["name"]
+        if facts.set_crd(name, event_type != "DELETED" and established(name)):
+            later(controller.request_all)()
+
+    def selecting_listed(kind: str) -> Callable[[list[Obj]], None]:
+        def listed(resources: list[Obj]) -> None:
+            if facts.set_selecting(kind, resources):
+                later(controller.request_all)()
+
+        return listed
+
+    def selecting_changed(kind: str) -> Callable[[str, Obj], None]:
+        def changed(event_type: str, resource: Obj) -> None:
+            if facts.selecting_event(kind, event_type, resource):
+                later(controller.request_all)()
+
+        return changed
+
+    def namespaces_listed(namespaces: list[Obj]) -> None:
+        changed = facts.set_namespaces(namespaces)
+        if changed:
+            later(controller.request_namespaces, changed)()
+
+    def namespace_changed(event_type: str, namespace: Obj) -> None:
+        if facts.namespace_event(event_type, namespace):
+            later(controller.request_namespaces, {namespace["metadata"]["name"]})()
+
+    watches: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = [
+        (
+            f"secrets-{namespace or 'all'}",
+            kube.watch_names,
+            ("Secret", namespace, secret_changed, later(controller.request_all), memo.stopping),
+        )
+        for namespace in memo.config.namespaces or (None,)
+    ]
+    watches += [
+        (
+            "crds",
+            kube.mirror,
+            ("CustomResourceDefinition", crds_listed, crd_changed, memo.stopping, True),
+        ),
+        *(
+            (
+                f"selecting-{kind}",
+                kube.mirror,
+                (kind, selecting_listed(kind), selecting_changed(kind), memo.stopping),
+            )
+            for kind in SELECTING
+        ),
+        (
+            "namespaces",
+            kube.mirror,
+            ("Namespace", namespaces_listed, namespace_changed, memo.stopping, True),
+        ),
+    ]
+    for name, watch, args in watches:
+        threading.Thread(target=watch, args=args, name=f"watch-{name}", daemon=True).start()
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     memo.stopping.set()
     if memo.elector is None:
+        memo.starting.cancel()  # if it still waits for the first lists
+        with contextlib.suppress(asyncio.CancelledError):
+            await memo.starting
         await memo.controller.stop(drain_timeout=10.0)
         return
     memo.elector.stop()
@@ -244,30 +355,6 @@ async def _child_changed(
 
 
 for group, version, plural in CHILD_RESOURCES:
-    kopf.on.event(group, version, plural, labels=MANAGED, id=f"child-{plural}")(_child_changed)
-# The app Service's EndpointSlices carry its labels (the EndpointSlice controller copies a
-# Service's labels to its slices), our owner label included: pods coming and going change
-# AppTargetsFound. Selected on the server, so other slices never reach the operator.
-kopf.on.event("discovery.k8s.io", "v1", "endpointslices", labels=MANAGED, id="app-endpoints")(
-    _child_changed
-)
-
-
-@kopf.on.event(
-    "apiextensions.k8s.io",
-    "v1",
-    "customresourcedefinitions",
-    when=lambda name, **_: name in {*MONITORING_KINDS.values(), PROMETHEUS.crd, ALERTMANAGER.crd},
-)
-async def monitoring_crd_changed(memo: kopf.Memo, **_: Any) -> None:
-    memo.controller.request_all()
-
-
-@kopf.on.event("monitoring.coreos.com", "v1", "prometheuses")
-async def prometheus_changed(memo: kopf.Memo, **_: Any) -> None:
-    memo.controller.request_all()
-
-
-@kopf.on.event("monitoring.coreos.com", "v1", "alertmanagers")
-async def alertmanager_changed(memo: kopf.Memo, **_: Any) -> None:
-    memo.controller.request_all()
+    # The server-side label selector (set at startup) already keeps others' objects out.
+    kopf.on.event(group, version, plural, id=f"child-{plural}")(_child_changed)
+kopf.on.event(*APP_ENDPOINTS, id="app-endpoints")(_child_changed)

@@ -12,7 +12,9 @@ import contextlib
 import datetime
 import json
 import logging
+import random
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,9 +31,17 @@ FIELD_MANAGER = "jewelry-monitoring"
 REQUEST_TIMEOUT = (5.0, 30.0)
 # A watch asks the server to end it after this long, then resumes from where it was.
 WATCH_SECONDS = 270
+# Requests (other than watches) one client has in flight at once. The API server's priority
+# and fairness answers 429 when a client's queue overflows: measured at 16 reconciles, each
+# applying its children in parallel, hundreds of requests at once got 429 and their
+# reconciles backed off for up to a minute.
+MAX_IN_FLIGHT = 24
+# A 429 ("too many requests") is retried after a pause this many times before it fails.
+RETRIES_ON_429 = 5
 # Objects as PartialObjectMetadata: names and labels, never a Secret's data.
 METADATA_ONLY = "application/json;as=PartialObjectMetadata{};g=meta.k8s.io;v=v1"
 Obj = dict[str, Any]
+Objs = list[Obj]  # inside Kube, "list" is its method
 log = logging.getLogger(__name__)
 
 
@@ -100,6 +110,8 @@ def load_api_client() -> client.ApiClient:
         config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
         config.load_kube_config(client_configuration=configuration)
+    # Connections kept open for reuse: one per reconcile running at once, plus the watches'.
+    configuration.connection_pool_maxsize = 32
     return client.ApiClient(configuration)
 
 
@@ -133,6 +145,7 @@ class Kube:
         self._component = component
         self._timeout = timeout
         self._may_write = may_write
+        self._in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
 
     def _call(
         self,
@@ -145,16 +158,34 @@ class Kube:
         timeout: tuple[float, float] | None = None,
         stream: bool = False,
     ) -> Any:
-        """One request: fenced if it writes, timed and counted by verb."""
+        """One request: fenced if it writes, timed and counted by verb; at most
+        MAX_IN_FLIGHT at once (watches aside), and retried after a pause when the API server
+        answers 429, as client-go does."""
         verb = _VERBS[method]
         if method == "GET" and path.rsplit("/", 1)[-1] in _COLLECTIONS:
             verb = "watch" if stream else "list"
         if verb not in ("get", "list", "watch") and not self._may_write():
             raise KubeError(0, "NotLeader", f"{verb} {path}: this replica does not hold the lease")
-        with metrics.api_request(verb):
-            return self._request(
-                method, path, body, query, content_type, accept, timeout or self._timeout, stream
-            )
+        limit = contextlib.nullcontext() if stream else self._in_flight
+        retries = 0
+        while True:
+            try:
+                with limit, metrics.api_request(verb):
+                    return self._request(
+                        method,
+                        path,
+                        body,
+                        query,
+                        content_type,
+                        accept,
+                        timeout or self._timeout,
+                        stream,
+                    )
+            except KubeError as error:
+                retries += 1
+                if error.status != 429 or retries > RETRIES_ON_429:
+                    raise
+            time.sleep(random.uniform(0.5, 1.0) * retries)  # outside the limit
 
     def _request(
         self,
@@ -293,25 +324,90 @@ class Kube:
         expired). Blocking: run it in a thread of its own.
 
         Reads metadata only (PartialObjectMetadata), so even watching Secrets never brings
-        their data to the operator. Errors back off, up to a minute."""
+        their data to the operator."""
+        relisted = False
+
+        def start() -> str:
+            nonlocal relisted
+            if relisted:
+                missed()
+            relisted = True
+            return self._list_version(kind, namespace)
+
+        def event(_: str, obj: Obj) -> None:
+            changed(obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+
+        self._watch_forever(kind, namespace, start, event, stopping, metadata_only=True)
+
+    def mirror(
+        self,
+        kind: str,
+        listed: Callable[[Objs], None],
+        changed: Callable[[str, Obj], None],
+        stopping: threading.Event,
+        metadata_only: bool = False,
+    ) -> None:
+        """Keep a caller's copy of every ``kind`` object in the cluster: ``listed(objects)``
+        with all of them at the start and after a watch expired (410), then ``changed(type,
+        object)`` per event (type ADDED, MODIFIED or DELETED). Blocking: run it in a thread.
+
+        For what every reconcile would otherwise LIST or GET cluster-wide (CRDs, Prometheus
+        resources, namespaces): the watch costs nothing while nothing changes."""
+
+        def start() -> str:
+            try:
+                items, version = self._list_all(kind, metadata_only)
+            except KubeError as error:
+                if error.status == 404:  # a custom kind whose CRD is not installed (yet)
+                    listed([])
+                raise  # and try again later
+            listed(items)
+            return version
+
+        self._watch_forever(kind, None, start, changed, stopping, metadata_only)
+
+    def _watch_forever(
+        self,
+        kind: str,
+        namespace: str | None,
+        start: Callable[[], str],
+        changed: Callable[[str, Obj], None],
+        stopping: threading.Event,
+        metadata_only: bool,
+    ) -> None:
+        """List (``start`` returns the version to watch from), then watch and resume until
+        ``stopping`` is set; a watch too old to resume (410) starts over with ``start``.
+        Errors back off, up to a minute."""
         version, failures = "", 0
         while not stopping.is_set():
             try:
                 if not version:
-                    version = self._list_version(kind, namespace)
-                for event_type, meta in self._watch(kind, namespace, version):
-                    version = meta.get("resourceVersion") or version
+                    version = start()
+                for event_type, obj in self._watch(kind, namespace, version, metadata_only):
+                    version = obj.get("metadata", {}).get("resourceVersion") or version
                     if event_type in ("ADDED", "MODIFIED", "DELETED"):
-                        changed(meta.get("namespace", ""), meta["name"])
+                        changed(event_type, obj)
                 failures = 0
             except KubeError as error:
-                if error.status == 410:  # too old to resume: start afresh, tell the caller
+                if error.status == 410:  # too old to resume: start afresh
                     version = ""
-                    missed()
                     continue
                 failures += 1
                 log.warning("watch of %s failed (%d in a row): %s", kind, failures, error)
                 stopping.wait(min(2.0**failures, 60.0))
+
+    def _list_all(self, kind: str, metadata_only: bool) -> tuple[Objs, str]:
+        """Every ``kind`` object in the cluster, in pages, and the version to watch from."""
+        items: Objs = []
+        accept = METADATA_ONLY.format("List") if metadata_only else "application/json"
+        page = ""
+        while True:
+            query = [("limit", "500")] + ([("continue", page)] if page else [])
+            result = self._call("GET", RESOURCES[kind].path(), query=query, accept=accept)
+            items.extend(result.get("items", []))
+            page = result["metadata"].get("continue") or ""
+            if not page:
+                return items, str(result["metadata"]["resourceVersion"])
 
     def _list_version(self, kind: str, namespace: str | None) -> str:
         """The collection's current resourceVersion, to watch from; reads one item at most."""
@@ -323,8 +419,10 @@ class Kube:
         )
         return str(result["metadata"]["resourceVersion"])
 
-    def _watch(self, kind: str, namespace: str | None, version: str) -> Iterator[tuple[str, Obj]]:
-        """(type, metadata) of each event of one watch request, until the server ends it."""
+    def _watch(
+        self, kind: str, namespace: str | None, version: str, metadata_only: bool
+    ) -> Iterator[tuple[str, Obj]]:
+        """(type, object) of each event of one watch request, until the server ends it."""
         query = [
             ("watch", "true"),
             ("resourceVersion", version),
@@ -335,7 +433,7 @@ class Kube:
             "GET",
             RESOURCES[kind].path(namespace),
             query=query,
-            accept=METADATA_ONLY.format(""),
+            accept=METADATA_ONLY.format("") if metadata_only else "application/json",
             timeout=(self._timeout[0], WATCH_SECONDS + self._timeout[1]),
             stream=True,
         )
@@ -355,7 +453,7 @@ class Kube:
                             status.get("reason", ""),
                             status.get("message", ""),
                         )
-                    yield event["type"], event["object"].get("metadata", {})
+                    yield event["type"], event["object"]
         except urllib3.exceptions.HTTPError as error:
             raise KubeError(0, type(error).__name__, str(error)) from None
         finally:

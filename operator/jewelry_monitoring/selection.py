@@ -30,6 +30,14 @@ class Selecting:
     labels_from: str  # the spec field that sets our objects' labels, for the hint
     # Why a resource that selects an object still rejects it (None: it does not).
     rejects: Callable[[Obj, Obj], str | None] = lambda resource, obj: None
+    # The other fields of its spec that ``rejects`` reads.
+    rejects_reads: tuple[str, ...] = ()
+
+    @property
+    def spec_fields(self) -> tuple[str, ...]:
+        """Every field of the resource's spec that ``evaluate`` reads: all a cache keeps."""
+        selectors = tuple(field for pair in self.fields.values() for field in pair)
+        return (*selectors, *self.rejects_reads)
 
 
 # Receiver integrations prometheus-operator refuses to render for an older Alertmanager: it
@@ -72,7 +80,10 @@ ALERTMANAGER = Selecting(
     {"AlertmanagerConfig": ("alertmanagerConfigSelector", "alertmanagerConfigNamespaceSelector")},
     "spec.routing.alertmanagerConfigLabels",
     _too_old_for,
+    ("version",),
 )
+# Every kind of resource that selects ours.
+SELECTING = {selecting.kind: selecting for selecting in (PROMETHEUS, ALERTMANAGER)}
 
 
 def matches(selector: Obj | None, labels: dict[str, str]) -> bool:

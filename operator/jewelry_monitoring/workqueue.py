@@ -18,6 +18,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from jewelry_monitoring import metrics
 from jewelry_monitoring.kube import KubeError
@@ -29,6 +30,10 @@ MAX_BACKOFF = 60.0
 JITTER = 0.2  # a delay d becomes d..d*(1+JITTER)
 # After this many consecutive failures the resource's status says so (Ready=False).
 FAILURES_BEFORE_REPORT = 3
+# Reconciles running at once. They mostly wait on the API server, so more threads than
+# cores pay off: with asyncio's default pool (cores + 4) a burst of new resources queued up
+# behind a handful of threads while the API server had capacity to spare.
+WORKERS = 16
 
 
 def jittered(delay: float) -> float:
@@ -43,6 +48,7 @@ class ReconcileQueue:
     ) -> None:
         self._reconcile = reconcile
         self._report_failure = report_failure
+        self._workers = ThreadPoolExecutor(WORKERS, thread_name_prefix="reconcile")
         self._running: dict[Key, asyncio.Task[None]] = {}
         self._dirty: set[Key] = set()
         self._failures: dict[Key, int] = {}
@@ -67,9 +73,14 @@ class ReconcileQueue:
         if task is None or task.done():
             self._running[key] = asyncio.get_running_loop().create_task(self._run(key))
 
-    def request_all(self) -> None:
+    def request_all(self, spread: float = 0.0) -> None:
+        """Reconcile every known resource: now, or each at a random moment within ``spread``
+        seconds (the resync), so that they do not all hit the API server at once."""
         for key in sorted(self.known):
-            self.request(key)
+            if spread > 0:
+                self._schedule(key, random.uniform(0.0, spread))
+            else:
+                self.request(key)
 
     def secret_changed(self, namespace: str, name: str) -> None:
         """A Secret appeared, changed or went: reconcile the resources that reference it."""
@@ -125,7 +136,9 @@ class ReconcileQueue:
             self._forget_deadline(key)
             self._started[key] = self._now()
             try:
-                outcome = await asyncio.to_thread(self._reconcile, *key)
+                outcome = await asyncio.get_running_loop().run_in_executor(
+                    self._workers, self._reconcile, *key
+                )
             except Exception as error:
                 await self._failed(key, error)
                 continue
@@ -165,7 +178,9 @@ class ReconcileQueue:
             )
             message = f"{failures} reconciles in a row failed, the last with: {detail}"
             try:
-                await asyncio.to_thread(self._report_failure, *key, message)
+                await asyncio.get_running_loop().run_in_executor(
+                    self._workers, self._report_failure, *key, message
+                )
             except Exception as report_error:  # the API may be what fails; the retry goes on
                 log.warning("could not report the failure on %s/%s: %s", *key, report_error)
 
@@ -176,3 +191,4 @@ class ReconcileQueue:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._workers.shutdown(wait=False)  # running reconciles finish; the caller waits

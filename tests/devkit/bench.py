@@ -1,10 +1,17 @@
-"""`jm-dev bench`: how fast and how quiet the operator is, on the local control plane.
+"""`jm-dev bench`: how fast, how big and how quiet the operator is, on the local control plane.
 
-Measures, in one run on one machine:
-- time from creating a JewelryMonitoring to Ready=True, one CR at a time and 20 at once
-  (p50/p95/max), for a CR with every exporter, SLOs and dashboards (19 children);
-- API requests the operator makes for one no-op reconcile (reads) and its writes (must be 0);
-- writes of an idle operator over a quiet period (must be 0).
+Measures, in one run on one machine, for CRs with every exporter, SLOs, dashboards and alert
+routing:
+- latency: create -> Ready=True, one CR at a time and ``--crs`` at once (p50/p95/max);
+- the API requests of one no-op reconcile (reads; writes must be 0);
+- scale: ``--scale`` CRs across ``--namespaces`` namespaces created at once: the time until
+  all are Ready, API requests in total and per CR; then, on a fresh control plane, the time
+  to create the same children directly with a concurrent client (the limit) and the ratio;
+- idle: with everything reconciled, writes and watch (re-)establishments over ``--quiet``
+  seconds (writes must be 0);
+- the operator's peak RSS and CPU seconds, with ``--noise`` unrelated ConfigMaps and
+  Deployments in other namespaces present from the start (memory and requests must not
+  grow with them).
 Figures are printed; nothing is asserted here (the tests do that).
 """
 
@@ -12,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -21,6 +29,9 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +43,11 @@ from devkit.cluster import ControlPlane
 from devkit.crs import GROUP, PLURAL, VERSION, CustomApi, cr_body, full_spec, make_secrets
 from devkit.kubetools import api_client, install_missing_crds
 from devkit.manifests import chart_crd_files
-from devkit.operator_process import (
-    WRITE_VERBS,
-    audit_position,
-    install_rbac,
-    start_operator,
-)
+from devkit.operator_process import WRITE_VERBS, install_rbac, start_operator
 from devkit.stopping import shielded
 from devkit.toolchain import prometheus_operator_crds
+from jewelry_monitoring.cli import render
+from jewelry_monitoring.kube import Kube
 
 USER = "system:serviceaccount:jm-system:jm-jewelry-monitoring"
 
@@ -181,93 +189,280 @@ def _percentiles(samples: list[float]) -> str:
     )
 
 
-def _requests_since(audit_log: Path, start: int) -> list[str]:
-    """The operator's requests after line ``start`` of the audit log, as "verb resource"."""
-    requests = []
-    for line in audit_log.read_text().splitlines()[start:]:
-        entry = json.loads(line)
-        if entry.get("user", {}).get("username") == USER:
-            resource = entry.get("objectRef", {}).get("resource") or entry.get("requestURI")
-            requests.append(f"{entry['verb']} {resource}")
-    return requests
+class AuditTail:
+    """The operator's requests from the audit log, read on from where the last read ended
+    (the log grows to hundreds of MB at 500 CRs: never re-read from the start)."""
+
+    def __init__(self, audit_log: Path) -> None:
+        self._path = audit_log
+        self._offset = audit_log.stat().st_size if audit_log.exists() else 0
+
+    def skip(self) -> None:
+        """Forget what was logged so far."""
+        self._offset = self._path.stat().st_size
+
+    def read(self) -> list[dict[str, Any]]:
+        """The operator's requests since the last read, once each (watches log twice)."""
+        with self._path.open("rb") as log:
+            log.seek(self._offset)
+            data = log.read()
+        complete = data.rfind(b"\n") + 1
+        self._offset += complete
+        requests, seen = [], set()
+        for line in data[:complete].splitlines():
+            entry = json.loads(line)
+            if entry.get("user", {}).get("username") == USER and entry["auditID"] not in seen:
+                seen.add(entry["auditID"])
+                requests.append(entry)
+        return requests
 
 
-def run_bench(count: int, quiet_seconds: float, ready_timeout: float = 600) -> int:
+def _described(requests: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"{r['verb']} {r.get('objectRef', {}).get('resource', r['requestURI'])}" for r in requests
+    ]
+
+
+def _writes(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in requests if r["verb"] in WRITE_VERBS]
+
+
+class ProcessUsage:
+    """Peak resident memory and CPU time of one process, from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+
+    def peak_rss_mib(self) -> float:
+        for line in Path(f"/proc/{self._pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError(f"no VmHWM for {self._pid}")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self._pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _in_parallel(calls: list[Callable[[], Any]], threads: int = 16) -> None:
+    with ThreadPoolExecutor(threads) as pool:
+        for future in [pool.submit(call) for call in calls]:
+            future.result()
+
+
+def _namespace(api: client.ApiClient, name: str) -> str:
+    client.CoreV1Api(api).create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name))
+    )
+    return name
+
+
+def add_noise(api: client.ApiClient, count: int, namespaces: int = 10) -> None:
+    """``count`` objects that are none of the operator's business: ConfigMaps and (scaled to
+    zero) Deployments, spread over namespaces of their own."""
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    names = [_namespace(api, f"noise-{index}") for index in range(namespaces)]
+    labels = {"app": "unrelated"}
+
+    def config_map(index: int) -> None:
+        core.create_namespaced_config_map(
+            names[index % namespaces],
+            client.V1ConfigMap(
+                metadata=client.V1ObjectMeta(name=f"cm-{index}", labels=labels),
+                data={"payload": "x" * 512},
+            ),
+        )
+
+    def deployment(index: int) -> None:
+        container = client.V1Container(name="app", image="registry.invalid/app:1")
+        apps.create_namespaced_deployment(
+            names[index % namespaces],
+            client.V1Deployment(
+                metadata=client.V1ObjectMeta(name=f"deploy-{index}", labels=labels),
+                spec=client.V1DeploymentSpec(
+                    replicas=0,
+                    selector=client.V1LabelSelector(match_labels=labels),
+                    template=client.V1PodTemplateSpec(
+                        metadata=client.V1ObjectMeta(labels=labels),
+                        spec=client.V1PodSpec(containers=[container]),
+                    ),
+                ),
+            ),
+        )
+
+    _in_parallel([partial(config_map if i % 2 else deployment, i) for i in range(count)])
+
+
+def direct_creation_seconds(workdir: Path, crs: list[tuple[str, str]]) -> tuple[float, int]:
+    """On a fresh control plane, the seconds a 16-thread client takes to create the children
+    the operator makes for ``crs`` ((namespace, name) pairs), and how many there are: the
+    limit the operator's convergence is compared with."""
+    plane = ControlPlane.create(workdir).start()
+    try:
+        api = api_client(plane.kubeconfig)
+        install_missing_crds(api, prometheus_operator_crds())
+        for namespace in sorted({namespace for namespace, _ in crs}):
+            _namespace(api, namespace)
+        children = []
+        for namespace, name in crs:
+            body = {
+                **cr_body(name, full_spec()),
+                "metadata": {"name": name, "namespace": namespace},
+            }
+            for obj in render(body, str(uuid.uuid4()), with_prometheus_operator=True):
+                obj["metadata"].pop("ownerReferences", None)  # no owner here: GC would delete
+                children.append(obj)
+        kube = Kube(api)
+        started = time.monotonic()
+        _in_parallel([partial(kube.create, obj) for obj in children])
+        return time.monotonic() - started, len(children)
+    finally:
+        plane.stop()
+
+
+def _settle(audit: AuditTail, limit: float = 180) -> float:
+    """Wait until the operator has made no request for 3 s (the controller manager keeps
+    updating new Deployments' status for a while, and each update re-checks a CR)."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        time.sleep(3)
+        if not audit.read():
+            break
+    return time.monotonic() - started
+
+
+@dataclass
+class Figures:
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, label: str, value: str) -> None:
+        self.lines.append(f"{label:<44}: {value}")
+        print(self.lines[-1], flush=True)
+
+
+def run_bench(options: argparse.Namespace) -> int:
     workdir: Path | None = None
     plane: ControlPlane | None = None
     operator = None
-    clock: ReadyClock | None = None
+    clocks: list[ReadyClock] = []
+    figures = Figures()
     try:
         workdir = Path(tempfile.mkdtemp(prefix="jm-bench-"))
         plane = ControlPlane.create(workdir).start()
         api = api_client(plane.kubeconfig)
         install_missing_crds(api, [*chart_crd_files(), *prometheus_operator_crds()])
+        if options.noise:
+            started = time.monotonic()
+            add_noise(api, options.noise)
+            figures.add(
+                "unrelated objects (ConfigMaps, Deployments)",
+                f"{options.noise} "
+                f"(created in {time.monotonic() - started:.1f}s, before the operator)",
+            )
+        audit = AuditTail(plane.audit_log)
         operator = start_operator(
             install_rbac(plane, api, "jm", "jm-system"),
             workdir / "operator.log",
             USER,
             env={"JM_LOG_LEVEL": "WARNING"},
         )
-        namespace = f"bench-{uuid.uuid4().hex[:6]}"
-        client.CoreV1Api(api).create_namespace(
-            client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
-        )
-        make_secrets(api, namespace)
-        clock = ReadyClock(*watch_source(api, namespace))
+        usage = ProcessUsage(operator.process.pid)
         custom = CustomApi(api)
 
-        def create(name: str) -> float:
+        def create(namespace: str, name: str) -> float:
             started = time.monotonic()
             custom.create_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURAL, cr_body(name, full_spec())
             )
             return started
 
+        namespace = _namespace(api, f"bench-{uuid.uuid4().hex[:6]}")
+        make_secrets(api, namespace)
+        clock = ReadyClock(*watch_source(api, namespace))
+        clocks.append(clock)
+        exporters = len(full_spec()["exporters"])
+        figures.add("CR", f"every exporter ({exporters}), SLOs, dashboards and alert routing")
         sequential = []
-        for index in range(count):
+        for index in range(options.crs):
             name = f"one-{index}"
-            started = create(name)
-            clock.wait([name], ready_timeout)
+            started = create(namespace, name)
+            clock.wait([name], options.timeout)
             sequential.append(clock.ready_at[name] - started)
-        burst_names = [f"burst-{index}" for index in range(count)]
-        burst_started = {name: create(name) for name in burst_names}
-        clock.wait(burst_names, ready_timeout)
+        figures.add("create -> Ready, one at a time", _percentiles(sequential))
+        burst_names = [f"burst-{index}" for index in range(options.crs)]
+        burst_started = {name: create(namespace, name) for name in burst_names}
+        clock.wait(burst_names, options.timeout)
         burst = [clock.ready_at[n] - burst_started[n] for n in burst_names]
-        clock.stop()
+        figures.add(f"create -> Ready, {options.crs} at once", _percentiles(burst))
+        figures.add("quiet again after", f"{_settle(audit):.1f}s")
 
-        # The controller manager keeps updating the new Deployments' status for a while, and
-        # each update is a reason to re-check a CR: wait until that settles, then watch.
-        settle_started = time.monotonic()
-        while time.monotonic() - settle_started < 120:
-            start = audit_position(plane.audit_log)
-            time.sleep(2)
-            if not _requests_since(plane.audit_log, start):
-                break
-        settled = time.monotonic() - settle_started
-        start = audit_position(plane.audit_log)
-        time.sleep(quiet_seconds)
-        idle = _requests_since(plane.audit_log, start)
-
-        start = audit_position(plane.audit_log)
+        audit.skip()
         custom.patch_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, "one-0", {"metadata": {"labels": {"touch": "1"}}}
         )
         time.sleep(3)
-        noop = _requests_since(plane.audit_log, start)
+        noop = audit.read()
+        figures.add(
+            "no-op reconcile",
+            f"{len(noop)} API requests, {len(_writes(noop))} writes "
+            f"{dict(Counter(_described(noop)).most_common(8))}",
+        )
 
-        exporters = len(full_spec()["exporters"])
-        print(f"CR with every exporter ({exporters}), SLOs, dashboards and alert routing")
-        print(f"create -> Ready, one at a time : {_percentiles(sequential)}")
-        print(f"create -> Ready, {count} at once    : {_percentiles(burst)}")
-        print(f"quiet again after              : {settled:.1f}s")
-        print(f"lists of the CRs by the clock  : {clock.lists} (1 + one per expired watch)")
-        for label, requests in (
-            (f"idle for {quiet_seconds:.0f}s", idle),
-            ("no-op reconcile", noop),
-        ):
-            writes = [r for r in requests if r.split()[0] in WRITE_VERBS]
-            print(f"{label:<31}: {len(requests)} API requests, {len(writes)} writes")
-            print(f"{'':<31}  {dict(Counter(requests).most_common(6))}")
+        scaled: list[tuple[str, str]] = []
+        if options.scale:
+            names = [_namespace(api, f"scale-{index}") for index in range(options.namespaces)]
+            for name in names:
+                make_secrets(api, name)
+            scaled = [(names[i % len(names)], f"s-{i}") for i in range(options.scale)]
+            scale_clocks = [ReadyClock(*watch_source(api, name)) for name in names]
+            clocks.extend(scale_clocks)
+            _settle(audit)
+            started = time.monotonic()
+            _in_parallel([partial(create, ns, name) for ns, name in scaled])
+            for index, scale_clock in enumerate(scale_clocks):
+                scale_clock.wait(
+                    [name for ns, name in scaled if ns == names[index]], options.timeout
+                )
+            converged = max(c.ready_at[n] for c in scale_clocks for n in c.ready_at) - started
+            requests = audit.read()
+            figures.add(
+                f"{options.scale} CRs at once, {options.namespaces} namespaces: all Ready",
+                f"{converged:.1f}s",
+            )
+            figures.add(
+                "  API requests until then",
+                f"{len(requests)} ({len(requests) / options.scale:.1f} per CR), "
+                f"{len(_writes(requests))} writes "
+                f"{dict(Counter(_described(requests)).most_common(8))}",
+            )
+            figures.add("quiet again after", f"{_settle(audit):.1f}s")
+
+        audit.skip()
+        time.sleep(options.quiet)
+        idle = audit.read()
+        figures.add(
+            f"idle for {options.quiet:.0f}s",
+            f"{len(idle)} API requests, {len(_writes(idle))} writes, "
+            f"{sum(r['verb'] == 'watch' for r in idle)} watches (re-)established "
+            f"{dict(Counter(_described(idle)).most_common(6))}",
+        )
+        figures.add(
+            "operator peak RSS, CPU",
+            f"{usage.peak_rss_mib():.0f} MiB, {usage.cpu_seconds():.1f} CPU seconds",
+        )
+        figures.add("lists of the CRs by the clocks", f"{sum(c.lists for c in clocks)}")
+        for each in clocks:
+            each.stop()
+        operator.stop()
+        plane.stop()
+        plane = None
+        if scaled:
+            direct, children = direct_creation_seconds(workdir, scaled)
+            figures.add(
+                f"direct creation of the same {children} children (16 threads)",
+                f"{direct:.1f}s; the operator took {converged / direct:.2f}x that",
+            )
+        print("\n".join(["", "summary:", *figures.lines]))
         return 0
     except TimeoutError:
         if operator is not None:
@@ -275,8 +470,8 @@ def run_bench(count: int, quiet_seconds: float, ready_timeout: float = 600) -> i
         raise
     finally:
         with shielded():
-            if clock is not None:
-                clock.stop()
+            for each in clocks:
+                each.stop()
             if operator is not None:
                 operator.stop()
             if plane is not None:
@@ -287,17 +482,24 @@ def run_bench(count: int, quiet_seconds: float, ready_timeout: float = 600) -> i
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jm-dev bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--crs", type=int, default=20, help="CRs per phase (default 20)")
-    parser.add_argument("--quiet", type=float, default=10.0, help="idle seconds to watch")
-    parser.add_argument("--short", action="store_true", help="CI size: 5 CRs, 5 idle seconds")
+    parser.add_argument("--crs", type=int, default=50, help="CRs per latency phase (50)")
+    parser.add_argument("--scale", type=int, default=500, help="CRs at once, 0 = skip (500)")
+    parser.add_argument("--namespaces", type=int, default=10, help="namespaces of --scale (10)")
+    parser.add_argument(
+        "--noise", type=int, default=5000, help="unrelated ConfigMaps + Deployments (5000)"
+    )
+    parser.add_argument("--quiet", type=float, default=300.0, help="idle seconds to watch (300)")
+    parser.add_argument(
+        "--short", action="store_true", help="CI size: 5 CRs, 20 across 2 namespaces, 5 idle s"
+    )
     parser.add_argument(
         "--timeout",
         type=float,
         default=600.0,
-        help="seconds one CR (or the whole burst) may take to turn Ready: a guard against "
-        "hangs, not a goal (default 600; at 100 CRs on a loaded machine a burst took 217 s)",
+        help="seconds one CR (or a whole burst) may take to turn Ready: a guard against "
+        "hangs, not a goal (default 600)",
     )
     args = parser.parse_args(argv)
     if args.short:
-        args.crs, args.quiet = 5, 5.0
-    return run_bench(args.crs, args.quiet, args.timeout)
+        args.crs, args.scale, args.namespaces, args.noise, args.quiet = 5, 20, 2, 200, 5.0
+    return run_bench(args)

@@ -12,6 +12,7 @@ Ports are chosen free at start, so two control planes on one machine never colli
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 import json
@@ -26,8 +27,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from cryptography import x509
@@ -289,22 +292,39 @@ class ControlPlane:
         deadline = time.monotonic() + timeout
         try:
             self._prepare()
-            self._spawn("etcd", self._etcd_command())
-            self._wait(
-                "etcd", lambda: _http_ok(f"http://127.0.0.1:{self.etcd_port}/health"), deadline
-            )
-            self._spawn("kube-apiserver", self._apiserver_command())
-            self._wait("kube-apiserver", lambda: self._api_ok("/readyz"), deadline)
-            self._spawn("kube-controller-manager", self._controller_manager_command())
-            self._wait(
-                "kube-controller-manager",
-                lambda: _https_ok(f"https://127.0.0.1:{self.controller_manager_port}/healthz"),
-                deadline,
-            )
+            for name, command, ready in self._components():
+                self._spawn(name, command())
+                self._wait(name, ready, deadline)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def restart(self, name: str, down_seconds: float = 0.0, timeout: float = 60.0) -> None:
+        """Stop one component ("etcd", "kube-apiserver", "kube-controller-manager"), keep
+        it down for ``down_seconds``, start it again with the same flags and data, and wait
+        until it is ready: what a crash and restart of that process looks like to clients."""
+        components = {entry[0]: entry for entry in self._components()}
+        _, command, ready = components[name]
+        _terminate(self.pids.pop(name))
+        time.sleep(down_seconds)
+        self._spawn(name, command())
+        # Keep the start order: stop() stops in reverse.
+        self.pids = {n: self.pids[n] for n in components if n in self.pids}
+        self._wait(name, ready, time.monotonic() + timeout)
+        if name == "etcd":  # the API server notices etcd is back on its own, in a moment
+            self._wait(
+                "kube-apiserver", lambda: self._api_ok("/readyz"), time.monotonic() + timeout
+            )
+
+    def compact_etcd(self) -> int:
+        """Compact etcd's history up to its current revision, as its periodic compaction
+        does, and return that revision: watches resumed from before it get 410 Gone."""
+        base = f"http://127.0.0.1:{self.etcd_port}/v3/kv"
+        key = base64.b64encode(b"/registry").decode()
+        revision = int(_post_json(f"{base}/range", {"key": key, "limit": 1})["header"]["revision"])
+        _post_json(f"{base}/compaction", {"revision": revision, "physical": True})
+        return revision
 
     def stop(self, remove: bool = True) -> None:
         """Kill the processes (their whole process groups) and remove the working directory."""
@@ -425,6 +445,22 @@ class ControlPlane:
             "--v=0",
         ]
 
+    def _components(self) -> list[tuple[str, Callable[[], list[str]], Callable[[], bool]]]:
+        """Each process, in start order: its name, its command line, and whether it is ready."""
+        return [
+            (
+                "etcd",
+                self._etcd_command,
+                lambda: _http_ok(f"http://127.0.0.1:{self.etcd_port}/health"),
+            ),
+            ("kube-apiserver", self._apiserver_command, lambda: self._api_ok("/readyz")),
+            (
+                "kube-controller-manager",
+                self._controller_manager_command,
+                lambda: _https_ok(f"https://127.0.0.1:{self.controller_manager_port}/healthz"),
+            ),
+        ]
+
     def _spawn(self, name: str, command: list[str]) -> None:
         log = (self.workdir / f"{name}.log").open("ab")
         process = subprocess.Popen(
@@ -433,8 +469,7 @@ class ControlPlane:
         log.close()
         self.pids[name] = process.pid
 
-    def _wait(self, name: str, ready: object, deadline: float) -> None:
-        assert callable(ready)
+    def _wait(self, name: str, ready: Callable[[], bool], deadline: float) -> None:
         while time.monotonic() < deadline:
             if not _alive(self.pids[name]):
                 raise RuntimeError(f"{name} exited during start:\n{self.log_tail(name)}")
@@ -455,6 +490,16 @@ def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
             return int(response.status) == 200
     except (urllib.error.URLError, OSError, ssl.SSLError):
         return False
+
+
+def _post_json(url: str, body: dict[str, object]) -> dict[str, Any]:
+    """One JSON request to etcd's HTTP gateway (loopback)."""
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+    return answer
 
 
 def _https_ok(url: str) -> bool:

@@ -244,5 +244,19 @@ def audit_writes(audit_log: Path, user: str, since_line: int = 0) -> list[str]:
     return writes
 
 
+def audit_requests(audit_log: Path, user: str, since_line: int = 0) -> list[dict[str, Any]]:
+    """Every request ``user`` made after line ``since_line``, once each (a watch is logged
+    when it starts and again when it ends), as its audit entry."""
+    seen: set[str] = set()
+    requests = []
+    for line in audit_log.read_text().splitlines()[since_line:]:
+        entry = json.loads(line)
+        if entry.get("user", {}).get("username") != user or entry["auditID"] in seen:
+            continue
+        seen.add(entry["auditID"])
+        requests.append(entry)
+    return requests
+
+
 def audit_position(audit_log: Path) -> int:
     return len(audit_log.read_text().splitlines()) if audit_log.exists() else 0

@@ -38,6 +38,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from devkit.cluster import free_port as free_loopback_port
+
 __all__ = [
     "NginxService",
     "PostgresService",
@@ -61,8 +63,12 @@ def free_port(host: str = LOOPBACK) -> int:
     """Return a TCP port that is currently free on ``host``.
 
     The port is released before returning, so another process could grab it in between;
-    callers start their service right away and the launchers fail loudly if that happens.
+    callers start their service right away and the launchers fail loudly if that happens. On
+    the IPv4 loopback it lies outside the kernel's ephemeral range (devkit.cluster.free_port),
+    where no outgoing connection can take it meanwhile.
     """
+    if host == "127.0.0.1":
+        return free_loopback_port()
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])

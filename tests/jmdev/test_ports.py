@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 
+from devkit import services
 from devkit.cluster import LOWEST_CHOSEN_PORT, ephemeral_port_range, free_port, ports_outside
 
 
@@ -40,3 +41,10 @@ def test_a_machine_whose_every_port_is_ephemeral_still_gets_a_free_port() -> Non
     port = free_port([])
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", port))
+
+
+def test_the_services_port_chooser_keeps_out_of_the_ephemeral_range_too() -> None:
+    """PostgreSQL, Redis, nginx and Prometheus in the tests bind their ports a moment later too."""
+    low, high = ephemeral_port_range()
+    chosen = {services.free_port() for _ in range(200)}
+    assert not [port for port in chosen if low <= port <= high]

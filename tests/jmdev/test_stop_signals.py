@@ -36,7 +36,7 @@ def _operator_running(sandbox: JmDevSandbox, output: str) -> bool:
 COMMANDS: dict[str, tuple[list[str], Moment]] = {
     "demo --keep": (["demo", "--keep"], _demo_left_running),
     "cluster up": (["cluster", "up"], _apiserver_starting),
-    "bench": (["bench", "--crs", "3", "--quiet", "5"], _operator_running),
+    "bench": (["bench", "--short"], _operator_running),
 }
 
 

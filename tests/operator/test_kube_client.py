@@ -16,7 +16,9 @@ from kubernetes import client
 
 from jewelry_monitoring import handlers
 from jewelry_monitoring.config import load
+from jewelry_monitoring.facts import ClusterFacts
 from jewelry_monitoring.kube import Kube, KubeError
+from jewelry_monitoring.selection import SELECTING
 
 
 @pytest.fixture
@@ -104,11 +106,19 @@ def test_crd_just_created_is_not_established_rather_than_an_error() -> None:
     assert _OneObject(established).crd_established("x")
 
 
+def _as_if_listed(kube: Kube, facts: ClusterFacts, memo: kopf.Memo) -> None:
+    """Instead of our own watches: their first lists, empty."""
+    facts.set_crds({})
+    for kind in SELECTING:
+        facts.set_selecting(kind, [])
+    facts.set_namespaces([])
+
+
 def test_kopfs_own_requests_and_watches_have_timeouts_too(monkeypatch: pytest.MonkeyPatch) -> None:
     """kopf's watches have no client timeout by default: a half-open watch would silently
     stop every event of its kind."""
     monkeypatch.setattr(handlers, "load_api_client", lambda: client.ApiClient())
-    monkeypatch.setattr(handlers, "_watch_secrets", lambda kube, memo: None)
+    monkeypatch.setattr(handlers, "_watch_cluster", _as_if_listed)
     settings = kopf.OperatorSettings()
     memo = kopf.Memo(config=load(env={}))
 
@@ -123,3 +133,35 @@ def test_kopfs_own_requests_and_watches_have_timeouts_too(monkeypatch: pytest.Mo
     assert settings.watching.connect_timeout is not None
     assert settings.networking.connect_timeout is not None
     assert settings.networking.request_timeout is not None
+
+
+class _Throttled(Kube):
+    """A Kube whose API server answers 429 to the first ``refusals`` requests."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__(client.ApiClient(client.Configuration()))
+        self.refusals = refusals
+        self.requests = 0
+
+    def _request(self, *_: Any) -> Any:
+        self.requests += 1
+        if self.requests <= self.refusals:
+            raise KubeError(429, "TooManyRequests", "the server has received too many requests")
+        return {"items": []}
+
+
+def test_too_many_requests_is_retried_after_a_pause_then_given_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Priority and fairness answers 429 when a client floods it: a reconcile must not fail
+    (and back off for up to a minute) for that, but it must not retry forever either."""
+    pauses: list[float] = []
+    monkeypatch.setattr(time, "sleep", pauses.append)
+    throttled = _Throttled(refusals=2)
+    assert throttled.list("Deployment", "shop") == []
+    assert throttled.requests == 3 and len(pauses) == 2 and all(p > 0 for p in pauses)
+
+    refused = _Throttled(refusals=100)
+    with pytest.raises(KubeError) as raised:
+        refused.list("Deployment", "shop")
+    assert raised.value.status == 429 and refused.requests == 6

@@ -17,8 +17,10 @@ import pytest
 
 from jewelry_monitoring import handlers
 from jewelry_monitoring.config import load
+from jewelry_monitoring.facts import ClusterFacts
 from jewelry_monitoring.kube import KubeError
 from jewelry_monitoring.reconcile import Outcome
+from jewelry_monitoring.selection import SELECTING
 from jewelry_monitoring.workqueue import FAILURES_BEFORE_REPORT, MAX_BACKOFF, ReconcileQueue
 
 SHOP = ("jewelry", "shop")
@@ -203,7 +205,12 @@ def test_stuck_reconcile_fails_the_liveness_probe() -> None:
         return Outcome()
 
     async def main() -> None:
-        controller = handlers.Controller(load(env={}), handlers.Reconciles(hanging), print)
+        facts = ClusterFacts(frozenset())
+        facts.set_crds({})  # every watch has listed: the controller need not wait
+        for kind in SELECTING:
+            facts.set_selecting(kind, [])
+        facts.set_namespaces([])
+        controller = handlers.Controller(load(env={}), handlers.Reconciles(hanging), print, facts)
         await controller.start()
         memo = kopf.Memo(controller=controller)
         controller.request(SHOP)

@@ -41,6 +41,9 @@ MONITORING_KINDS = {
 # Kinds of children that a spec change can remove, so pruning knows where to look. The
 # PrometheusRule is not among them: every JewelryMonitoring has exactly one, for its lifetime.
 PRUNABLE_KINDS = ("Deployment", "Service", "ConfigMap", "ServiceMonitor", "AlertmanagerConfig")
+# Every kind of child: the operator watches these (only ours, by label, server-side) and
+# finds a resource's children among them.
+CHILD_KINDS = (*PRUNABLE_KINDS, "PrometheusRule")
 
 
 def needed_monitoring_kinds(spec: JewelryMonitoringSpec) -> frozenset[str]:

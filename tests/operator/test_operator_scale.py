@@ -1,0 +1,180 @@
+"""The operator's watches and requests depend on our objects, not on the cluster's size.
+
+Read from the API server's audit log: what the operator asked for, as the server saw it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from kubernetes import client
+
+from devkit.crs import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    CustomApi,
+    cr_body,
+    full_spec,
+    make_secrets,
+    wait_condition,
+)
+from devkit.kubetools import wait_for
+from devkit.operator_process import OperatorProcess, audit_position, audit_requests
+from jewelry_monitoring.handlers import CHILD_RESOURCES
+
+pytestmark = pytest.mark.cluster
+
+OWNER_LABEL = "monitoring.jewelry.io/owner"
+MONITORING = ("monitoring.coreos.com", "v1")
+CLUSTER_WIDE_READS = ("customresourcedefinitions", "prometheuses", "namespaces")
+
+
+def _label_selector(entry: dict[str, Any]) -> str:
+    return parse_qs(urlsplit(entry["requestURI"]).query).get("labelSelector", [""])[0]
+
+
+def _reads_of_our_resource(entries: list[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
+    """The operator's GETs of the JewelryMonitorings in ``namespace``: one starts each reconcile."""
+    return [
+        e
+        for e in entries
+        if e["objectRef"].get("resource") == PLURAL
+        and e["objectRef"].get("namespace") == namespace
+        and e["verb"] == "get"
+    ]
+
+
+def test_child_lists_and_watches_carry_our_label_selector(
+    admin_api: client.ApiClient,
+    namespace: str,
+    operator: OperatorProcess,
+    control_plane: Any,
+) -> None:
+    """kopf filters handlers by label on the client: without a server-side selector, its
+    watches brought every Deployment, Service and ConfigMap of the cluster to the operator."""
+    make_secrets(admin_api, namespace)
+    CustomApi(admin_api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, cr_body("scale", full_spec())
+    )
+    wait_condition(admin_api, namespace, "scale", "Ready", "True")
+    child_plurals = {plural for _, _, plural in CHILD_RESOURCES}
+    collection_reads = [
+        entry
+        for entry in audit_requests(control_plane.audit_log, operator.user)
+        if entry["verb"] in ("list", "watch")
+        and entry["objectRef"].get("resource") in child_plurals
+    ]
+    assert {e["objectRef"]["resource"] for e in collection_reads} == child_plurals
+    unselected = [
+        f"{e['verb']} {e['requestURI']}"
+        for e in collection_reads
+        if OWNER_LABEL not in _label_selector(e)
+    ]
+    assert unselected == []
+
+
+def test_no_op_reconcile_reads_nothing_cluster_wide(
+    admin_api: client.ApiClient,
+    namespace: str,
+    operator: OperatorProcess,
+    control_plane: Any,
+) -> None:
+    """CRDs, Prometheus resources and namespaces come from watches, not from a GET or a LIST
+    in every reconcile."""
+    CustomApi(admin_api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, cr_body("noop", {"app": {"podSelector": {"a": "b"}}})
+    )
+    wait_condition(admin_api, namespace, "noop", "Ready", "True")
+    time.sleep(2)  # the reconciles that our own writes caused
+    start = audit_position(control_plane.audit_log)
+    CustomApi(admin_api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "noop", {"metadata": {"labels": {"touched": "1"}}}
+    )
+
+    def reconciled() -> list[dict[str, Any]]:
+        return _reads_of_our_resource(
+            audit_requests(control_plane.audit_log, operator.user, start), namespace
+        )
+
+    wait_for(lambda: reconciled(), 30, what="a reconcile after the touch")
+    time.sleep(2)  # let it finish
+    requests = audit_requests(control_plane.audit_log, operator.user, start)
+    cluster_wide = [
+        f"{e['verb']} {e['requestURI']}"
+        for e in requests
+        if e["objectRef"].get("resource") in CLUSTER_WIDE_READS
+    ]
+    assert cluster_wide == []
+
+
+def _prometheus(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "Prometheus",
+        "metadata": {"name": name},
+        "spec": {
+            "serviceMonitorSelector": {},
+            "serviceMonitorNamespaceSelector": {},
+            "ruleSelector": {},
+            "ruleNamespaceSelector": {},
+        },
+    }
+
+
+def test_prometheus_status_update_requeues_nothing_but_a_selector_change_does(
+    admin_api: client.ApiClient,
+    namespace: str,
+    operator: OperatorProcess,
+    control_plane: Any,
+    create_cr: Callable[..., dict[str, Any]],
+) -> None:
+    """prometheus-operator updates its Prometheus resources' status all the time; only a
+    change of what they select can change our SelectedByPrometheus condition."""
+    create_cr({"app": {"podSelector": {"a": "b"}}}, name="watcher")
+    wait_condition(admin_api, namespace, "watcher", "Ready", "True")
+    custom = CustomApi(admin_api)
+    name = f"p-{uuid.uuid4().hex[:5]}"
+    custom.create_namespaced_custom_object(
+        *MONITORING, namespace, "prometheuses", _prometheus(name)
+    )
+    try:
+        wait_condition(admin_api, namespace, "watcher", "SelectedByPrometheus", "True")
+        time.sleep(2)
+        start = audit_position(control_plane.audit_log)
+        custom.patch_namespaced_custom_object_status(
+            *MONITORING,
+            namespace,
+            "prometheuses",
+            name,
+            {
+                "status": {
+                    "replicas": 1,
+                    "availableReplicas": 1,
+                    "paused": False,
+                    "unavailableReplicas": 0,
+                    "updatedReplicas": 1,
+                }
+            },
+        )
+        time.sleep(4)
+        after_status = _reads_of_our_resource(
+            audit_requests(control_plane.audit_log, operator.user, start), namespace
+        )
+        assert after_status == [], "a status update re-queued resources"
+
+        custom.patch_namespaced_custom_object(
+            *MONITORING,
+            namespace,
+            "prometheuses",
+            name,
+            {"spec": {"serviceMonitorSelector": {"matchLabels": {"release": "x"}}}},
+        )
+        wait_condition(admin_api, namespace, "watcher", "SelectedByPrometheus", "False")
+    finally:
+        custom.delete_namespaced_custom_object(*MONITORING, namespace, "prometheuses", name)
