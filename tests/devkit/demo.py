@@ -216,7 +216,8 @@ def _figure_queries(namespace: str) -> dict[str, str]:
     return {
         "requests/s": f"sum({REQUESTS_RATE}{selector})",
         "p95 latency (s)": f"max({LATENCY_QUANTILES[0.95]}{selector})",
-        "cache hit ratio": f"avg({CACHE_HIT_RATIO}{selector})",
+        # A window without cache gets is 0/0 (NaN): not a figure; `>= 0` drops it.
+        "cache hit ratio": f"avg({CACHE_HIT_RATIO}{selector} >= 0)",
     }
 
 
