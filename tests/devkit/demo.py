@@ -235,22 +235,21 @@ def _load_images(node: Node) -> dict[str, str]:
     return {name: image.name for name, image in wanted.items()}
 
 
-def _figures(prometheus: PrometheusAPI, namespace: str) -> dict[str, float] | None:
-    """The figures, or None while any of them has no value yet."""
-    values = {}
-    for label, query in _figure_queries(namespace).items():
-        value = prometheus.value(query)
-        if value is None:
-            return None
-        values[label] = value
+def _figures(prometheus: PrometheusAPI, namespace: str) -> dict[str, float | None] | None:
+    """The figures, or None while the request rate or p95 has no value yet. The cache hit
+    ratio may stay empty (no cache reads counted in 5 minutes): shown as n/a."""
+    values = {label: prometheus.value(q) for label, q in _figure_queries(namespace).items()}
+    if values["requests/s"] is None or values["p95 latency (s)"] is None:
+        return None
     return values
 
 
-def _figures_line(values: dict[str, float]) -> str:
+def _figures_line(values: dict[str, float | None]) -> str:
+    ratio = values["cache hit ratio"]
     return (
-        f"live: {values['requests/s']:.2f} requests/s, p95 latency "
-        f"{values['p95 latency (s)'] * 1000:.0f} ms, cache hit ratio "
-        f"{values['cache hit ratio']:.0%}"
+        f"live: {values['requests/s'] or 0:.2f} requests/s, p95 latency "
+        f"{(values['p95 latency (s)'] or 0) * 1000:.0f} ms, cache hit ratio "
+        + ("n/a (no cache reads counted)" if ratio is None else f"{ratio:.0%}")
     )
 
 
