@@ -244,6 +244,21 @@ def _figures(prometheus: PrometheusAPI, namespace: str) -> dict[str, float | Non
     return values
 
 
+def _figures_after(
+    prometheus: PrometheusAPI, namespace: str, since: float
+) -> dict[str, float | None] | None:
+    """The figures once they include what happened until ``since`` (Unix time): the app
+    scraped after it, and the recording rules evaluated after that scrape."""
+    selector = f'{{namespace="{namespace}"}}'
+    scraped = prometheus.value(
+        f"max(timestamp(django_http_requests_total_by_method_total{selector}))"
+    )
+    recorded = prometheus.value(f"min(timestamp({REQUESTS_RATE}{selector}))")
+    if scraped is None or recorded is None or scraped < since or recorded < scraped:
+        return None
+    return _figures(prometheus, namespace)
+
+
 def _figures_line(values: dict[str, float | None]) -> str:
     ratio = values["cache hit ratio"]
     return (
@@ -317,11 +332,12 @@ def _pods_demo(plane: ControlPlane, node: Node, keep: bool) -> None:
         print(f"\ntraffic: the app's load generator, {DEMO_SECONDS}s ...", flush=True)
         stats = load_generator(shop_url, DEMO_REQUESTS, DEMO_SECONDS)
         print(f"  {stats['requests']} requests, by status {stats['by_status']}")
+        ended = time.time()
         values = wait_for(
-            lambda: _figures(prometheus, namespace),
+            lambda: _figures_after(prometheus, namespace, ended),
             timeout=120,
             interval=2,
-            what="the recording rules' first values",
+            what="the recording rules evaluated on a scrape after the traffic",
         )
         print(_figures_line(values))
         if keep:
