@@ -1,9 +1,17 @@
 """`jm-dev demo`: the product end to end, on the embedded local control plane.
 
-Starts etcd + kube-apiserver + kube-controller-manager, installs our CRD and
-prometheus-operator's, installs the chart's RBAC, runs the operator under it, creates a
-kube-prometheus-stack style Prometheus and the example JewelryMonitoring, then shows what the
-operator made of it.
+Where this host can run the local node (devkit.node), the product runs in pods as the e2e
+suite runs it (devkit.product, devkit.prometheus_stack): our images built (or found up to
+date) and loaded, prometheus-operator with a kube-prometheus-stack style Prometheus and
+Alertmanager, the chart's operator (helm install), the dev shop, the example
+JewelryMonitoring with its exporters; then the load generator's traffic, and the demo prints
+the CR's status, the Prometheus URL on 127.0.0.1 with the CR's targets up, the shop's URL
+and a line of live figures (request rate, p95 latency, cache hit ratio).
+
+Where it cannot (the reason is printed), the objects only: etcd + kube-apiserver +
+kube-controller-manager, our CRD and prometheus-operator's, the chart's RBAC, the operator
+as a process under it, a kube-prometheus-stack style Prometheus and the example
+JewelryMonitoring, then what the operator made of it.
 
 On a cluster the user names (`--context`, see devkit.cli) it only installs the CRDs that are
 missing and the example's namespaces. It never replaces a CRD the cluster has: that one may be
@@ -12,9 +20,11 @@ newer than ours and owned by a Helm release such as kube-prometheus-stack.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +42,29 @@ from devkit.crs import (
     create_referenced_secrets,
     wait_condition,
 )
-from devkit.kubetools import api_client, install_missing_crds, load_yaml_documents
+from devkit.images import build_images
+from devkit.kubetools import api_client, install_missing_crds, load_yaml_documents, wait_for
 from devkit.manifests import chart_crd_files
+from devkit.node import Node, why_no_node
 from devkit.operator_process import REPO, OperatorProcess, install_rbac, start_operator
+from devkit.product import (
+    SHOP_FRONT,
+    UNDEPLOYED_IMAGES,
+    apply_example_cr,
+    deploy_shop,
+    example_cr,
+    install_operator,
+    load_generator,
+    port_forward,
+    wait_targets_up,
+)
+from devkit.prometheus import PrometheusAPI
 from devkit.prometheus_operator import MONITORING, kube_prometheus_stack_prometheus
+from devkit.prometheus_stack import NAMESPACE as MONITORING_NAMESPACE
+from devkit.prometheus_stack import PROMETHEUS_PODS, PROMETHEUS_PORT, deploy_stack
 from devkit.stopping import shielded
 from devkit.toolchain import prometheus_operator_crds
+from jewelry_monitoring.builders.rules import CACHE_HIT_RATIO, LATENCY_QUANTILES, REQUESTS_RATE
 
 EXAMPLE = REPO / "manifests" / "example-jewelrymonitoring.yaml"
 DEMO_SECRET_VALUE = "demo-only-not-a-secret"
@@ -69,9 +96,10 @@ def _show(api: client.ApiClient, cr: dict[str, Any], seconds: float) -> None:
         print(f"  {child['kind']:<16} {child['name']}")
 
 
-def _install_crds(api: client.ApiClient) -> None:
-    """Our CRD and prometheus-operator's, where missing; existing ones stay as they are."""
-    files = [*chart_crd_files(), *prometheus_operator_crds()]
+def _install_crds(api: client.ApiClient, ours: bool = True) -> None:
+    """prometheus-operator's CRDs and (unless ``helm install`` brings it, ``ours=False``)
+    ours, where missing; existing ones stay as they are."""
+    files = [*(chart_crd_files() if ours else []), *prometheus_operator_crds()]
     created, kept = install_missing_crds(api, files)
     print(f"installed {len(created)} missing CRDs: {', '.join(created) or 'none'}")
     for name, provenance in kept.items():
@@ -97,61 +125,228 @@ def prepare_named_cluster(context: str, api: client.ApiClient) -> int:
 
 
 def run_demo(keep: bool = False) -> int:
-    """The whole product on a fresh embedded control plane, removed at the end."""
-    plane: ControlPlane | None = None
-    operator: OperatorProcess | None = None
-    workdir: Path | None = None
-    try:
-        workdir = Path(tempfile.mkdtemp(prefix="jm-demo-"))
-        print("starting the embedded local control plane")
-        plane = ControlPlane.create(workdir).start()
-        api = api_client(plane.kubeconfig)
-        _install_crds(api)
-        example, namespace = _example_namespaces(api)
-        kubeconfig = install_rbac(plane, api, "jm", "jewelry-monitoring")
-        user = "system:serviceaccount:jewelry-monitoring:jm-jewelry-monitoring"
-        operator = start_operator(
-            kubeconfig, workdir / "operator.log", user, env={"JM_LOG_LEVEL": "INFO"}
-        )
-        print(f"operator running under the chart's RBAC as {user}")
+    """The product on a fresh embedded control plane (in pods when a node can run here),
+    removed at the end."""
+    reason = why_no_node()
+    if reason is None:
+        return run_pods_demo(keep)
+    print(f"showing the operator's objects only: no pods on this host ({reason})")
+    return run_objects_demo(keep)
 
-        release = example["spec"].get("monitorLabels", {})
-        CustomApi(api).create_namespaced_custom_object(
-            *MONITORING, "monitoring", "prometheuses", kube_prometheus_stack_prometheus(release)
-        )
-        create_referenced_secrets(
-            api, namespace, example["spec"], lambda _name, _key: DEMO_SECRET_VALUE
-        )
-        started = time.monotonic()
-        CustomApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, example)
-        cr = wait_condition(
-            api, namespace, example["metadata"]["name"], "Ready", "True", timeout=60
-        )
-        cr = wait_condition(
-            api, namespace, example["metadata"]["name"], "SelectedByPrometheus", "True", timeout=30
-        )
-        _show(api, cr, time.monotonic() - started)
-        print("\nfirst lines of the PrometheusRule:")
-        rule = CustomApi(api).get_namespaced_custom_object(
-            "monitoring.coreos.com",
-            "v1",
-            namespace,
-            "prometheusrules",
-            f"{example['metadata']['name']}-rules",
-        )
-        print("\n".join(yaml.safe_dump(rule["spec"], sort_keys=False).splitlines()[:15]))
-        assert condition(cr, "Degraded")["status"] == "False"
-        if keep:
-            print(f"\nleft running: export KUBECONFIG={plane.kubeconfig}")
-            print(f"operator log: {workdir / 'operator.log'}; stop with Ctrl-C")
-            while operator.alive():
-                time.sleep(1)
-        return 0
+
+@contextlib.contextmanager
+def _embedded_plane(what: str) -> Iterator[ControlPlane]:
+    """A fresh control plane in a temporary work dir, stopped and removed on exit whatever
+    ends the demo (a stop signal included, devkit.stopping)."""
+    workdir = Path(tempfile.mkdtemp(prefix="jm-demo-"))
+    plane = ControlPlane.create(workdir)
+    try:
+        print(f"starting the embedded local control plane{what}", flush=True)
+        yield plane.start()
     finally:
         with shielded():
-            if operator is not None:
-                operator.stop()
-            if plane is not None:
-                plane.stop()
-            if workdir is not None:
-                shutil.rmtree(workdir, ignore_errors=True)
+            plane.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_objects_demo(keep: bool = False) -> int:
+    """The operator as a process on a fresh embedded control plane, its objects shown."""
+    operator: OperatorProcess | None = None
+    with _embedded_plane("") as plane:
+        try:
+            operator = _objects_demo(plane)
+            if keep:
+                print(f"\nleft running: export KUBECONFIG={plane.kubeconfig}")
+                print(f"operator log: {plane.workdir / 'operator.log'}; stop with Ctrl-C")
+                while operator.alive():
+                    time.sleep(1)
+        finally:
+            with shielded():
+                if operator is not None:
+                    operator.stop()
+    return 0
+
+
+def _objects_demo(plane: ControlPlane) -> OperatorProcess:
+    """The operator started under the chart's RBAC, and what it made of the example."""
+    api = api_client(plane.kubeconfig)
+    _install_crds(api)
+    example, namespace = _example_namespaces(api)
+    kubeconfig = install_rbac(plane, api, "jm", "jewelry-monitoring")
+    user = "system:serviceaccount:jewelry-monitoring:jm-jewelry-monitoring"
+    operator = start_operator(
+        kubeconfig, plane.workdir / "operator.log", user, env={"JM_LOG_LEVEL": "INFO"}
+    )
+    print(f"operator running under the chart's RBAC as {user}")
+
+    release = example["spec"].get("monitorLabels", {})
+    CustomApi(api).create_namespaced_custom_object(
+        *MONITORING, "monitoring", "prometheuses", kube_prometheus_stack_prometheus(release)
+    )
+    create_referenced_secrets(
+        api, namespace, example["spec"], lambda _name, _key: DEMO_SECRET_VALUE
+    )
+    started = time.monotonic()
+    CustomApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, example)
+    cr = wait_condition(api, namespace, example["metadata"]["name"], "Ready", "True", timeout=60)
+    cr = wait_condition(
+        api, namespace, example["metadata"]["name"], "SelectedByPrometheus", "True", timeout=30
+    )
+    _show(api, cr, time.monotonic() - started)
+    print("\nfirst lines of the PrometheusRule:")
+    rule = CustomApi(api).get_namespaced_custom_object(
+        "monitoring.coreos.com",
+        "v1",
+        namespace,
+        "prometheusrules",
+        f"{example['metadata']['name']}-rules",
+    )
+    print("\n".join(yaml.safe_dump(rule["spec"], sort_keys=False).splitlines()[:15]))
+    assert condition(cr, "Degraded")["status"] == "False"
+    return operator
+
+
+# -- the product in pods ---------------------------------------------------------------------
+
+# Traffic per load generator run: bounded, on loopback only (its own rule).
+DEMO_REQUESTS, DEMO_SECONDS = 300, 30
+
+
+def _figure_queries(namespace: str) -> dict[str, str]:
+    """The figures line, from the CR's recording rules (named by the operator's builder)."""
+    selector = f'{{namespace="{namespace}"}}'
+    return {
+        "requests/s": f"sum({REQUESTS_RATE}{selector})",
+        "p95 latency (s)": f"max({LATENCY_QUANTILES[0.95]}{selector})",
+        # A window without cache gets is 0/0 (NaN): not a figure; `>= 0` drops it.
+        "cache hit ratio": f"avg({CACHE_HIT_RATIO}{selector} >= 0)",
+    }
+
+
+def _load_images(node: Node) -> dict[str, str]:
+    """Build what changed (progress printed: a first build takes minutes), load the rest."""
+    print("building images (only what changed; the first time takes several minutes)")
+    built = build_images(progress=lambda line: print(f"  {line}", flush=True))
+    wanted = {name: image for name, image in built.items() if name not in UNDEPLOYED_IMAGES}
+    started = time.monotonic()
+    for number, image in enumerate(wanted.values(), 1):
+        size = image.archive.stat().st_size / 1e6
+        print(f"  loading {number}/{len(wanted)} {image.name} ({size:.0f} MB)", flush=True)
+        node.load_image(image.archive)
+    print(f"{len(wanted)} images on the node in {time.monotonic() - started:.0f}s")
+    return {name: image.name for name, image in wanted.items()}
+
+
+def _figures(prometheus: PrometheusAPI, namespace: str) -> dict[str, float | None] | None:
+    """The figures, or None while the request rate or p95 has no value yet. The cache hit
+    ratio may stay empty (no cache reads counted in 5 minutes): shown as n/a."""
+    values = {label: prometheus.value(q) for label, q in _figure_queries(namespace).items()}
+    if values["requests/s"] is None or values["p95 latency (s)"] is None:
+        return None
+    return values
+
+
+def _figures_after(
+    prometheus: PrometheusAPI, namespace: str, since: float
+) -> dict[str, float | None] | None:
+    """The figures once they include what happened until ``since`` (Unix time): the app
+    scraped after it, and the recording rules evaluated after that scrape."""
+    selector = f'{{namespace="{namespace}"}}'
+    scraped = prometheus.value(
+        f"max(timestamp(django_http_requests_total_by_method_total{selector}))"
+    )
+    recorded = prometheus.value(f"min(timestamp({REQUESTS_RATE}{selector}))")
+    if scraped is None or recorded is None or scraped < since or recorded < scraped:
+        return None
+    return _figures(prometheus, namespace)
+
+
+def _figures_line(values: dict[str, float | None]) -> str:
+    ratio = values["cache hit ratio"]
+    return (
+        f"live: {values['requests/s'] or 0:.2f} requests/s, p95 latency "
+        f"{(values['p95 latency (s)'] or 0) * 1000:.0f} ms, cache hit ratio "
+        + ("n/a (no cache reads counted)" if ratio is None else f"{ratio:.0%}")
+    )
+
+
+def _show_targets(targets: list[dict[str, Any]]) -> None:
+    for target in sorted(targets, key=lambda t: t["labels"]["job"]):
+        job, interval = target["labels"]["job"], target["scrapeInterval"]
+        print(f"  {target['health']:<4} {job:<34} every {interval:<4} {target['scrapeUrl']}")
+
+
+def run_pods_demo(keep: bool = False) -> int:
+    """The product in pods on a fresh control plane and node, removed at the end."""
+    node: Node | None = None
+    with _embedded_plane(" and a node (pods run here)") as plane:
+        try:
+            node = Node.for_plane(plane).start()
+            _pods_demo(plane, node, keep)
+        finally:
+            with shielded():
+                if node is not None:
+                    print("stopping the pods and the node", flush=True)
+                    node.stop()
+    return 0
+
+
+def _pods_demo(plane: ControlPlane, node: Node, keep: bool) -> None:
+    images = _load_images(node)
+    api = api_client(plane.kubeconfig)
+    # Ours is a template of the chart: Helm refuses to adopt a CRD it did not create.
+    _install_crds(api, ours=False)
+    example = example_cr(images)
+    release = example["spec"].get("monitorLabels", {})
+    steps: list[tuple[str, Callable[[], object]]] = [
+        (
+            "prometheus-operator, Prometheus and Alertmanager (kube-prometheus-stack style)",
+            lambda: deploy_stack(api, images, release),
+        ),
+        (
+            "the operator: helm install of the chart",
+            lambda: install_operator(plane.kubeconfig, api, images, replicas=1),
+        ),
+        (
+            "the shop: manifests/dev (Django, PostgreSQL, Redis, Celery, nginx)",
+            lambda: deploy_shop(api, images),
+        ),
+    ]
+    for what, step in steps:
+        started = time.monotonic()
+        print(f"{what} ...", flush=True)
+        step()
+        print(f"  ready in {time.monotonic() - started:.0f}s")
+    started = time.monotonic()
+    print("the example JewelryMonitoring, with our exporter images ...", flush=True)
+    cr = apply_example_cr(api, example)
+    namespace = cr["metadata"]["namespace"]
+    with (
+        port_forward(api, MONITORING_NAMESPACE, PROMETHEUS_PODS, PROMETHEUS_PORT) as prom_url,
+        port_forward(api, namespace, *SHOP_FRONT) as shop_url,
+    ):
+        prometheus = PrometheusAPI(prom_url)
+        targets = wait_targets_up(prometheus, cr)
+        cr = wait_condition(api, namespace, cr["metadata"]["name"], "Ready", "True")
+        _show(api, cr, time.monotonic() - started)
+        print(f"\nPrometheus: {prom_url}  ({len(targets)} targets of the CR up)")
+        _show_targets(targets)
+        print(f"shop: {shop_url}/")
+        print(f"\ntraffic: the app's load generator, {DEMO_SECONDS}s ...", flush=True)
+        stats = load_generator(shop_url, DEMO_REQUESTS, DEMO_SECONDS)
+        print(f"  {stats['requests']} requests, by status {stats['by_status']}")
+        ended = time.time()
+        values = wait_for(
+            lambda: _figures_after(prometheus, namespace, ended),
+            timeout=120,
+            interval=2,
+            what="the recording rules evaluated on a scrape after the traffic",
+        )
+        print(_figures_line(values))
+        if keep:
+            print(f"\nleft running: export KUBECONFIG={plane.kubeconfig}")
+            print("traffic continues; figures every run; stop with Ctrl-C")
+            while True:
+                load_generator(shop_url, DEMO_REQUESTS, DEMO_SECONDS)
+                values = _figures(prometheus, namespace) or values
+                print(_figures_line(values), flush=True)

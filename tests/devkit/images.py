@@ -12,6 +12,9 @@ Nothing can be pulled on this machine, so every image is made from local inputs:
   exporters are static Go binaries from tests/toolchain/exporters (built by setup) on an
   empty base; nginx-prometheus-exporter is Debian's binary with the libraries it links;
   the Celery exporter is PyPI's ``prometheus-exporter-celery`` in its own virtualenv.
+* the monitoring stack that reads our objects in pods: prometheus-operator and its config
+  reloader (v0.85) and Prometheus 3, as setup builds them from their Go modules, and
+  Debian's Alertmanager; each binary with the libraries it links, run as nobody.
 
 Each image is exported as a docker-archive tarball (what ``ctr image import`` loads) named
 ``localhost/jm/<name>:<version>``, and rebuilt only when the content hash of its inputs
@@ -42,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devkit.toolchain import SETUP_HINT, cache_dir
+from devkit.toolchain import SETUP_HINT, built_binary, cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLCHAIN = REPO / "tests" / "toolchain"
@@ -66,6 +69,7 @@ BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NOBODY = 65534
 # Debian's nginx exporter; the Go proxy refuses github.com/nginx/nginx-prometheus-exporter.
 DEBIAN_NGINX_EXPORTER = Path("/usr/bin/prometheus-nginx-exporter")
+DEBIAN_ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
 
 Progress = Callable[[str], None]
 
@@ -480,28 +484,104 @@ def debian_candidate_version(package: str) -> str:
     return _upstream_version(found[1])
 
 
-def _nginx_files() -> dict[str, Path | bytes]:
-    binary = DEBIAN_NGINX_EXPORTER
-    files: dict[str, Path | bytes] = {"/bin/nginx-prometheus-exporter": binary}
-    files.update({str(lib): lib.resolve() for lib in _linked_libraries(binary)})
-    return {**files, **_passwd_files()}
+@dataclass(frozen=True)
+class HostProgram:
+    """An image of one program already built on this host (Debian's package, or setup's
+    build from a Go module pinned in tests/toolchain): the binary, the shared libraries it
+    links (ldd, loader included), passwd files naming nobody, and ``data`` directories it
+    reads. Runs as nobody, like the upstream images these stand in for."""
+
+    program: Callable[[], Path]  # the host binary (looked up when needed: may be unbuilt)
+    entrypoint: str  # where the binary goes in the image
+    port: int
+    source: str  # org.opencontainers.image.source label: where the program comes from
+    data: tuple[Path, ...] = ()  # host directories copied to the same path
+
+    def files(self) -> dict[str, Path | bytes]:
+        binary = self.program()
+        files: dict[str, Path | bytes] = {self.entrypoint: binary}
+        files.update({str(lib): lib.resolve() for lib in _linked_libraries(binary)})
+        for directory in self.data:
+            files.update({str(f): f for f in sorted(directory.rglob("*")) if f.is_file()})
+        return {**files, **_passwd_files()}
+
+    def config(self) -> list[str]:
+        return _exporter_config(self.entrypoint, self.port, self.source)
+
+    def inputs(self, _: Builder) -> list[bytes | str]:
+        files = self.files()
+        contents = [f if isinstance(f, bytes) else f.read_bytes() for f in files.values()]
+        return [*contents, *files, *self.config()]
+
+    def make(self, builder: Builder, recipe: Recipe) -> None:
+        builder.commit_scratch(recipe.name, self.files(), self.config())
 
 
-NGINX_CONFIG = _exporter_config(
-    "/bin/nginx-prometheus-exporter", 9113, "Debian prometheus-nginx-exporter"
+NGINX_EXPORTER = HostProgram(
+    lambda: DEBIAN_NGINX_EXPORTER,
+    "/bin/nginx-prometheus-exporter",
+    9113,
+    "Debian prometheus-nginx-exporter",
 )
 
+# The monitoring stack the e2e and the demo run in pods (devkit.prometheus_stack): what
+# kube-prometheus-stack would pull from quay.io, made from what setup builds (Prometheus 3,
+# prometheus-operator and its config reloader from their Go modules) and from Debian's
+# Alertmanager (v0.35 does not build from its module; see tests/toolchain/setup).
+PROMETHEUS_OPERATOR_MODULE = "github.com/prometheus-operator/prometheus-operator"
+MONITORING_PROGRAMS = {
+    "prometheus-operator": HostProgram(
+        lambda: built_binary("prometheus-operator"),
+        "/bin/operator",
+        8080,
+        PROMETHEUS_OPERATOR_MODULE,
+    ),
+    "prometheus-config-reloader": HostProgram(
+        lambda: built_binary("prometheus-config-reloader"),
+        "/bin/prometheus-config-reloader",
+        8080,
+        PROMETHEUS_OPERATOR_MODULE,
+    ),
+    "prometheus": HostProgram(
+        lambda: built_binary("prometheus"),
+        "/bin/prometheus",
+        9090,
+        "github.com/prometheus/prometheus",
+    ),
+    "alertmanager": HostProgram(
+        lambda: DEBIAN_ALERTMANAGER,
+        "/bin/alertmanager",
+        9093,
+        "Debian prometheus-alertmanager",
+        # Its templates and UI stub: Debian's build reads them from there, not embedded.
+        data=(Path("/usr/share/prometheus/alertmanager"),),
+    ),
+}
 
-def _nginx_inputs(_: Builder) -> list[bytes | str]:
+
+def built_program_version(name: str) -> str:
+    """``v<version>`` a program setup built reports (``prometheus, version 3.16.0 (...)``):
+    the version stamped in from its module (tests/toolchain/setup)."""
+    output = subprocess.run(
+        [str(built_binary(name)), "--version"], capture_output=True, text=True, timeout=60
+    )
+    found = re.search(r"version (\d\S*)", output.stdout + output.stderr)
+    if not found:
+        raise ImageBuildError(f"{name} --version says no version: {output.stdout!r}")
+    return f"v{found[1]}"
+
+
+def monitoring_recipes() -> list[Recipe]:
+    versions = {
+        "prometheus-operator": built_program_version("prometheus-operator"),
+        "prometheus-config-reloader": built_program_version("prometheus-config-reloader"),
+        "prometheus": built_program_version("prometheus"),
+        "alertmanager": f"v{debian_package_version('prometheus-alertmanager')}",
+    }
     return [
-        *(p if isinstance(p, bytes) else p.read_bytes() for p in _nginx_files().values()),
-        *_nginx_files(),
-        *NGINX_CONFIG,
+        Recipe(name, versions[name], program.inputs, program.make)
+        for name, program in MONITORING_PROGRAMS.items()
     ]
-
-
-def _make_nginx(builder: Builder, recipe: Recipe) -> None:
-    builder.commit_scratch(recipe.name, _nginx_files(), NGINX_CONFIG)
 
 
 # The dev shop's services -----------------------------------------------------------------
@@ -620,8 +700,8 @@ def recipes() -> list[Recipe]:
         Recipe(
             "nginx-prometheus-exporter",
             debian_package_version("prometheus-nginx-exporter"),
-            _nginx_inputs,
-            _make_nginx,
+            NGINX_EXPORTER.inputs,
+            NGINX_EXPORTER.make,
         ),
         dockerfile_recipe(
             "celery-exporter",
@@ -631,6 +711,7 @@ def recipes() -> list[Recipe]:
             ),
         ),
         *(service.recipe() for service in DEBIAN_SERVICES),
+        *monitoring_recipes(),
     ]
 
 

@@ -19,6 +19,7 @@ Public API::
     promql_metric_names(expr) -> set[str]            # metric names an expression reads
     promql_name_patterns(expr) -> set[str]           # its __name__=~"..." regexes
     dashboard_exprs(model) -> list[str]              # every PromQL of a Grafana dashboard
+    fill_dashboard_variables(model, values) -> model # its $variables set, as Grafana sends
     Process / process(...)                           # restartable local process (exporters)
     prometheus_server(config, ...) -> Prometheus     # context manager, real /usr/bin/prometheus
     alertmanager_server(webhook_url) -> Process      # context manager, real alertmanager
@@ -213,6 +214,16 @@ def promql_metric_names(expr: str) -> set[str]:
 def promql_name_patterns(expr: str) -> set[str]:
     """The regexes of ``{__name__=~"..."}`` selectors: metric names chosen by pattern."""
     return set(re.findall(r'__name__=~"([^"]*)"', expr))
+
+
+def fill_dashboard_variables(model: Any, values: Mapping[str, str]) -> Any:
+    """``model`` with each Grafana ``$variable`` of ``values`` replaced by its value, as
+    Grafana sends the panels' queries once the variables are chosen (longest names first,
+    so ``$job`` does not eat into ``$node_job``)."""
+    text = json.dumps(model)
+    for name, value in sorted(values.items(), key=lambda item: -len(item[0])):
+        text = text.replace(f"${name}", value)
+    return json.loads(text)
 
 
 def dashboard_exprs(model: Any) -> list[str]:

@@ -169,6 +169,12 @@ def test_replicas_two_turn_on_leader_election_and_a_disruption_budget() -> None:
     (binding,) = by_kind(objects, "RoleBinding")
     assert binding["metadata"]["namespace"] == NAMESPACE
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    # The release owns the Lease (helm uninstall deletes it), unheld until a replica claims it.
+    (lease_object,) = by_kind(objects, "Lease")
+    assert lease_object["metadata"]["name"] == lease
+    assert lease_object["metadata"]["namespace"] == NAMESPACE
+    assert lease_object["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    assert not lease_object["spec"].get("holderIdentity")
     assert not by_kind(objects, "ClusterKopfPeering")
     (budget,) = by_kind(objects, "PodDisruptionBudget")
     assert budget["metadata"]["namespace"] == NAMESPACE
@@ -191,7 +197,7 @@ def test_replicas_two_in_watched_namespaces_keep_the_lease_in_the_release_namesp
 def test_single_replica_has_no_lease_nor_disruption_budget() -> None:
     objects = render({"replicas": 1, "watchNamespaces": ["a"]})
     kinds = {o["kind"] for o in objects}
-    assert not kinds & {"Role", "PodDisruptionBudget"}
+    assert not kinds & {"Role", "PodDisruptionBudget", "Lease"}
     assert "JM_LEADER_ELECTION" not in env(objects)
 
 

@@ -1,4 +1,8 @@
-"""The e2e backend (devkit.product): one cluster per session, our images loaded on it."""
+"""The e2e backend (devkit.product): one cluster per session, our images loaded on it, and
+the product on it (the chart's operator, the dev shop, the example CR), brought up once per
+session and shared by the scenario modules. Modules run in file order: test_monitoring
+reads the product while it runs; test_product ends with its lifecycle (the CR deleted, the
+chart uninstalled)."""
 
 from __future__ import annotations
 
@@ -6,14 +10,30 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
+from devkit.crs import GROUP, PLURAL, VERSION
 from devkit.images import build_images
 from devkit.kindcluster import docker_problem, new_kind_cluster
 from devkit.kubetools import api_client, apply_crds
-from devkit.product import Backend, backend_name
+from devkit.product import (
+    RELEASE,
+    SHOP,
+    UNDEPLOYED_IMAGES,
+    Backend,
+    apply_example_cr,
+    backend_name,
+    delete_namespace,
+    deploy_shop,
+    install_operator,
+    uninstall_operator,
+)
+from devkit.product import example_cr as product_example_cr
+from devkit.prometheus_stack import NAMESPACE, delete_stack, deploy_stack
 from devkit.toolchain import prometheus_operator_crds
 
 # Step -> seconds, printed after the run (the e2e's measured times).
@@ -21,10 +41,18 @@ TIMINGS: dict[str, float] = {}
 
 
 class Stopwatch:
-    """Records how long each named step of the scenarios took."""
+    """Records how long each named step of the scenarios took, and when named events
+    happened (for a step that ends in another fixture or test than the one it began in)."""
+
+    def __init__(self) -> None:
+        self.marks: dict[str, float] = {}
 
     def step(self, name: str, started: float) -> None:
         TIMINGS[name] = time.monotonic() - started
+
+    def mark(self, event: str) -> float:
+        self.marks[event] = time.monotonic()
+        return self.marks[event]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -68,6 +96,7 @@ def e2e_images(e2e_backend: Backend, stopwatch: Stopwatch) -> dict[str, str]:
     short name -> ``localhost/jm/<name>:<version>``."""
     started = time.monotonic()
     built = build_images(progress=lambda line: print(line, flush=True))
+    built = {name: image for name, image in built.items() if name not in UNDEPLOYED_IMAGES}
     stopwatch.step("images built or found up to date", started)
     started = time.monotonic()
     e2e_backend.load_images([image.archive for image in built.values()])
@@ -82,3 +111,95 @@ def e2e_api(e2e_backend: Backend) -> client.ApiClient:
     api = api_client(e2e_backend.kubeconfig)
     apply_crds(api, prometheus_operator_crds(), timeout=120)
     return api
+
+
+# -- the product, shared by the scenario modules (one bring-up per session) ----------------
+
+REPLICAS = 2  # leader election: one replica writes, one stands by
+LEASE = f"{RELEASE}-leader"
+LIVENESS_PORT = 8080
+# The chart's liveness probe: initialDelaySeconds + periodSeconds * failureThreshold (3).
+LIVENESS_FAILURE_WINDOW = 10 + 20 * 3
+# Who made a request with a pod's bound service account token (audit event user.extra).
+POD_NAME_KEY = "authentication.kubernetes.io/pod-name"
+# HighErrorRate holds `for: 5m` before it fires. test_monitoring switches the 5xx endpoint on
+# and waits for the alert in Alertmanager: the CR's own override (alerts.overrides) shortens
+# that hold to 30 s; its expression and threshold stay the catalogue's.
+ALERT_OVERRIDES = {"HighErrorRate": {"for": "30s"}}
+CR_APPLIED = "example CR applied"
+RELEASE_LABEL = {"release": "kube-prometheus-stack"}  # the example CR's monitorLabels
+
+
+@pytest.fixture(scope="session")
+def operator_pods(
+    e2e_backend: Backend,
+    e2e_api: client.ApiClient,
+    e2e_images: dict[str, str],
+    stopwatch: Stopwatch,
+) -> Iterator[list[client.V1Pod]]:
+    """``helm install`` of the chart with our operator image; its pods once Running and
+    Ready. Uninstalled at the end unless a test did it."""
+    started = time.monotonic()
+    try:
+        pods = install_operator(e2e_backend.kubeconfig, e2e_api, e2e_images, REPLICAS)
+        stopwatch.step(f"helm install -> {REPLICAS} operator pods Running and Ready", started)
+        yield pods
+    finally:
+        uninstall_operator(e2e_backend.kubeconfig, e2e_api)
+
+
+@pytest.fixture(scope="session")
+def shop(
+    e2e_api: client.ApiClient, e2e_images: dict[str, str], stopwatch: Stopwatch
+) -> Iterator[str]:
+    """manifests/dev with our images, every Deployment Available; its namespace."""
+    started = time.monotonic()
+    try:
+        deploy_shop(e2e_api, e2e_images)
+        stopwatch.step("manifests/dev applied -> every shop Deployment Available", started)
+        yield SHOP
+    finally:
+        delete_namespace(client.CoreV1Api(e2e_api), SHOP)
+
+
+@pytest.fixture(scope="session")
+def example_cr(
+    e2e_api: client.ApiClient,
+    e2e_images: dict[str, str],
+    operator_pods: list[client.V1Pod],
+    shop: str,
+    stopwatch: Stopwatch,
+) -> Iterator[dict[str, Any]]:
+    """The example CR with our exporter images and ALERT_OVERRIDES, once ExportersAvailable
+    is True; deleted at the end."""
+    example = product_example_cr(e2e_images, ALERT_OVERRIDES)
+    started = stopwatch.mark(CR_APPLIED)
+    try:
+        cr = apply_example_cr(e2e_api, example)
+        stopwatch.step("example CR applied -> ExportersAvailable True", started)
+        yield cr
+    finally:
+        try:
+            client.CustomObjectsApi(e2e_api).delete_namespaced_custom_object(
+                GROUP, VERSION, shop, PLURAL, example["metadata"]["name"]
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+
+@pytest.fixture(scope="session")
+def monitoring_stack(
+    e2e_api: client.ApiClient, e2e_images: dict[str, str], stopwatch: Stopwatch
+) -> Iterator[str]:
+    """prometheus-operator, Prometheus and Alertmanager Running and Ready (devkit
+    .prometheus_stack); removed at the end. test_monitoring asks for it before the example
+    CR, so that the time from the CR applied to its targets up is the product's, not the
+    stack's start-up."""
+    started = time.monotonic()
+    try:
+        deploy_stack(e2e_api, e2e_images, RELEASE_LABEL)
+        stopwatch.step("monitoring stack applied -> its 3 pods Ready", started)
+        yield NAMESPACE
+    finally:
+        delete_stack(e2e_api)

@@ -6,144 +6,42 @@ fixture also stands alone. Every image is ours (devkit.images), on the nodes, ne
 
 from __future__ import annotations
 
-import contextlib
 import json
-import subprocess
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from devkit.crs import GROUP, PLURAL, VERSION, wait_condition
 from devkit.kubetools import wait_for
-from devkit.manifests import CHART, EXAMPLE_CR
-from devkit.operator_process import apply_objects
-from devkit.product import EXPORTER_IMAGES, Backend, dev_shop_objects, retag_images
-from devkit.toolchain import binary
+from devkit.product import (
+    EXPORTER_IMAGES,
+    INSTANCE,
+    OPERATOR_NAMESPACE,
+    POD_TIMEOUT,
+    RELEASE,
+    SHOP,
+    Backend,
+    helm,
+    is_ready,
+    pods_of,
+    selector_of,
+)
 
-from .conftest import Stopwatch
+from .conftest import (
+    LEASE,
+    LIVENESS_FAILURE_WINDOW,
+    LIVENESS_PORT,
+    POD_NAME_KEY,
+    Stopwatch,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1800)]
 
-RELEASE = OPERATOR_NAMESPACE = "jewelry-monitoring"
-INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
-REPLICAS = 2  # leader election: one replica writes, one stands by
-LEASE = f"{RELEASE}-leader"
-LIVENESS_PORT = 8080
-# The chart's liveness probe: initialDelaySeconds + periodSeconds * failureThreshold (3).
-LIVENESS_FAILURE_WINDOW = 10 + 20 * 3
-# Who made a request with a pod's bound service account token (audit event user.extra).
-POD_NAME_KEY = "authentication.kubernetes.io/pod-name"
-SHOP = "jewelry-shop"
-# The repositories manifests/dev names (upstream images, for kind) -> our images.
-DEV_IMAGES = ("jewelry-shop", "postgres", "redis", "nginx")
-SHOP_DEPLOYMENTS = ["postgres", "redis", "jewelry-shop", "jewelry-shop-worker", "nginx"]
-# Start-ups include migrations and demo data, on a shared and busy machine.
-POD_TIMEOUT = 600
-
-
-def _helm(backend: Backend, *args: str) -> str:
-    command = [str(binary("helm")), *args, "--kubeconfig", str(backend.kubeconfig)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout}{result.stderr}"
-    return result.stdout
-
-
-def _ready(pod: client.V1Pod) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
-
-
-def _pods(core: client.CoreV1Api, namespace: str, selector: str) -> list[client.V1Pod]:
-    return list(core.list_namespaced_pod(namespace, label_selector=selector).items)
-
-
-def _all_available(apps: client.AppsV1Api, namespace: str, names: list[str]) -> bool:
-    """Each Deployment has all its replicas updated and available."""
-    for name in names:
-        deployment = apps.read_namespaced_deployment(name, namespace)
-        wanted, status = deployment.spec.replicas, deployment.status
-        if (status.available_replicas or 0) != wanted or (status.updated_replicas or 0) != wanted:
-            return False
-    return True
-
-
-def _selector(deployment: client.V1Deployment) -> str:
-    labels = deployment.spec.selector.match_labels
-    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
-
-
-def _delete_namespace(core: client.CoreV1Api, name: str) -> None:
-    """Delete and wait until it is gone (its pods stopped), so the node stops clean."""
-    try:
-        core.delete_namespace(name)
-    except ApiException as error:
-        if error.status != 404:
-            raise
-
-    def gone() -> bool:
-        try:
-            core.read_namespace(name)
-        except ApiException as error:
-            return error.status == 404
-        return False
-
-    wait_for(gone, timeout=POD_TIMEOUT, interval=2, what=f"namespace {name} deleted")
-
-
 # -- the operator ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def operator_pods(
-    e2e_backend: Backend,
-    e2e_api: client.ApiClient,
-    e2e_images: dict[str, str],
-    stopwatch: Stopwatch,
-) -> Iterator[list[client.V1Pod]]:
-    """``helm install`` of the chart with our operator image; its pods once Running and
-    Ready. Uninstalled at the end unless a test did it."""
-    repository, tag = e2e_images["jewelry-monitoring-operator"].rsplit(":", 1)
-    registry = repository.rsplit("/", 1)[0]
-    core = client.CoreV1Api(e2e_api)
-    started = time.monotonic()
-    _helm(
-        e2e_backend,
-        "install",
-        RELEASE,
-        str(CHART),
-        "--namespace",
-        OPERATOR_NAMESPACE,
-        "--create-namespace",
-        "--set",
-        f"image.repository={repository}",
-        "--set",
-        f"image.tag={tag}",
-        "--set",
-        "image.pullPolicy=Never",
-        "--set",
-        f"replicas={REPLICAS}",
-        "--set",
-        f"exporterImageAllowlist={{{registry}/}}",
-    )
-    try:
-
-        def running_and_ready() -> list[client.V1Pod] | None:
-            pods = _pods(core, OPERATOR_NAMESPACE, INSTANCE)
-            ready = [p for p in pods if p.status.phase == "Running" and _ready(p)]
-            return ready if len(ready) == len(pods) == REPLICAS else None
-
-        pods = wait_for(running_and_ready, timeout=POD_TIMEOUT, interval=2, what="operator Ready")
-        stopwatch.step(f"helm install -> {REPLICAS} operator pods Running and Ready", started)
-        yield pods
-    finally:
-        if RELEASE in _helm(e2e_backend, "list", "-q", "-n", OPERATOR_NAMESPACE).split():
-            _helm(e2e_backend, "uninstall", RELEASE, "-n", OPERATOR_NAMESPACE, "--wait")
-        _delete_namespace(core, OPERATOR_NAMESPACE)
 
 
 def test_operator_pods_are_live_and_one_leads(
@@ -221,28 +119,6 @@ def test_operator_acts_as_the_charts_service_account(
 # -- the shop ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def shop(
-    e2e_api: client.ApiClient, e2e_images: dict[str, str], stopwatch: Stopwatch
-) -> Iterator[str]:
-    """manifests/dev with our images, every Deployment Available; its namespace."""
-    ours = {name: e2e_images[name] for name in DEV_IMAGES}
-    started = time.monotonic()
-    apply_objects(e2e_api, retag_images(dev_shop_objects(), ours))
-    apps, core = client.AppsV1Api(e2e_api), client.CoreV1Api(e2e_api)
-    try:
-        wait_for(
-            lambda: _all_available(apps, SHOP, SHOP_DEPLOYMENTS),
-            timeout=POD_TIMEOUT,
-            interval=2,
-            what=f"the shop's Deployments {SHOP_DEPLOYMENTS} Available",
-        )
-        stopwatch.step("manifests/dev applied -> every shop Deployment Available", started)
-        yield SHOP
-    finally:
-        _delete_namespace(core, SHOP)
-
-
 def _fetch_in_shop_pod(
     core: client.CoreV1Api, namespace: str, image: str, name: str, url: str
 ) -> str:
@@ -302,41 +178,12 @@ def test_the_shop_serves_its_catalogue_through_nginx_with_stub_status(
     )
     assert status.startswith("Active connections:"), status
     # The Celery worker is connected to its broker (Redis, with the Secret's password).
-    (worker,) = _pods(core, shop, "app.kubernetes.io/name=jewelry-shop-worker")
+    (worker,) = pods_of(core, shop, "app.kubernetes.io/name=jewelry-shop-worker")
     log = core.read_namespaced_pod_log(worker.metadata.name, shop)
     assert "Connected to redis://" in log, log[-2000:]
 
 
 # -- the exporters -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def example_cr(
-    e2e_api: client.ApiClient,
-    e2e_images: dict[str, str],
-    operator_pods: list[client.V1Pod],
-    shop: str,
-    stopwatch: Stopwatch,
-) -> Iterator[dict[str, Any]]:
-    """manifests/example-jewelrymonitoring.yaml with our exporter images (the Secrets it
-    needs come with manifests/dev), once ExportersAvailable is True; deleted at the end."""
-    example = yaml.safe_load(EXAMPLE_CR.read_text())
-    for exporter, short_name in EXPORTER_IMAGES.items():
-        example["spec"]["exporters"][exporter]["image"] = e2e_images[short_name]
-    custom = client.CustomObjectsApi(e2e_api)
-    name = example["metadata"]["name"]
-    started = time.monotonic()
-    custom.create_namespaced_custom_object(GROUP, VERSION, shop, PLURAL, example)
-    try:
-        cr = wait_condition(e2e_api, shop, name, "ExportersAvailable", "True", timeout=POD_TIMEOUT)
-        stopwatch.step("example CR applied -> ExportersAvailable True", started)
-        yield cr
-    finally:
-        try:
-            custom.delete_namespaced_custom_object(GROUP, VERSION, shop, PLURAL, name)
-        except ApiException as error:
-            if error.status != 404:
-                raise
 
 
 def _exporter_deployments(
@@ -355,10 +202,10 @@ def test_every_exporter_pod_is_ready_through_its_own_probe(
     assert len(deployments) == len(EXPORTER_IMAGES), [d.metadata.name for d in deployments]
     images = set()
     for deployment in deployments:
-        (pod,) = _pods(core, SHOP, _selector(deployment))
+        (pod,) = pods_of(core, SHOP, selector_of(deployment))
         (container,) = pod.spec.containers
         assert container.readiness_probe is not None, deployment.metadata.name
-        assert pod.status.phase == "Running" and _ready(pod), pod.status
+        assert pod.status.phase == "Running" and is_ready(pod), pod.status
         assert pod.spec.security_context.run_as_non_root is True
         assert container.security_context.read_only_root_filesystem is True
         images.add(container.image)
@@ -378,14 +225,14 @@ def test_a_deleted_exporter_pod_is_replaced(
 ) -> None:
     core = client.CoreV1Api(e2e_api)
     deployment = _exporter_deployments(e2e_api, example_cr)[0]
-    selector = _selector(deployment)
-    (victim,) = _pods(core, SHOP, selector)
+    selector = selector_of(deployment)
+    (victim,) = pods_of(core, SHOP, selector)
     started = time.monotonic()
     core.delete_namespaced_pod(victim.metadata.name, SHOP)
 
     def replaced() -> bool:
-        pods = _pods(core, SHOP, selector)
-        return len(pods) == 1 and pods[0].metadata.uid != victim.metadata.uid and _ready(pods[0])
+        pods = pods_of(core, SHOP, selector)
+        return len(pods) == 1 and pods[0].metadata.uid != victim.metadata.uid and is_ready(pods[0])
 
     wait_for(replaced, timeout=POD_TIMEOUT, interval=1, what="a Ready replacement exporter pod")
     stopwatch.step("exporter pod deleted -> replacement Ready", started)
@@ -396,13 +243,13 @@ def test_deleting_the_cr_collects_its_exporter_pods(
     e2e_api: client.ApiClient, example_cr: dict[str, Any], stopwatch: Stopwatch
 ) -> None:
     core = client.CoreV1Api(e2e_api)
-    selectors = [_selector(d) for d in _exporter_deployments(e2e_api, example_cr)]
+    selectors = [selector_of(d) for d in _exporter_deployments(e2e_api, example_cr)]
     started = time.monotonic()
     client.CustomObjectsApi(e2e_api).delete_namespaced_custom_object(
         GROUP, VERSION, SHOP, PLURAL, example_cr["metadata"]["name"]
     )
     wait_for(
-        lambda: not any(_pods(core, SHOP, selector) for selector in selectors),
+        lambda: not any(pods_of(core, SHOP, selector) for selector in selectors),
         timeout=POD_TIMEOUT,
         interval=1,
         what="the exporter pods collected",
@@ -428,7 +275,7 @@ def test_helm_uninstall_leaves_no_operator_objects(
     oldest = min(pod.status.start_time for pod in operator_pods)
     wait = LIVENESS_FAILURE_WINDOW - (datetime.now(UTC) - oldest).total_seconds()
     time.sleep(max(0.0, wait))
-    for pod in _pods(core, OPERATOR_NAMESPACE, INSTANCE):
+    for pod in pods_of(core, OPERATOR_NAMESPACE, INSTANCE):
         assert pod.status.container_statuses[0].restart_count == 0, pod.status
         events = core.list_namespaced_event(
             OPERATOR_NAMESPACE, field_selector=f"involvedObject.name={pod.metadata.name}"
@@ -436,7 +283,7 @@ def test_helm_uninstall_leaves_no_operator_objects(
         assert not [e.message for e in events if e.reason == "Unhealthy"]
 
     started = time.monotonic()
-    _helm(e2e_backend, "uninstall", RELEASE, "-n", OPERATOR_NAMESPACE, "--wait")
+    helm(e2e_backend.kubeconfig, "uninstall", RELEASE, "-n", OPERATOR_NAMESPACE, "--wait")
     rbac, apps = client.RbacAuthorizationV1Api(e2e_api), client.AppsV1Api(e2e_api)
     listings = {
         "Deployment": lambda: apps.list_deployment_for_all_namespaces(label_selector=INSTANCE),
@@ -450,6 +297,9 @@ def test_helm_uninstall_leaves_no_operator_objects(
         "RoleBinding": lambda: rbac.list_role_binding_for_all_namespaces(label_selector=INSTANCE),
         "ClusterRole": lambda: rbac.list_cluster_role(label_selector=INSTANCE),
         "ClusterRoleBinding": lambda: rbac.list_cluster_role_binding(label_selector=INSTANCE),
+        "Lease": lambda: client.CoordinationV1Api(e2e_api).list_lease_for_all_namespaces(
+            label_selector=INSTANCE
+        ),
     }
 
     def remaining() -> dict[str, list[str]]:
@@ -464,24 +314,20 @@ def test_helm_uninstall_leaves_no_operator_objects(
     assert not remaining()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured: after helm uninstall the leader's Lease stays, still held by the deleted "
-    "leader pod. Helm deletes the Deployment and, right after, the chart's RBAC; the pods get "
-    "SIGTERM only later (garbage collection), when the leader may no longer update its Lease.",
-)
-def test_helm_uninstall_leaves_no_held_lease(
+def test_helm_uninstall_leaves_no_lease(
     e2e_api: client.ApiClient, operator_pods: list[client.V1Pod]
 ) -> None:
-    """The Lease is the operator's, not the chart's: on its graceful stop the leader should
-    release it (or it should go with the release)."""
+    """The release owns the leader's Lease (templates/lease.yaml), so `helm uninstall` deletes
+    it; and no replica, still running while garbage collection stops the pods, recreated it
+    (their RBAC went first). Before, the Lease stayed, held by a deleted pod."""
     core = client.CoreV1Api(e2e_api)
     wait_for(
-        lambda: not _pods(core, OPERATOR_NAMESPACE, INSTANCE),
+        lambda: not pods_of(core, OPERATOR_NAMESPACE, INSTANCE),
         timeout=POD_TIMEOUT,
         interval=2,
         what="the operator pods gone",
     )
-    with contextlib.suppress(ApiException):  # 404: no Lease at all
+    with pytest.raises(ApiException) as missing:
         lease = client.CoordinationV1Api(e2e_api).read_namespaced_lease(LEASE, OPERATOR_NAMESPACE)
-        assert not lease.spec.holder_identity, lease.spec
+        pytest.fail(f"the Lease outlived the release: {lease.spec}")
+    assert missing.value.status == 404, missing.value

@@ -105,7 +105,13 @@ POSTGRES_DSN = "postgresql://nobody@127.0.0.1:1/none?sslmode=disable"  # dead lo
 
 def test_every_image_is_one_tagged_docker_archive(built: dict[str, img.BuiltImage]) -> None:
     services = {service.short_name for service in img.DEBIAN_SERVICES}
-    expected = {"jewelry-monitoring-operator", "jewelry-shop", *ALL_EXPORTER_IMAGES, *services}
+    expected = {
+        "jewelry-monitoring-operator",
+        "jewelry-shop",
+        *ALL_EXPORTER_IMAGES,
+        *services,
+        *img.MONITORING_PROGRAMS,
+    }
     assert set(built) == expected
     for short_name, image in built.items():
         assert re.fullmatch(rf"localhost/jm/{re.escape(short_name)}:[\w.-]+", image.name)
@@ -471,3 +477,37 @@ def test_a_second_build_is_a_no_op(built: dict[str, img.BuiltImage]) -> None:
     again = img.build_images(progress=lambda line: None)
     assert {name: image.built for name, image in again.items()} == dict.fromkeys(built, False)
     assert {n: i.archive for n, i in again.items()} == {n: i.archive for n, i in built.items()}
+
+
+# The monitoring stack's images: what each program reports about itself from its image.
+MONITORING_VERSIONS = {
+    "prometheus-operator": "prometheus-operator, version 0.85.0",
+    "prometheus-config-reloader": "prometheus-config-reloader, version 0.85.0",
+    "prometheus": "prometheus, version 3.",
+    "alertmanager": "alertmanager, version 0.25.0",
+}
+
+
+@pytest.mark.parametrize("short_name", sorted(MONITORING_VERSIONS))
+def test_monitoring_image_runs_its_program_as_nobody(
+    built: dict[str, img.BuiltImage], rootfs: Callable[[str], Path], short_name: str
+) -> None:
+    """Each runs from its own filesystem (its libraries and data copied in, nothing of the
+    host's), tagged with the version it reports; prometheus-operator's pod specs start the
+    binaries where the upstream images have them."""
+    config = _config(built, short_name)
+    assert config["User"] == f"{NON_ROOT_UID}:{NON_ROOT_UID}"
+    program = img.MONITORING_PROGRAMS[short_name]
+    assert config["Entrypoint"] == [program.entrypoint]
+    assert set(config["ExposedPorts"]) == {f"{program.port}/tcp"}
+    result = subprocess.run(
+        _in_rootfs(rootfs(short_name), config, ["--version"]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    said = result.stdout + result.stderr
+    assert result.returncode == 0, said
+    assert MONITORING_VERSIONS[short_name] in said, said
+    version = built[short_name].name.rpartition(":")[2]
+    assert f"version {version.removeprefix('v')}" in said, (version, said)

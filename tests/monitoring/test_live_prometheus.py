@@ -92,10 +92,7 @@ def dashboards_of(stack: Any) -> dict[str, Any]:
         "node_job": stack.node_job,
     }
     for slug, model in shared_dashboards().items():
-        text = json.dumps(model)
-        for name, value in sorted(values.items(), key=lambda item: -len(item[0])):
-            text = text.replace(f"${name}", value)
-        models[f"chart {slug}"] = json.loads(text)
+        models[f"chart {slug}"] = prom.fill_dashboard_variables(model, values)
     return models
 
 
