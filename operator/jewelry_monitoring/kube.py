@@ -69,6 +69,7 @@ RESOURCES: dict[str, Resource] = {
     "DaemonSet": Resource("apps/v1", "daemonsets"),
     "Service": Resource("v1", "services"),
     "ConfigMap": Resource("v1", "configmaps"),
+    "NetworkPolicy": Resource("networking.k8s.io/v1", "networkpolicies"),
     "Secret": Resource("v1", "secrets"),
     "Event": Resource("v1", "events"),
     "Namespace": Resource("v1", "namespaces", namespaced=False),

@@ -161,6 +161,31 @@ class AppSpec(SpecModel):
     metric_relabelings: list[PassThrough] = Field(default_factory=list)
 
 
+class NetworkTarget(SpecModel):
+    """Where an exporter connects, for its NetworkPolicy's egress rule (DNS is always allowed).
+
+    Without it, the operator derives the target from the exporter's own settings (see
+    ``builders/exporters.py``); set it when that cannot be known (a DSN in a Secret) or is
+    too wide (a hostname outside the cluster: any address on the port).
+    """
+
+    pod_selector: LabelMap = Field(
+        default_factory=dict, description="Labels of the target's pods; empty: any pod."
+    )
+    namespace: str | None = Field(
+        None, description="Namespace of those pods; defaults to this resource's."
+    )
+    cidrs: list[str] = Field(
+        default_factory=list,
+        description="Address ranges of a target outside the cluster, instead of pods.",
+    )
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default_factory=list,
+        description="The target's ports as the pods listen (after a Service's translation); "
+        "defaults to the port the exporter's settings name.",
+    )
+
+
 class ExporterSpec(SpecModel):
     """What every exporter shares. Each subclass adds its connection settings."""
 
@@ -174,6 +199,7 @@ class ExporterSpec(SpecModel):
     extra_args: list[str] = Field(default_factory=list)
     node_selector: LabelMap = Field(default_factory=dict)
     tolerations: list[PassThrough] = Field(default_factory=list)
+    network_target: NetworkTarget | None = None
 
 
 class PostgresExporterSpec(ExporterSpec):
@@ -308,6 +334,41 @@ class DashboardsSpec(SpecModel):
     )
 
 
+class PeerSelector(SpecModel):
+    """Pods by labels, in namespaces by labels (``namespaceSelector`` unset: every namespace)."""
+
+    pod_selector: Annotated[LabelMap, Field(min_length=1)]
+    namespace_selector: LabelMap | None = None
+
+
+# kube-prometheus-stack's Prometheus pods, wherever they run; the cluster DNS as kubeadm,
+# kind and most distributions label it.
+PROMETHEUS_PODS: dict[str, Any] = {"app.kubernetes.io/name": "prometheus"}
+DNS_PODS: dict[str, Any] = {"k8s-app": "kube-dns"}
+DNS_NAMESPACE: dict[str, Any] = {"kubernetes.io/metadata.name": "kube-system"}
+
+
+class NetworkPolicySpec(SpecModel):
+    """One NetworkPolicy per exporter: ingress only from Prometheus to the metrics port,
+    egress only to the exporter's target and to DNS. Enforced only by a policy-capable CNI."""
+
+    enabled: bool = True
+    prometheus: PeerSelector = Field(
+        default_factory=lambda: PeerSelector(pod_selector=PROMETHEUS_PODS),
+        json_schema_extra={"default": {"podSelector": PROMETHEUS_PODS}},
+        description="The Prometheus pods allowed to scrape the exporters.",
+    )
+    dns: PeerSelector = Field(
+        default_factory=lambda: PeerSelector(
+            pod_selector=DNS_PODS, namespace_selector=DNS_NAMESPACE
+        ),
+        json_schema_extra={
+            "default": {"podSelector": DNS_PODS, "namespaceSelector": DNS_NAMESPACE}
+        },
+        description="The cluster DNS pods (port 53, UDP and TCP).",
+    )
+
+
 class JewelryMonitoringSpec(SpecModel):
     """Desired monitoring for one Django deployment of the Jewelry SaaS platform."""
 
@@ -328,6 +389,9 @@ class JewelryMonitoringSpec(SpecModel):
     slos: SLOSpec = Field(default_factory=SLOSpec, json_schema_extra={"default": {}})
     dashboards: DashboardsSpec = Field(
         default_factory=DashboardsSpec, json_schema_extra={"default": {}}
+    )
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=NetworkPolicySpec, json_schema_extra={"default": {}}
     )
 
 

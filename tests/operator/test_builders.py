@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from devkit.probes import liveness_problems
 from jewelry_monitoring.builders.app import app_objects
 from jewelry_monitoring.builders.common import Owner, child_name
 from jewelry_monitoring.builders.desired import desired_objects, spec_hash, without_empty
@@ -41,6 +42,7 @@ def test_postgres_exporter_objects_read_like_a_manifest() -> None:
         "Deployment/shop-postgres-exporter",
         "Service/shop-postgres-exporter",
         "ServiceMonitor/shop-postgres-exporter",
+        "NetworkPolicy/shop-postgres-exporter",
     }
     pod = objects["Deployment/shop-postgres-exporter"]["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
@@ -63,8 +65,8 @@ def test_postgres_exporter_objects_read_like_a_manifest() -> None:
         "capabilities": {"drop": ["ALL"]},
     }
     assert container["resources"] == {
-        "requests": {"cpu": "10m", "memory": "32Mi"},
-        "limits": {"cpu": "200m", "memory": "128Mi"},
+        "requests": {"cpu": "10m", "memory": "32Mi", "ephemeral-storage": "16Mi"},
+        "limits": {"cpu": "200m", "memory": "128Mi", "ephemeral-storage": "64Mi"},
     }
     assert container["livenessProbe"]["httpGet"] == {"path": "/", "port": "metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/", "port": "metrics"}
@@ -102,7 +104,7 @@ def test_every_exporter_is_described_and_buildable() -> None:
         }
     }
     objects = by_key(exporter_objects(owner(spec)))
-    assert len(objects) == 12
+    assert len(objects) == 16
     redis = objects["Deployment/shop-redis-exporter"]["spec"]["template"]["spec"]["containers"][0]
     assert redis["env"] == [
         {"name": "REDIS_ADDR", "value": "redis://redis:6379"},
@@ -240,3 +242,158 @@ def test_users_part_of_label_wins_over_ours() -> None:
     assert {o["metadata"]["labels"]["app.kubernetes.io/part-of"] for o in default} == {
         "jewelry-monitoring"
     }
+
+
+@pytest.mark.parametrize("exporter", EXPORTER_NAMES)
+def test_exporter_liveness_is_more_tolerant_than_readiness(exporter: str) -> None:
+    spec = {"exporters": {exporter: {"enabled": True, "dataSource": {"name": "d", "key": "k"}}}}
+    if exporter != "postgres":
+        spec = {"exporters": {exporter: {"enabled": True}}}
+    (deployment,) = [o for o in exporter_objects(owner(spec)) if o["kind"] == "Deployment"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert liveness_problems(container) == []
+    # The check can fail: the probes as they were (identical but for the failure threshold).
+    identical = {"httpGet": container["livenessProbe"]["httpGet"], "periodSeconds": 10}
+    assert liveness_problems(
+        {
+            "livenessProbe": {**identical, "timeoutSeconds": 5, "failureThreshold": 6},
+            "readinessProbe": {**identical, "timeoutSeconds": 5, "failureThreshold": 3},
+        }
+    )
+
+
+def test_ephemeral_storage_is_added_unless_the_user_sets_it() -> None:
+    def resources(given: dict[str, Any]) -> dict[str, Any]:
+        spec = {"exporters": {"redis": {"enabled": True, "resources": given}}}
+        (deployment,) = [o for o in exporter_objects(owner(spec)) if o["kind"] == "Deployment"]
+        result: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0][
+            "resources"
+        ]
+        return result
+
+    assert resources({"limits": {"memory": "1Gi"}}) == {
+        "requests": {"ephemeral-storage": "16Mi"},
+        "limits": {"memory": "1Gi", "ephemeral-storage": "64Mi"},
+    }
+    assert resources({"limits": {"ephemeral-storage": "1Gi"}}) == {
+        "requests": {},
+        "limits": {"ephemeral-storage": "1Gi"},
+    }
+
+
+def _policy(spec: dict[str, Any], exporter: str) -> dict[str, Any]:
+    objects = by_key(exporter_objects(owner(spec)))
+    return objects[f"NetworkPolicy/shop-{exporter}-exporter"]
+
+
+def test_network_policy_admits_prometheus_to_the_metrics_port_only() -> None:
+    policy = _policy(POSTGRES, "postgres")
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    spec = policy["spec"]
+    assert spec["podSelector"] == {
+        "matchLabels": {
+            "app.kubernetes.io/name": "postgres-exporter",
+            "app.kubernetes.io/instance": "shop",
+        }
+    }
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["ingress"] == [
+        {
+            "from": [
+                {
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+                    "namespaceSelector": {
+                        "matchExpressions": [
+                            {"key": "kubernetes.io/metadata.name", "operator": "Exists"}
+                        ]
+                    },
+                }
+            ],
+            "ports": [{"protocol": "TCP", "port": 9187}],
+        }
+    ]
+    dns, target = spec["egress"]
+    assert dns == {
+        "to": [
+            {
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                },
+            }
+        ],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
+    # The DSN is in a Secret the operator never reads: this namespace, PostgreSQL's port.
+    assert target == {
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "jewelry"}}}],
+        "ports": [{"protocol": "TCP", "port": 5432}],
+    }
+    assert "Secret" in policy["metadata"]["annotations"]["monitoring.jewelry.io/egress"]
+    custom = {
+        "networkPolicy": {
+            "prometheus": {
+                "podSelector": {"app": "prom"},
+                "namespaceSelector": {"team": "monitoring"},
+            }
+        }
+    }
+    (peer,) = _policy({**POSTGRES, **custom}, "postgres")["spec"]["ingress"][0]["from"]
+    assert peer == {
+        "podSelector": {"matchLabels": {"app": "prom"}},
+        "namespaceSelector": {"matchLabels": {"team": "monitoring"}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("address", "to", "port", "why"),
+    [
+        (
+            "redis://cache:6380",
+            [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "jewelry"}}}],
+            6380,
+            "cache is a Service there",
+        ),
+        (
+            "cache.other.svc.cluster.local:6379",
+            [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "other"}}}],
+            6379,
+            "Service there",
+        ),
+        ("rediss://10.1.2.3", [{"ipBlock": {"cidr": "10.1.2.3/32"}}], 6379, "the target"),
+        ("redis://[fd00::5]:7000", [{"ipBlock": {"cidr": "fd00::5/128"}}], 7000, "the target"),
+        ("redis://cache.example.com:6379", None, 6379, "any address"),
+    ],
+)
+def test_redis_egress_follows_its_address(
+    address: str, to: list[dict[str, Any]] | None, port: int, why: str
+) -> None:
+    policy = _policy({"exporters": {"redis": {"enabled": True, "address": address}}}, "redis")
+    target = policy["spec"]["egress"][1]
+    assert target.get("to") == to
+    assert target["ports"] == [{"protocol": "TCP", "port": port}]
+    assert why in policy["metadata"]["annotations"]["monitoring.jewelry.io/egress"]
+
+
+def test_network_target_in_the_cr_wins_and_the_policy_can_be_switched_off() -> None:
+    nginx = {"enabled": True, "scrapeUri": "https://web.example.com/stub_status"}
+    assert _policy({"exporters": {"nginx": nginx}}, "nginx")["spec"]["egress"][1] == {
+        "ports": [{"protocol": "TCP", "port": 443}]
+    }
+    pods = {**nginx, "networkTarget": {"podSelector": {"app": "web"}, "ports": [8080]}}
+    assert _policy({"exporters": {"nginx": pods}}, "nginx")["spec"]["egress"][1] == {
+        "to": [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "jewelry"}},
+                "podSelector": {"matchLabels": {"app": "web"}},
+            }
+        ],
+        "ports": [{"protocol": "TCP", "port": 8080}],
+    }
+    outside = {**nginx, "networkTarget": {"cidrs": ["192.0.2.0/24"]}}
+    assert _policy({"exporters": {"nginx": outside}}, "nginx")["spec"]["egress"][1] == {
+        "to": [{"ipBlock": {"cidr": "192.0.2.0/24"}}],
+        "ports": [{"protocol": "TCP", "port": 443}],
+    }
+    off = {"exporters": {"nginx": nginx}, "networkPolicy": {"enabled": False}}
+    assert not [o for o in exporter_objects(owner(off)) if o["kind"] == "NetworkPolicy"]

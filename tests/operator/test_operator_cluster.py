@@ -42,6 +42,7 @@ def children(api: client.ApiClient, namespace: str, owner: str) -> dict[str, dic
         ("Deployment", apps.list_namespaced_deployment),
         ("Service", core.list_namespaced_service),
         ("ConfigMap", core.list_namespaced_config_map),
+        ("NetworkPolicy", client.NetworkingV1Api(api).list_namespaced_network_policy),
     ]
     for kind, lister in typed:
         for item in lister(namespace, label_selector=selector).items:
@@ -123,7 +124,7 @@ def test_cr_creates_every_child_accepted_by_real_schemas(
         *(
             f"{kind}/shop-{name}-exporter"
             for name in ("postgres", "redis", "nginx", "celery")
-            for kind in ("Deployment", "Service", "ServiceMonitor")
+            for kind in ("Deployment", "Service", "ServiceMonitor", "NetworkPolicy")
         ),
     }
     assert expected <= set(found)
@@ -151,6 +152,14 @@ def test_cr_creates_every_child_accepted_by_real_schemas(
             "valueFrom": {"secretKeyRef": {"name": "shop-db", "key": "dsn"}},
         }
     ]
+    # The server stored each NetworkPolicy as built: the Redis exporter may reach the pods of
+    # this namespace on the address's port, and DNS; Prometheus may reach its metrics port.
+    redis_policy = found["NetworkPolicy/shop-redis-exporter"]["spec"]
+    assert redis_policy["egress"][1] == {
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}],
+        "ports": [{"protocol": "TCP", "port": 6379}],
+    }
+    assert redis_policy["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 9121}]
     app_monitor = found["ServiceMonitor/shop-app-metrics"]["spec"]["endpoints"][0]
     assert app_monitor["authorization"]["credentials"] == {"name": "shop-metrics", "key": "token"}
     status = shop["status"]

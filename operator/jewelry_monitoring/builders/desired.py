@@ -32,7 +32,7 @@ MONITORING_KINDS = {
 }
 # Kinds of children that a spec change can remove, so pruning knows where to look. The
 # PrometheusRule is not among them: every JewelryMonitoring has exactly one, for its lifetime.
-PRUNABLE_KINDS = ("Deployment", "Service", "ConfigMap", "ServiceMonitor")
+PRUNABLE_KINDS = ("Deployment", "Service", "ConfigMap", "ServiceMonitor", "NetworkPolicy")
 
 
 def _prometheus_rule(owner: Owner) -> list[Obj]:
