@@ -21,13 +21,13 @@ from typing import Any
 import kopf
 
 from jewelry_monitoring import metrics
-from jewelry_monitoring.builders.common import MANAGED_BY, OWNER_LABEL, PREFIX
+from jewelry_monitoring.builders.common import MANAGED_BY, PREFIX
 from jewelry_monitoring.builders.desired import MONITORING_KINDS
 from jewelry_monitoring.config import OperatorConfig
 from jewelry_monitoring.kube import REQUEST_TIMEOUT, WATCH_SECONDS, Kube, load_api_client
 from jewelry_monitoring.leader import LeaderElector
 from jewelry_monitoring.reconcile import Outcome, Reconciler
-from jewelry_monitoring.spec import API_GROUP, API_VERSION, PLURAL
+from jewelry_monitoring.spec import API_GROUP, API_VERSION, KIND, PLURAL
 from jewelry_monitoring.workqueue import Key, ReconcileQueue
 
 CHILD_RESOURCES = (
@@ -231,10 +231,19 @@ async def jewelry_monitoring_changed(namespace: str | None, name: str, memo: Any
         memo.controller.request((namespace, name))
 
 
+def controlling_owner(meta: Mapping[str, Any]) -> str | None:
+    """The name of the JewelryMonitoring controlling a child, from its ownerReference: the
+    owner label holds a shortened name when the resource's is longer than 63 characters."""
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == KIND:
+            return str(ref["name"])
+    return None
+
+
 async def _child_changed(
-    namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any
+    namespace: str | None, meta: Mapping[str, Any], memo: Any, **_: Any
 ) -> None:
-    owner = labels.get(OWNER_LABEL)
+    owner = controlling_owner(meta)
     if owner and namespace:
         memo.controller.request((namespace, owner))
 

@@ -240,7 +240,8 @@ class Kube:
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {
-                "name": f"{meta['name']}.{uuid.uuid4().hex[:12]}",
+                # A name is at most 253 characters, and so may the resource's be.
+                "name": f"{meta['name'][:240]}.{uuid.uuid4().hex[:12]}",
                 "namespace": meta["namespace"],
             },
             "involvedObject": {

@@ -17,10 +17,10 @@ from pydantic import ValidationError
 
 from jewelry_monitoring.builders.common import (
     APP_COMPONENT,
-    OWNER_LABEL,
     SPEC_HASH_ANNOTATION,
     Owner,
     child_name,
+    owner_selector,
 )
 from jewelry_monitoring.builders.desired import MONITORING_KINDS, PRUNABLE_KINDS, desired_objects
 from jewelry_monitoring.builders.exporters import component as exporter_component
@@ -30,7 +30,6 @@ from jewelry_monitoring.selection import evaluate
 from jewelry_monitoring.spec import (
     KIND,
     JewelryMonitoringSpec,
-    name_problems,
     quantity_value,
     secret_refs,
     semantic_problems,
@@ -123,7 +122,7 @@ class Reconciler:
         generation = int(cr["metadata"].get("generation", 0))
         status = JewelryMonitoringStatus.model_validate(cr.get("status") or {})
 
-        problems, spec = self._validate(cr, name)
+        problems, spec = self._validate(cr)
         missing_secrets = self._missing_secrets(spec, namespace, outcome) if spec else {}
         if problems or spec is None:
             message = "; ".join(problems + list(missing_secrets.values()))
@@ -195,16 +194,14 @@ class Reconciler:
 
     # -- steps -----------------------------------------------------------------------------
 
-    def _validate(self, cr: Obj, name: str) -> tuple[list[str], JewelryMonitoringSpec | None]:
+    def _validate(self, cr: Obj) -> tuple[list[str], JewelryMonitoringSpec | None]:
         """The parsed spec (None if it does not parse) and why it cannot be acted on."""
         try:
             spec = JewelryMonitoringSpec.model_validate(cr.get("spec") or {})
         except ValidationError as error:
             problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
-            return name_problems(name) + problems, None
-        return name_problems(name) + semantic_problems(
-            spec, KNOWN_ALERTS, self.allowed_images
-        ), spec
+            return problems, None
+        return semantic_problems(spec, KNOWN_ALERTS, self.allowed_images), spec
 
     def _missing_secrets(
         self, spec: JewelryMonitoringSpec, namespace: str, outcome: Outcome
@@ -232,7 +229,7 @@ class Reconciler:
     ) -> dict[tuple[str, str], Obj]:
         """Every object labelled as this resource's child: one LIST per kind, not a GET per
         child, so an idle reconcile costs a handful of requests whatever the CR enables."""
-        selector = f"{OWNER_LABEL}={name}"
+        selector = owner_selector(name)
         found: dict[tuple[str, str], Obj] = {}
         for kind in (*PRUNABLE_KINDS, "PrometheusRule"):
             if kind in MONITORING_KINDS and kind not in available:

@@ -407,21 +407,6 @@ OPERATOR_LABELS = frozenset(
         f"{API_GROUP}/owner",
     }
 )
-# Every child carries its resource's name as a label value, which Kubernetes limits to 63.
-MAX_NAME_LENGTH = 63
-
-
-def name_problems(name: str) -> list[str]:
-    """Why a JewelryMonitoring cannot have this name (the API server allows up to 253)."""
-    if len(name) <= MAX_NAME_LENGTH:
-        return []
-    return [
-        f"metadata.name is {len(name)} characters long; at most {MAX_NAME_LENGTH} are allowed "
-        "because every child is labelled with it (a label value): recreate the resource "
-        "with a shorter name"
-    ]
-
-
 # Which secret each exporter cannot run without, and the field that names it.
 REQUIRED_EXPORTER_SECRETS = {"postgres": "data_source", "celery": "broker_url"}
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
 from devkit.probes import liveness_problems
 from jewelry_monitoring.builders.app import app_objects
-from jewelry_monitoring.builders.common import Owner, child_name
+from jewelry_monitoring.builders.common import Owner, child_name, instance_label
 from jewelry_monitoring.builders.desired import desired_objects, spec_hash, without_empty
 from jewelry_monitoring.builders.exporters import EXPORTERS, exporter_objects
 from jewelry_monitoring.spec import EXPORTER_NAMES, JewelryMonitoringSpec
@@ -222,13 +223,53 @@ def test_empty_values_are_not_sent_and_hash_tracks_content() -> None:
     assert differing == {"shop-postgres-exporterServiceMonitor"}
 
 
-@pytest.mark.parametrize("length", [10, 63, 80])
-def test_child_names_stay_valid_dns_labels(length: int) -> None:
-    name = child_name("x" * length, "postgres-exporter")
-    assert len(name) <= 63
-    assert child_name("x" * length, "postgres-exporter") == name
-    if length == 80:
-        assert child_name("x" * 79 + "y", "postgres-exporter") != name
+SERVICE_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+
+
+@pytest.mark.parametrize(
+    "instance", ["shop", "x" * 46, "x" * 47, "x" * 63, "x" * 253, "shop.eu", "1shop", "9" * 253]
+)
+def test_child_names_and_labels_stay_valid_at_every_length(instance: str) -> None:
+    """A resource may be named any DNS subdomain (253); its children's names must be Service
+    names (RFC 1035 labels) and its labels label values: 63 characters at most."""
+    objects = desired_objects(
+        Owner(
+            instance, "jewelry", "uid", owner({**POSTGRES, "dashboards": {"enabled": True}}).spec
+        ),
+        ALL_MONITORING,
+    )
+    for obj in objects:
+        name = obj["metadata"]["name"]
+        assert len(name) <= 63 and SERVICE_NAME.fullmatch(name), name
+        for value in obj["metadata"]["labels"].values():
+            assert len(value) <= 63 and LABEL_VALUE.fullmatch(value), value
+    assert [o["metadata"]["name"] for o in objects] == [
+        o["metadata"]["name"]
+        for o in desired_objects(
+            Owner(
+                instance, "jewelry", "uid", owner(POSTGRES | {"dashboards": {"enabled": True}}).spec
+            ),
+            ALL_MONITORING,
+        )
+    ], "names must be stable"
+    if len(f"{instance}-postgres-exporter") <= 63 and SERVICE_NAME.fullmatch(instance):
+        assert child_name(instance, "postgres-exporter") == f"{instance}-postgres-exporter"
+
+
+def test_names_that_would_collide_stay_distinct() -> None:
+    """Long names alike in their first 200 characters, and names that differ only where
+    they are made valid ("." and "-"), give distinct child names and owner labels."""
+    prefix = "jewelry-shop-production." + "x" * 200
+    instances = [f"{prefix}{i}" for i in range(2000)] + ["shop.eu", "shop-eu", "1shop", "jm-1shop"]
+    for component in ("app-metrics", "postgres-exporter", "dashboard-overview"):
+        names = {child_name(instance, component) for instance in instances}
+        assert len(names) == len(instances), component
+    labels = {instance_label(instance) for instance in instances}
+    assert len(labels) == len(instances)
+    # A shortened label cannot be any resource's name, which has no "_".
+    assert all("_" in instance_label(instance) for instance in instances if len(instance) > 63)
+    assert instance_label("x" * 63) == "x" * 63
 
 
 def test_users_part_of_label_wins_over_ours() -> None:

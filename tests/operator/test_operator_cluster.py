@@ -26,16 +26,16 @@ from devkit.crs import (
 )
 from devkit.kubetools import wait_for
 from devkit.operator_process import WRITE_VERBS, OperatorProcess, audit_position, audit_writes
+from jewelry_monitoring.builders.common import owner_selector
 
 pytestmark = pytest.mark.cluster
 
-OWNER_LABEL = "monitoring.jewelry.io/owner"
 MONITORING = ("monitoring.coreos.com", "v1")
 
 
 def children(api: client.ApiClient, namespace: str, owner: str) -> dict[str, dict[str, Any]]:
     """Every object labelled as a child of ``owner``, keyed "Kind/name"."""
-    selector = f"{OWNER_LABEL}={owner}"
+    selector = owner_selector(owner)
     apps, core, custom = client.AppsV1Api(api), client.CoreV1Api(api), CustomApi(api)
     found: dict[str, dict[str, Any]] = {}
     typed = [
@@ -483,30 +483,49 @@ def test_users_part_of_label_is_kept_and_operator_labels_are_refused(
     assert children(admin_api, namespace, "reserved") == {}
 
 
-def test_name_too_long_for_a_label_is_reported_not_retried(
-    admin_api: client.ApiClient,
-    namespace: str,
-    operator: OperatorProcess,
-    control_plane: Any,
+def test_names_up_to_253_characters_and_alike_names_get_distinct_valid_children(
+    admin_api: client.ApiClient, namespace: str, operator: OperatorProcess
 ) -> None:
-    name = "jewelry-shop-production-europe-west-primary-monitoring-" + "x" * 15  # 70
-    start = audit_position(control_plane.audit_log)
-    CustomApi(admin_api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, cr_body(name, {"app": {"podSelector": {"app": "x"}}})
+    """Two resources named alike for 252 characters, and one with a dot and a leading digit:
+    each gets its own children under valid, shortened names; a deleted child of a long-named
+    resource is restored (its events reach the resource through its ownerReference)."""
+    long_names = ["jewelry-shop." + "x" * 239 + suffix for suffix in ("a", "b")]
+    names = [*long_names, "1shop.eu"]
+    spec = {
+        "app": {"podSelector": {"app": "x"}},
+        "exporters": {"redis": {"enabled": True}},
+        "dashboards": {"enabled": True},
+    }
+    for name in names:
+        assert len(name) <= 253
+        CustomApi(admin_api).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, cr_body(name, spec)
+        )
+    found = {name: children(admin_api, namespace, name) for name in names}
+    for name in names:
+        cr = wait_condition(admin_api, namespace, name, "Ready", "True")
+        found[name] = children(admin_api, namespace, name)
+        assert {f"{c['kind']}/{c['name']}" for c in cr["status"]["children"]} == set(found[name])
+        for key, obj in found[name].items():
+            assert len(obj["metadata"]["name"]) <= 63, key
+            assert [ref["uid"] for ref in obj["metadata"]["ownerReferences"]] == [
+                cr["metadata"]["uid"]
+            ]
+    first, second, dotted = (set(found[name]) for name in names)
+    assert len(first) == len(second) == len(dotted) >= 9
+    assert not first & second and not first & dotted and not second & dotted
+    events = _events(admin_api, namespace, long_names[0])
+    assert ("Normal", "Created") in [e[:2] for e in events], "events on a 253-character name"
+
+    apps = client.AppsV1Api(admin_api)
+    (deployment,) = [k.split("/", 1)[1] for k in first if k.startswith("Deployment/")]
+    old_uid = apps.read_namespaced_deployment(deployment, namespace).metadata.uid
+    apps.delete_namespaced_deployment(deployment, namespace)
+    wait_for(
+        lambda: _uid_changed(apps, namespace, deployment, old_uid),
+        timeout=10,
+        what="the long-named resource's deleted Deployment to be recreated",
     )
-    cr = wait_condition(admin_api, namespace, name, "Ready", "False", "InvalidSpec")
-    assert f"metadata.name is {len(name)} characters long" in condition(cr, "Ready")["message"]
-    assert [e[:2] for e in _events(admin_api, namespace, name)] == [("Warning", "InvalidSpec")]
-    time.sleep(3)
-    refused = [
-        entry
-        for entry in map(json.loads, control_plane.audit_log.read_text().splitlines()[start:])
-        if entry.get("user", {}).get("username") == operator.user
-        and entry.get("stage") == "ResponseComplete"
-        and entry.get("responseStatus", {}).get("code", 200) >= 400
-        and entry.get("objectRef", {}).get("namespace") == namespace
-    ]
-    assert refused == []
 
 
 def test_missing_secret_holds_back_only_its_exporter_until_it_appears(
