@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from kubernetes import client
 
 from devkit.cluster import ControlPlane
@@ -14,6 +16,12 @@ from devkit.kubetools import api_client, apply_crds, service_account_kubeconfig
 from devkit.node import Node, probe_image_archive, why_no_node
 from devkit.operator_process import CHART, OperatorProcess, install_rbac, start_operator
 from devkit.toolchain import prometheus_operator_crds
+
+# Property tests: the same examples on every run (CI stays reproducible and bounded, nothing
+# written to .hypothesis/); HYPOTHESIS_PROFILE=explore draws new random examples each run.
+settings.register_profile("jm", derandomize=True, deadline=None, database=None)
+settings.register_profile("explore", deadline=None, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "jm"))
 
 OPERATOR_NAMESPACE = "jm-system"
 RELEASE = "jm"

@@ -13,8 +13,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
 from jewelry_monitoring.builders.common import (
     APP_COMPONENT,
     SPEC_HASH_ANNOTATION,
@@ -32,7 +30,7 @@ from jewelry_monitoring.spec import (
     JewelryMonitoringSpec,
     quantity_value,
     secret_refs,
-    semantic_problems,
+    validate,
 )
 from jewelry_monitoring.status import ChildRef, Condition, JewelryMonitoringStatus, merge_conditions
 
@@ -122,7 +120,7 @@ class Reconciler:
         generation = int(cr["metadata"].get("generation", 0))
         status = JewelryMonitoringStatus.model_validate(cr.get("status") or {})
 
-        problems, spec = self._validate(cr)
+        problems, spec = validate(cr.get("spec") or {}, KNOWN_ALERTS, self.allowed_images)
         missing_secrets = self._missing_secrets(spec, namespace, outcome) if spec else {}
         if problems or spec is None:
             message = "; ".join(problems + list(missing_secrets.values()))
@@ -193,15 +191,6 @@ class Reconciler:
             self._event(cr, "Warning", "ReconcileError", message, outcome)
 
     # -- steps -----------------------------------------------------------------------------
-
-    def _validate(self, cr: Obj) -> tuple[list[str], JewelryMonitoringSpec | None]:
-        """The parsed spec (None if it does not parse) and why it cannot be acted on."""
-        try:
-            spec = JewelryMonitoringSpec.model_validate(cr.get("spec") or {})
-        except ValidationError as error:
-            problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
-            return problems, None
-        return semantic_problems(spec, KNOWN_ALERTS, self.allowed_images), spec
 
     def _missing_secrets(
         self, spec: JewelryMonitoringSpec, namespace: str, outcome: Outcome

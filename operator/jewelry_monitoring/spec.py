@@ -10,12 +10,24 @@ an alert name that must exist) live in ``semantic_problems``.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic.alias_generators import to_camel
+
+from jewelry_monitoring.validation import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    annotation_problems,
+    cidr_problem,
+    label_map_problems,
+    port_problem,
+    prometheus_label_problems,
+    qualified_name_problem,
+    url_host_port,
+)
 
 API_GROUP = "monitoring.jewelry.io"
 API_VERSION = "v1alpha1"
@@ -116,8 +128,12 @@ class SpecModel(BaseModel):
 class SecretKeyRef(SpecModel):
     """A key of a Secret in the CR's namespace. The operator never reads the value."""
 
-    name: str = Field(min_length=1, description="Secret name.")
-    key: str = Field(min_length=1, description="Key within the Secret.")
+    name: str = Field(
+        min_length=1, max_length=253, pattern=f"^{DNS_SUBDOMAIN}$", description="Secret name."
+    )
+    key: str = Field(
+        min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key within it."
+    )
 
 
 class BasicAuth(SpecModel):
@@ -173,7 +189,10 @@ class NetworkTarget(SpecModel):
         default_factory=dict, description="Labels of the target's pods; empty: any pod."
     )
     namespace: str | None = Field(
-        None, description="Namespace of those pods; defaults to this resource's."
+        None,
+        max_length=63,
+        pattern=f"^{DNS_LABEL}$",
+        description="Namespace of those pods; defaults to this resource's.",
     )
     cidrs: list[str] = Field(
         default_factory=list,
@@ -207,6 +226,11 @@ class PostgresExporterSpec(ExporterSpec):
     data_source: SecretKeyRef | None = Field(
         None, description="Secret key holding the PostgreSQL DSN (DATA_SOURCE_NAME)."
     )
+
+
+# The schemes an exporter's address may have, and the port each implies.
+REDIS_SCHEMES = {"redis": 6379, "rediss": 6379}
+NGINX_SCHEMES = {"http": 80, "https": 443}
 
 
 class RedisExporterSpec(ExporterSpec):
@@ -472,6 +496,18 @@ def image_problems(spec: JewelryMonitoringSpec, allowed: Sequence[str]) -> list[
     ]
 
 
+def validate(
+    raw: Mapping[str, Any], known_alerts: frozenset[str], allowed_images: Sequence[str] = ()
+) -> tuple[list[str], JewelryMonitoringSpec | None]:
+    """The parsed spec (None if it does not parse) and everything wrong with it, each
+    message beginning with the field it is about."""
+    try:
+        spec = JewelryMonitoringSpec.model_validate(raw)
+    except ValidationError as error:
+        return [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()], None
+    return semantic_problems(spec, known_alerts, allowed_images), spec
+
+
 def semantic_problems(
     spec: JewelryMonitoringSpec, known_alerts: frozenset[str], allowed_images: Sequence[str] = ()
 ) -> list[str]:
@@ -498,12 +534,6 @@ def semantic_problems(
                 f"exporters.{name} is enabled but exporters.{name}.{to_camel(field)}"
                 " (a secretKeyRef) is not set"
             )
-        for kind, amounts in (exporter.resources or Resources()).model_dump().items():
-            problems += [
-                f"exporters.{name}.resources.{kind}.{resource}: {amount!r} is not a quantity"
-                for resource, amount in amounts.items()
-                if quantity_value(amount) is None
-            ]
     for where, labels in (
         ("commonLabels", spec.common_labels),
         ("monitorLabels", spec.monitor_labels),
@@ -533,6 +563,96 @@ def semantic_problems(
             f"slos.latency.thresholdSeconds {latency.threshold_seconds} is not a latency bucket"
             f" boundary; choose one of {list(LATENCY_BUCKETS)}"
         )
+    return problems + kubernetes_problems(spec)
+
+
+# Container resources an exporter may ask for: others need a device plugin it cannot use.
+RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
+
+
+def _resources_problems(where: str, resources: Resources) -> list[str]:
+    problems = []
+    for kind, amounts in resources.model_dump().items():
+        for resource, amount in amounts.items():
+            value = quantity_value(amount)
+            if resource not in RESOURCE_NAMES:
+                problems.append(f"{where}.{kind}: {resource!r} is not one of {RESOURCE_NAMES}")
+            elif value is None:
+                problems.append(f"{where}.{kind}.{resource}: {amount!r} is not a quantity")
+            elif value < 0:
+                problems.append(f"{where}.{kind}.{resource}: {amount!r} is negative")
+    for resource, amount in resources.requests.items():
+        request, limit = quantity_value(amount), quantity_value(resources.limits.get(resource, ""))
+        if request is not None and limit is not None and request > limit:
+            problems.append(
+                f"{where}.requests.{resource} {amount} is more than its limit "
+                f"{resources.limits[resource]}"
+            )
+    return problems
+
+
+def exporter_target(exporter: ExporterSpec) -> tuple[str, int] | str | None:
+    """(host, port) an exporter connects to as its settings say; why not if they are wrong;
+    None if they are in a Secret (the operator never reads one)."""
+    if isinstance(exporter, RedisExporterSpec):
+        return url_host_port(exporter.address, REDIS_SCHEMES)
+    if isinstance(exporter, NginxExporterSpec):
+        return url_host_port(exporter.scrape_uri, NGINX_SCHEMES)
+    return None
+
+
+def _exporter_problems(name: str, exporter: ExporterSpec) -> list[str]:
+    where = f"exporters.{name}"
+    problems = _resources_problems(f"{where}.resources", exporter.resources or Resources())
+    problems += label_map_problems(f"{where}.nodeSelector", exporter.node_selector)
+    target = exporter_target(exporter)
+    if isinstance(target, str):
+        field = "address" if name == "redis" else "scrapeUri"
+        problems.append(f"{where}.{field}: {target}")
+    chosen = exporter.network_target
+    if chosen:
+        problems += label_map_problems(f"{where}.networkTarget.podSelector", chosen.pod_selector)
+        problems += [
+            problem
+            for cidr in chosen.cidrs
+            if (problem := cidr_problem(f"{where}.networkTarget.cidrs", cidr))
+        ]
+    return problems
+
+
+def kubernetes_problems(spec: JewelryMonitoringSpec) -> list[str]:
+    """Values the CRD's schema lets through that the API server would refuse in a child
+    (names, label maps, ports, address ranges, resources) or Prometheus in a rule."""
+    problems = label_map_problems("app.podSelector", spec.app.pod_selector)
+    port = port_problem("app.port", spec.app.port)
+    problems += [port] if port else []
+    for where, labels in (
+        ("commonLabels", spec.common_labels),
+        ("monitorLabels", spec.monitor_labels),
+        ("dashboards.labels", spec.dashboards.labels),
+        ("networkPolicy.prometheus.podSelector", spec.network_policy.prometheus.pod_selector),
+        ("networkPolicy.dns.podSelector", spec.network_policy.dns.pod_selector),
+        (
+            "networkPolicy.prometheus.namespaceSelector",
+            spec.network_policy.prometheus.namespace_selector or {},
+        ),
+        ("networkPolicy.dns.namespaceSelector", spec.network_policy.dns.namespace_selector or {}),
+    ):
+        problems += label_map_problems(where, labels)
+    dashboards = spec.dashboards
+    folder_key = qualified_name_problem(dashboards.folder_annotation)
+    problems += [f"dashboards.folderAnnotation: {folder_key}"] if folder_key else []
+    problems += annotation_problems("commonAnnotations", spec.common_annotations)
+    problems += annotation_problems(
+        "dashboards.annotations",
+        dashboards.annotations,
+        beside={**spec.common_annotations, dashboards.folder_annotation: dashboards.folder},
+    )
+    for name, exporter in spec.exporters.enabled().items():
+        problems += _exporter_problems(name, exporter)
+    problems += prometheus_label_problems("alerts.labels", spec.alerts.labels)
+    for alert, override in spec.alerts.overrides.items():
+        problems += prometheus_label_problems(f"alerts.overrides.{alert}.labels", override.labels)
     return problems
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from jewelry_monitoring.builders.common import (
     PREFIX,
@@ -31,6 +30,7 @@ from jewelry_monitoring.spec import (
     PostgresExporterSpec,
     RedisExporterSpec,
     SecretKeyRef,
+    exporter_target,
 )
 
 METRICS_PORT_NAME = "metrics"
@@ -108,23 +108,11 @@ class Target:
     port: int
 
 
-def _url_target(url: str, default_scheme: str, default_ports: dict[str, int]) -> Target:
-    parts = urlsplit(url if "://" in url else f"{default_scheme}://{url}")
-    try:
-        port = parts.port
-    except ValueError:  # not a number: the exporter cannot connect anywhere anyway
-        port = None
-    return Target(parts.hostname, port or default_ports.get(parts.scheme, 0))
-
-
-def _redis_target(spec: ExporterSpec) -> Target:
-    assert isinstance(spec, RedisExporterSpec)
-    return _url_target(spec.address, "redis", {"redis": 6379, "rediss": 6379})
-
-
-def _nginx_target(spec: ExporterSpec) -> Target:
-    assert isinstance(spec, NginxExporterSpec)
-    return _url_target(spec.scrape_uri, "http", {"http": 80, "https": 443})
+def _from_settings(spec: ExporterSpec) -> Target:
+    """The target its settings name (validated before: see spec.exporter_target)."""
+    found = exporter_target(spec)
+    assert isinstance(found, tuple), found
+    return Target(*found)
 
 
 def _in_secret(port: int) -> Callable[[ExporterSpec], Target]:
@@ -148,9 +136,9 @@ EXPORTERS: dict[str, ExporterKind] = {
     # to PostgreSQL's port in this namespace unless networkTarget says where.
     "postgres": ExporterKind(port=9187, probe_path="/", target=_in_secret(5432), env=_postgres_env),
     # redis_exporter: REDIS_ADDR / REDIS_PASSWORD; has a dedicated /health.
-    "redis": ExporterKind(port=9121, probe_path="/health", target=_redis_target, env=_redis_env),
+    "redis": ExporterKind(port=9121, probe_path="/health", target=_from_settings, env=_redis_env),
     # nginx-prometheus-exporter 1.x: reads stub_status from --nginx.scrape-uri.
-    "nginx": ExporterKind(port=9113, probe_path="/", target=_nginx_target, args=_nginx_args),
+    "nginx": ExporterKind(port=9113, probe_path="/", target=_from_settings, args=_nginx_args),
     # celery-exporter: broker URL from CE_BROKER_URL (a Secret; Redis's port by default, as
     # the shop's broker); /health answers without the broker.
     "celery": ExporterKind(
