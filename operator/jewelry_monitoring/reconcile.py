@@ -20,7 +20,12 @@ from jewelry_monitoring.builders.common import (
     child_name,
     owner_selector,
 )
-from jewelry_monitoring.builders.desired import MONITORING_KINDS, PRUNABLE_KINDS, desired_objects
+from jewelry_monitoring.builders.desired import (
+    MONITORING_KINDS,
+    PRUNABLE_KINDS,
+    desired_objects,
+    size_problems,
+)
 from jewelry_monitoring.builders.exporters import component as exporter_component
 from jewelry_monitoring.builders.rules import KNOWN_ALERTS
 from jewelry_monitoring.kube import Kube, KubeError
@@ -124,9 +129,7 @@ class Reconciler:
         missing_secrets = self._missing_secrets(spec, namespace, outcome) if spec else {}
         if problems or spec is None:
             message = "; ".join(problems + list(missing_secrets.values()))
-            ready = _condition("Ready", "False", "InvalidSpec", message, generation)
-            if self._set_status(cr, status, [ready], status.children, status.exporters, outcome):
-                self._event(cr, "Warning", "InvalidSpec", message, outcome)
+            self._refuse(cr, status, "InvalidSpec", message, outcome)
             return outcome
 
         owner = Owner(name=name, namespace=namespace, uid=cr["metadata"]["uid"], spec=spec)
@@ -135,6 +138,10 @@ class Reconciler:
         )
         available = frozenset(MONITORING_KINDS) - set(missing_crds)
         desired = desired_objects(owner, available)
+        too_large = size_problems(desired)
+        if too_large:  # the server would refuse them on every retry: nothing is applied
+            self._refuse(cr, status, "ObjectTooLarge", "; ".join(too_large), outcome)
+            return outcome
         # A component whose Secret is missing is held back as it is (neither created, changed
         # nor pruned); everything else goes ahead.
         held_names = {child_name(name, _component_of(where)) for where in missing_secrets}
@@ -362,6 +369,16 @@ class Reconciler:
         )
 
     # -- writes to the CR itself -----------------------------------------------------------
+
+    def _refuse(
+        self, cr: Obj, status: JewelryMonitoringStatus, reason: str, message: str, outcome: Outcome
+    ) -> None:
+        """Ready=False with why, and one Warning event per change: the spec must change
+        before anything can be done, so there is nothing to retry."""
+        generation = int(cr["metadata"].get("generation", 0))
+        ready = _condition("Ready", "False", reason, message, generation)
+        if self._set_status(cr, status, [ready], status.children, status.exporters, outcome):
+            self._event(cr, "Warning", reason, message, outcome)
 
     def _set_status(
         self,

@@ -20,6 +20,7 @@ from pydantic.alias_generators import to_camel
 from jewelry_monitoring.validation import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
+    METRIC_NAME,
     annotation_problems,
     cidr_problem,
     label_map_problems,
@@ -358,6 +359,31 @@ class DashboardsSpec(SpecModel):
     )
 
 
+class RuleSpec(SpecModel):
+    """One alerting (``alert``) or recording (``record``) rule, as in a Prometheus rule file."""
+
+    alert: str | None = None
+    record: str | None = None
+    expr: str = Field(min_length=1, description="PromQL; checked by Prometheus, not here.")
+    for_: Duration | None = Field(None, alias="for")
+    # Spelled as in Prometheus' rule files and prometheus-operator's PrometheusRule.
+    keep_firing_for: Duration | None = Field(None, alias="keep_firing_for")
+    labels: LabelMap = Field(default_factory=dict)
+    annotations: LabelMap = Field(default_factory=dict)
+
+
+class RuleGroupSpec(SpecModel):
+    """A rule group of the user's own, appended to the resource's PrometheusRule."""
+
+    name: str = Field(min_length=1, description="Unique; names beginning 'jewelry.' are ours.")
+    interval: Duration | None = None
+    rules: Annotated[list[RuleSpec], Field(min_length=1)]
+
+
+# Our rule groups are named jewelry.<namespace>.<resource>.<part>: the user's may not be.
+OUR_GROUP_PREFIX = "jewelry."
+
+
 class PeerSelector(SpecModel):
     """Pods by labels, in namespaces by labels (``namespaceSelector`` unset: every namespace)."""
 
@@ -416,6 +442,10 @@ class JewelryMonitoringSpec(SpecModel):
     )
     network_policy: NetworkPolicySpec = Field(
         default_factory=NetworkPolicySpec, json_schema_extra={"default": {}}
+    )
+    extra_rule_groups: list[RuleGroupSpec] = Field(
+        default_factory=list,
+        description="The user's own alerting and recording rule groups, appended to ours.",
     )
 
 
@@ -504,8 +534,15 @@ def validate(
     try:
         spec = JewelryMonitoringSpec.model_validate(raw)
     except ValidationError as error:
-        return [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()], None
+        return [f"{field_path(e['loc'])}: {e['msg']}" for e in error.errors()], None
     return semantic_problems(spec, known_alerts, allowed_images), spec
+
+
+def field_path(location: Sequence[int | str]) -> str:
+    """``("exporters", "redis", "port")`` as ``exporters.redis.port``, list items as ``[0]``."""
+    return "".join(
+        f"[{part}]" if isinstance(part, int) else f".{part}" for part in location
+    ).lstrip(".")
 
 
 def semantic_problems(
@@ -563,7 +600,59 @@ def semantic_problems(
             f"slos.latency.thresholdSeconds {latency.threshold_seconds} is not a latency bucket"
             f" boundary; choose one of {list(LATENCY_BUCKETS)}"
         )
-    return problems + kubernetes_problems(spec)
+    return problems + kubernetes_problems(spec) + rule_group_problems(spec.extra_rule_groups)
+
+
+def _rule_problems(where: str, rule: RuleSpec) -> list[str]:
+    problems = []
+    if (rule.alert is None) == (rule.record is None):
+        problems.append(f"{where}: set exactly one of alert and record")
+    if not rule.expr.strip():
+        problems.append(f"{where}.expr is blank")
+    if rule.record is not None and not METRIC_NAME.fullmatch(rule.record):
+        problems.append(f"{where}.record {rule.record!r} is not a metric name")
+    if rule.alert is not None and not rule.alert.strip():
+        problems.append(f"{where}.alert is blank")
+    if rule.record is not None:
+        problems += [
+            f"{where}.{field} applies to alerting rules only"
+            for field, value in (
+                ("for", rule.for_),
+                ("keep_firing_for", rule.keep_firing_for),
+                ("annotations", rule.annotations),
+            )
+            if value
+        ]
+    problems += [
+        f"{where}.{field} is empty: leave it out or give a duration such as 5m"
+        for field, value in (("for", rule.for_), ("keep_firing_for", rule.keep_firing_for))
+        if value == ""
+    ]
+    problems += prometheus_label_problems(f"{where}.labels", rule.labels)
+    problems += prometheus_label_problems(f"{where}.annotations", rule.annotations)
+    return problems
+
+
+def rule_group_problems(groups: Sequence[RuleGroupSpec]) -> list[str]:
+    """The user's rule groups checked as Prometheus loads a rule file (structure, names,
+    durations; PromQL itself is Prometheus' to parse), and kept apart from ours."""
+    problems = []
+    seen: set[str] = set()
+    for index, group in enumerate(groups):
+        where = f"extraRuleGroups[{index}]"
+        if group.name in seen:
+            problems.append(f"{where}.name {group.name!r} is used twice: group names are unique")
+        seen.add(group.name)
+        if group.name.startswith(OUR_GROUP_PREFIX):
+            problems.append(
+                f"{where}.name {group.name!r}: names beginning {OUR_GROUP_PREFIX!r} are the "
+                "operator's own groups; choose another"
+            )
+        if group.interval == "":
+            problems.append(f"{where}.interval is empty: leave it out or give a duration")
+        for number, rule in enumerate(group.rules):
+            problems += _rule_problems(f"{where}.rules[{number}]", rule)
+    return problems
 
 
 # Container resources an exporter may ask for: others need a device plugin it cannot use.

@@ -29,7 +29,7 @@ ALL_KINDS = frozenset({"ServiceMonitor", "PrometheusRule"})
 # Every message begins with (or names) a field by its path in the spec.
 FIELD = re.compile(
     r"\b(app|exporters|monitorLabels|commonLabels|commonAnnotations|alerts|slos|dashboards"
-    r"|networkPolicy)(\.[^\s:]+)?"
+    r"|networkPolicy|extraRuleGroups)(\.[^\s:]+)?"
 )
 SERVICE_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 
@@ -53,22 +53,30 @@ class Draw:
     def wrong(self) -> bool:
         return self.faulty and bool(self.draw(st.integers(0, 7)) == 0)
 
-    def pick(self, path: str, good: list[Any], bad: list[Any] = ()) -> Any:  # type: ignore[assignment]
+    def choose(self, good: list[Any], bad: list[Any]) -> tuple[Any, bool]:
+        """A value, and whether it is a bad one."""
         if bad and self.wrong():
+            return self.draw(st.sampled_from(bad)), True
+        return self.draw(st.sampled_from(good)), False
+
+    def pick(self, path: str, good: list[Any], bad: list[Any] | None = None) -> Any:
+        value, wrong = self.choose(good, bad or [])
+        if wrong:
             self.bad.add(path)
-            return self.draw(st.sampled_from(bad))
-        return self.draw(st.sampled_from(good))
+        return value
 
     def labels(self, path: str, at_least: int = 0) -> dict[str, str]:
-        size = self.draw(st.integers(at_least, 3))
-        result = {
-            self.pick(path, GOOD_KEYS, BAD_KEYS): self.pick(path, GOOD_VALUES, BAD_VALUES)
-            for _ in range(size)
-        }
         if at_least and self.wrong():
             self.bad.add(path)
             return {}
-        return result
+        entries: dict[str, tuple[str, bool]] = {}
+        for _ in range(self.draw(st.integers(at_least, 3))):
+            key, bad_key = self.choose(GOOD_KEYS, BAD_KEYS)
+            value, bad_value = self.choose(GOOD_VALUES, BAD_VALUES)
+            entries[key] = (value, bad_key or bad_value)  # a repeated key replaces the first
+        if any(wrong for _, wrong in entries.values()):
+            self.bad.add(path)
+        return {key: value for key, (value, _) in entries.items()}
 
     def secret(self, path: str) -> dict[str, str]:
         return {
@@ -207,6 +215,29 @@ def _alerts(d: Draw) -> dict[str, Any]:
     return alerts
 
 
+def _rule_groups(d: Draw) -> list[dict[str, Any]]:
+    groups = []
+    for index in range(d.draw(st.integers(0, 2))):
+        where = f"extraRuleGroups[{index}]"
+        alert = {
+            "alert": "ShopQuiet",
+            "expr": d.pick(f"{where}.rules[0].expr", ["rate(x[5m]) == 0"], [" "]),
+            "for": d.pick(f"{where}.rules[0].for", ["5m", "1h30m"], ["5 minutes", ""]),
+            "labels": {d.pick(f"{where}.rules[0].labels", ["severity"], ["bad-label"]): "page"},
+            "annotations": {"summary": "the shop is quiet"},
+        }
+        record = {
+            "record": d.pick(f"{where}.rules[1].record", ["shop:x:rate5m"], ["shop-x"]),
+            "expr": "sum(rate(x[5m]))",
+        }
+        if d.wrong():
+            d.bad.add(f"{where}.rules[1]")
+            record["alert"] = "Both"
+        name = d.pick(f"{where}.name", [f"shop-{index}"], ["jewelry.mine", "shop-0" * index])
+        groups.append({"name": name or "shop-0", "rules": [alert, record]})
+    return groups
+
+
 @st.composite
 def specs(draw: Any) -> tuple[dict[str, Any], set[str]]:
     """A spec and the paths of the fields it made invalid (none when not ``faulty``)."""
@@ -241,6 +272,7 @@ def specs(draw: Any) -> tuple[dict[str, Any], set[str]]:
             "prometheus": {"podSelector": d.labels("networkPolicy.prometheus", at_least=1)},
         },
     }
+    spec["extraRuleGroups"] = _rule_groups(d)
     if d.wrong():
         d.bad.add("commonLabels")
         spec["commonLabels"]["app.kubernetes.io/instance"] = "mine"

@@ -10,7 +10,12 @@ import pytest
 from devkit.probes import liveness_problems
 from jewelry_monitoring.builders.app import app_objects
 from jewelry_monitoring.builders.common import Owner, child_name, instance_label
-from jewelry_monitoring.builders.desired import desired_objects, spec_hash, without_empty
+from jewelry_monitoring.builders.desired import (
+    desired_objects,
+    size_problems,
+    spec_hash,
+    without_empty,
+)
 from jewelry_monitoring.builders.exporters import EXPORTERS, exporter_objects
 from jewelry_monitoring.spec import EXPORTER_NAMES, JewelryMonitoringSpec
 
@@ -438,3 +443,22 @@ def test_network_target_in_the_cr_wins_and_the_policy_can_be_switched_off() -> N
     }
     off = {"exporters": {"nginx": nginx}, "networkPolicy": {"enabled": False}}
     assert not [o for o in exporter_objects(owner(off)) if o["kind"] == "NetworkPolicy"]
+
+
+def test_objects_too_large_for_the_server_are_named_with_the_field_to_change() -> None:
+    small = desired_objects(owner(POSTGRES), ALL_MONITORING)
+    assert size_problems(small) == []
+    huge = {"name": "mine", "rules": [{"record": "a:b", "expr": "up" + " or up" * 180_000}]}
+    objects = desired_objects(owner({"extraRuleGroups": [huge]}), ALL_MONITORING)
+    (problem,) = size_problems(objects)
+    assert problem.startswith("extraRuleGroups: PrometheusRule shop-rules would be 108")
+    # A ConfigMap's data has its own limit: 1 MiB.
+    dashboard = {
+        "kind": "ConfigMap",
+        "metadata": {"name": "shop-dashboard-x"},
+        "data": {"x.json": "x" * (1024 * 1024 + 1)},
+    }
+    assert size_problems([dashboard]) == [
+        "dashboards: ConfigMap shop-dashboard-x would be 1048577 bytes, more than the 1048576 "
+        "it may have: make dashboards smaller"
+    ]

@@ -579,3 +579,51 @@ def test_missing_secret_holds_back_only_its_exporter_until_it_appears(
     assert "Deployment/shop-postgres-exporter" in children(admin_api, namespace, "shop")
     logs = operator.logs()
     assert "s3cret" not in logs and base64.b64encode(b"s3cret").decode() not in logs
+
+
+def test_users_rule_groups_are_appended_and_a_rule_too_large_is_refused_once(
+    admin_api: client.ApiClient,
+    namespace: str,
+    operator: OperatorProcess,
+    control_plane: Any,
+) -> None:
+    """The user's groups end our PrometheusRule. Grown past what the server stores, the CR
+    says so (Ready=False, ObjectTooLarge, one event) and nothing is retried or half-applied."""
+    mine = {"name": "shop-own", "rules": [{"alert": "ShopQuiet", "expr": "up == 0", "for": "5m"}]}
+    spec = {"app": {"podSelector": {"app": "x"}}, "extraRuleGroups": [mine]}
+    CustomApi(admin_api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, cr_body("big", spec)
+    )
+    wait_condition(admin_api, namespace, "big", "Ready", "True")
+
+    def groups() -> list[dict[str, Any]]:
+        rule = CustomApi(admin_api).get_namespaced_custom_object(
+            *MONITORING, namespace, "prometheusrules", "big-rules"
+        )
+        result: list[dict[str, Any]] = rule["spec"]["groups"]
+        return result
+
+    assert groups()[-1] == mine
+    assert all(group["name"].startswith(f"jewelry.{namespace}.big.") for group in groups()[:-1])
+
+    huge = {"name": "shop-huge", "rules": [{"record": "shop:x", "expr": "up" + " or up" * 190_000}]}
+    before = audit_position(control_plane.audit_log)
+    patch_spec(admin_api, namespace, "big", {"extraRuleGroups": [mine, huge]})
+    cr = wait_condition(admin_api, namespace, "big", "Ready", "False", "ObjectTooLarge")
+    message = condition(cr, "Ready")["message"]
+    assert message.startswith("extraRuleGroups: PrometheusRule big-rules would be "), message
+    start = audit_position(control_plane.audit_log)
+    time.sleep(5)
+    assert writes_in(control_plane.audit_log, operator, start, namespace) == []
+    refused = [
+        entry
+        for entry in map(json.loads, control_plane.audit_log.read_text().splitlines()[before:])
+        if entry.get("user", {}).get("username") == operator.user
+        and entry.get("stage") == "ResponseComplete"
+        and entry.get("responseStatus", {}).get("code", 200) >= 400
+        and entry.get("objectRef", {}).get("namespace") == namespace
+    ]
+    assert refused == [], "the operator sent what the server refused"
+    warnings = [e for e in _events(admin_api, namespace, "big") if e[0] == "Warning"]
+    assert [e[1] for e in warnings] == ["ObjectTooLarge"]
+    assert groups()[-1] == mine, "nothing of the refused generation was applied"

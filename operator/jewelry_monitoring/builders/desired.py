@@ -67,6 +67,34 @@ def _dashboard_config_maps(owner: Owner) -> list[Obj]:
     ]
 
 
+# etcd stores an object of at most 1.5 MiB (--max-request-bytes); the server adds
+# managedFields and metadata to what we send, so we keep our part to 1 MiB. A ConfigMap's
+# data may not exceed 1 MiB either.
+MAX_OBJECT_BYTES = 1024 * 1024
+MAX_CONFIG_MAP_DATA_BYTES = 1024 * 1024
+# Which part of the spec makes an object of a kind large.
+_GROWS_WITH = {"PrometheusRule": "extraRuleGroups", "ConfigMap": "dashboards"}
+
+
+def size_problems(objects: list[Obj]) -> list[str]:
+    """Objects too large for the API server, each naming the spec field that makes it so:
+    applying them would fail on every retry."""
+    problems = []
+    for obj in objects:
+        size = len(json.dumps(obj, separators=(",", ":")).encode())
+        data = sum(len(value.encode()) for value in obj.get("data", {}).values())
+        limit, measured = MAX_OBJECT_BYTES, size
+        if data > MAX_CONFIG_MAP_DATA_BYTES:
+            limit, measured = MAX_CONFIG_MAP_DATA_BYTES, data
+        if measured > limit:
+            field = _GROWS_WITH.get(obj["kind"], "spec")
+            problems.append(
+                f"{field}: {obj['kind']} {obj['metadata']['name']} would be {measured} bytes, "
+                f"more than the {limit} it may have: make {field} smaller"
+            )
+    return problems
+
+
 def without_empty(value: Any) -> Any:
     """Drop empty maps and lists recursively: the API server does not store them, so keeping
     them would make a freshly applied object look different from what we want forever."""

@@ -714,7 +714,15 @@ def _group(name: str, rules: list[Rule]) -> list[Group]:
 
 
 def rule_groups(owner: Owner) -> list[Group]:
-    """The PrometheusRule ``spec.groups`` for ``owner``.
+    """The PrometheusRule ``spec.groups`` for ``owner``: ours, then the user's own."""
+    return _our_rule_groups(owner) + [
+        group.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)
+        for group in owner.spec.extra_rule_groups
+    ]
+
+
+def _our_rule_groups(owner: Owner) -> list[Group]:
+    """The groups the operator writes for ``owner``.
 
     Recording rules are always present for the enabled components (dashboards read them);
     ``alerts.enabled: false`` drops only alerts. Alerts of disabled exporters are omitted.
