@@ -2,7 +2,7 @@
 
 Measures, in one run on one machine:
 - time from creating a JewelryMonitoring to Ready=True, one CR at a time and 20 at once
-  (p50/p95/max), for a CR with every exporter, SLOs and dashboards (19 children);
+  (p50/p95/max), for a CR with every exporter, SLOs and dashboards (23 children);
 - API requests the operator makes for one no-op reconcile (reads) and its writes (must be 0);
 - writes of an idle operator over a quiet period (must be 0).
 Figures are printed; nothing is asserted here (the tests do that).
