@@ -440,6 +440,7 @@ def test_non_canonical_quantities_are_not_rewritten_on_every_reconcile(
     assert stored.spec.template.spec.containers[0].resources.requests == {
         "cpu": "500m",
         "memory": "1Gi",
+        "ephemeral-storage": "16Mi",
     }
     audit = control_plane.audit_log
     assert quiet_writes(operator, audit, namespace=namespace) == []
@@ -612,6 +613,13 @@ def test_users_rule_groups_are_appended_and_a_rule_too_large_is_refused_once(
     cr = wait_condition(admin_api, namespace, "big", "Ready", "False", "ObjectTooLarge")
     message = condition(cr, "Ready")["message"]
     assert message.startswith("extraRuleGroups: PrometheusRule big-rules would be "), message
+    wait_for(
+        lambda: (
+            ("Warning", "ObjectTooLarge") in [e[:2] for e in _events(admin_api, namespace, "big")]
+        ),
+        timeout=10,
+        what="the ObjectTooLarge event, which follows the status",
+    )
     start = audit_position(control_plane.audit_log)
     time.sleep(5)
     assert writes_in(control_plane.audit_log, operator, start, namespace) == []
