@@ -47,7 +47,7 @@ DEFAULT_RESOURCES = {
 EPHEMERAL_STORAGE = "ephemeral-storage"
 DEFAULT_EPHEMERAL_STORAGE = {"requests": "16Mi", "limits": "64Mi"}
 
-# Readiness takes an exporter out of its Service after 3 failed probes (<= 35 s); liveness
+# Readiness takes an exporter out of its Service after 3 failed probes (<= 45 s); liveness
 # restarts it only after 6 failures 20 s apart (>= 100 s) with a longer timeout: a slow scrape
 # under load makes it unready for a while, never restarted.
 READINESS_PROBE = {"periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3}
