@@ -15,8 +15,9 @@ from kubernetes import client
 
 from devkit.cluster import ControlPlane
 from devkit.kubetools import api_client, apply_crds, service_account_kubeconfig
+from devkit.manifests import chart_crd_files
 from devkit.node import Node, probe_image_archive, why_no_node
-from devkit.operator_process import CHART, OperatorProcess, install_rbac, start_operator
+from devkit.operator_process import OperatorProcess, install_rbac, start_operator
 from devkit.toolchain import prometheus_operator_crds
 
 # Property tests: the same examples on every run (CI stays reproducible and bounded, no
@@ -57,7 +58,7 @@ def prometheus_operator_crd_names(admin_api: client.ApiClient) -> list[str]:
 @pytest.fixture(scope="session")
 def jewelry_crd(admin_api: client.ApiClient) -> list[str]:
     """Our CRD exactly as the chart ships it."""
-    return apply_crds(admin_api, sorted((CHART / "crds").glob("*.yaml")))
+    return apply_crds(admin_api, chart_crd_files())
 
 
 @pytest.fixture(scope="session")

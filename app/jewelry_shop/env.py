@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -31,19 +30,6 @@ def env_list(name: str, default: list[str], environ: Mapping[str, str] = os.envi
     if raw is None:
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
-
-
-def read_secret(name: str, environ: Mapping[str, str] = os.environ) -> str | None:
-    """Return ``$NAME`` or, if ``$NAME_FILE`` is set, the stripped content of that file.
-
-    The ``_FILE`` form is for Kubernetes secrets mounted as files; it wins when both are set.
-    It is read on every call so a rotated secret is picked up without a restart.
-    """
-    path = environ.get(f"{name}_FILE")
-    if path:
-        return Path(path).read_text().strip() or None
-    value = environ.get(name)
-    return value if value else None
 
 
 def parse_database_url(url: str, *, instrumented: bool = True) -> dict[str, Any]:

@@ -47,8 +47,13 @@ INSTALLED_APPS = [
     "jewelry_shop.orders",
 ]
 if PROMETHEUS_ENABLED:
-    # Subclass of django_prometheus's AppConfig that survives an unreachable DB at start.
-    INSTALLED_APPS.append("jewelry_shop.monitoring.apps.PrometheusConfig")
+    INSTALLED_APPS += [
+        # django_prometheus's AppConfig without its start-time DB query (the migration
+        # gauges are computed at scrape time instead).
+        "jewelry_monitoring_django.apps.DjangoPrometheusConfig",
+        # protected /metrics and the setup checks (app/jewelry-monitoring-django)
+        "jewelry_monitoring_django",
+    ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -60,8 +65,8 @@ if PROMETHEUS_ENABLED:
     MIDDLEWARE = [
         "django_prometheus.middleware.PrometheusBeforeMiddleware",
         *MIDDLEWARE,
-        # upstream subclass: bounded `method` label (see monitoring/middleware.py)
-        "jewelry_shop.monitoring.middleware.PrometheusAfterMiddleware",
+        # upstream subclass with a bounded `method` label
+        "jewelry_monitoring_django.middleware.PrometheusAfterMiddleware",
     ]
 
 ROOT_URLCONF = "jewelry_shop.urls"
@@ -155,27 +160,32 @@ PROMETHEUS_LATENCY_BUCKETS = (
     75.0,
     float("inf"),
 )
-# Seconds a scrape may reuse the last migration count (see monitoring/migrations.py).
+# Seconds a scrape may reuse the last migration count (jewelry_monitoring_django).
 PROMETHEUS_MIGRATIONS_REFRESH_SECONDS = float(
     os.environ.get("PROMETHEUS_MIGRATIONS_REFRESH_SECONDS", "30")
 )
 
-# --- /metrics access control (monitoring/security.py) --------------------------------
-PROMETHEUS_METRICS_ALLOWED_IPS = env_list(
-    "PROMETHEUS_METRICS_ALLOWED_IPS",
-    [
-        "127.0.0.0/8",
-        "::1/128",
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "fc00::/7",
-    ],
+# --- /metrics access control (jewelry_monitoring_django.access) -------------------------
+# Each setting comes from the environment variable of the same name. Without them: loopback
+# and private ranges, no proxied request, no credentials.
+if "PROMETHEUS_METRICS_ALLOWED_IPS" in os.environ:
+    PROMETHEUS_METRICS_ALLOWED_IPS = env_list("PROMETHEUS_METRICS_ALLOWED_IPS", [])
+PROMETHEUS_METRICS_TRUSTED_PROXIES = env_list("PROMETHEUS_METRICS_TRUSTED_PROXIES", [])
+PROMETHEUS_METRICS_CLIENT_IP_HEADER = os.environ.get("PROMETHEUS_METRICS_CLIENT_IP_HEADER", "")
+PROMETHEUS_METRICS_BEARER_TOKEN = os.environ.get("PROMETHEUS_METRICS_BEARER_TOKEN", "")
+PROMETHEUS_METRICS_BEARER_TOKEN_FILE = os.environ.get("PROMETHEUS_METRICS_BEARER_TOKEN_FILE", "")
+PROMETHEUS_METRICS_BASIC_AUTH_USERNAME = os.environ.get(
+    "PROMETHEUS_METRICS_BASIC_AUTH_USERNAME", ""
 )
-# Header carrying the client chain (e.g. "X-Forwarded-For"); only honoured when the
-# direct peer (REMOTE_ADDR) is in METRICS_TRUSTED_PROXIES.
-METRICS_CLIENT_IP_HEADER = os.environ.get("METRICS_CLIENT_IP_HEADER", "")
-METRICS_TRUSTED_PROXIES = env_list("METRICS_TRUSTED_PROXIES", [])
+PROMETHEUS_METRICS_BASIC_AUTH_USERNAME_FILE = os.environ.get(
+    "PROMETHEUS_METRICS_BASIC_AUTH_USERNAME_FILE", ""
+)
+PROMETHEUS_METRICS_BASIC_AUTH_PASSWORD = os.environ.get(
+    "PROMETHEUS_METRICS_BASIC_AUTH_PASSWORD", ""
+)
+PROMETHEUS_METRICS_BASIC_AUTH_PASSWORD_FILE = os.environ.get(
+    "PROMETHEUS_METRICS_BASIC_AUTH_PASSWORD_FILE", ""
+)
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"

@@ -1,5 +1,5 @@
 from django.conf import settings
-from django.urls import path
+from django.urls import include, path
 
 from jewelry_shop.catalog import views as catalog
 from jewelry_shop.core import views as core
@@ -27,6 +27,4 @@ urlpatterns = [
 ]
 
 if settings.PROMETHEUS_ENABLED:
-    from jewelry_shop.monitoring.views import metrics_view
-
-    urlpatterns.append(path("metrics", metrics_view, name="prometheus-django-metrics"))
+    urlpatterns.append(path("", include("jewelry_monitoring_django.urls")))

@@ -3,6 +3,7 @@
 jewelry-monitoring run [--namespace NS ...] [--leader-elect]
 jewelry-monitoring render -f cr.yaml [--uid UID] [--without-prometheus-operator]
 jewelry-monitoring crd
+jewelry-monitoring doctor [NAME] [-n NS] [--context CTX] [--prometheus-url URL] [-o json]
 """
 
 from __future__ import annotations
@@ -77,6 +78,26 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from jewelry_monitoring import doctor
+    from jewelry_monitoring.kube import (
+        Kube,
+        KubeError,
+        kubeconfig_api_client,
+        kubeconfig_namespace,
+    )
+
+    try:
+        api = kubeconfig_api_client(args.context)
+        namespace = args.namespace or kubeconfig_namespace(args.context)
+        checks = doctor.Doctor(Kube(api), namespace, args.prometheus_url).run(args.name)
+    except (KubeError, OSError, ValueError) as error:  # no kubeconfig, cluster unreachable
+        print(f"doctor: cannot read the cluster: {error}", file=sys.stderr)
+        return 2
+    sys.stdout.write(doctor.as_json(checks) if args.output == "json" else doctor.human(checks))
+    return doctor.exit_code(checks)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jewelry-monitoring", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -100,10 +121,23 @@ def main(argv: list[str] | None = None) -> int:
         help="as on a cluster without prometheus-operator's CRDs",
     )
     commands.add_parser("crd", help="print the JewelryMonitoring CRD")
+    doctor = commands.add_parser(
+        "doctor", help="check why metrics are missing: CRDs, operator, resource, Prometheus"
+    )
+    doctor.add_argument("name", nargs="?", help="the JewelryMonitoring (default: all in NS)")
+    doctor.add_argument("-n", "--namespace", help="default: the kubeconfig context's")
+    doctor.add_argument("--context", help="kubeconfig context (default: the current one)")
+    doctor.add_argument(
+        "--prometheus-url",
+        help="Prometheus HTTP API to read targets and rules from (default: spec.prometheus.url)",
+    )
+    doctor.add_argument("-o", "--output", choices=("human", "json"), default="human")
     args = parser.parse_args(argv)
 
     if args.command == "run":
         return _run(args)
+    if args.command == "doctor":
+        return _doctor(args)
     if args.command == "crd":
         sys.stdout.write(dump_yaml([build_crd()]))
         return 0

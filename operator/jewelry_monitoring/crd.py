@@ -108,6 +108,11 @@ def build_crd() -> dict[str, Any]:
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": [
                         {"name": "Ready", "type": "string", "jsonPath": ready},
+                        {
+                            "name": "Targets",
+                            "type": "string",
+                            "jsonPath": '.status.conditions[?(@.type=="TargetsHealthy")].status',
+                        },
                         {"name": "Exporters", "type": "string", "jsonPath": ".status.exporters"},
                         {
                             "name": "Reason",

@@ -27,6 +27,7 @@ from jewelry_monitoring.config import OperatorConfig
 from jewelry_monitoring.kube import REQUEST_TIMEOUT, WATCH_SECONDS, Kube, load_api_client
 from jewelry_monitoring.leader import LeaderElector
 from jewelry_monitoring.reconcile import Outcome, Reconciler
+from jewelry_monitoring.selection import ALERTMANAGER, PROMETHEUS
 from jewelry_monitoring.spec import API_GROUP, API_VERSION, KIND, PLURAL
 from jewelry_monitoring.workqueue import Key, ReconcileQueue
 
@@ -37,6 +38,7 @@ CHILD_RESOURCES = (
     ("networking.k8s.io", "v1", "networkpolicies"),
     ("monitoring.coreos.com", "v1", "servicemonitors"),
     ("monitoring.coreos.com", "v1", "prometheusrules"),
+    ("monitoring.coreos.com", "v1alpha1", "alertmanagerconfigs"),
 )
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 # A reconcile running longer than this is stuck (every API call has a timeout, so a healthy
@@ -140,6 +142,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX)
     settings.posting.enabled = False
+    settings.watching.label_selectors["discovery.k8s.io", "endpointslices"] = ",".join(
+        f"{key}={value}" for key, value in MANAGED.items()
+    )
     # Every request has a timeout, kopf's as our own: a half-open connection must fail, not
     # silently stop the events (watches) or block forever (other requests).
     connect, read = REQUEST_TIMEOUT
@@ -250,15 +255,19 @@ async def _child_changed(
 
 for group, version, plural in CHILD_RESOURCES:
     kopf.on.event(group, version, plural, labels=MANAGED, id=f"child-{plural}")(_child_changed)
+# The app Service's EndpointSlices carry its labels (the EndpointSlice controller copies a
+# Service's labels to its slices), our owner label included: pods coming and going change
+# AppTargetsFound. Selected on the server, so other slices never reach the operator.
+kopf.on.event("discovery.k8s.io", "v1", "endpointslices", labels=MANAGED, id="app-endpoints")(
+    _child_changed
+)
 
 
 @kopf.on.event(
     "apiextensions.k8s.io",
     "v1",
     "customresourcedefinitions",
-    when=lambda name, **_: (
-        name in {*MONITORING_KINDS.values(), "prometheuses.monitoring.coreos.com"}
-    ),
+    when=lambda name, **_: name in {*MONITORING_KINDS.values(), PROMETHEUS.crd, ALERTMANAGER.crd},
 )
 async def monitoring_crd_changed(memo: kopf.Memo, **_: Any) -> None:
     memo.controller.request_all()
@@ -266,4 +275,9 @@ async def monitoring_crd_changed(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event("monitoring.coreos.com", "v1", "prometheuses")
 async def prometheus_changed(memo: kopf.Memo, **_: Any) -> None:
+    memo.controller.request_all()
+
+
+@kopf.on.event("monitoring.coreos.com", "v1", "alertmanagers")
+async def alertmanager_changed(memo: kopf.Memo, **_: Any) -> None:
     memo.controller.request_all()

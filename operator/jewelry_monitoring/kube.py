@@ -76,11 +76,15 @@ RESOURCES: dict[str, Resource] = {
     "ServiceMonitor": Resource("monitoring.coreos.com/v1", "servicemonitors"),
     "PrometheusRule": Resource("monitoring.coreos.com/v1", "prometheusrules"),
     "Prometheus": Resource("monitoring.coreos.com/v1", "prometheuses"),
+    "AlertmanagerConfig": Resource("monitoring.coreos.com/v1alpha1", "alertmanagerconfigs"),
+    "Alertmanager": Resource("monitoring.coreos.com/v1", "alertmanagers"),
     "CustomResourceDefinition": Resource(
         "apiextensions.k8s.io/v1", "customresourcedefinitions", namespaced=False
     ),
     "JewelryMonitoring": Resource("monitoring.jewelry.io/v1alpha1", "jewelrymonitorings"),
     "Lease": Resource("coordination.k8s.io/v1", "leases"),
+    "EndpointSlice": Resource("discovery.k8s.io/v1", "endpointslices"),
+    "Pod": Resource("v1", "pods"),
 }
 _COLLECTIONS = {resource.plural for resource in RESOURCES.values()}
 _VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
@@ -98,6 +102,20 @@ def load_api_client() -> client.ApiClient:
     except config.ConfigException:
         config.load_kube_config(client_configuration=configuration)
     return client.ApiClient(configuration)
+
+
+def kubeconfig_api_client(context: str | None = None) -> client.ApiClient:
+    """A client from the user's kubeconfig ($KUBECONFIG or ~/.kube/config), for a CLI."""
+    configuration = client.Configuration()
+    config.load_kube_config(context=context, client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+def kubeconfig_namespace(context: str | None = None) -> str:
+    """The namespace of a kubeconfig context, as kubectl uses it (default: "default")."""
+    contexts, current = config.list_kube_config_contexts()
+    chosen = next((c for c in contexts if c["name"] == context), current) if context else current
+    return str((chosen or {}).get("context", {}).get("namespace") or "default")
 
 
 class Kube:

@@ -9,7 +9,9 @@ events, no status patch.
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,23 +26,36 @@ from jewelry_monitoring.builders.desired import (
     MONITORING_KINDS,
     PRUNABLE_KINDS,
     desired_objects,
+    needed_monitoring_kinds,
     size_problems,
 )
 from jewelry_monitoring.builders.exporters import component as exporter_component
+from jewelry_monitoring.builders.routing import ROUTING_COMPONENT
 from jewelry_monitoring.builders.rules import KNOWN_ALERTS
 from jewelry_monitoring.kube import Kube, KubeError
-from jewelry_monitoring.selection import evaluate
+from jewelry_monitoring.promapi import PrometheusAPI, PrometheusError
+from jewelry_monitoring.selection import ALERTMANAGER, PROMETHEUS, Selecting, evaluate
 from jewelry_monitoring.spec import (
     KIND,
     JewelryMonitoringSpec,
+    duration_seconds,
     quantity_value,
     secret_refs,
     validate,
 )
 from jewelry_monitoring.status import ChildRef, Condition, JewelryMonitoringStatus, merge_conditions
+from jewelry_monitoring.targets import (
+    Verdict,
+    app_targets_found,
+    our_targets,
+    scrape_pools,
+    targets_healthy,
+)
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
+# The label the EndpointSlice controller puts on a Service's slices.
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
 @dataclass
@@ -49,6 +64,8 @@ class Outcome:
 
     writes: list[str] = field(default_factory=list)
     retry_after: float | None = None
+    # Look again after this long although nothing failed: the targets check's interval.
+    check_again_after: float | None = None
     gone: bool = False
     # Names of the Secrets (in the resource's namespace) its spec references: a change to
     # one of them must reconcile it again.
@@ -97,11 +114,17 @@ def owned_by(obj: Obj, uid: str) -> bool:
 def _component_of(spec_path: str) -> str:
     """The component that uses the setting at ``spec_path`` ("exporters.redis.password")."""
     section, _, rest = spec_path.partition(".")
+    if section == "routing":
+        return ROUTING_COMPONENT
     return APP_COMPONENT if section == "app" else exporter_component(rest.partition(".")[0])
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _fields(verdict: Verdict) -> tuple[str, str, str]:
+    return verdict.status, verdict.reason, verdict.message
 
 
 def _condition(kind: str, status: str, reason: str, message: str, generation: int) -> Condition:
@@ -113,9 +136,15 @@ def _condition(kind: str, status: str, reason: str, message: str, generation: in
 class Reconciler:
     """Reconciles JewelryMonitoring resources through one ``Kube`` client."""
 
-    def __init__(self, kube: Kube, allowed_images: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        allowed_images: tuple[str, ...] = (),
+        prometheus: Callable[[str], PrometheusAPI] = PrometheusAPI,
+    ) -> None:
         self.kube = kube
         self.allowed_images = allowed_images
+        self.prometheus = prometheus
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
         cr = self.kube.get(KIND, namespace, name)
@@ -133,10 +162,10 @@ class Reconciler:
             return outcome
 
         owner = Owner(name=name, namespace=namespace, uid=cr["metadata"]["uid"], spec=spec)
-        missing_crds = sorted(
-            kind for kind, crd in MONITORING_KINDS.items() if not self.kube.crd_established(crd)
+        available = frozenset(
+            kind for kind, crd in MONITORING_KINDS.items() if self.kube.crd_established(crd)
         )
-        available = frozenset(MONITORING_KINDS) - set(missing_crds)
+        missing_crds = sorted(needed_monitoring_kinds(spec) - available)
         desired = desired_objects(owner, available)
         too_large = size_problems(desired)
         if too_large:  # the server would refuse them on every retry: nothing is applied
@@ -160,8 +189,10 @@ class Reconciler:
         conditions = [
             self._ready(conflicts, failures, held, generation),
             self._degraded(missing_crds, conflicts, failures, held, generation),
-            self._selected(desired, available, generation),
+            *self._selected(spec, desired, available, generation),
             self._exporters_available(observed, generation),
+            self._app_targets_found(owner, generation),
+            self._targets_healthy(spec, desired, generation),
         ]
         children = [
             ChildRef(api_version=o["apiVersion"], kind=o["kind"], name=o["metadata"]["name"])
@@ -182,6 +213,11 @@ class Reconciler:
             outcome.retry_after = 30.0
         elif missing_crds:
             outcome.retry_after = 15.0  # namespaced operators cannot watch CRDs appear
+        if spec.prometheus:
+            # The targets check polls through the queue's deadline: only while the resource
+            # exists (a gone resource is forgotten with its deadline); reads only when the
+            # answer is unchanged.
+            outcome.check_again_after = duration_seconds(spec.prometheus.check_interval)
         return outcome
 
     def report_failure(self, namespace: str, name: str, message: str) -> None:
@@ -329,21 +365,68 @@ class Reconciler:
         return _condition("Degraded", "False", "AsExpected", "", generation)
 
     def _selected(
-        self, desired: list[Obj], available: frozenset[str], generation: int
-    ) -> Condition:
-        if "ServiceMonitor" not in available or not self.kube.crd_established(
-            "prometheuses.monitoring.coreos.com"
-        ):
-            result = ("Unknown", "NoPrometheusCRD", "the Prometheus CRD is not installed")
-        else:
-            prometheuses = self.kube.list("Prometheus")
-            namespaces = {
+        self,
+        spec: JewelryMonitoringSpec,
+        desired: list[Obj],
+        available: frozenset[str],
+        generation: int,
+    ) -> list[Condition]:
+        """SelectedByPrometheus, and SelectedByAlertmanager: that one is evaluated only while
+        routing is configured (else nothing is there to select, and looking would cost
+        requests on every reconcile). Namespaces are listed once for both."""
+        namespace_labels = functools.cache(
+            lambda: {
                 ns["metadata"]["name"]: ns["metadata"].get("labels", {})
-                for ns in (self.kube.list("Namespace") if prometheuses else [])
+                for ns in self.kube.list("Namespace")
             }
-            selection = evaluate(prometheuses, desired, namespaces)
+        )
+        conditions = [
+            self._selected_by(
+                PROMETHEUS, "ServiceMonitor", desired, available, namespace_labels, generation
+            )
+        ]
+        if spec.routing is None:
+            conditions.append(
+                _condition(
+                    "SelectedByAlertmanager",
+                    "Unknown",
+                    "RoutingNotConfigured",
+                    "spec.routing is not set: no AlertmanagerConfig to select",
+                    generation,
+                )
+            )
+        else:
+            conditions.append(
+                self._selected_by(
+                    ALERTMANAGER,
+                    "AlertmanagerConfig",
+                    desired,
+                    available,
+                    namespace_labels,
+                    generation,
+                )
+            )
+        return conditions
+
+    def _selected_by(
+        self,
+        selecting: Selecting,
+        our_kind: str,
+        desired: list[Obj],
+        available: frozenset[str],
+        namespace_labels: Callable[[], dict[str, dict[str, str]]],
+        generation: int,
+    ) -> Condition:
+        """The ``SelectedBy<kind>`` condition: does a ``selecting.kind`` resource load ours?"""
+        kind = selecting.kind
+        if our_kind not in available or not self.kube.crd_established(selecting.crd):
+            result = ("Unknown", f"No{kind}CRD", f"the {kind} CRD is not installed")
+        else:
+            selectors = self.kube.list(kind)
+            namespaces = namespace_labels() if selectors else {}
+            selection = evaluate(selectors, desired, namespaces, selecting)
             result = (selection.status, selection.reason, selection.message)
-        return _condition("SelectedByPrometheus", *result, generation)
+        return _condition(f"SelectedBy{kind}", *result, generation)
 
     def _exporters_available(
         self, observed: dict[tuple[str, str], Obj], generation: int
@@ -367,6 +450,42 @@ class Reconciler:
             "waiting for " + ", ".join(waiting),
             generation,
         )
+
+    def _app_targets_found(self, owner: Owner, generation: int) -> Condition:
+        """Whether the app Service has endpoints: Ready says our objects are applied, this
+        says whether there is anything to scrape (a typo in the pod selector: nothing)."""
+        if not owner.spec.app.enabled:
+            return _condition(
+                "AppTargetsFound", "Unknown", "AppDisabled", "app.enabled is false", generation
+            )
+        service = child_name(owner.name, APP_COMPONENT)
+        slices = self.kube.list("EndpointSlice", owner.namespace, f"{SERVICE_NAME_LABEL}={service}")
+        verdict = app_targets_found(service, owner.namespace, owner.spec.app.pod_selector, slices)
+        return _condition("AppTargetsFound", *_fields(verdict), generation)
+
+    def _targets_healthy(
+        self, spec: JewelryMonitoringSpec, desired: list[Obj], generation: int
+    ) -> Condition:
+        """Whether the Prometheus named in spec.prometheus scrapes our targets successfully."""
+        if spec.prometheus is None:
+            return _condition(
+                "TargetsHealthy",
+                "Unknown",
+                "NoPrometheusURL",
+                "set spec.prometheus.url to have the operator check that the targets are scraped",
+                generation,
+            )
+        url = spec.prometheus.url
+        pools = scrape_pools(desired)
+        api = self.prometheus(url)
+        try:
+            active = [target for pool in pools for target in api.active_targets(pool)]
+        except PrometheusError as error:
+            return _condition(
+                "TargetsHealthy", "Unknown", "PrometheusUnreachable", str(error), generation
+            )
+        verdict = targets_healthy(url, pools, our_targets(pools, active))
+        return _condition("TargetsHealthy", *_fields(verdict), generation)
 
     # -- writes to the CR itself -----------------------------------------------------------
 

@@ -1,24 +1,78 @@
-"""Will a Prometheus actually pick our ServiceMonitors and PrometheusRule up?
+"""Will a Prometheus actually pick our ServiceMonitors and PrometheusRule up, and an
+Alertmanager our AlertmanagerConfig?
 
-prometheus-operator only loads objects that a Prometheus resource selects, by label
-(``serviceMonitorSelector``, ``ruleSelector``) and by namespace (the matching
-``...NamespaceSelector``). An object nobody selects is silently ignored, which is the most
-common way a monitoring setup "works" and collects nothing. This module evaluates those
-selectors exactly as prometheus-operator does and explains the outcome. Pure functions.
+prometheus-operator only loads objects that a Prometheus (Alertmanager) resource selects, by
+label (``serviceMonitorSelector``, ``ruleSelector``, ``alertmanagerConfigSelector``) and by
+namespace (the matching ``...NamespaceSelector``). An object nobody selects is silently
+ignored, which is the most common way a monitoring setup "works" and collects nothing. This
+module evaluates those selectors exactly as prometheus-operator does and explains the
+outcome. Pure functions.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 Obj = dict[str, Any]
 
-# kind -> (label selector field, namespace selector field) on a Prometheus resource
-SELECTOR_FIELDS = {
-    "ServiceMonitor": ("serviceMonitorSelector", "serviceMonitorNamespaceSelector"),
-    "PrometheusRule": ("ruleSelector", "ruleNamespaceSelector"),
-}
+
+@dataclass(frozen=True)
+class Selecting:
+    """A prometheus-operator resource that loads our objects only if its selectors pick them."""
+
+    kind: str  # "Prometheus"
+    crd: str  # its CustomResourceDefinition's name
+    # our object's kind -> (label selector field, namespace selector field) on that resource
+    fields: dict[str, tuple[str, str]]
+    labels_from: str  # the spec field that sets our objects' labels, for the hint
+    # Why a resource that selects an object still rejects it (None: it does not).
+    rejects: Callable[[Obj, Obj], str | None] = lambda resource, obj: None
+
+
+# Receiver integrations prometheus-operator refuses to render for an older Alertmanager: it
+# then rejects the whole AlertmanagerConfig (an event on it, nothing routed).
+MIN_ALERTMANAGER_VERSIONS = {"msteamsv2Configs": (0, 28, 0)}
+
+
+def _too_old_for(alertmanager: Obj, config: Obj) -> str | None:
+    """The integration of ``config`` that ``alertmanager``'s spec.version cannot run.
+
+    An unset version is prometheus-operator's default Alertmanager, recent enough."""
+    version = alertmanager.get("spec", {}).get("version") or ""
+    found = re.match(r"v?(\d+)\.(\d+)\.(\d+)", version)
+    if found is None:
+        return None
+    have = tuple(int(part) for part in found.groups())
+    used = {field for receiver in config.get("spec", {}).get("receivers", []) for field in receiver}
+    for field, needed in MIN_ALERTMANAGER_VERSIONS.items():
+        if field in used and have < needed:
+            return (
+                f"{config['kind']} {config['metadata']['name']} uses {field}, which needs "
+                f"Alertmanager >= {'.'.join(map(str, needed))} but its spec.version is "
+                f"{version}: prometheus-operator rejects the whole config"
+            )
+    return None
+
+
+PROMETHEUS = Selecting(
+    "Prometheus",
+    "prometheuses.monitoring.coreos.com",
+    {
+        "ServiceMonitor": ("serviceMonitorSelector", "serviceMonitorNamespaceSelector"),
+        "PrometheusRule": ("ruleSelector", "ruleNamespaceSelector"),
+    },
+    "spec.monitorLabels",
+)
+ALERTMANAGER = Selecting(
+    "Alertmanager",
+    "alertmanagers.monitoring.coreos.com",
+    {"AlertmanagerConfig": ("alertmanagerConfigSelector", "alertmanagerConfigNamespaceSelector")},
+    "spec.routing.alertmanagerConfigLabels",
+    _too_old_for,
+)
 
 
 def matches(selector: Obj | None, labels: dict[str, str]) -> bool:
@@ -63,39 +117,53 @@ def _namespace_selected(
 
 @dataclass(frozen=True)
 class Selection:
-    """The SelectedByPrometheus condition's status, reason and message."""
+    """A SelectedByPrometheus (or SelectedByAlertmanager) condition's status, reason, message."""
 
     status: str
     reason: str
     message: str
+    # Labels whose addition to spec.monitorLabels makes the first Prometheus that lacks only
+    # labels select everything (for a fix a tool can print as a command).
+    missing_labels: tuple[str, ...] = ()
 
 
 def evaluate(
-    prometheuses: list[Obj], objects: list[Obj], namespace_labels: dict[str, dict[str, str]]
+    prometheuses: list[Obj],
+    objects: list[Obj],
+    namespace_labels: dict[str, dict[str, str]],
+    selecting: Selecting = PROMETHEUS,
 ) -> Selection:
-    """Whether one Prometheus selects all ``objects`` (our ServiceMonitors and PrometheusRule)."""
-    monitored = [obj for obj in objects if obj["kind"] in SELECTOR_FIELDS]
+    """Whether one of ``prometheuses`` (resources of ``selecting.kind``) selects all of our
+    ``objects`` of the kinds it loads (ServiceMonitors and PrometheusRule by default)."""
+    kind = selecting.kind
+    monitored = [obj for obj in objects if obj["kind"] in selecting.fields]
     if not monitored:
-        return Selection("Unknown", "NothingToSelect", "no ServiceMonitor or PrometheusRule")
+        return Selection("Unknown", "NothingToSelect", f"no {' or '.join(selecting.fields)}")
     if not prometheuses:
-        return Selection("Unknown", "NoPrometheus", "no Prometheus resource in the cluster")
+        return Selection("Unknown", f"No{kind}", f"no {kind} resource in the cluster")
     hints = []
+    fix: tuple[str, ...] = ()
     for prometheus in sorted(
         prometheuses, key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"])
     ):
         who = f"{prometheus['metadata']['namespace']}/{prometheus['metadata']['name']}"
         problems = []
+        missing_here: set[str] = set()
+        only_labels = True
         for obj in monitored:
-            label_field, namespace_field = SELECTOR_FIELDS[obj["kind"]]
+            label_field, namespace_field = selecting.fields[obj["kind"]]
             meta = obj["metadata"]
             labels = meta.get("labels", {})
             selector = prometheus.get("spec", {}).get(label_field)
             if selector is None:
                 problems.append(f"it has no {label_field}, so it selects no {obj['kind']}")
+                only_labels = False
             elif not matches(selector, labels):
                 missing = _missing_labels(selector, labels)
+                missing_here.update(missing)
+                only_labels = only_labels and bool(missing)
                 need = (
-                    f"add {', '.join(missing)} to spec.monitorLabels"
+                    f"add {', '.join(missing)} to {selecting.labels_from}"
                     if missing
                     else f"they do not match its {label_field}"
                 )
@@ -107,7 +175,13 @@ def evaluate(
                 namespace_labels.get(meta["namespace"], {}),
             ):
                 problems.append(f"namespace {meta['namespace']} is outside its {namespace_field}")
+                only_labels = False
+            elif rejected := selecting.rejects(prometheus, obj):
+                problems.append(rejected)
+                only_labels = False
         if not problems:
-            return Selection("True", "Selected", f"Prometheus {who} selects all our objects")
-        hints.append(f"Prometheus {who}: " + "; ".join(sorted(set(problems))))
-    return Selection("False", "NotSelected", " | ".join(hints))
+            return Selection("True", "Selected", f"{kind} {who} selects all our objects")
+        hints.append(f"{kind} {who}: " + "; ".join(sorted(set(problems))))
+        if only_labels and not fix:
+            fix = tuple(sorted(missing_here))
+    return Selection("False", "NotSelected", " | ".join(hints), fix)

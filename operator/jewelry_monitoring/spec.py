@@ -357,6 +357,132 @@ class DashboardsSpec(SpecModel):
     folder_annotation: str = Field(
         "grafana_folder", description="Annotation key the sidecar reads the folder from."
     )
+    grafana_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description=(
+            "Grafana's base URL. When set, every alert carries a dashboard_url annotation "
+            "linking the panel that explains it: in this resource's own dashboards when "
+            "`enabled`, else in the chart's shared ones with namespace and job preset."
+        ),
+    )
+
+
+# --- Alert routing (an AlertmanagerConfig) ----------------------------------------------
+
+
+class SlackReceiver(SpecModel):
+    api_url: SecretKeyRef = Field(description="Secret key holding the Slack webhook URL.")
+    channel: str | None = None
+
+
+class EmailReceiver(SpecModel):
+    to: str = Field(min_length=1)
+    from_: str = Field(alias="from", min_length=1)
+    smarthost: str = Field(pattern=r"^[^:]+:[0-9]+$", description="SMTP host:port.")
+    auth_username: str | None = None
+    auth_password: SecretKeyRef | None = None
+    require_tls: bool = True
+
+
+class PagerDutyReceiver(SpecModel):
+    routing_key: SecretKeyRef = Field(description="Secret key holding the Events API v2 key.")
+
+
+class WebhookReceiver(SpecModel):
+    url: SecretKeyRef = Field(description="Secret key holding the URL (it often embeds a token).")
+
+
+class MSTeamsReceiver(SpecModel):
+    """A Teams Workflows webhook (AlertmanagerConfig msteamsv2Configs, Alertmanager >= 0.28):
+    Microsoft retired the Office 365 connectors that msteamsConfigs posts to."""
+
+    webhook_url: SecretKeyRef = Field(description="Secret key holding the Workflows URL.")
+
+
+class ReceiverSpec(SpecModel):
+    """Where notifications go. Several integrations notify together; none discards."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    send_resolved: bool = Field(True, description="Also notify when the alert resolves.")
+    slack: SlackReceiver | None = None
+    email: EmailReceiver | None = None
+    pagerduty: PagerDutyReceiver | None = None
+    webhook: WebhookReceiver | None = None
+    msteams: MSTeamsReceiver | None = None
+
+
+# The integrations a receiver may use, by field name.
+RECEIVER_INTEGRATIONS = ("slack", "email", "pagerduty", "webhook", "msteams")
+
+
+class RouteSpec(SpecModel):
+    """Alerts matching every given list (any value within a list) go to ``receiver``."""
+
+    receiver: str
+    severities: list[Severity] = Field(default_factory=list)
+    alert_names: list[str] = Field(default_factory=list)
+    teams: list[str] = Field(
+        default_factory=list, description="Values of the alerts' `team` label (alerts.labels)."
+    )
+    continue_: bool = Field(
+        False, alias="continue", description="Keep matching the routes after this one."
+    )
+    group_by: list[str] | None = None
+    group_wait: Duration | None = None
+    group_interval: Duration | None = None
+    repeat_interval: Duration | None = None
+
+
+class InhibitionSpec(SpecModel):
+    enabled: bool = Field(True, description="Mute warnings while the matching critical fires.")
+    equal: list[str] = Field(
+        default_factory=lambda: ["alertname", "namespace", "job"],
+        description="Labels a critical and a warning must share to match.",
+    )
+
+
+class RoutingSpec(SpecModel):
+    """This resource's alerts, routed by an AlertmanagerConfig that only sees them."""
+
+    alertmanager_config_labels: LabelMap = Field(
+        default_factory=dict,
+        description="Labels on the AlertmanagerConfig so that an Alertmanager's "
+        "alertmanagerConfigSelector selects it.",
+    )
+    receivers: Annotated[list[ReceiverSpec], Field(min_length=1)]
+    receiver: str = Field(description="Receiver of the alerts no route matches.")
+    routes: list[RouteSpec] = Field(default_factory=list)
+    group_by: list[str] = Field(default_factory=lambda: ["alertname", "namespace", "job"])
+    group_wait: Duration = "30s"
+    group_interval: Duration = "5m"
+    repeat_interval: Duration = "4h"
+    inhibition: InhibitionSpec = Field(
+        default_factory=InhibitionSpec, json_schema_extra={"default": {}}
+    )
+
+
+# The shortest targets check interval: the check reads Prometheus and the API, never faster.
+MIN_TARGETS_CHECK_SECONDS = 10
+
+
+class PrometheusSpec(SpecModel):
+    """The Prometheus that scrapes this resource's targets, for the TargetsHealthy condition.
+
+    The operator reads its ``/api/v1/targets`` (reads only) every ``checkInterval`` while the
+    resource exists; without this section TargetsHealthy stays Unknown.
+    """
+
+    url: str = Field(
+        pattern=r"^https?://[^/?#]+",
+        description=(
+            "Base URL of its HTTP API as the operator reaches it, e.g. "
+            "http://prometheus-operated.monitoring.svc:9090 (plus a routePrefix if it has one)."
+        ),
+    )
+    check_interval: Duration = Field(
+        "1m", description="How often to check the targets (at least 10s)."
+    )
 
 
 class RuleSpec(SpecModel):
@@ -447,6 +573,10 @@ class JewelryMonitoringSpec(SpecModel):
         default_factory=list,
         description="The user's own alerting and recording rule groups, appended to ours.",
     )
+    routing: RoutingSpec | None = Field(
+        None, description="Alert routing through Alertmanager; unset, nothing is routed."
+    )
+    prometheus: PrometheusSpec | None = None
 
 
 # Labels the operator sets on every child and relies on to find and select them (the owner
@@ -461,6 +591,11 @@ OPERATOR_LABELS = frozenset(
         f"{API_GROUP}/owner",
     }
 )
+# The label every alert of a resource carries, its value the resource's name: its
+# AlertmanagerConfig matches on it, so that it routes this resource's alerts and no others.
+ALERT_OWNER_LABEL = "jewelry_monitoring"
+
+
 # Which secret each exporter cannot run without, and the field that names it.
 REQUIRED_EXPORTER_SECRETS = {"postgres": "data_source", "celery": "broker_url"}
 
@@ -593,6 +728,26 @@ def semantic_problems(
     if unknown:
         problems.append(
             f"alerts.overrides names unknown alerts {unknown}; known: {sorted(known_alerts)}"
+        )
+    alert_labels = {"alerts.labels": spec.alerts.labels} | {
+        f"alerts.overrides.{name}.labels": override.labels
+        for name, override in spec.alerts.overrides.items()
+    }
+    problems += [
+        f"{where} sets {ALERT_OWNER_LABEL}: the operator sets it on every alert (its value is "
+        "this resource's name) to route them; remove it"
+        for where, labels in alert_labels.items()
+        if ALERT_OWNER_LABEL in labels
+    ]
+    if spec.routing is not None:
+        problems += routing_problems(spec.routing, known_alerts)
+    if (
+        spec.prometheus
+        and duration_seconds(spec.prometheus.check_interval) < MIN_TARGETS_CHECK_SECONDS
+    ):
+        problems.append(
+            f"prometheus.checkInterval {spec.prometheus.check_interval} is shorter than "
+            f"{MIN_TARGETS_CHECK_SECONDS}s: checking that often only loads Prometheus"
         )
     latency = spec.slos.latency
     if latency and latency.threshold_seconds not in LATENCY_BUCKETS:
@@ -745,6 +900,35 @@ def kubernetes_problems(spec: JewelryMonitoringSpec) -> list[str]:
     return problems
 
 
+def _group_by_problems(where: str, group_by: Sequence[str]) -> list[str]:
+    if len(set(group_by)) != len(group_by):
+        return [f"{where}.groupBy {list(group_by)} repeats a label"]
+    if "..." in group_by and len(group_by) > 1:
+        return [f"{where}.groupBy: '...' (every label) must be its only entry"]
+    return []
+
+
+def routing_problems(routing: RoutingSpec, known_alerts: frozenset[str]) -> list[str]:
+    """What prometheus-operator would reject (and so silently route nothing), said up front."""
+    names = [receiver.name for receiver in routing.receivers]
+    problems = [
+        f"routing.receivers: {name!r} is declared twice"
+        for name in sorted({n for n in names if names.count(n) > 1})
+    ]
+    if routing.receiver not in names:
+        problems.append(f"routing.receiver {routing.receiver!r} is not one of {names}")
+    problems += _group_by_problems("routing", routing.group_by)
+    for index, route in enumerate(routing.routes):
+        where = f"routing.routes[{index}]"
+        if route.receiver not in names:
+            problems.append(f"{where}.receiver {route.receiver!r} is not one of {names}")
+        unknown = sorted(set(route.alert_names) - known_alerts)
+        if unknown:
+            problems.append(f"{where}.alertNames names unknown alerts {unknown}")
+        problems += _group_by_problems(where, route.group_by or [])
+    return problems
+
+
 def secret_refs(spec: JewelryMonitoringSpec) -> dict[str, SecretKeyRef]:
     """Every Secret key the spec points at, by the spec path that names it."""
     refs: dict[str, SecretKeyRef] = {}
@@ -761,4 +945,12 @@ def secret_refs(spec: JewelryMonitoringSpec) -> dict[str, SecretKeyRef]:
             ref = getattr(exporter, field_name, None)
             if ref is not None:
                 refs[f"exporters.{name}.{to_camel(field_name)}"] = ref
+    for receiver in spec.routing.receivers if spec.routing else []:
+        for integration in RECEIVER_INTEGRATIONS:
+            settings = getattr(receiver, integration)
+            for field_name, value in settings or ():
+                if isinstance(value, SecretKeyRef):
+                    refs[
+                        f"routing.receivers.{receiver.name}.{integration}.{to_camel(field_name)}"
+                    ] = value
     return refs

@@ -142,6 +142,8 @@ class ReconcileQueue:
             if outcome.retry_after is not None:
                 metrics.RETRIES.labels(reason="requeue_after").inc()
                 self._schedule(key, jittered(outcome.retry_after))
+            if outcome.check_again_after is not None:
+                self._schedule(key, jittered(outcome.check_again_after))
 
     async def _failed(self, key: Key, error: Exception) -> None:
         failures = self._failures[key] = self._failures.get(key, 0) + 1

@@ -1,21 +1,25 @@
-"""/metrics access control: source address (CIDR allow-list, trusted proxies) and auth."""
+"""/metrics access control (jewelry_monitoring_django.access): source address (CIDR allow-list,
+proxied requests, trusted proxies) and auth, alone and through the shop's real view."""
 
 from __future__ import annotations
 
 import base64
 import ipaddress
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.test import override_settings
-
-from jewelry_shop.monitoring.security import AccessPolicy, Credentials, parse_ip, parse_networks
-
-DEFAULT = AccessPolicy(
-    allowed=parse_networks(
-        ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
-    )
+from jewelry_monitoring_django.access import (
+    DEFAULT_ALLOWED_IPS,
+    AccessPolicy,
+    Credentials,
+    forwarded_for,
+    parse_ip,
+    parse_networks,
 )
+
+DEFAULT = AccessPolicy.from_settings(SimpleNamespace())
 PROXIED = AccessPolicy(
     allowed=parse_networks(["10.1.0.0/16", "2001:db8:1::/48"]),
     trusted_proxies=parse_networks(["10.0.0.5", "10.0.0.6", "2001:db8:ffff::/64"]),
@@ -45,17 +49,58 @@ def test_default_allow_list(remote: str, allowed: bool) -> None:
     assert DEFAULT.ip_allowed({"REMOTE_ADDR": remote}) is allowed
 
 
-def test_forwarded_header_ignored_without_trusted_proxies() -> None:
-    # Spoofing attempt from outside: the header claims loopback.
-    meta = {"REMOTE_ADDR": "8.8.8.8", "HTTP_X_FORWARDED_FOR": "127.0.0.1"}
-    assert DEFAULT.client_ip(meta) == ipaddress.ip_address("8.8.8.8")
+def test_default_is_loopback_and_private_ranges() -> None:
+    assert parse_networks(DEFAULT_ALLOWED_IPS) == DEFAULT.allowed
+    assert DEFAULT.trusted_proxies == ()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"HTTP_X_FORWARDED_FOR": "127.0.0.1"},
+        {"HTTP_X_FORWARDED_FOR": "203.0.113.9"},
+        {"HTTP_FORWARDED": "for=203.0.113.9;proto=https"},
+        {"HTTP_X_REAL_IP": "203.0.113.9"},
+    ],
+)
+def test_proxied_request_from_untrusted_peer_is_refused(header: dict[str, str]) -> None:
+    """An Ingress controller's pod address is private, so the allow-list alone lets it in:
+    the forwarding header is what tells a proxied request from a direct scrape."""
+    meta = {"REMOTE_ADDR": "10.244.0.7", **header}
+    assert DEFAULT.client_ip(meta) is None
     assert not DEFAULT.ip_allowed(meta)
+    assert DEFAULT.ip_allowed({"REMOTE_ADDR": "10.244.0.7"})  # the same peer, direct
 
 
-def test_forwarded_header_ignored_from_untrusted_peer() -> None:
+def test_forwarded_header_from_untrusted_peer_is_refused_even_if_it_names_an_allowed_one() -> None:
     meta = {"REMOTE_ADDR": "10.9.9.9", "HTTP_X_FORWARDED_FOR": "10.1.0.1"}
-    assert PROXIED.client_ip(meta) == ipaddress.ip_address("10.9.9.9")
+    assert PROXIED.client_ip(meta) is None
     assert not PROXIED.ip_allowed(meta)
+
+
+def test_trusted_proxy_without_the_configured_header_is_refused() -> None:
+    meta = {"REMOTE_ADDR": "10.0.0.5", "HTTP_X_REAL_IP": "10.1.2.3"}
+    assert PROXIED.client_ip(meta) is None
+    assert PROXIED.client_ip({"REMOTE_ADDR": "10.0.0.5"}) == ipaddress.ip_address("10.0.0.5")
+
+
+def test_forwarded_header_rfc7239() -> None:
+    assert forwarded_for(
+        'for=192.0.2.60;proto=http;by=203.0.113.43, for="[2001:db8::17]:4711"'
+    ) == [
+        "192.0.2.60",
+        '"[2001:db8::17]:4711"',
+    ]
+    policy = AccessPolicy(
+        allowed=PROXIED.allowed,
+        trusted_proxies=PROXIED.trusted_proxies,
+        client_ip_header="Forwarded",
+    )
+    meta = {"REMOTE_ADDR": "10.0.0.5", "HTTP_FORWARDED": 'for="[2001:db8:1::7]:5555", for=10.0.0.6'}
+    assert policy.client_ip(meta) == ipaddress.ip_address("2001:db8:1::7")
+    assert policy.ip_allowed(meta)
+    meta["HTTP_FORWARDED"] = "for=_hidden, for=10.0.0.6"  # obfuscated: unknown client
+    assert not policy.ip_allowed(meta)
 
 
 def test_forwarded_chain_walked_right_to_left() -> None:
@@ -116,11 +161,13 @@ def test_credentials() -> None:
 def test_credentials_from_files_are_reread(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("first\n")
-    env = {"METRICS_BEARER_TOKEN_FILE": str(token), "METRICS_BEARER_TOKEN": "ignored"}
-    assert Credentials.from_environ(env).check("Bearer first")
+    settings = SimpleNamespace(
+        PROMETHEUS_METRICS_BEARER_TOKEN_FILE=str(token), PROMETHEUS_METRICS_BEARER_TOKEN="ignored"
+    )
+    assert Credentials.from_settings(settings).check("Bearer first")
     token.write_text("second")
-    assert not Credentials.from_environ(env).check("Bearer first")
-    assert Credentials.from_environ(env).check("Bearer second")
+    assert not Credentials.from_settings(settings).check("Bearer first")
+    assert Credentials.from_settings(settings).check("Bearer second")
 
 
 # --- through the real view (Django test client sets REMOTE_ADDR) -----------------------
@@ -153,9 +200,7 @@ def test_metrics_spoofed_header(client) -> None:  # type: ignore[no-untyped-def]
         "HTTP_X_REAL_IP": "127.0.0.1",
     }
     assert client.get("/metrics", **spoof).status_code == 403
-    with override_settings(
-        METRICS_CLIENT_IP_HEADER="X-Forwarded-For", METRICS_TRUSTED_PROXIES=["10.0.0.5/32"]
-    ):
+    with override_settings(PROMETHEUS_METRICS_TRUSTED_PROXIES=["10.0.0.5/32"]):
         # header only believed from the trusted proxy
         assert client.get("/metrics", **spoof).status_code == 403
         via_proxy = {"REMOTE_ADDR": "10.0.0.5", "HTTP_X_FORWARDED_FOR": "8.8.8.8"}
@@ -164,44 +209,44 @@ def test_metrics_spoofed_header(client) -> None:  # type: ignore[no-untyped-def]
         assert client.get("/metrics", **via_proxy).status_code == 200
 
 
-def test_metrics_bearer_auth(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("METRICS_BEARER_TOKEN", "tok-123")
-    resp = client.get("/metrics")
-    assert resp.status_code == 401
-    assert resp["WWW-Authenticate"] == 'Bearer realm="metrics"'
-    assert b"django_" not in resp.content
-    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer nope").status_code == 401
-    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer tok-123").status_code == 200
-    # the IP check still applies with valid credentials
-    resp = client.get("/metrics", HTTP_AUTHORIZATION="Bearer tok-123", REMOTE_ADDR="8.8.8.8")
-    assert resp.status_code == 403
+def test_metrics_through_an_untrusted_proxy_is_refused(client) -> None:  # type: ignore[no-untyped-def]
+    assert client.get("/metrics", REMOTE_ADDR="10.2.0.9").status_code == 200
+    proxied = client.get("/metrics", REMOTE_ADDR="10.2.0.9", HTTP_X_FORWARDED_FOR="10.2.0.1")
+    assert proxied.status_code == 403
+    assert b"django_" not in proxied.content
 
 
-def test_metrics_basic_auth_from_files(client, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_metrics_bearer_auth(client) -> None:  # type: ignore[no-untyped-def]
+    with override_settings(PROMETHEUS_METRICS_BEARER_TOKEN="tok-123"):
+        resp = client.get("/metrics")
+        assert resp.status_code == 401
+        assert resp["WWW-Authenticate"] == 'Bearer realm="metrics"'
+        assert b"django_" not in resp.content
+        assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer nope").status_code == 401
+        assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer tok-123").status_code == 200
+        # the IP check still applies with valid credentials
+        resp = client.get("/metrics", HTTP_AUTHORIZATION="Bearer tok-123", REMOTE_ADDR="8.8.8.8")
+        assert resp.status_code == 403
+
+
+def test_metrics_basic_auth_from_files(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "u").write_text("prometheus\n")
     (tmp_path / "p").write_text("hunter2\n")
-    monkeypatch.setenv("METRICS_BASIC_AUTH_USERNAME_FILE", str(tmp_path / "u"))
-    monkeypatch.setenv("METRICS_BASIC_AUTH_PASSWORD_FILE", str(tmp_path / "p"))
-    resp = client.get("/metrics")
-    assert resp.status_code == 401
-    assert resp["WWW-Authenticate"].startswith('Basic realm="metrics"')
-    good = "Basic " + base64.b64encode(b"prometheus:hunter2").decode()
-    bad = "Basic " + base64.b64encode(b"prometheus:hunter3").decode()
-    assert client.get("/metrics", HTTP_AUTHORIZATION=bad).status_code == 401
-    assert client.get("/metrics", HTTP_AUTHORIZATION=good).status_code == 200
+    with override_settings(
+        PROMETHEUS_METRICS_BASIC_AUTH_USERNAME_FILE=str(tmp_path / "u"),
+        PROMETHEUS_METRICS_BASIC_AUTH_PASSWORD_FILE=str(tmp_path / "p"),
+    ):
+        resp = client.get("/metrics")
+        assert resp.status_code == 401
+        assert resp["WWW-Authenticate"].startswith('Basic realm="metrics"')
+        good = "Basic " + base64.b64encode(b"prometheus:hunter2").decode()
+        bad = "Basic " + base64.b64encode(b"prometheus:hunter3").decode()
+        assert client.get("/metrics", HTTP_AUTHORIZATION=bad).status_code == 401
+        assert client.get("/metrics", HTTP_AUTHORIZATION=good).status_code == 200
 
 
-def test_invalid_allow_list_fails_system_check(django_setup: None) -> None:
-    from jewelry_shop.core.checks import metrics_access_settings
-
-    with override_settings(PROMETHEUS_METRICS_ALLOWED_IPS=["10.0.0.0/33"]):
-        assert [e.id for e in metrics_access_settings(None)] == ["jewelry_shop.E001"]
-    with override_settings(METRICS_TRUSTED_PROXIES=["10.0.0.1"], METRICS_CLIENT_IP_HEADER=""):
-        assert [e.id for e in metrics_access_settings(None)] == ["jewelry_shop.E002"]
-
-
-def test_unreadable_secret_file_fails_closed(client, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("METRICS_BEARER_TOKEN_FILE", str(tmp_path / "missing"))
-    resp = client.get("/metrics", HTTP_AUTHORIZATION="Bearer anything")
+def test_unreadable_secret_file_fails_closed(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with override_settings(PROMETHEUS_METRICS_BEARER_TOKEN_FILE=str(tmp_path / "missing")):
+        resp = client.get("/metrics", HTTP_AUTHORIZATION="Bearer anything")
     assert resp.status_code == 503
     assert b"django_" not in resp.content

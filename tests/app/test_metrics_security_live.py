@@ -30,7 +30,7 @@ def test_loopback_not_in_allow_list_is_refused_even_with_spoofed_headers(shop_db
 def test_bearer_token_from_mounted_file(shop_db: str, tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("s3cr3t-token\n")
-    env = shop_env(shop_db, METRICS_BEARER_TOKEN_FILE=str(token))
+    env = shop_env(shop_db, PROMETHEUS_METRICS_BEARER_TOKEN_FILE=str(token))
     with gunicorn_server(env, workers=1) as app:
         resp = requests.get(app.url + "/metrics", timeout=10)
         assert resp.status_code == 401

@@ -2,7 +2,7 @@
 
 django-prometheus computes them once at process start (and, in multiprocess mode, as
 ``pid``-labelled gauges that outlive their workers). The app recomputes them at scrape
-time instead (see jewelry_shop/monitoring/migrations.py).
+time instead (see jewelry_monitoring_django/migration_gauges.py).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ raw = CollectorRegistry()
 multiprocess.MultiProcessCollector(raw)
 print(generate_latest(raw).decode())
 print("=====")
-from jewelry_shop.monitoring.views import build_registry
+from jewelry_monitoring_django.views import build_registry
 print(generate_latest(build_registry()).decode())
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import re
 from pathlib import Path
 
@@ -51,3 +52,51 @@ def test_nginx_proxies_the_shop_and_exposes_stub_status(shop: ShopServer) -> Non
         assert status.text.startswith("Active connections:")
         assert re.search(r"^\s*\d+ \d+ \d+\s*$", status.text, re.M)  # accepts handled requests
         assert requests.get(f"http://127.0.0.1:{status_port}/", timeout=10).status_code == 404
+
+
+# An Ingress controller as ingress-nginx configures one: it forwards every path, /metrics
+# included, from its own (private) pod address, naming the client in X-Forwarded-For.
+INGRESS = """
+server {
+    listen 127.0.0.1:%(port)d;
+    location / {
+        proxy_pass http://127.0.0.1:%(app_port)d;
+        proxy_bind %(ingress_ip)s;
+        proxy_set_header Host $host;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+    }
+}
+"""
+INGRESS_IP = "127.0.0.3"  # the Ingress controller's pod address
+PROMETHEUS_IP = "127.0.0.2"  # Prometheus's pod address, scraping the app directly
+
+
+def get_from(source_ip: str, host: str, port: int, path: str, **headers: str) -> tuple[int, str]:
+    """GET with the connection's source address bound to ``source_ip`` (a loopback alias)."""
+    conn = http.client.HTTPConnection(host, port, timeout=10, source_address=(source_ip, 0))
+    try:
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
+
+
+def test_metrics_through_an_ingress_is_refused_and_a_direct_scrape_is_not(shop: ShopServer) -> None:
+    """The default allow-list holds the private ranges, so it admits the Ingress's own pod
+    address: only the forwarding header tells that the scrape came from outside."""
+    port = free_port()
+    conf = INGRESS % {"port": port, "app_port": shop.port, "ingress_ip": INGRESS_IP}
+    with nginx_service(conf, port=port) as ingress:
+        page, _ = get_from("127.0.0.1", ingress.host, ingress.port, "/api/materials/")
+        assert page == 200  # the Ingress works for the shop
+        for headers in ({}, {"X-Forwarded-For": "203.0.113.50"}):  # an outside client
+            status, body = get_from("127.0.0.1", ingress.host, ingress.port, "/metrics", **headers)
+            assert status == 403, (headers, body[:200])
+            assert "django_" not in body
+    # The same peer address without a proxy in between is allowed: the header made the difference.
+    for source in (PROMETHEUS_IP, INGRESS_IP):
+        status, body = get_from(source, shop.host, shop.port, "/metrics")
+        assert status == 200 and "django_http_requests_total_by_method_total" in body

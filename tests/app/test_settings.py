@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from devkit.shopapp import APP_DIR, PYTHON, shop_env
-from jewelry_shop.env import env_bool, env_list, parse_database_url, read_secret
+from jewelry_shop.env import env_bool, env_list, parse_database_url
 
 PROBE = """
 import json, django
@@ -58,8 +58,9 @@ def test_bare_environment_is_a_working_dev_setup() -> None:
     assert s["EAGER"] is True and s["BROKER"] == "memory://"
     assert s["EVENTS"] == [True, True]
     assert s["MIDDLEWARE"][0] == "django_prometheus.middleware.PrometheusBeforeMiddleware"
-    assert s["MIDDLEWARE"][-1] == "jewelry_shop.monitoring.middleware.PrometheusAfterMiddleware"
-    assert "jewelry_shop.monitoring.apps.PrometheusConfig" in s["APPS"]
+    assert s["MIDDLEWARE"][-1] == "jewelry_monitoring_django.middleware.PrometheusAfterMiddleware"
+    assert "jewelry_monitoring_django.apps.DjangoPrometheusConfig" in s["APPS"]
+    assert "jewelry_monitoring_django" in s["APPS"]
     assert s["BUCKETS"] == [
         "0.01",
         "0.025",
@@ -126,17 +127,13 @@ def test_parse_database_url() -> None:
         parse_database_url("mysql://h/d")
 
 
-def test_env_helpers(tmp_path: Path) -> None:
+def test_env_helpers() -> None:
     assert env_bool("X", True, {}) is True
     assert env_bool("X", True, {"X": "off"}) is False
     with pytest.raises(ValueError):
         env_bool("X", True, {"X": "maybe"})
     assert env_list("L", ["a"], {}) == ["a"]
     assert env_list("L", ["a"], {"L": " 10.0.0.0/8, ,::1 "}) == ["10.0.0.0/8", "::1"]
-    (tmp_path / "s").write_text("from-file\n")
-    assert read_secret("S", {"S": "env", "S_FILE": str(tmp_path / "s")}) == "from-file"
-    assert read_secret("S", {"S": "env"}) == "env"
-    assert read_secret("S", {"S": ""}) is None
 
 
 def test_manage_check_passes_on_a_bare_machine(tmp_path: Path) -> None:

@@ -31,8 +31,8 @@ from kubernetes.client.rest import ApiException
 from devkit.cluster import ControlPlane
 from devkit.crs import GROUP, PLURAL, VERSION, CustomApi, cr_body, full_spec, make_secrets
 from devkit.kubetools import api_client, install_missing_crds
+from devkit.manifests import chart_crd_files
 from devkit.operator_process import (
-    CHART,
     WRITE_VERBS,
     audit_position,
     install_rbac,
@@ -201,9 +201,7 @@ def run_bench(count: int, quiet_seconds: float, ready_timeout: float = 600) -> i
         workdir = Path(tempfile.mkdtemp(prefix="jm-bench-"))
         plane = ControlPlane.create(workdir).start()
         api = api_client(plane.kubeconfig)
-        install_missing_crds(
-            api, [*sorted((CHART / "crds").glob("*.yaml")), *prometheus_operator_crds()]
-        )
+        install_missing_crds(api, [*chart_crd_files(), *prometheus_operator_crds()])
         operator = start_operator(
             install_rbac(plane, api, "jm", "jm-system"),
             workdir / "operator.log",
@@ -258,7 +256,7 @@ def run_bench(count: int, quiet_seconds: float, ready_timeout: float = 600) -> i
         noop = _requests_since(plane.audit_log, start)
 
         exporters = len(full_spec()["exporters"])
-        print(f"CR with every exporter ({exporters}), SLOs and dashboards")
+        print(f"CR with every exporter ({exporters}), SLOs, dashboards and alert routing")
         print(f"create -> Ready, one at a time : {_percentiles(sequential)}")
         print(f"create -> Ready, {count} at once    : {_percentiles(burst)}")
         print(f"quiet again after              : {settled:.1f}s")

@@ -23,7 +23,8 @@ def cr_body(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def full_spec() -> dict[str, Any]:
-    """A CR using every exporter, SLOs, its own dashboards and a protected metrics endpoint."""
+    """A CR using every exporter, SLOs, its own dashboards, a protected metrics endpoint and
+    alert routing."""
     return {
         "app": {
             "podSelector": {"app": "jewelry-shop"},
@@ -43,12 +44,24 @@ def full_spec() -> dict[str, Any]:
             "availability": {"objective": 99.9},
             "latency": {"objective": 99, "thresholdSeconds": 0.5},
         },
+        "routing": {
+            "receivers": [{"name": "oncall", "webhook": {"url": ALERT_WEBHOOK}}],
+            "receiver": "oncall",
+        },
     }
+
+
+ALERT_WEBHOOK = {"name": "shop-alerts", "key": "url"}
 
 
 def make_secrets(admin_api: client.ApiClient, namespace: str) -> None:
     core = client.CoreV1Api(admin_api)
-    for name, key in (("shop-metrics", "token"), ("shop-db", "dsn"), ("shop-broker", "url")):
+    for name, key in (
+        ("shop-metrics", "token"),
+        ("shop-db", "dsn"),
+        ("shop-broker", "url"),
+        (ALERT_WEBHOOK["name"], ALERT_WEBHOOK["key"]),
+    ):
         core.create_namespaced_secret(
             namespace,
             client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data={key: "s3cret"}),

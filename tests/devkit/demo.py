@@ -33,7 +33,8 @@ from devkit.crs import (
     wait_condition,
 )
 from devkit.kubetools import api_client, install_missing_crds, load_yaml_documents
-from devkit.operator_process import CHART, REPO, OperatorProcess, install_rbac, start_operator
+from devkit.manifests import chart_crd_files
+from devkit.operator_process import REPO, OperatorProcess, install_rbac, start_operator
 from devkit.prometheus_operator import MONITORING, kube_prometheus_stack_prometheus
 from devkit.stopping import shielded
 from devkit.toolchain import prometheus_operator_crds
@@ -70,7 +71,7 @@ def _show(api: client.ApiClient, cr: dict[str, Any], seconds: float) -> None:
 
 def _install_crds(api: client.ApiClient) -> None:
     """Our CRD and prometheus-operator's, where missing; existing ones stay as they are."""
-    files = [*sorted((CHART / "crds").glob("*.yaml")), *prometheus_operator_crds()]
+    files = [*chart_crd_files(), *prometheus_operator_crds()]
     created, kept = install_missing_crds(api, files)
     print(f"installed {len(created)} missing CRDs: {', '.join(created) or 'none'}")
     for name, provenance in kept.items():

@@ -597,23 +597,24 @@ def celery_exporter_version() -> str:
     return found[1]
 
 
-def project_version() -> str:
-    """The version of the operator and shop images: the project's."""
-    return str(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"])
+def distribution_version(directory: Path) -> str:
+    """The version of the distribution in ``directory`` (its pyproject): its image's tag."""
+    return str(tomllib.loads((directory / "pyproject.toml").read_text())["project"]["version"])
 
 
 def recipes() -> list[Recipe]:
     """Every image, bases first."""
-    project = project_version()
     return [
         Recipe("python-base", "bookworm", _base_inputs, _make_base, exported=False),
         dockerfile_recipe(
             "jewelry-monitoring-operator",
-            project,
+            distribution_version(REPO / "operator"),
             DockerfileBuild(REPO / "operator" / "Dockerfile", REPO),
         ),
         dockerfile_recipe(
-            "jewelry-shop", project, DockerfileBuild(REPO / "app" / "Dockerfile", REPO / "app")
+            "jewelry-shop",
+            distribution_version(REPO / "app"),
+            DockerfileBuild(REPO / "app" / "Dockerfile", REPO / "app"),
         ),
         *(Recipe(name, go.version(), go.inputs, go.make) for name, go in GO_EXPORTERS.items()),
         Recipe(

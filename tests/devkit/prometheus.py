@@ -22,6 +22,7 @@ Public API::
     Process / process(...)                           # restartable local process (exporters)
     prometheus_server(config, ...) -> Prometheus     # context manager, real /usr/bin/prometheus
     alertmanager_server(webhook_url) -> Process      # context manager, real alertmanager
+    alertmanager_with_config(config) -> Process      # the same, running a given config
     webhook_receiver() -> WebhookReceiver            # context manager, records notifications
     PrometheusAPI(url).query / .wait_for / .firing_alerts
 """
@@ -468,26 +469,33 @@ def prometheus_server(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def alertmanager_server(webhook_url: str, *, startup_timeout: float = 30) -> Iterator[Process]:
+def alertmanager_server(
+    webhook_url: str, *, startup_timeout: float = 30
+) -> contextlib.AbstractContextManager[Process]:
     """Real Alertmanager, no clustering, one webhook receiver, grouping times of one second."""
+    config = {
+        "route": {
+            "receiver": "webhook",
+            "group_by": ["alertname", "namespace", "job"],
+            "group_wait": "1s",
+            "group_interval": "1s",
+            "repeat_interval": "1h",
+        },
+        "receivers": [
+            {
+                "name": "webhook",
+                "webhook_configs": [{"url": webhook_url, "send_resolved": True}],
+            }
+        ],
+    }
+    return alertmanager_with_config(config, startup_timeout=startup_timeout)
+
+
+@contextlib.contextmanager
+def alertmanager_with_config(config: Obj, *, startup_timeout: float = 30) -> Iterator[Process]:
+    """Real Alertmanager (Debian's 0.25), no clustering, running ``config``."""
     tmp = Path(tempfile.mkdtemp(prefix="devkit-alertmanager-"))
     try:
-        config = {
-            "route": {
-                "receiver": "webhook",
-                "group_by": ["alertname", "namespace", "job"],
-                "group_wait": "1s",
-                "group_interval": "1s",
-                "repeat_interval": "1h",
-            },
-            "receivers": [
-                {
-                    "name": "webhook",
-                    "webhook_configs": [{"url": webhook_url, "send_resolved": True}],
-                }
-            ],
-        }
         config_path = tmp / "alertmanager.yml"
         config_path.write_text(yaml.safe_dump(config))
         port = free_port()

@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from devkit.cluster import ControlPlane
@@ -69,6 +70,7 @@ def test_defaults_render_the_expected_objects() -> None:
         "Deployment": 1,
         "Service": 1,  # the operator's metrics
         "ConfigMap": 4,  # the shared Grafana dashboards
+        "CustomResourceDefinition": 1,  # a template, so that helm upgrade upgrades it
     }
     for obj in objects:
         assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
@@ -83,7 +85,8 @@ def test_defaults_render_the_expected_objects() -> None:
     )
     assert pod["spec"]["serviceAccountName"] == FULLNAME
     operator = container(objects)
-    assert operator["image"] == "jewelry-monitoring-operator:0.1.0"  # the chart's appVersion
+    # Where the release workflow publishes it, at the chart's appVersion.
+    assert operator["image"] == "ghcr.io/jewelry-monitoring/jewelry-monitoring-operator:0.1.0"
     assert operator["args"] == ["run"]
     assert env(objects) == {
         "POD_NAME": None,  # from the downward API
@@ -292,6 +295,18 @@ def test_values_schema_rejects_bad_values(values: dict[str, Any], complaint: str
     assert complaint in failure.value.stderr
 
 
+def test_the_crd_is_the_generated_one_kept_on_uninstall() -> None:
+    """The CRD template renders files/crds/ (the operator's generated schema) unchanged but for
+    Helm's labels and the keep policy; crds.install=false leaves it to the user."""
+    (crd,) = by_kind(render(), "CustomResourceDefinition")
+    (generated,) = [yaml.safe_load(path.read_text()) for path in chart_crd_files()]
+    assert crd["metadata"].pop("annotations") == {"helm.sh/resource-policy": "keep"}
+    assert crd["metadata"].pop("labels")["app.kubernetes.io/managed-by"] == "Helm"
+    assert crd == generated
+    assert not by_kind(render({"crds": {"install": False}}), "CustomResourceDefinition")
+    assert not (CHART / "crds").exists(), "Helm installs crds/ once and never upgrades it"
+
+
 # A release of its own: a dry-run install refuses to adopt objects of the same names, which the
 # operator tests' fixture makes from this chart when both run on one control plane.
 NOTES_RELEASE, NOTES_FULLNAME = "notes", "notes-jewelry-monitoring"
@@ -301,7 +316,8 @@ NOTES_RELEASE, NOTES_FULLNAME = "notes", "notes-jewelry-monitoring"
 def test_notes_tell_how_to_apply_a_cr_and_check_it(
     control_plane: ControlPlane, admin_api: client.ApiClient
 ) -> None:
-    # helm installs crds/ before templates, but a dry run only maps kinds: install them here.
+    # As the operator tests' fixture does: the CRD applied without Helm (render_notes leaves
+    # it out of the dry-run install).
     apply_crds(admin_api, chart_crd_files())
     notes = render_notes(control_plane, NOTES_RELEASE, NAMESPACE, {})
     assert "kubectl get jm" in notes

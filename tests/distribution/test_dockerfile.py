@@ -91,9 +91,9 @@ def test_runs_as_the_charts_non_root_user(parsed: list[tuple[str, str]]) -> None
 def test_entrypoint_is_the_cli_with_run_by_default(parsed: list[tuple[str, str]]) -> None:
     entrypoints = [json.loads(rest) for keyword, rest in parsed if keyword == "ENTRYPOINT"]
     commands = [json.loads(rest) for keyword, rest in parsed if keyword == "CMD"]
-    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    operator = tomllib.loads((REPO / "operator" / "pyproject.toml").read_text())["project"]
     assert entrypoints[-1] == ["jewelry-monitoring"]
-    assert "jewelry-monitoring" in scripts
+    assert "jewelry-monitoring" in operator["scripts"]
     assert commands[-1] == ["run"]
 
 
@@ -130,7 +130,10 @@ def test_build_context_contains_what_is_copied(parsed: list[tuple[str, str]]) ->
             assert (REPO / source).exists(), f"COPY {source}: no such path in the repository"
             assert included(source), f"COPY {source} is excluded by .dockerignore"
     assert not included("app/manage.py"), "the app is not part of the operator image"
+    assert not included("tests/devkit/cli.py"), "nor is the developer tooling (jm-dev)"
+    assert not included("pyproject.toml"), "nor the development workspace's distribution"
     assert not included(".venv/bin/python")
+    assert included("LICENSE") and included("operator/pyproject.toml")
 
 
 # --------------------------------------------------------------------------- both images

@@ -67,6 +67,8 @@ def kube(kind_cluster: KindCluster) -> client.ApiClient:
             OPERATOR_NAMESPACE,
             "--create-namespace",
             "--set",
+            f"image.repository={OPERATOR_IMAGE}",
+            "--set",
             f"image.tag={TAG}",
             "--set",
             "image.pullPolicy=Never",

@@ -64,10 +64,20 @@ def test_the_hash_changes_with_a_copied_file_only(tmp_path: Path) -> None:
     assert digest() != before
 
 
-def test_the_operator_context_holds_the_package_and_not_the_app() -> None:
+def test_the_operator_context_holds_its_distribution_and_not_the_app() -> None:
     names = _names(img.REPO)
-    assert {"pyproject.toml", "README.md", "operator/jewelry_monitoring/__init__.py"} <= names
-    assert all(
-        n in {"pyproject.toml", "README.md"} or n.startswith("operator/jewelry_monitoring/")
-        for n in names
-    ), sorted(names)
+    distribution = {"LICENSE", "operator/pyproject.toml"}
+    assert {*distribution, "operator/jewelry_monitoring/__init__.py"} <= names
+    assert all(n in distribution or n.startswith("operator/jewelry_monitoring/") for n in names), (
+        sorted(names)
+    )
+
+
+def test_the_shop_context_holds_the_django_integration() -> None:
+    """app/Dockerfile pip-installs app/jewelry-monitoring-django: a change to the package
+    must change the shop image's hash (and rebuild it)."""
+    shop = img.REPO / "app"
+    names = _names(shop)
+    package = "jewelry-monitoring-django"
+    assert {f"{package}/pyproject.toml", f"{package}/jewelry_monitoring_django/access.py"} <= names
+    assert "jewelry_shop/settings.py" in names

@@ -18,6 +18,7 @@ import subprocess
 import tarfile
 import tempfile
 import threading
+import tomllib
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -140,9 +141,13 @@ def test_exporter_images_have_the_versions_the_cr_pins(built: dict[str, img.Buil
 
 
 def test_the_charts_operator_image_is_ours(built: dict[str, img.BuiltImage]) -> None:
+    """The chart's default image (a registry's) is the one built here, under our local
+    registry name, at the chart's appVersion."""
     values = yaml.safe_load(VALUES.read_text())
+    chart = yaml.safe_load((VALUES.parent / "Chart.yaml").read_text())
     operator = built["jewelry-monitoring-operator"].name
-    assert operator == f"localhost/jm/{values['image']['repository']}:{img.project_version()}"
+    image_name = values["image"]["repository"].rpartition("/")[2]
+    assert operator == f"localhost/jm/{image_name}:{chart['appVersion']}"
 
 
 @dataclass(frozen=True)
@@ -337,6 +342,53 @@ def test_operator_image_runs_its_cli(
     assert documents[0]["spec"]["names"]["kind"] == "JewelryMonitoring"
 
 
+# Prints the image's installed distributions and, for each console script, whether it loads.
+INSTALLED_SCRIPT = """
+import importlib.metadata as metadata, json
+scripts = {}
+for entry in metadata.entry_points(group="console_scripts"):
+    try:
+        entry.load()
+        scripts[entry.name] = "ok"
+    except Exception as error:
+        scripts[entry.name] = repr(error)
+names = sorted(d.metadata["Name"].lower() for d in metadata.distributions())
+print(json.dumps({"distributions": names, "scripts": scripts}))
+"""
+
+
+def test_operator_image_holds_only_the_operator_distribution(
+    built: dict[str, img.BuiltImage], rootfs: Callable[[str], Path]
+) -> None:
+    """operator/pyproject.toml's closure: no Django, no Celery, no developer tooling, and
+    every console script in it loads (jm-dev once could not: devkit was not there). The
+    wheel carries the LICENSE."""
+    config = _config(built, "jewelry-monitoring-operator")
+    root = rootfs("jewelry-monitoring-operator")
+    listed = subprocess.run(
+        _in_rootfs(root, {**config, "Entrypoint": []}, ["python", "-c", INSTALLED_SCRIPT]),
+        env=_image_env(config),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listed.returncode == 0, listed.stderr
+    found = json.loads(listed.stdout)
+    assert "jewelry-monitoring" in found["distributions"]
+    unwanted = {"django", "celery", "gunicorn", "psycopg", "jewelry-shop", "jewelry-monitoring-dev"}
+    assert not unwanted & set(found["distributions"]), found["distributions"]
+    assert found["scripts"].get("jewelry-monitoring") == "ok"
+    assert "jm-dev" not in found["scripts"]
+    assert set(found["scripts"].values()) == {"ok"}, found["scripts"]
+    licences = list(
+        (root / "opt" / "venv" / "lib").glob(
+            "python3*/site-packages/jewelry_monitoring-*.dist-info/licenses/LICENSE"
+        )
+    )
+    assert len(licences) == 1 and "Apache License" in licences[0].read_text()
+    assert config["Labels"]["org.opencontainers.image.licenses"] == "Apache-2.0"
+
+
 def test_shop_image_gunicorn_loads_the_django_app(
     built: dict[str, img.BuiltImage], rootfs: Callable[[str], Path]
 ) -> None:
@@ -385,6 +437,34 @@ def test_shop_image_celery_loads_its_redis_transport(
         timeout=120,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_shop_image_has_the_django_integration_installed_by_pip(
+    built: dict[str, img.BuiltImage], rootfs: Callable[[str], Path]
+) -> None:
+    """The shop uses jewelry-monitoring-django as any user would: an installed distribution
+    in the virtualenv, not source copied next to the app."""
+    config = _config(built, "jewelry-shop")
+    root = rootfs("jewelry-shop")
+    probe = (
+        "import importlib.metadata as m, jewelry_monitoring_django as j; "
+        "print(m.version('jewelry-monitoring-django'), j.__file__)"
+    )
+    checked = subprocess.run(
+        _in_rootfs(root, config, ["/opt/venv/bin/python", "-c", probe]),
+        env=_image_env(config),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    version, location = checked.stdout.split()
+    package = tomllib.loads(
+        (img.REPO / "app" / "jewelry-monitoring-django" / "pyproject.toml").read_text()
+    )
+    assert version == package["project"]["version"]
+    assert location.startswith("/opt/venv/lib/"), location
+    assert not (root / "app" / "jewelry-monitoring-django").exists()
 
 
 def test_a_second_build_is_a_no_op(built: dict[str, img.BuiltImage]) -> None:

@@ -20,7 +20,8 @@ from kubernetes import client
 
 from devkit.cluster import ADMIN_USER, ControlPlane
 from devkit.kubetools import api_client, crd_established, load_yaml_documents, wait_for
-from devkit.operator_process import CHART, WRITE_VERBS, audit_position
+from devkit.manifests import chart_crd_files
+from devkit.operator_process import WRITE_VERBS, audit_position
 from devkit.sandbox import JmDevSandbox
 from devkit.toolchain import prometheus_operator_crds
 
@@ -178,7 +179,7 @@ def test_the_plane_of_jm_dev_cluster_up_is_local_and_needs_no_confirmation(
         kubeconfig = sandbox.cache / "cluster" / "admin.kubeconfig"
         result = _jm_dev(sandbox, kubeconfig, "--context", "local")
         assert result.returncode == 0, result.stdout + result.stderr
-        crds = [*sorted((CHART / "crds").glob("*.yaml")), *prometheus_operator_crds()]
+        crds = [*chart_crd_files(), *prometheus_operator_crds()]
         expected = sum(len(load_yaml_documents(path.read_text())) for path in crds)
         assert f"installed {expected} missing CRDs" in result.stdout
     finally:

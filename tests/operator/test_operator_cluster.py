@@ -13,6 +13,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from devkit.crs import (
+    ALERT_WEBHOOK,
     GROUP,
     PLURAL,
     VERSION,
@@ -47,12 +48,13 @@ def children(api: client.ApiClient, namespace: str, owner: str) -> dict[str, dic
     for kind, lister in typed:
         for item in lister(namespace, label_selector=selector).items:
             found[f"{kind}/{item.metadata.name}"] = api.sanitize_for_serialization(item)
-    for kind, plural in (
-        ("ServiceMonitor", "servicemonitors"),
-        ("PrometheusRule", "prometheusrules"),
+    for kind, plural, version in (
+        ("ServiceMonitor", "servicemonitors", "v1"),
+        ("PrometheusRule", "prometheusrules", "v1"),
+        ("AlertmanagerConfig", "alertmanagerconfigs", "v1alpha1"),
     ):
         listing = custom.list_namespaced_custom_object(
-            *MONITORING, namespace, plural, label_selector=selector
+            MONITORING[0], version, namespace, plural, label_selector=selector
         )
         for item in listing["items"]:
             found[f"{kind}/{item['metadata']['name']}"] = item
@@ -121,6 +123,7 @@ def test_cr_creates_every_child_accepted_by_real_schemas(
         "Service/shop-app-metrics",
         "ServiceMonitor/shop-app-metrics",
         "PrometheusRule/shop-rules",
+        "AlertmanagerConfig/shop-alert-routing",
         *(
             f"{kind}/shop-{name}-exporter"
             for name in ("postgres", "redis", "nginx", "celery")
@@ -187,6 +190,7 @@ def test_update_changes_children_and_disable_prunes(
             "alerts": {"overrides": {"HighErrorRate": {"threshold": 0.2}}},
             "exporters": {"redis": {"enabled": False}, "node": {"enabled": False}},
             "dashboards": {"enabled": False},
+            "routing": None,
         },
     )
     wait_condition(admin_api, namespace, "shop", "Ready", "True")
@@ -200,7 +204,7 @@ def test_update_changes_children_and_disable_prunes(
     assert not any(name.startswith("Redis") for name in alerts)
     found = children(admin_api, namespace, "shop")
     assert not [key for key in found if "redis-exporter" in key or "node-exporter" in key]
-    assert not [key for key in found if key.startswith("ConfigMap/")]
+    assert not [key for key in found if key.startswith(("ConfigMap/", "AlertmanagerConfig/"))]
     assert "Deployment/shop-postgres-exporter" in found
     after = children(admin_api, namespace, "neighbour")
     assert {k: v["metadata"]["uid"] for k, v in after.items()} == {
@@ -533,7 +537,7 @@ def test_missing_secret_holds_back_only_its_exporter_until_it_appears(
     admin_api: client.ApiClient, namespace: str, operator: OperatorProcess
 ) -> None:
     core = client.CoreV1Api(admin_api)
-    for secret, key in (("shop-metrics", "token"), ("shop-broker", "url")):
+    for secret, key in (("shop-metrics", "token"), ("shop-broker", "url"), ALERT_WEBHOOK.values()):
         core.create_namespaced_secret(
             namespace,
             client.V1Secret(metadata=client.V1ObjectMeta(name=secret), string_data={key: "s3cret"}),

@@ -17,8 +17,8 @@ from kubernetes import client
 from devkit.cluster import ControlPlane
 from devkit.crs import GROUP, PLURAL, VERSION, CustomApi, condition, cr_body, wait_condition
 from devkit.kubetools import api_client, apply_crds, wait_for
+from devkit.manifests import chart_crd_files
 from devkit.operator_process import (
-    CHART,
     WRITE_VERBS,
     OperatorProcess,
     audit_position,
@@ -82,7 +82,7 @@ def test_missing_prometheus_operator_crds_degrade_then_recover(
     own_plane: tuple[ControlPlane, client.ApiClient], tmp_path: Path
 ) -> None:
     plane, api = own_plane
-    apply_crds(api, sorted((CHART / "crds").glob("*.yaml")))
+    apply_crds(api, chart_crd_files())
     operator = _start(plane, api, tmp_path / "operator.log")
     try:
         namespace = _namespace(api, "shop")
@@ -151,7 +151,7 @@ def test_reconcile_that_keeps_failing_says_so_in_status(
     """A reconcile that raises (here: RBAC refuses reading CRDs) still ends in the status:
     Ready=False, reason=ReconcileError with the error, and recovers once the cause is gone."""
     plane, api = own_plane
-    apply_crds(api, sorted((CHART / "crds").glob("*.yaml")))
+    apply_crds(api, chart_crd_files())
     apply_crds(api, prometheus_operator_crds())
     operator = _start(plane, api, tmp_path / "operator.log")
     rbac = client.RbacAuthorizationV1Api(api)
@@ -183,7 +183,7 @@ def test_namespaced_operator_touches_only_its_namespaces(
     own_plane: tuple[ControlPlane, client.ApiClient], tmp_path: Path
 ) -> None:
     plane, api = own_plane
-    apply_crds(api, sorted((CHART / "crds").glob("*.yaml")))
+    apply_crds(api, chart_crd_files())
     apply_crds(api, prometheus_operator_crds())
     watched, other = _namespace(api, "watched"), _namespace(api, "other")
     operator = _start(
@@ -409,7 +409,7 @@ class Replicas:
     with a token bound to a Pod object of its own name, so the audit log tells them apart."""
 
     def __init__(self, plane: ControlPlane, api: client.ApiClient, workdir: Path) -> None:
-        apply_crds(api, sorted((CHART / "crds").glob("*.yaml")))
+        apply_crds(api, chart_crd_files())
         apply_crds(api, prometheus_operator_crds())
         self.plane, self.api, self.workdir = plane, api, workdir
         self.values = {"replicas": 2, "leaderElection": LEASE_TIMINGS}
@@ -468,9 +468,10 @@ def test_chart_rbac_grants_only_what_the_operator_uses(
 ) -> None:
     """Every rule the chart grants is used by the operator, and it uses nothing else.
 
-    Drives one lifecycle that needs each permission (create with Secrets and a Prometheus
-    present, then disable parts so they are pruned), then compares the chart's rules with the
-    operator ServiceAccount's requests in the audit log. Peering rules are off by default.
+    Drives one lifecycle that needs each permission (create with Secrets, a Prometheus and an
+    Alertmanager present, then disable parts so they are pruned), then compares the chart's
+    rules with the operator ServiceAccount's requests in the audit log. Peering rules are off
+    by default.
     """
     from devkit.crs import full_spec, make_secrets
     from devkit.operator_process import render_chart
@@ -484,6 +485,15 @@ def test_chart_rbac_grants_only_what_the_operator_uses(
     }
     custom.create_namespaced_custom_object(
         "monitoring.coreos.com", "v1", namespace, "prometheuses", prometheus
+    )
+    alertmanager = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "Alertmanager",
+        "metadata": {"name": "rbac-probe"},
+        "spec": {"alertmanagerConfigSelector": {}},
+    }
+    custom.create_namespaced_custom_object(
+        "monitoring.coreos.com", "v1", namespace, "alertmanagers", alertmanager
     )
     make_secrets(admin_api, namespace)
     custom.create_namespaced_custom_object(
@@ -500,13 +510,15 @@ def test_chart_rbac_grants_only_what_the_operator_uses(
             "spec": {
                 "exporters": {"redis": {"enabled": False}},
                 "dashboards": {"enabled": False},
+                "routing": None,
             }
         },
     )
     wait_condition(admin_api, namespace, "rbac", "Ready", "True")
-    custom.delete_namespaced_custom_object(
-        "monitoring.coreos.com", "v1", namespace, "prometheuses", "rbac-probe"
-    )
+    for plural in ("prometheuses", "alertmanagers"):
+        custom.delete_namespaced_custom_object(
+            "monitoring.coreos.com", "v1", namespace, plural, "rbac-probe"
+        )
 
     used: set[tuple[str, str, str]] = set()
     for line in control_plane.audit_log.read_text().splitlines():

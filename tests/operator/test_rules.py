@@ -71,7 +71,8 @@ def test_high_error_rate_reads_like_a_handwritten_rule() -> None:
         "expr": f"job:django_http_responses_5xx:ratio_rate5m{{{selector}}} > 0.05\nand\n"
         f"job:django_http_responses:rate5m{{{selector}}} > 0.1",
         "for": "5m",
-        "labels": {"severity": "critical"},
+        # The resource's name: its AlertmanagerConfig routes by it.
+        "labels": {"severity": "critical", "jewelry_monitoring": "shop"},
         "annotations": {
             "summary": "High share of 5xx responses",
             "description": "More than 0.05 of the responses of {{ $labels.job }} in "
@@ -96,8 +97,8 @@ def test_django_target_down_warns_on_a_fraction_and_pages_only_when_all_are_down
     selector = 'namespace="jewelry",job="shop-app-metrics"'
     some, every = alerts(rule_groups(owner()))["DjangoTargetDown"]
     assert (some["labels"], every["labels"]) == (
-        {"severity": "warning", "targets": "some"},
-        {"severity": "critical", "targets": "all"},
+        {"severity": "warning", "targets": "some", "jewelry_monitoring": "shop"},
+        {"severity": "critical", "targets": "all", "jewelry_monitoring": "shop"},
     )
     assert some["expr"] == (
         f"(\n  count by (namespace, job) (up{{{selector}}} == 0)\n  /\n"
@@ -159,7 +160,12 @@ def test_overrides_change_threshold_for_severity_and_labels() -> None:
     assert "above 1.5s" in rule["annotations"]["description"]
     assert rule["for"] == "10m"
     # Override labels win over alerts.labels.
-    assert rule["labels"] == {"severity": "critical", "team": "checkout", "page": "yes"}
+    assert rule["labels"] == {
+        "severity": "critical",
+        "team": "checkout",
+        "page": "yes",
+        "jewelry_monitoring": "shop",
+    }
 
 
 def test_extra_labels_cannot_replace_severity() -> None:
@@ -169,7 +175,10 @@ def test_extra_labels_cannot_replace_severity() -> None:
             "overrides": {"HighErrorRate": {"labels": {"severity": "info"}}},
         }
     }
-    assert only(rule_groups(owner(spec)), "HighErrorRate")["labels"] == {"severity": "critical"}
+    assert only(rule_groups(owner(spec)), "HighErrorRate")["labels"] == {
+        "severity": "critical",
+        "jewelry_monitoring": "shop",
+    }
 
 
 def test_alerts_labels_go_on_every_alert() -> None:

@@ -29,7 +29,7 @@ from jewelry_monitoring.spec import (
 
 CRD_FILE = (
     Path(__file__).resolve().parents[2]
-    / "charts/jewelry-monitoring/crds/monitoring.jewelry.io_jewelrymonitorings.yaml"
+    / "charts/jewelry-monitoring/files/crds/monitoring.jewelry.io_jewelrymonitorings.yaml"
 )
 
 
@@ -306,7 +306,8 @@ def test_image_allowlist_and_removed_node_exporter_on_a_real_api_server(tmp_path
     from devkit.cluster import ControlPlane
     from devkit.crs import GROUP, PLURAL, VERSION, CustomApi, condition, cr_body, wait_condition
     from devkit.kubetools import api_client, apply_crds
-    from devkit.operator_process import CHART, install_rbac, render_chart, start_operator
+    from devkit.manifests import chart_crd_files
+    from devkit.operator_process import install_rbac, render_chart, start_operator
 
     values = {"exporterImageAllowlist": ["registry.example/mirror/"]}
     [deployment] = [o for o in render_chart("jm", "jm-system", values) if o["kind"] == "Deployment"]
@@ -320,7 +321,7 @@ def test_image_allowlist_and_removed_node_exporter_on_a_real_api_server(tmp_path
     plane = ControlPlane.create(tmp_path).start()
     try:
         api = api_client(plane.kubeconfig)
-        apply_crds(api, sorted((CHART / "crds").glob("*.yaml")))
+        apply_crds(api, chart_crd_files())
         kubeconfig = install_rbac(plane, api, "jm", "jm-system", values)
         user = "system:serviceaccount:jm-system:jm-jewelry-monitoring"
         operator = start_operator(kubeconfig, tmp_path / "operator.log", user, env=env)

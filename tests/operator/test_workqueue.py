@@ -121,6 +121,30 @@ def test_periodic_retry_keeps_one_deadline_whatever_the_events_and_resyncs() -> 
     run_virtual(main)
 
 
+def test_targets_check_polls_at_its_interval_only_while_the_resource_exists() -> None:
+    """spec.prometheus: each reconcile asks to look again in 60 s (no retry counted); once
+    the resource is gone, no timer is left to run it again."""
+    recorder = Recorder(Outcome(check_again_after=60.0))
+
+    async def main() -> None:
+        recorder.loop = asyncio.get_running_loop()
+        queue = ReconcileQueue(recorder)
+        queue.request(SHOP)
+        await asyncio.sleep(600)
+        polls = recorder.count(0, 600)
+        recorder.outcome = Outcome(gone=True)
+        await asyncio.sleep(600)  # the next poll finds it gone
+        after = recorder.count(0, 1800)
+        await asyncio.sleep(1200)
+        assert recorder.count(0, 1800) == after, "polled a deleted resource"
+        assert SHOP not in queue.known
+        await queue.close()
+        # 0, then every 60..72 s (jitter): 9 or 10 in ten minutes.
+        assert 8 <= polls <= 10, polls
+
+    run_virtual(main)
+
+
 def test_failing_resource_backs_off_even_when_events_keep_coming() -> None:
     recorder = Recorder(error=KubeError(500, "InternalError", "etcd is down"))
     keys = tuple(("jewelry", f"shop-{i}") for i in range(10))

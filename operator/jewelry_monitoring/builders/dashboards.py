@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -267,12 +268,13 @@ DASHBOARDS: tuple[DashboardDef, ...] = (
                 "Nginx",
                 "nginx",
                 (
+                    _stat("Nginx up", "min(nginx_up{{sel}})", "short", "nginx"),
                     PanelDef(
                         "Nginx requests/s",
                         (_q(f"sum(rate(nginx_http_requests_total{{{{sel}}}}[{RATE}]))", "req/s"),),
                         "reqps",
                         component="nginx",
-                        width=8,
+                        width=6,
                     ),
                     PanelDef(
                         "Nginx connections",
@@ -281,7 +283,7 @@ DASHBOARDS: tuple[DashboardDef, ...] = (
                             for state in ("active", "reading", "writing", "waiting")
                         ),
                         component="nginx",
-                        width=8,
+                        width=6,
                     ),
                     PanelDef(
                         "Accepted vs handled connections",
@@ -291,7 +293,7 @@ DASHBOARDS: tuple[DashboardDef, ...] = (
                         ),
                         "ops",
                         component="nginx",
-                        width=8,
+                        width=6,
                     ),
                 ),
             ),
@@ -564,6 +566,10 @@ DASHBOARDS: tuple[DashboardDef, ...] = (
                             _q("sum(redis_connected_clients{{sel}})", "connected"),
                             _q("sum(redis_blocked_clients{{sel}})", "blocked"),
                             _q("max(redis_config_maxclients{{sel}})", "maxclients"),
+                            _q(
+                                f"sum(increase(redis_rejected_connections_total{{{{sel}}}}[{RATE}]))",
+                                "rejected",
+                            ),
                         ),
                         component="redis",
                         width=24,
@@ -942,8 +948,29 @@ def _job_pickers(sections: list[SectionDef]) -> list[Any]:
     return pickers
 
 
+def _sections(scope: Scope, definition: DashboardDef) -> list[SectionDef]:
+    return [s for s in definition.sections if s.requires in scope.available]
+
+
+def _layout(
+    sections: list[SectionDef],
+) -> list[tuple[SectionDef, int, list[tuple[PanelDef, int]]]]:
+    """Each section with its row's id and its panels' ids, numbered in order from 1: what the
+    dashboard holds and what an alert's link names, computed once for both."""
+    layout = []
+    panel_id = 0
+    for section in sections:
+        row_id = panel_id = panel_id + 1
+        panels = []
+        for panel in section.panels:
+            panel_id += 1
+            panels.append((panel, panel_id))
+        layout.append((section, row_id, panels))
+    return layout
+
+
 def _build(scope: Scope, definition: DashboardDef) -> dict[str, Any] | None:
-    sections = [s for s in definition.sections if s.requires in scope.available]
+    sections = _sections(scope, definition)
     if not sections:
         return None
     builder = (
@@ -974,12 +1001,9 @@ def _build(scope: Scope, definition: DashboardDef) -> dict[str, Any] | None:
     if scope.pick_jobs:
         for variable in _job_pickers(sections):
             builder = builder.with_variable(variable)
-    panel_id = 0
-    for section in sections:
-        panel_id += 1
-        builder = builder.with_row(sdk_dashboard.Row(section.title).id(panel_id))
-        for panel in section.panels:
-            panel_id += 1
+    for section, row_id, panels in _layout(sections):
+        builder = builder.with_row(sdk_dashboard.Row(section.title).id(row_id))
+        for panel, panel_id in panels:
             builder = builder.with_panel(_panel(scope, panel, panel_id))
     # The SDK's models serialise through its JSONEncoder; a round trip gives plain dicts.
     model: dict[str, Any] = json.loads(json.dumps(builder.build(), cls=JSONEncoder))
@@ -1014,3 +1038,79 @@ def dashboards(owner: Owner) -> dict[str, dict[str, Any]]:
 def shared_dashboards() -> dict[str, dict[str, Any]]:
     """The chart's dashboards by slug, for every CR at once (uid ``jewelry-<slug>``)."""
     return _models(shared_scope())
+
+
+# --- Alerts linked to the panel that explains them ------------------------------------------
+
+# Alert name -> (dashboard slug, section title, panel title): the panel an on-call engineer
+# opens first. Every alert of ``rules.KNOWN_ALERTS`` has one (a test checks the panel reads
+# the alert's metrics).
+_TARGETS = ("system", "Scrape targets", "Targets up by job")
+ALERT_PANELS: dict[str, tuple[str, str, str]] = {
+    "DjangoTargetDown": _TARGETS,
+    **{f"{title}ExporterDown": _TARGETS for title in ("Postgres", "Redis", "Nginx", "Celery")},
+    "HighErrorRate": ("django", "Errors", "5xx ratio"),
+    "SlowRequests": ("django", "Latency", "Request latency quantiles"),
+    "DjangoUnhandledExceptions": ("django", "Errors", "Unhandled exceptions by type"),
+    "DjangoDatabaseErrors": ("database", "Django ORM", "Errors by type"),
+    "DjangoSlowDatabaseQueries": ("database", "Django ORM", "Query duration"),
+    "DjangoCacheHitRatioLow": ("cache", "Django cache", "Hit ratio"),
+    "DjangoUnappliedMigrations": ("database", "Django ORM", "Unapplied migrations"),
+    "PostgresDown": ("database", "PostgreSQL", "PostgreSQL up"),
+    "PostgresTooManyConnections": ("database", "PostgreSQL", "Connections vs max_connections"),
+    "RedisDown": ("cache", "Redis", "Redis up"),
+    "RedisMemoryNearLimit": ("cache", "Redis", "Memory"),
+    "RedisRejectedConnections": ("cache", "Redis", "Clients"),
+    "NginxDown": ("django", "Nginx", "Nginx up"),
+    "NginxDroppedConnections": ("django", "Nginx", "Accepted vs handled connections"),
+    "CeleryTaskFailures": ("django", "Celery", "Task outcomes"),
+    "CeleryNoWorkers": ("django", "Celery", "Workers up / active tasks"),
+    "CeleryQueueBacklog": ("django", "Celery", "Queue length"),
+    rules.SLO_ALERTS["availability"]: (
+        "django",
+        "SLO: availability",
+        "Availability SLI: share of bad requests",
+    ),
+    rules.SLO_ALERTS["latency"]: ("django", "SLO: latency", "Latency SLI: share of bad requests"),
+}
+# Which component's job an alert is about, for the shared dashboards' job variable.
+_ALERT_COMPONENTS = {
+    **{alert.name: alert.component for alert in rules.CATALOG},
+    **{name: rules.APP for name in rules.SLO_ALERTS.values()},
+}
+
+
+def panel_ids(scope: Scope, slug: str) -> dict[tuple[str, str], int]:
+    """(section title, panel title) -> panel id in one dashboard of ``scope``."""
+    (definition,) = [d for d in DASHBOARDS if d.slug == slug]
+    return {
+        (section.title, panel.title): panel_id
+        for section, _, panels in _layout(_sections(scope, definition))
+        for panel, panel_id in panels
+    }
+
+
+def alert_dashboard_urls(owner: Owner) -> dict[str, str]:
+    """Alert name -> Grafana URL of the panel explaining it; empty without ``grafanaUrl``.
+
+    With the resource's own dashboards on, the link opens them; otherwise the chart's shared
+    dashboards, with namespace and the alert's job chosen in their variables.
+    """
+    settings = owner.spec.dashboards
+    if settings.grafana_url is None:
+        return {}
+    scope = cr_scope(owner) if settings.enabled else shared_scope()
+    ids = {d.slug: panel_ids(scope, d.slug) for d in DASHBOARDS}
+    urls = {}
+    for alert, (slug, section, title) in ALERT_PANELS.items():
+        panel_id = ids[slug].get((section, title))
+        if panel_id is None:  # its section is not shown for this resource
+            continue
+        query = {"viewPanel": str(panel_id)}
+        if scope.pick_jobs:
+            component = _ALERT_COMPONENTS[alert]
+            query[f"var-{NAMESPACE_VARIABLE}"] = owner.namespace
+            query[f"var-{JOB_VARIABLES[component]}"] = rules.component_job(owner, component)
+        base = settings.grafana_url.rstrip("/")
+        urls[alert] = f"{base}/d/{scope.uids[slug]}?{urllib.parse.urlencode(query)}"
+    return urls

@@ -21,18 +21,39 @@ from jewelry_monitoring.builders.common import (
     metadata,
     monitor_metadata,
 )
-from jewelry_monitoring.builders.dashboards import dashboard_json, dashboards, file_name
+from jewelry_monitoring.builders.dashboards import (
+    alert_dashboard_urls,
+    dashboard_json,
+    dashboards,
+    file_name,
+)
 from jewelry_monitoring.builders.exporters import exporter_objects
+from jewelry_monitoring.builders.routing import alertmanager_config_objects
 from jewelry_monitoring.builders.rules import rule_groups
+from jewelry_monitoring.spec import JewelryMonitoringSpec
 
 # Kinds that exist only when prometheus-operator's CRDs are installed, by CRD name.
 MONITORING_KINDS = {
     "ServiceMonitor": "servicemonitors.monitoring.coreos.com",
     "PrometheusRule": "prometheusrules.monitoring.coreos.com",
+    "AlertmanagerConfig": "alertmanagerconfigs.monitoring.coreos.com",
 }
 # Kinds of children that a spec change can remove, so pruning knows where to look. The
 # PrometheusRule is not among them: every JewelryMonitoring has exactly one, for its lifetime.
-PRUNABLE_KINDS = ("Deployment", "Service", "ConfigMap", "ServiceMonitor", "NetworkPolicy")
+PRUNABLE_KINDS = (
+    "Deployment",
+    "Service",
+    "ConfigMap",
+    "ServiceMonitor",
+    "AlertmanagerConfig",
+    "NetworkPolicy",
+)
+
+
+def needed_monitoring_kinds(spec: JewelryMonitoringSpec) -> frozenset[str]:
+    """The prometheus-operator kinds this spec makes: a missing CRD of another kind is no
+    reason to be degraded."""
+    return frozenset(MONITORING_KINDS) - (set() if spec.routing else {"AlertmanagerConfig"})
 
 
 def _prometheus_rule(owner: Owner) -> list[Obj]:
@@ -41,7 +62,7 @@ def _prometheus_rule(owner: Owner) -> list[Obj]:
             "apiVersion": "monitoring.coreos.com/v1",
             "kind": "PrometheusRule",
             "metadata": monitor_metadata(owner, RULES_COMPONENT),
-            "spec": {"groups": rule_groups(owner)},
+            "spec": {"groups": rule_groups(owner, alert_dashboard_urls(owner))},
         }
     ]
 
@@ -112,12 +133,13 @@ def spec_hash(obj: Obj) -> str:
 
 
 def desired_objects(owner: Owner, monitoring_kinds: frozenset[str]) -> list[Obj]:
-    """All children for ``owner``; ServiceMonitor/PrometheusRule only if their CRDs exist."""
+    """All children for ``owner``; prometheus-operator's kinds only if their CRDs exist."""
     objects = [
         *app_objects(owner),
         *exporter_objects(owner),
         *_prometheus_rule(owner),
         *_dashboard_config_maps(owner),
+        *alertmanager_config_objects(owner),
     ]
     result = []
     for obj in objects:

@@ -17,11 +17,13 @@ Why it is built this way:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from jewelry_monitoring.builders.common import APP_COMPONENT, Owner, job_name
 from jewelry_monitoring.spec import (
+    ALERT_OWNER_LABEL,
     EXPORTER_NAMES,
     AlertsSpec,
     JewelryMonitoringSpec,
@@ -713,15 +715,25 @@ def _group(name: str, rules: list[Rule]) -> list[Group]:
     return [{"name": name, "rules": rules}] if rules else []
 
 
-def rule_groups(owner: Owner) -> list[Group]:
-    """The PrometheusRule ``spec.groups`` for ``owner``: ours, then the user's own."""
-    return _our_rule_groups(owner) + [
+def _owned_alerts(owner: Owner, groups: list[Group], dashboard_urls: Mapping[str, str]) -> None:
+    """Label every alert with its resource (what its AlertmanagerConfig matches on) and link
+    the dashboard panel that explains it."""
+    for rule in (rule for group in groups for rule in group["rules"] if "alert" in rule):
+        rule["labels"][ALERT_OWNER_LABEL] = owner.name
+        if rule["alert"] in dashboard_urls:
+            rule["annotations"]["dashboard_url"] = dashboard_urls[rule["alert"]]
+
+
+def rule_groups(owner: Owner, dashboard_urls: Mapping[str, str] | None = None) -> list[Group]:
+    """The PrometheusRule ``spec.groups`` for ``owner``: ours, then the user's own
+    (``extraRuleGroups``, as written); ``dashboard_urls`` by alert name."""
+    return _our_rule_groups(owner, dashboard_urls) + [
         group.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)
         for group in owner.spec.extra_rule_groups
     ]
 
 
-def _our_rule_groups(owner: Owner) -> list[Group]:
+def _our_rule_groups(owner: Owner, dashboard_urls: Mapping[str, str] | None) -> list[Group]:
     """The groups the operator writes for ``owner``.
 
     Recording rules are always present for the enabled components (dashboards read them);
@@ -764,4 +776,5 @@ def _our_rule_groups(owner: Owner) -> list[Group]:
         for rule in _slo_alert_rules(owner, kind, objective)
     ]
     groups += _group(f"{prefix}.slo.alerts", slo_rules)
+    _owned_alerts(owner, groups, dashboard_urls or {})
     return groups

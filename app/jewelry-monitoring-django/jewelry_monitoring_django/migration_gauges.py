@@ -10,8 +10,8 @@ Two problems in production:
    every gunicorn worker -- including long-dead ones, whose files ``mark_process_dead``
    does not remove for that mode -- adds a series with a ``pid`` label.
 
-Our ``/metrics`` view therefore drops django-prometheus's copies and emits the two gauges
-from :class:`MigrationsCollector`, recomputed at scrape time (cached for
+The ``/metrics`` view (:mod:`.views`) therefore drops django-prometheus's copies and emits
+the two gauges from :class:`MigrationsCollector`, recomputed at scrape time (cached for
 ``PROMETHEUS_MIGRATIONS_REFRESH_SECONDS``), one series per connection and no ``pid``
 label. Same names, same label, so rules written as
 ``max by (connection) (django_migrations_unapplied_total) > 0`` work either way.

@@ -1,4 +1,5 @@
-"""The protected ``/metrics`` view (replaces ``django_prometheus.exports.ExportToDjangoView``)."""
+"""The protected ``/metrics`` view, in place of ``django_prometheus.exports.ExportToDjangoView``
+(which has no access control): address and credential rules in :mod:`.access`."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from django.http import HttpRequest, HttpResponse
 from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.metrics_core import Metric
 
-from jewelry_shop.monitoring import migrations
-from jewelry_shop.monitoring.security import AccessPolicy, Credentials
+from jewelry_monitoring_django import migration_gauges
+from jewelry_monitoring_django.access import AccessPolicy, Credentials
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +43,12 @@ def build_registry() -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     if multiprocess_dir():
         inner = CollectorRegistry(auto_describe=False)
-        multiprocess.MultiProcessCollector(inner)
-        registry.register(_Without(inner, migrations.NAMES))
+        multiprocess.MultiProcessCollector(inner)  # type: ignore[no-untyped-call]
+        registry.register(_Without(inner, migration_gauges.NAMES))
     else:
-        registry.register(_Without(prometheus_client.REGISTRY, migrations.NAMES))
+        registry.register(_Without(prometheus_client.REGISTRY, migration_gauges.NAMES))
     if getattr(settings, "PROMETHEUS_EXPORT_MIGRATIONS", False):
-        registry.register(migrations.collector)
+        registry.register(migration_gauges.collector)
     return registry
 
 
@@ -56,7 +57,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     if not policy.ip_allowed(request.META):
         return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
     try:
-        creds = Credentials.from_environ(os.environ)
+        creds = Credentials.from_settings(settings)
     except OSError as exc:  # a *_FILE secret that cannot be read: fail closed, loudly
         logger.error("cannot read /metrics credentials: %s", exc)
         return HttpResponse("Unavailable\n", status=503, content_type="text/plain")

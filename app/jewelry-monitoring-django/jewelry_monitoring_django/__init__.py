@@ -1,0 +1,7 @@
+"""Protected Prometheus ``/metrics`` and setup checks for a Django app using django-prometheus.
+
+``pip install jewelry-monitoring-django``; add ``"django_prometheus"`` and
+``"jewelry_monitoring_django"`` to ``INSTALLED_APPS`` and
+``path("", include("jewelry_monitoring_django.urls"))`` to the URLconf. Access rules:
+:mod:`.access`; ``manage.py check`` diagnoses the rest of the setup: :mod:`.checks`.
+"""

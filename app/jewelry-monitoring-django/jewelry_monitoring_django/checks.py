@@ -1,0 +1,293 @@
+"""``manage.py check``: the setup mistakes that make ``/metrics`` wrong, empty or unprotected,
+each reported with its fix (tag ``prometheus``: ``manage.py check --tag prometheus``).
+
+| id | what |
+|---|---|
+| E001 | ``django_prometheus`` not in INSTALLED_APPS |
+| E002 | ``PrometheusBeforeMiddleware`` missing or not first in MIDDLEWARE |
+| E003 | ``PrometheusAfterMiddleware`` missing or not last in MIDDLEWARE |
+| W004 | a database whose ENGINE is not wrapped by django-prometheus |
+| W005 | a cache whose BACKEND is not wrapped by django-prometheus |
+| W006 | gunicorn with several workers but no ``PROMETHEUS_MULTIPROC_DIR`` |
+| E007 | ``PROMETHEUS_METRICS_ALLOWED_IPS`` / ``..._TRUSTED_PROXIES`` not a list of CIDRs |
+| E008 | basic auth with a user name but no password, or the reverse |
+| W009 | no URL routes to the protected view |
+| E010 | django-prometheus's unprotected view is routed |
+
+Ids are prefixed ``jewelry_monitoring_django.``. Middleware, backends and views are compared
+by class (subclasses count), so wrappers of the django-prometheus classes pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shlex
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core import checks
+from django.core.checks import CheckMessage, Error, Warning
+from django.db import connections
+from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils.module_loading import import_string
+
+from jewelry_monitoring_django import access
+
+ID = "jewelry_monitoring_django"
+TAG = "prometheus"
+
+BEFORE = "django_prometheus.middleware.PrometheusBeforeMiddleware"
+AFTER = "jewelry_monitoring_django.middleware.PrometheusAfterMiddleware"
+UPSTREAM_AFTER = "django_prometheus.middleware.PrometheusAfterMiddleware"
+
+# Django's (and django-redis's) cache backends -> django-prometheus's wrapper of each.
+CACHE_WRAPPERS = {
+    "django.core.cache.backends.locmem.LocMemCache": (
+        "django_prometheus.cache.backends.locmem.LocMemCache"
+    ),
+    "django.core.cache.backends.filebased.FileBasedCache": (
+        "django_prometheus.cache.backends.filebased.FileBasedCache"
+    ),
+    "django.core.cache.backends.memcached.PyMemcacheCache": (
+        "django_prometheus.cache.backends.memcached.PyMemcacheCache"
+    ),
+    "django.core.cache.backends.memcached.PyLibMCCache": (
+        "django_prometheus.cache.backends.memcached.PyLibMCCache"
+    ),
+    "django.core.cache.backends.redis.RedisCache": (
+        "django_prometheus.cache.backends.redis.NativeRedisCache"
+    ),
+    "django_redis.cache.RedisCache": "django_prometheus.cache.backends.redis.RedisCache",
+}
+UNMEASURED_CACHES = ("django.core.cache.backends.dummy.DummyCache",)
+
+
+def _is(path: str, base: str) -> bool:
+    """True if the class at dotted ``path`` is (a subclass of) the class at ``base``."""
+    try:
+        cls, base_cls = import_string(path), import_string(base)
+    except ImportError:
+        return False
+    return isinstance(cls, type) and issubclass(cls, base_cls)
+
+
+def installed(**_: Any) -> list[CheckMessage]:
+    if apps.is_installed("django_prometheus"):
+        return []
+    return [
+        Error(
+            "django_prometheus is not in INSTALLED_APPS.",
+            hint='Add "django_prometheus" to INSTALLED_APPS (or '
+            '"jewelry_monitoring_django.apps.DjangoPrometheusConfig", which skips the '
+            "database query django-prometheus makes at start).",
+            id=f"{ID}.E001",
+        )
+    ]
+
+
+def middleware_order(**_: Any) -> list[CheckMessage]:
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    befores = [i for i, m in enumerate(middleware) if _is(m, BEFORE)]
+    afters = [i for i, m in enumerate(middleware) if _is(m, UPSTREAM_AFTER)]
+    errors: list[CheckMessage] = []
+    if befores != [0]:
+        where = f"at position {befores[0] + 1} of {len(middleware)}" if befores else "missing"
+        errors.append(
+            Error(
+                f"PrometheusBeforeMiddleware is {where} in MIDDLEWARE: requests handled "
+                "before it are not counted and latencies are short.",
+                hint=f'Make "{BEFORE}" the first entry of MIDDLEWARE.',
+                id=f"{ID}.E002",
+            )
+        )
+    if afters != [len(middleware) - 1]:
+        where = f"at position {afters[0] + 1} of {len(middleware)}" if afters else "missing"
+        errors.append(
+            Error(
+                f"PrometheusAfterMiddleware is {where} in MIDDLEWARE: responses and "
+                "exceptions of the middleware after it are not counted.",
+                hint=f'Make "{AFTER}" (django-prometheus\'s, with a bounded `method` label) '
+                "the last entry of MIDDLEWARE.",
+                id=f"{ID}.E003",
+            )
+        )
+    return errors
+
+
+def databases_wrapped(**_: Any) -> list[CheckMessage]:
+    from django_prometheus.db.common import DatabaseWrapperMixin
+
+    warnings: list[CheckMessage] = []
+    for alias in connections:
+        engine = connections.databases[alias].get("ENGINE", "")
+        if isinstance(connections[alias], DatabaseWrapperMixin):
+            continue
+        vendor = engine.rsplit(".", 1)[-1]
+        wrapper = f"django_prometheus.db.backends.{vendor}"
+        found = importlib.util.find_spec(wrapper) is not None
+        warnings.append(
+            Warning(
+                f'DATABASES["{alias}"] ENGINE {engine!r} is not wrapped by django-prometheus: '
+                "no django_db_* metrics for it.",
+                hint=f'Set its ENGINE to "{wrapper}".'
+                if found
+                else "Use an ENGINE from django_prometheus.db.backends (or a subclass of "
+                "django_prometheus.db.common.DatabaseWrapperMixin).",
+                id=f"{ID}.W004",
+            )
+        )
+    return warnings
+
+
+def caches_wrapped(**_: Any) -> list[CheckMessage]:
+    warnings: list[CheckMessage] = []
+    for alias, options in (getattr(settings, "CACHES", None) or {}).items():
+        backend = options.get("BACKEND", "")
+        if backend in UNMEASURED_CACHES or any(
+            _is(backend, wrapper) for wrapper in CACHE_WRAPPERS.values()
+        ):
+            continue
+        wrapper = CACHE_WRAPPERS.get(backend)
+        warnings.append(
+            Warning(
+                f'CACHES["{alias}"] BACKEND {backend!r} is not wrapped by django-prometheus: '
+                "no django_cache_* metrics for it.",
+                hint=f'Set its BACKEND to "{wrapper}".'
+                if wrapper
+                else "Use a BACKEND from django_prometheus.cache.backends.",
+                id=f"{ID}.W005",
+            )
+        )
+    return warnings
+
+
+def gunicorn_workers(environ: dict[str, str] | None = None) -> int:
+    """The worker count gunicorn would take from the environment: ``GUNICORN_CMD_ARGS``
+    (``-w``/``--workers``), else ``WEB_CONCURRENCY``, else 1. Its config file is not read
+    (executing it here would have its side effects)."""
+    environ = dict(os.environ if environ is None else environ)
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-w", "--workers", type=int)
+    try:
+        known, _ = parser.parse_known_args(shlex.split(environ.get("GUNICORN_CMD_ARGS", "")))
+    except (SystemExit, ValueError):
+        known = argparse.Namespace(workers=None)
+    if known.workers is not None:
+        return int(known.workers)
+    try:
+        return int(environ.get("WEB_CONCURRENCY", "1"))
+    except ValueError:
+        return 1
+
+
+def multiprocess_dir(**_: Any) -> list[CheckMessage]:
+    if importlib.util.find_spec("gunicorn") is None:
+        return []
+    workers = gunicorn_workers()
+    if workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return []
+    # A warning: this process may be a migrate Job that shares gunicorn's environment.
+    return [
+        Warning(
+            f"gunicorn is set to {workers} workers (GUNICORN_CMD_ARGS / WEB_CONCURRENCY) but "
+            "PROMETHEUS_MULTIPROC_DIR is not set: each scrape would see the counters of "
+            "whichever worker answers, and they would jump up and down.",
+            hint="Set the environment variable PROMETHEUS_MULTIPROC_DIR to an empty, writable "
+            "directory before gunicorn starts (an emptyDir volume in Kubernetes), and call "
+            "prometheus_client.multiprocess.mark_process_dead(worker.pid) in gunicorn's "
+            "child_exit hook.",
+            id=f"{ID}.W006",
+        )
+    ]
+
+
+def access_settings(**_: Any) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    for name, default in (
+        (access.ALLOWED_IPS, access.DEFAULT_ALLOWED_IPS),
+        (access.TRUSTED_PROXIES, ()),
+    ):
+        try:
+            access.parse_networks(access.network_list(settings, name, default))
+        except (TypeError, ValueError) as exc:
+            errors.append(
+                Error(
+                    f"{name}: {exc}",
+                    hint=f'Write {name} as a list of CIDRs, e.g. ["10.0.0.0/8", "fd00::/8"].',
+                    id=f"{ID}.E007",
+                )
+            )
+    user = any(getattr(settings, n, None) for n in _both(access.BASIC_AUTH_USERNAME))
+    password = any(getattr(settings, n, None) for n in _both(access.BASIC_AUTH_PASSWORD))
+    if user != password:
+        missing = access.BASIC_AUTH_PASSWORD if user else access.BASIC_AUTH_USERNAME
+        errors.append(
+            Error(
+                f"Basic auth for /metrics is half configured: {missing} (or {missing}_FILE) "
+                "is not set, so basic auth is off.",
+                hint=f"Set {missing} or {missing}_FILE, or remove the other one.",
+                id=f"{ID}.E008",
+            )
+        )
+    return errors
+
+
+def _both(name: str) -> tuple[str, str]:
+    return name, f"{name}_FILE"
+
+
+def _routes(patterns: list[Any], prefix: str = "") -> Iterator[tuple[str, Callable[..., Any]]]:
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            yield from _routes(pattern.url_patterns, prefix + str(pattern.pattern))
+        elif isinstance(pattern, URLPattern):
+            yield prefix + str(pattern.pattern), pattern.callback
+
+
+def metrics_url(**_: Any) -> list[CheckMessage]:
+    from django_prometheus.exports import ExportToDjangoView
+
+    from jewelry_monitoring_django.views import metrics_view
+
+    routes = list(_routes(get_resolver().url_patterns))
+    messages: list[CheckMessage] = [
+        Error(
+            f"URL {route!r} serves django-prometheus's ExportToDjangoView, which anyone "
+            "who reaches the app can read.",
+            hint='Replace include("django_prometheus.urls") with '
+            'include("jewelry_monitoring_django.urls").',
+            id=f"{ID}.E010",
+        )
+        for route, view in routes
+        if view is ExportToDjangoView
+    ]
+    if not any(view is metrics_view for _, view in routes):
+        messages.append(
+            Warning(
+                "No URL serves the protected metrics view: Prometheus gets 404.",
+                hint='Add path("", include("jewelry_monitoring_django.urls")) to your '
+                "ROOT_URLCONF's urlpatterns.",
+                id=f"{ID}.W009",
+            )
+        )
+    return messages
+
+
+ALL = (
+    installed,
+    middleware_order,
+    databases_wrapped,
+    caches_wrapped,
+    multiprocess_dir,
+    access_settings,
+    metrics_url,
+)
+
+
+def register_all() -> None:
+    for check in ALL:
+        checks.register(check, TAG)

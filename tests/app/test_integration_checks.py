@@ -1,0 +1,103 @@
+"""jewelry_monitoring_django's system checks, one by one, in the shop's configured Django
+(whose own setup passes them all: see test_settings.test_manage_check_passes_on_a_bare_machine).
+tests/django_integration shows them through `manage.py check` in a new user's project."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+from jewelry_monitoring_django import checks
+
+pytestmark = pytest.mark.usefixtures("django_setup")
+
+
+def ids(messages: list) -> list[str]:  # type: ignore[type-arg]
+    return [m.id.rsplit(".", 1)[1] for m in messages]
+
+
+def test_the_shop_passes_every_check() -> None:
+    assert [m for check in checks.ALL for m in check()] == []
+
+
+def test_middleware_subclasses_count_and_order_is_enforced() -> None:
+    from django.conf import settings
+
+    shop = list(settings.MIDDLEWARE)
+    assert shop[-1] == "jewelry_monitoring_django.middleware.PrometheusAfterMiddleware"
+    swapped = [shop[-1], *shop[1:-1], shop[0]]
+    with override_settings(MIDDLEWARE=swapped):
+        messages = checks.middleware_order()
+    assert ids(messages) == ["E002", "E003"]
+    assert f"at position {len(shop)} of {len(shop)}" in messages[0].msg
+    with override_settings(MIDDLEWARE=shop[1:-1]):
+        assert [m.msg.split(" is ")[1][:7] for m in checks.middleware_order()] == ["missing"] * 2
+    upstream_after = [*shop[:-1], "django_prometheus.middleware.PrometheusAfterMiddleware"]
+    with override_settings(MIDDLEWARE=upstream_after):
+        assert checks.middleware_order() == []
+
+
+def test_unwrapped_cache_names_its_wrapper() -> None:
+    caches = {
+        "default": {"BACKEND": "jewelry_shop.monitoring.cache.LocMemCache"},  # subclass: fine
+        "native": {"BACKEND": "django.core.cache.backends.redis.RedisCache"},
+        "dummy": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"},  # nothing to count
+        "custom": {"BACKEND": "myapp.cache.Custom"},
+    }
+    with override_settings(CACHES=caches):
+        messages = checks.caches_wrapped()
+    assert ids(messages) == ["W005", "W005"]
+    assert "django_prometheus.cache.backends.redis.NativeRedisCache" in messages[0].hint
+    assert "django_prometheus.cache.backends" in messages[1].hint
+
+
+@pytest.mark.parametrize(
+    ("environ", "workers"),
+    [
+        ({}, 1),
+        ({"WEB_CONCURRENCY": "4"}, 4),
+        ({"WEB_CONCURRENCY": "4", "GUNICORN_CMD_ARGS": "--bind :8000 -w 1"}, 1),
+        ({"GUNICORN_CMD_ARGS": "--workers=3 --threads 2"}, 3),
+        ({"GUNICORN_CMD_ARGS": "-w3"}, 3),
+        ({"WEB_CONCURRENCY": "lots"}, 1),
+    ],
+)
+def test_gunicorn_worker_count_from_the_environment(environ: dict[str, str], workers: int) -> None:
+    assert checks.gunicorn_workers(environ) == workers
+
+
+def test_several_gunicorn_workers_need_the_multiprocess_dir(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.delenv("GUNICORN_CMD_ARGS", raising=False)
+    monkeypatch.setenv("WEB_CONCURRENCY", "1")
+    assert checks.multiprocess_dir() == []
+    monkeypatch.setenv("WEB_CONCURRENCY", "2")
+    [error] = checks.multiprocess_dir()
+    assert error.id == "jewelry_monitoring_django.W006" and "2 workers" in error.msg
+    assert "PROMETHEUS_MULTIPROC_DIR" in error.hint and "mark_process_dead" in error.hint
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/tmp/prometheus-multiproc")
+    assert checks.multiprocess_dir() == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"PROMETHEUS_METRICS_ALLOWED_IPS": ["10.0.0.0/33"]}, ["E007"]),
+        ({"PROMETHEUS_METRICS_ALLOWED_IPS": "10.0.0.0/8"}, ["E007"]),  # a string, not a list
+        ({"PROMETHEUS_METRICS_TRUSTED_PROXIES": ["proxy.local"]}, ["E007"]),
+        ({"PROMETHEUS_METRICS_BASIC_AUTH_USERNAME": "prometheus"}, ["E008"]),
+        ({"PROMETHEUS_METRICS_BASIC_AUTH_PASSWORD_FILE": "/run/secrets/p"}, ["E008"]),
+        (
+            {
+                "PROMETHEUS_METRICS_BASIC_AUTH_USERNAME": "prometheus",
+                "PROMETHEUS_METRICS_BASIC_AUTH_PASSWORD_FILE": "/run/secrets/p",
+            },
+            [],
+        ),
+        ({"PROMETHEUS_METRICS_ALLOWED_IPS": ["10.0.0.0/8", "fd00::/8", "127.0.0.1"]}, []),
+    ],
+)
+def test_access_settings(overrides: dict[str, object], expected: list[str]) -> None:
+    with override_settings(**overrides):
+        assert ids(checks.access_settings()) == expected
