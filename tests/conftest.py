@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 from kubernetes import client
 
 from devkit.cluster import ControlPlane
@@ -15,6 +19,15 @@ from devkit.manifests import chart_crd_files
 from devkit.node import Node, probe_image_archive, why_no_node
 from devkit.operator_process import OperatorProcess, install_rbac, start_operator
 from devkit.toolchain import prometheus_operator_crds
+
+# Property tests: the same examples on every run (CI stays reproducible and bounded, no
+# example database); HYPOTHESIS_PROFILE=explore draws new random examples each run.
+settings.register_profile("jm", derandomize=True, deadline=None, database=None)
+settings.register_profile("explore", deadline=None, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "jm"))
+# Its caches (constants of the code under test) go to the virtualenv, not to .hypothesis/ in
+# the repository; set before any test module is collected, which is when it first writes.
+set_hypothesis_home_dir(Path(sys.prefix) / "hypothesis")
 
 OPERATOR_NAMESPACE = "jm-system"
 RELEASE = "jm"

@@ -14,7 +14,7 @@ import shlex
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from jewelry_monitoring.builders.common import APP_COMPONENT, OWNER_LABEL, child_name
+from jewelry_monitoring.builders.common import APP_COMPONENT, child_name, owner_selector
 from jewelry_monitoring.builders.desired import MONITORING_KINDS
 from jewelry_monitoring.kube import Kube
 from jewelry_monitoring.promapi import PrometheusAPI, PrometheusError
@@ -202,7 +202,7 @@ class Doctor:
                     "" if ready.get("status") == "True" else ready.get("message", ""),
                 )
             )
-        labelled = f"{OWNER_LABEL}={name}"
+        labelled = owner_selector(name)
         ours = [
             obj
             for kind in MONITORING_KINDS

@@ -23,7 +23,7 @@ from typing import Any
 import kopf
 
 from jewelry_monitoring import metrics
-from jewelry_monitoring.builders.common import MANAGED_BY, OWNER_LABEL, PREFIX
+from jewelry_monitoring.builders.common import MANAGED_BY, OWNER_LABEL, PREFIX, instance_label
 from jewelry_monitoring.builders.desired import CHILD_KINDS
 from jewelry_monitoring.config import OperatorConfig
 from jewelry_monitoring.facts import ClusterFacts
@@ -38,7 +38,7 @@ from jewelry_monitoring.kube import (
 from jewelry_monitoring.leader import LeaderElector
 from jewelry_monitoring.reconcile import WATCHED_CRDS, Outcome, Reconciler
 from jewelry_monitoring.selection import SELECTING
-from jewelry_monitoring.spec import API_GROUP, API_VERSION, PLURAL
+from jewelry_monitoring.spec import API_GROUP, API_VERSION, KIND, PLURAL
 from jewelry_monitoring.workqueue import Key, ReconcileQueue
 
 
@@ -346,15 +346,37 @@ async def jewelry_monitoring_changed(namespace: str | None, name: str, memo: Any
         memo.controller.request((namespace, name))
 
 
+def controlling_owner(meta: Mapping[str, Any]) -> str | None:
+    """The name of the JewelryMonitoring controlling a child, from its ownerReference: the
+    owner label holds a shortened name when the resource's is longer than 63 characters."""
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == KIND:
+            return str(ref["name"])
+    return None
+
+
 async def _child_changed(
-    namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any
+    namespace: str | None, meta: Mapping[str, Any], memo: Any, **_: Any
 ) -> None:
-    owner = labels.get(OWNER_LABEL)
+    owner = controlling_owner(meta)
     if owner and namespace:
         memo.controller.request((namespace, owner))
+
+
+async def _app_endpoints_changed(
+    namespace: str | None, meta: Mapping[str, Any], memo: Any, **_: Any
+) -> None:
+    """An EndpointSlice is owned by its Service, not by us: the owner label it copied from
+    the Service names the resource (shortened for a long name, so compare label values)."""
+    label = (meta.get("labels") or {}).get(OWNER_LABEL)
+    if label and namespace:
+        controller: Controller = memo.controller
+        for key in sorted(controller.known):
+            if key[0] == namespace and instance_label(key[1]) == label:
+                controller.request(key)
 
 
 for group, version, plural in CHILD_RESOURCES:
     # The server-side label selector (set at startup) already keeps others' objects out.
     kopf.on.event(group, version, plural, id=f"child-{plural}")(_child_changed)
-kopf.on.event(*APP_ENDPOINTS, id="app-endpoints")(_child_changed)
+kopf.on.event(*APP_ENDPOINTS, id="app-endpoints")(_app_endpoints_changed)

@@ -79,6 +79,7 @@ RESOURCES: dict[str, Resource] = {
     "DaemonSet": Resource("apps/v1", "daemonsets"),
     "Service": Resource("v1", "services"),
     "ConfigMap": Resource("v1", "configmaps"),
+    "NetworkPolicy": Resource("networking.k8s.io/v1", "networkpolicies"),
     "Secret": Resource("v1", "secrets"),
     "Event": Resource("v1", "events"),
     "Namespace": Resource("v1", "namespaces", namespaced=False),
@@ -288,7 +289,8 @@ class Kube:
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {
-                "name": f"{meta['name']}.{uuid.uuid4().hex[:12]}",
+                # A name is at most 253 characters, and so may the resource's be.
+                "name": f"{meta['name'][:240]}.{uuid.uuid4().hex[:12]}",
                 "namespace": meta["namespace"],
             },
             "involvedObject": {

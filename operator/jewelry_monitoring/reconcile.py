@@ -15,14 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
 from jewelry_monitoring.builders.common import (
     APP_COMPONENT,
-    OWNER_LABEL,
     SPEC_HASH_ANNOTATION,
     Owner,
     child_name,
+    owner_selector,
 )
 from jewelry_monitoring.builders.desired import (
     CHILD_KINDS,
@@ -30,6 +28,7 @@ from jewelry_monitoring.builders.desired import (
     PRUNABLE_KINDS,
     desired_objects,
     needed_monitoring_kinds,
+    size_problems,
 )
 from jewelry_monitoring.builders.exporters import component as exporter_component
 from jewelry_monitoring.builders.routing import ROUTING_COMPONENT
@@ -42,10 +41,9 @@ from jewelry_monitoring.spec import (
     KIND,
     JewelryMonitoringSpec,
     duration_seconds,
-    name_problems,
     quantity_value,
     secret_refs,
-    semantic_problems,
+    validate,
 )
 from jewelry_monitoring.status import ChildRef, Condition, JewelryMonitoringStatus, merge_conditions
 from jewelry_monitoring.targets import (
@@ -166,13 +164,11 @@ class Reconciler:
         generation = int(cr["metadata"].get("generation", 0))
         status = JewelryMonitoringStatus.model_validate(cr.get("status") or {})
 
-        problems, spec = self._validate(cr, name)
+        problems, spec = validate(cr.get("spec") or {}, KNOWN_ALERTS, self.allowed_images)
         missing_secrets = self._missing_secrets(spec, namespace, outcome) if spec else {}
         if problems or spec is None:
             message = "; ".join(problems + list(missing_secrets.values()))
-            ready = _condition("Ready", "False", "InvalidSpec", message, generation)
-            if self._set_status(cr, status, [ready], status.children, status.exporters, outcome):
-                self._event(cr, "Warning", "InvalidSpec", message, outcome)
+            self._refuse(cr, status, "InvalidSpec", message, outcome)
             return outcome
 
         owner = Owner(name=name, namespace=namespace, uid=cr["metadata"]["uid"], spec=spec)
@@ -181,6 +177,10 @@ class Reconciler:
         )
         missing_crds = sorted(needed_monitoring_kinds(spec) - available)
         desired = desired_objects(owner, available)
+        too_large = size_problems(desired)
+        if too_large:  # the server would refuse them on every retry: nothing is applied
+            self._refuse(cr, status, "ObjectTooLarge", "; ".join(too_large), outcome)
+            return outcome
         # A component whose Secret is missing is held back as it is (neither created, changed
         # nor pruned); everything else goes ahead.
         held_names = {child_name(name, _component_of(where)) for where in missing_secrets}
@@ -244,17 +244,6 @@ class Reconciler:
 
     # -- steps -----------------------------------------------------------------------------
 
-    def _validate(self, cr: Obj, name: str) -> tuple[list[str], JewelryMonitoringSpec | None]:
-        """The parsed spec (None if it does not parse) and why it cannot be acted on."""
-        try:
-            spec = JewelryMonitoringSpec.model_validate(cr.get("spec") or {})
-        except ValidationError as error:
-            problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
-            return name_problems(name) + problems, None
-        return name_problems(name) + semantic_problems(
-            spec, KNOWN_ALERTS, self.allowed_images
-        ), spec
-
     def _missing_secrets(
         self, spec: JewelryMonitoringSpec, namespace: str, outcome: Outcome
     ) -> dict[str, str]:
@@ -285,7 +274,7 @@ class Reconciler:
         """Every object labelled as this resource's child: one LIST per kind (in parallel), not
         a GET per child, so an idle reconcile costs a handful of requests whatever the CR
         enables."""
-        selector = f"{OWNER_LABEL}={name}"
+        selector = owner_selector(name)
         kinds = [k for k in CHILD_KINDS if k not in MONITORING_KINDS or k in available]
         found: dict[tuple[str, str], Obj] = {}
         for kind, objects in zip(
@@ -523,6 +512,16 @@ class Reconciler:
         return _condition("TargetsHealthy", *_fields(verdict), generation)
 
     # -- writes to the CR itself -----------------------------------------------------------
+
+    def _refuse(
+        self, cr: Obj, status: JewelryMonitoringStatus, reason: str, message: str, outcome: Outcome
+    ) -> None:
+        """Ready=False with why, and one Warning event per change: the spec must change
+        before anything can be done, so there is nothing to retry."""
+        generation = int(cr["metadata"].get("generation", 0))
+        ready = _condition("Ready", "False", reason, message, generation)
+        if self._set_status(cr, status, [ready], status.children, status.exporters, outcome):
+            self._event(cr, "Warning", reason, message, outcome)
 
     def _set_status(
         self,

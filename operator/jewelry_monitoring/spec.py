@@ -10,12 +10,25 @@ an alert name that must exist) live in ``semantic_problems``.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic.alias_generators import to_camel
+
+from jewelry_monitoring.validation import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    METRIC_NAME,
+    annotation_problems,
+    cidr_problem,
+    label_map_problems,
+    port_problem,
+    prometheus_label_problems,
+    qualified_name_problem,
+    url_host_port,
+)
 
 API_GROUP = "monitoring.jewelry.io"
 API_VERSION = "v1alpha1"
@@ -116,8 +129,12 @@ class SpecModel(BaseModel):
 class SecretKeyRef(SpecModel):
     """A key of a Secret in the CR's namespace. The operator never reads the value."""
 
-    name: str = Field(min_length=1, description="Secret name.")
-    key: str = Field(min_length=1, description="Key within the Secret.")
+    name: str = Field(
+        min_length=1, max_length=253, pattern=f"^{DNS_SUBDOMAIN}$", description="Secret name."
+    )
+    key: str = Field(
+        min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key within it."
+    )
 
 
 class BasicAuth(SpecModel):
@@ -161,6 +178,34 @@ class AppSpec(SpecModel):
     metric_relabelings: list[PassThrough] = Field(default_factory=list)
 
 
+class NetworkTarget(SpecModel):
+    """Where an exporter connects, for its NetworkPolicy's egress rule (DNS is always allowed).
+
+    Without it, the operator derives the target from the exporter's own settings (see
+    ``builders/exporters.py``); set it when that cannot be known (a DSN in a Secret) or is
+    too wide (a hostname outside the cluster: any address on the port).
+    """
+
+    pod_selector: LabelMap = Field(
+        default_factory=dict, description="Labels of the target's pods; empty: any pod."
+    )
+    namespace: str | None = Field(
+        None,
+        max_length=63,
+        pattern=f"^{DNS_LABEL}$",
+        description="Namespace of those pods; defaults to this resource's.",
+    )
+    cidrs: list[str] = Field(
+        default_factory=list,
+        description="Address ranges of a target outside the cluster, instead of pods.",
+    )
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default_factory=list,
+        description="The target's ports as the pods listen (after a Service's translation); "
+        "defaults to the port the exporter's settings name.",
+    )
+
+
 class ExporterSpec(SpecModel):
     """What every exporter shares. Each subclass adds its connection settings."""
 
@@ -174,6 +219,7 @@ class ExporterSpec(SpecModel):
     extra_args: list[str] = Field(default_factory=list)
     node_selector: LabelMap = Field(default_factory=dict)
     tolerations: list[PassThrough] = Field(default_factory=list)
+    network_target: NetworkTarget | None = None
 
 
 class PostgresExporterSpec(ExporterSpec):
@@ -181,6 +227,11 @@ class PostgresExporterSpec(ExporterSpec):
     data_source: SecretKeyRef | None = Field(
         None, description="Secret key holding the PostgreSQL DSN (DATA_SOURCE_NAME)."
     )
+
+
+# The schemes an exporter's address may have, and the port each implies.
+REDIS_SCHEMES = {"redis": 6379, "rediss": 6379}
+NGINX_SCHEMES = {"http": 80, "https": 443}
 
 
 class RedisExporterSpec(ExporterSpec):
@@ -434,6 +485,66 @@ class PrometheusSpec(SpecModel):
     )
 
 
+class RuleSpec(SpecModel):
+    """One alerting (``alert``) or recording (``record``) rule, as in a Prometheus rule file."""
+
+    alert: str | None = None
+    record: str | None = None
+    expr: str = Field(min_length=1, description="PromQL; checked by Prometheus, not here.")
+    for_: Duration | None = Field(None, alias="for")
+    # Spelled as in Prometheus' rule files and prometheus-operator's PrometheusRule.
+    keep_firing_for: Duration | None = Field(None, alias="keep_firing_for")
+    labels: LabelMap = Field(default_factory=dict)
+    annotations: LabelMap = Field(default_factory=dict)
+
+
+class RuleGroupSpec(SpecModel):
+    """A rule group of the user's own, appended to the resource's PrometheusRule."""
+
+    name: str = Field(min_length=1, description="Unique; names beginning 'jewelry.' are ours.")
+    interval: Duration | None = None
+    rules: Annotated[list[RuleSpec], Field(min_length=1)]
+
+
+# Our rule groups are named jewelry.<namespace>.<resource>.<part>: the user's may not be.
+OUR_GROUP_PREFIX = "jewelry."
+
+
+class PeerSelector(SpecModel):
+    """Pods by labels, in namespaces by labels (``namespaceSelector`` unset: every namespace)."""
+
+    pod_selector: Annotated[LabelMap, Field(min_length=1)]
+    namespace_selector: LabelMap | None = None
+
+
+# kube-prometheus-stack's Prometheus pods, wherever they run; the cluster DNS as kubeadm,
+# kind and most distributions label it.
+PROMETHEUS_PODS: dict[str, Any] = {"app.kubernetes.io/name": "prometheus"}
+DNS_PODS: dict[str, Any] = {"k8s-app": "kube-dns"}
+DNS_NAMESPACE: dict[str, Any] = {"kubernetes.io/metadata.name": "kube-system"}
+
+
+class NetworkPolicySpec(SpecModel):
+    """One NetworkPolicy per exporter: ingress only from Prometheus to the metrics port,
+    egress only to the exporter's target and to DNS. Enforced only by a policy-capable CNI."""
+
+    enabled: bool = True
+    prometheus: PeerSelector = Field(
+        default_factory=lambda: PeerSelector(pod_selector=PROMETHEUS_PODS),
+        json_schema_extra={"default": {"podSelector": PROMETHEUS_PODS}},
+        description="The Prometheus pods allowed to scrape the exporters.",
+    )
+    dns: PeerSelector = Field(
+        default_factory=lambda: PeerSelector(
+            pod_selector=DNS_PODS, namespace_selector=DNS_NAMESPACE
+        ),
+        json_schema_extra={
+            "default": {"podSelector": DNS_PODS, "namespaceSelector": DNS_NAMESPACE}
+        },
+        description="The cluster DNS pods (port 53, UDP and TCP).",
+    )
+
+
 class JewelryMonitoringSpec(SpecModel):
     """Desired monitoring for one Django deployment of the Jewelry SaaS platform."""
 
@@ -454,6 +565,13 @@ class JewelryMonitoringSpec(SpecModel):
     slos: SLOSpec = Field(default_factory=SLOSpec, json_schema_extra={"default": {}})
     dashboards: DashboardsSpec = Field(
         default_factory=DashboardsSpec, json_schema_extra={"default": {}}
+    )
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=NetworkPolicySpec, json_schema_extra={"default": {}}
+    )
+    extra_rule_groups: list[RuleGroupSpec] = Field(
+        default_factory=list,
+        description="The user's own alerting and recording rule groups, appended to ours.",
     )
     routing: RoutingSpec | None = Field(
         None, description="Alert routing through Alertmanager; unset, nothing is routed."
@@ -476,19 +594,6 @@ OPERATOR_LABELS = frozenset(
 # The label every alert of a resource carries, its value the resource's name: its
 # AlertmanagerConfig matches on it, so that it routes this resource's alerts and no others.
 ALERT_OWNER_LABEL = "jewelry_monitoring"
-# Every child carries its resource's name as a label value, which Kubernetes limits to 63.
-MAX_NAME_LENGTH = 63
-
-
-def name_problems(name: str) -> list[str]:
-    """Why a JewelryMonitoring cannot have this name (the API server allows up to 253)."""
-    if len(name) <= MAX_NAME_LENGTH:
-        return []
-    return [
-        f"metadata.name is {len(name)} characters long; at most {MAX_NAME_LENGTH} are allowed "
-        "because every child is labelled with it (a label value): recreate the resource "
-        "with a shorter name"
-    ]
 
 
 # Which secret each exporter cannot run without, and the field that names it.
@@ -556,6 +661,25 @@ def image_problems(spec: JewelryMonitoringSpec, allowed: Sequence[str]) -> list[
     ]
 
 
+def validate(
+    raw: Mapping[str, Any], known_alerts: frozenset[str], allowed_images: Sequence[str] = ()
+) -> tuple[list[str], JewelryMonitoringSpec | None]:
+    """The parsed spec (None if it does not parse) and everything wrong with it, each
+    message beginning with the field it is about."""
+    try:
+        spec = JewelryMonitoringSpec.model_validate(raw)
+    except ValidationError as error:
+        return [f"{field_path(e['loc'])}: {e['msg']}" for e in error.errors()], None
+    return semantic_problems(spec, known_alerts, allowed_images), spec
+
+
+def field_path(location: Sequence[int | str]) -> str:
+    """``("exporters", "redis", "port")`` as ``exporters.redis.port``, list items as ``[0]``."""
+    return "".join(
+        f"[{part}]" if isinstance(part, int) else f".{part}" for part in location
+    ).lstrip(".")
+
+
 def semantic_problems(
     spec: JewelryMonitoringSpec, known_alerts: frozenset[str], allowed_images: Sequence[str] = ()
 ) -> list[str]:
@@ -582,12 +706,6 @@ def semantic_problems(
                 f"exporters.{name} is enabled but exporters.{name}.{to_camel(field)}"
                 " (a secretKeyRef) is not set"
             )
-        for kind, amounts in (exporter.resources or Resources()).model_dump().items():
-            problems += [
-                f"exporters.{name}.resources.{kind}.{resource}: {amount!r} is not a quantity"
-                for resource, amount in amounts.items()
-                if quantity_value(amount) is None
-            ]
     for where, labels in (
         ("commonLabels", spec.common_labels),
         ("monitorLabels", spec.monitor_labels),
@@ -637,6 +755,148 @@ def semantic_problems(
             f"slos.latency.thresholdSeconds {latency.threshold_seconds} is not a latency bucket"
             f" boundary; choose one of {list(LATENCY_BUCKETS)}"
         )
+    return problems + kubernetes_problems(spec) + rule_group_problems(spec.extra_rule_groups)
+
+
+def _rule_problems(where: str, rule: RuleSpec) -> list[str]:
+    problems = []
+    if (rule.alert is None) == (rule.record is None):
+        problems.append(f"{where}: set exactly one of alert and record")
+    if not rule.expr.strip():
+        problems.append(f"{where}.expr is blank")
+    if rule.record is not None and not METRIC_NAME.fullmatch(rule.record):
+        problems.append(f"{where}.record {rule.record!r} is not a metric name")
+    if rule.alert is not None and not rule.alert.strip():
+        problems.append(f"{where}.alert is blank")
+    if rule.record is not None:
+        problems += [
+            f"{where}.{field} applies to alerting rules only"
+            for field, value in (
+                ("for", rule.for_),
+                ("keep_firing_for", rule.keep_firing_for),
+                ("annotations", rule.annotations),
+            )
+            if value
+        ]
+    problems += [
+        f"{where}.{field} is empty: leave it out or give a duration such as 5m"
+        for field, value in (("for", rule.for_), ("keep_firing_for", rule.keep_firing_for))
+        if value == ""
+    ]
+    problems += prometheus_label_problems(f"{where}.labels", rule.labels)
+    problems += prometheus_label_problems(f"{where}.annotations", rule.annotations)
+    return problems
+
+
+def rule_group_problems(groups: Sequence[RuleGroupSpec]) -> list[str]:
+    """The user's rule groups checked as Prometheus loads a rule file (structure, names,
+    durations; PromQL itself is Prometheus' to parse), and kept apart from ours."""
+    problems = []
+    seen: set[str] = set()
+    for index, group in enumerate(groups):
+        where = f"extraRuleGroups[{index}]"
+        if group.name in seen:
+            problems.append(f"{where}.name {group.name!r} is used twice: group names are unique")
+        seen.add(group.name)
+        if group.name.startswith(OUR_GROUP_PREFIX):
+            problems.append(
+                f"{where}.name {group.name!r}: names beginning {OUR_GROUP_PREFIX!r} are the "
+                "operator's own groups; choose another"
+            )
+        if group.interval == "":
+            problems.append(f"{where}.interval is empty: leave it out or give a duration")
+        for number, rule in enumerate(group.rules):
+            problems += _rule_problems(f"{where}.rules[{number}]", rule)
+    return problems
+
+
+# Container resources an exporter may ask for: others need a device plugin it cannot use.
+RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
+
+
+def _resources_problems(where: str, resources: Resources) -> list[str]:
+    problems = []
+    for kind, amounts in resources.model_dump().items():
+        for resource, amount in amounts.items():
+            value = quantity_value(amount)
+            if resource not in RESOURCE_NAMES:
+                problems.append(f"{where}.{kind}: {resource!r} is not one of {RESOURCE_NAMES}")
+            elif value is None:
+                problems.append(f"{where}.{kind}.{resource}: {amount!r} is not a quantity")
+            elif value < 0:
+                problems.append(f"{where}.{kind}.{resource}: {amount!r} is negative")
+    for resource, amount in resources.requests.items():
+        request, limit = quantity_value(amount), quantity_value(resources.limits.get(resource, ""))
+        if request is not None and limit is not None and request > limit:
+            problems.append(
+                f"{where}.requests.{resource} {amount} is more than its limit "
+                f"{resources.limits[resource]}"
+            )
+    return problems
+
+
+def exporter_target(exporter: ExporterSpec) -> tuple[str, int] | str | None:
+    """(host, port) an exporter connects to as its settings say; why not if they are wrong;
+    None if they are in a Secret (the operator never reads one)."""
+    if isinstance(exporter, RedisExporterSpec):
+        return url_host_port(exporter.address, REDIS_SCHEMES)
+    if isinstance(exporter, NginxExporterSpec):
+        return url_host_port(exporter.scrape_uri, NGINX_SCHEMES)
+    return None
+
+
+def _exporter_problems(name: str, exporter: ExporterSpec) -> list[str]:
+    where = f"exporters.{name}"
+    problems = _resources_problems(f"{where}.resources", exporter.resources or Resources())
+    problems += label_map_problems(f"{where}.nodeSelector", exporter.node_selector)
+    target = exporter_target(exporter)
+    if isinstance(target, str):
+        field = "address" if name == "redis" else "scrapeUri"
+        problems.append(f"{where}.{field}: {target}")
+    chosen = exporter.network_target
+    if chosen:
+        problems += label_map_problems(f"{where}.networkTarget.podSelector", chosen.pod_selector)
+        problems += [
+            problem
+            for cidr in chosen.cidrs
+            if (problem := cidr_problem(f"{where}.networkTarget.cidrs", cidr))
+        ]
+    return problems
+
+
+def kubernetes_problems(spec: JewelryMonitoringSpec) -> list[str]:
+    """Values the CRD's schema lets through that the API server would refuse in a child
+    (names, label maps, ports, address ranges, resources) or Prometheus in a rule."""
+    problems = label_map_problems("app.podSelector", spec.app.pod_selector)
+    port = port_problem("app.port", spec.app.port)
+    problems += [port] if port else []
+    for where, labels in (
+        ("commonLabels", spec.common_labels),
+        ("monitorLabels", spec.monitor_labels),
+        ("dashboards.labels", spec.dashboards.labels),
+        ("networkPolicy.prometheus.podSelector", spec.network_policy.prometheus.pod_selector),
+        ("networkPolicy.dns.podSelector", spec.network_policy.dns.pod_selector),
+        (
+            "networkPolicy.prometheus.namespaceSelector",
+            spec.network_policy.prometheus.namespace_selector or {},
+        ),
+        ("networkPolicy.dns.namespaceSelector", spec.network_policy.dns.namespace_selector or {}),
+    ):
+        problems += label_map_problems(where, labels)
+    dashboards = spec.dashboards
+    folder_key = qualified_name_problem(dashboards.folder_annotation)
+    problems += [f"dashboards.folderAnnotation: {folder_key}"] if folder_key else []
+    problems += annotation_problems("commonAnnotations", spec.common_annotations)
+    problems += annotation_problems(
+        "dashboards.annotations",
+        dashboards.annotations,
+        beside={**spec.common_annotations, dashboards.folder_annotation: dashboards.folder},
+    )
+    for name, exporter in spec.exporters.enabled().items():
+        problems += _exporter_problems(name, exporter)
+    problems += prometheus_label_problems("alerts.labels", spec.alerts.labels)
+    for alert, override in spec.alerts.overrides.items():
+        problems += prometheus_label_problems(f"alerts.overrides.{alert}.labels", override.labels)
     return problems
 
 

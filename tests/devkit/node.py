@@ -587,7 +587,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "failSwapOn": False,
             "enforceNodeAllocatable": [],
             "evictionHard": {},
-            "localStorageCapacityIsolation": False,
+            # True (the default): the node reports ephemeral-storage capacity, so pods that
+            # request it (our exporters and operator do) can be scheduled.
+            "localStorageCapacityIsolation": True,
             "makeIPTablesUtilChains": False,
             "serializeImagePulls": False,
             "imageGCHighThresholdPercent": 100,

@@ -98,6 +98,8 @@ def test_defaults_render_the_expected_objects() -> None:
         "JM_METRICS_PORT": "8081",
         "JM_ALLOWED_IMAGES": "",
     }
+    for kind in ("requests", "limits"):
+        assert "ephemeral-storage" in operator["resources"][kind], kind
     probe = operator["livenessProbe"]["httpGet"]
     assert probe == {"path": "/healthz", "port": "health"}
     assert operator["ports"] == [
@@ -110,6 +112,15 @@ def test_defaults_render_the_expected_objects() -> None:
     # blockOwnerDeletion on the children needs it (OwnerReferencesPermissionEnforcement).
     assert grants(namespaced, "monitoring.jewelry.io", "jewelrymonitorings/finalizers") == {
         "update"
+    }
+    # The exporters' NetworkPolicies, created and pruned like every other child.
+    assert grants(namespaced, "networking.k8s.io", "networkpolicies") == {
+        "get",
+        "list",
+        "watch",
+        "create",
+        "patch",
+        "delete",
     }
     assert not by_kind(objects, "Role")  # no Lease without leader election
     (service,) = by_kind(objects, "Service")

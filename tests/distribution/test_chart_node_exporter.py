@@ -10,6 +10,7 @@ import pytest
 
 from devkit.manifests import CHART
 from devkit.operator_process import render_chart
+from devkit.probes import liveness_problems
 from devkit.toolchain import binary
 
 RELEASE, NAMESPACE = "jm", "ops"
@@ -145,3 +146,11 @@ def test_values_schema_rejects_bad_values(values: dict[str, Any], complaint: str
     with pytest.raises(subprocess.CalledProcessError) as failure:
         render(values)
     assert complaint in failure.value.stderr
+
+
+def test_liveness_is_more_tolerant_than_readiness_and_storage_is_bounded() -> None:
+    [daemonset] = of_kind(render(ON), "DaemonSet")
+    [container] = daemonset["spec"]["template"]["spec"]["containers"]
+    assert liveness_problems(container) == []
+    for kind in ("requests", "limits"):
+        assert "ephemeral-storage" in container["resources"][kind], kind

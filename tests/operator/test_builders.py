@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
+from devkit.probes import liveness_problems
 from jewelry_monitoring.builders.app import app_objects
-from jewelry_monitoring.builders.common import Owner, child_name
-from jewelry_monitoring.builders.desired import desired_objects, spec_hash, without_empty
+from jewelry_monitoring.builders.common import Owner, child_name, instance_label
+from jewelry_monitoring.builders.desired import (
+    desired_objects,
+    size_problems,
+    spec_hash,
+    without_empty,
+)
 from jewelry_monitoring.builders.exporters import EXPORTERS, exporter_objects
 from jewelry_monitoring.spec import EXPORTER_NAMES, JewelryMonitoringSpec
 
@@ -41,6 +48,7 @@ def test_postgres_exporter_objects_read_like_a_manifest() -> None:
         "Deployment/shop-postgres-exporter",
         "Service/shop-postgres-exporter",
         "ServiceMonitor/shop-postgres-exporter",
+        "NetworkPolicy/shop-postgres-exporter",
     }
     pod = objects["Deployment/shop-postgres-exporter"]["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
@@ -63,8 +71,8 @@ def test_postgres_exporter_objects_read_like_a_manifest() -> None:
         "capabilities": {"drop": ["ALL"]},
     }
     assert container["resources"] == {
-        "requests": {"cpu": "10m", "memory": "32Mi"},
-        "limits": {"cpu": "200m", "memory": "128Mi"},
+        "requests": {"cpu": "10m", "memory": "32Mi", "ephemeral-storage": "16Mi"},
+        "limits": {"cpu": "200m", "memory": "128Mi", "ephemeral-storage": "64Mi"},
     }
     assert container["livenessProbe"]["httpGet"] == {"path": "/", "port": "metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/", "port": "metrics"}
@@ -102,7 +110,7 @@ def test_every_exporter_is_described_and_buildable() -> None:
         }
     }
     objects = by_key(exporter_objects(owner(spec)))
-    assert len(objects) == 12
+    assert len(objects) == 16
     redis = objects["Deployment/shop-redis-exporter"]["spec"]["template"]["spec"]["containers"][0]
     assert redis["env"] == [
         {"name": "REDIS_ADDR", "value": "redis://redis:6379"},
@@ -220,13 +228,53 @@ def test_empty_values_are_not_sent_and_hash_tracks_content() -> None:
     assert differing == {"shop-postgres-exporterServiceMonitor"}
 
 
-@pytest.mark.parametrize("length", [10, 63, 80])
-def test_child_names_stay_valid_dns_labels(length: int) -> None:
-    name = child_name("x" * length, "postgres-exporter")
-    assert len(name) <= 63
-    assert child_name("x" * length, "postgres-exporter") == name
-    if length == 80:
-        assert child_name("x" * 79 + "y", "postgres-exporter") != name
+SERVICE_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+
+
+@pytest.mark.parametrize(
+    "instance", ["shop", "x" * 46, "x" * 47, "x" * 63, "x" * 253, "shop.eu", "1shop", "9" * 253]
+)
+def test_child_names_and_labels_stay_valid_at_every_length(instance: str) -> None:
+    """A resource may be named any DNS subdomain (253); its children's names must be Service
+    names (RFC 1035 labels) and its labels label values: 63 characters at most."""
+    objects = desired_objects(
+        Owner(
+            instance, "jewelry", "uid", owner({**POSTGRES, "dashboards": {"enabled": True}}).spec
+        ),
+        ALL_MONITORING,
+    )
+    for obj in objects:
+        name = obj["metadata"]["name"]
+        assert len(name) <= 63 and SERVICE_NAME.fullmatch(name), name
+        for value in obj["metadata"]["labels"].values():
+            assert len(value) <= 63 and LABEL_VALUE.fullmatch(value), value
+    assert [o["metadata"]["name"] for o in objects] == [
+        o["metadata"]["name"]
+        for o in desired_objects(
+            Owner(
+                instance, "jewelry", "uid", owner(POSTGRES | {"dashboards": {"enabled": True}}).spec
+            ),
+            ALL_MONITORING,
+        )
+    ], "names must be stable"
+    if len(f"{instance}-postgres-exporter") <= 63 and SERVICE_NAME.fullmatch(instance):
+        assert child_name(instance, "postgres-exporter") == f"{instance}-postgres-exporter"
+
+
+def test_names_that_would_collide_stay_distinct() -> None:
+    """Long names alike in their first 200 characters, and names that differ only where
+    they are made valid ("." and "-"), give distinct child names and owner labels."""
+    prefix = "jewelry-shop-production." + "x" * 200
+    instances = [f"{prefix}{i}" for i in range(2000)] + ["shop.eu", "shop-eu", "1shop", "jm-1shop"]
+    for component in ("app-metrics", "postgres-exporter", "dashboard-overview"):
+        names = {child_name(instance, component) for instance in instances}
+        assert len(names) == len(instances), component
+    labels = {instance_label(instance) for instance in instances}
+    assert len(labels) == len(instances)
+    # A shortened label cannot be any resource's name, which has no "_".
+    assert all("_" in instance_label(instance) for instance in instances if len(instance) > 63)
+    assert instance_label("x" * 63) == "x" * 63
 
 
 def test_users_part_of_label_wins_over_ours() -> None:
@@ -240,3 +288,177 @@ def test_users_part_of_label_wins_over_ours() -> None:
     assert {o["metadata"]["labels"]["app.kubernetes.io/part-of"] for o in default} == {
         "jewelry-monitoring"
     }
+
+
+@pytest.mark.parametrize("exporter", EXPORTER_NAMES)
+def test_exporter_liveness_is_more_tolerant_than_readiness(exporter: str) -> None:
+    spec = {"exporters": {exporter: {"enabled": True, "dataSource": {"name": "d", "key": "k"}}}}
+    if exporter != "postgres":
+        spec = {"exporters": {exporter: {"enabled": True}}}
+    (deployment,) = [o for o in exporter_objects(owner(spec)) if o["kind"] == "Deployment"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert liveness_problems(container) == []
+    # The check can fail: the probes as they were (identical but for the failure threshold).
+    identical = {"httpGet": container["livenessProbe"]["httpGet"], "periodSeconds": 10}
+    assert liveness_problems(
+        {
+            "livenessProbe": {**identical, "timeoutSeconds": 5, "failureThreshold": 6},
+            "readinessProbe": {**identical, "timeoutSeconds": 5, "failureThreshold": 3},
+        }
+    )
+
+
+def test_ephemeral_storage_is_added_unless_the_user_sets_it() -> None:
+    def resources(given: dict[str, Any]) -> dict[str, Any]:
+        spec = {"exporters": {"redis": {"enabled": True, "resources": given}}}
+        (deployment,) = [o for o in exporter_objects(owner(spec)) if o["kind"] == "Deployment"]
+        result: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0][
+            "resources"
+        ]
+        return result
+
+    assert resources({"limits": {"memory": "1Gi"}}) == {
+        "requests": {"ephemeral-storage": "16Mi"},
+        "limits": {"memory": "1Gi", "ephemeral-storage": "64Mi"},
+    }
+    assert resources({"limits": {"ephemeral-storage": "1Gi"}}) == {
+        "requests": {},
+        "limits": {"ephemeral-storage": "1Gi"},
+    }
+
+
+def _policy(spec: dict[str, Any], exporter: str) -> dict[str, Any]:
+    objects = by_key(exporter_objects(owner(spec)))
+    return objects[f"NetworkPolicy/shop-{exporter}-exporter"]
+
+
+def test_network_policy_admits_prometheus_to_the_metrics_port_only() -> None:
+    policy = _policy(POSTGRES, "postgres")
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    spec = policy["spec"]
+    assert spec["podSelector"] == {
+        "matchLabels": {
+            "app.kubernetes.io/name": "postgres-exporter",
+            "app.kubernetes.io/instance": "shop",
+        }
+    }
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["ingress"] == [
+        {
+            "from": [
+                {
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+                    "namespaceSelector": {
+                        "matchExpressions": [
+                            {"key": "kubernetes.io/metadata.name", "operator": "Exists"}
+                        ]
+                    },
+                }
+            ],
+            "ports": [{"protocol": "TCP", "port": 9187}],
+        }
+    ]
+    dns, target = spec["egress"]
+    assert dns == {
+        "to": [
+            {
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                },
+            }
+        ],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
+    # The DSN is in a Secret the operator never reads: this namespace, PostgreSQL's port.
+    assert target == {
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "jewelry"}}}],
+        "ports": [{"protocol": "TCP", "port": 5432}],
+    }
+    assert "Secret" in policy["metadata"]["annotations"]["monitoring.jewelry.io/egress"]
+    custom = {
+        "networkPolicy": {
+            "prometheus": {
+                "podSelector": {"app": "prom"},
+                "namespaceSelector": {"team": "monitoring"},
+            }
+        }
+    }
+    (peer,) = _policy({**POSTGRES, **custom}, "postgres")["spec"]["ingress"][0]["from"]
+    assert peer == {
+        "podSelector": {"matchLabels": {"app": "prom"}},
+        "namespaceSelector": {"matchLabels": {"team": "monitoring"}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("address", "to", "port", "why"),
+    [
+        (
+            "redis://cache:6380",
+            [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "jewelry"}}}],
+            6380,
+            "cache is a Service there",
+        ),
+        (
+            "cache.other.svc.cluster.local:6379",
+            [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "other"}}}],
+            6379,
+            "Service there",
+        ),
+        ("rediss://10.1.2.3", [{"ipBlock": {"cidr": "10.1.2.3/32"}}], 6379, "the target"),
+        ("redis://[fd00::5]:7000", [{"ipBlock": {"cidr": "fd00::5/128"}}], 7000, "the target"),
+        ("redis://cache.example.com:6379", None, 6379, "any address"),
+    ],
+)
+def test_redis_egress_follows_its_address(
+    address: str, to: list[dict[str, Any]] | None, port: int, why: str
+) -> None:
+    policy = _policy({"exporters": {"redis": {"enabled": True, "address": address}}}, "redis")
+    target = policy["spec"]["egress"][1]
+    assert target.get("to") == to
+    assert target["ports"] == [{"protocol": "TCP", "port": port}]
+    assert why in policy["metadata"]["annotations"]["monitoring.jewelry.io/egress"]
+
+
+def test_network_target_in_the_cr_wins_and_the_policy_can_be_switched_off() -> None:
+    nginx = {"enabled": True, "scrapeUri": "https://web.example.com/stub_status"}
+    assert _policy({"exporters": {"nginx": nginx}}, "nginx")["spec"]["egress"][1] == {
+        "ports": [{"protocol": "TCP", "port": 443}]
+    }
+    pods = {**nginx, "networkTarget": {"podSelector": {"app": "web"}, "ports": [8080]}}
+    assert _policy({"exporters": {"nginx": pods}}, "nginx")["spec"]["egress"][1] == {
+        "to": [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "jewelry"}},
+                "podSelector": {"matchLabels": {"app": "web"}},
+            }
+        ],
+        "ports": [{"protocol": "TCP", "port": 8080}],
+    }
+    outside = {**nginx, "networkTarget": {"cidrs": ["192.0.2.0/24"]}}
+    assert _policy({"exporters": {"nginx": outside}}, "nginx")["spec"]["egress"][1] == {
+        "to": [{"ipBlock": {"cidr": "192.0.2.0/24"}}],
+        "ports": [{"protocol": "TCP", "port": 443}],
+    }
+    off = {"exporters": {"nginx": nginx}, "networkPolicy": {"enabled": False}}
+    assert not [o for o in exporter_objects(owner(off)) if o["kind"] == "NetworkPolicy"]
+
+
+def test_objects_too_large_for_the_server_are_named_with_the_field_to_change() -> None:
+    small = desired_objects(owner(POSTGRES), ALL_MONITORING)
+    assert size_problems(small) == []
+    huge = {"name": "mine", "rules": [{"record": "a:b", "expr": "up" + " or up" * 180_000}]}
+    objects = desired_objects(owner({"extraRuleGroups": [huge]}), ALL_MONITORING)
+    (problem,) = size_problems(objects)
+    assert problem.startswith("extraRuleGroups: PrometheusRule shop-rules would be 108")
+    # A ConfigMap's data has its own limit: 1 MiB.
+    dashboard = {
+        "kind": "ConfigMap",
+        "metadata": {"name": "shop-dashboard-x"},
+        "data": {"x.json": "x" * (1024 * 1024 + 1)},
+    }
+    assert size_problems([dashboard]) == [
+        "dashboards: ConfigMap shop-dashboard-x would be 1048577 bytes, more than the 1048576 "
+        "it may have: make dashboards smaller"
+    ]

@@ -27,22 +27,23 @@ from devkit.crs import (
 )
 from devkit.kubetools import wait_for
 from devkit.operator_process import WRITE_VERBS, OperatorProcess, audit_position, audit_writes
+from jewelry_monitoring.builders.common import owner_selector
 
 pytestmark = pytest.mark.cluster
 
-OWNER_LABEL = "monitoring.jewelry.io/owner"
 MONITORING = ("monitoring.coreos.com", "v1")
 
 
 def children(api: client.ApiClient, namespace: str, owner: str) -> dict[str, dict[str, Any]]:
     """Every object labelled as a child of ``owner``, keyed "Kind/name"."""
-    selector = f"{OWNER_LABEL}={owner}"
+    selector = owner_selector(owner)
     apps, core, custom = client.AppsV1Api(api), client.CoreV1Api(api), CustomApi(api)
     found: dict[str, dict[str, Any]] = {}
     typed = [
         ("Deployment", apps.list_namespaced_deployment),
         ("Service", core.list_namespaced_service),
         ("ConfigMap", core.list_namespaced_config_map),
+        ("NetworkPolicy", client.NetworkingV1Api(api).list_namespaced_network_policy),
     ]
     for kind, lister in typed:
         for item in lister(namespace, label_selector=selector).items:
@@ -126,7 +127,7 @@ def test_cr_creates_every_child_accepted_by_real_schemas(
         *(
             f"{kind}/shop-{name}-exporter"
             for name in ("postgres", "redis", "nginx", "celery")
-            for kind in ("Deployment", "Service", "ServiceMonitor")
+            for kind in ("Deployment", "Service", "ServiceMonitor", "NetworkPolicy")
         ),
     }
     assert expected <= set(found)
@@ -154,6 +155,14 @@ def test_cr_creates_every_child_accepted_by_real_schemas(
             "valueFrom": {"secretKeyRef": {"name": "shop-db", "key": "dsn"}},
         }
     ]
+    # The server stored each NetworkPolicy as built: the Redis exporter may reach the pods of
+    # this namespace on the address's port, and DNS; Prometheus may reach its metrics port.
+    redis_policy = found["NetworkPolicy/shop-redis-exporter"]["spec"]
+    assert redis_policy["egress"][1] == {
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}],
+        "ports": [{"protocol": "TCP", "port": 6379}],
+    }
+    assert redis_policy["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 9121}]
     app_monitor = found["ServiceMonitor/shop-app-metrics"]["spec"]["endpoints"][0]
     assert app_monitor["authorization"]["credentials"] == {"name": "shop-metrics", "key": "token"}
     status = shop["status"]
@@ -435,6 +444,7 @@ def test_non_canonical_quantities_are_not_rewritten_on_every_reconcile(
     assert stored.spec.template.spec.containers[0].resources.requests == {
         "cpu": "500m",
         "memory": "1Gi",
+        "ephemeral-storage": "16Mi",
     }
     audit = control_plane.audit_log
     assert quiet_writes(operator, audit, namespace=namespace) == []
@@ -478,30 +488,49 @@ def test_users_part_of_label_is_kept_and_operator_labels_are_refused(
     assert children(admin_api, namespace, "reserved") == {}
 
 
-def test_name_too_long_for_a_label_is_reported_not_retried(
-    admin_api: client.ApiClient,
-    namespace: str,
-    operator: OperatorProcess,
-    control_plane: Any,
+def test_names_up_to_253_characters_and_alike_names_get_distinct_valid_children(
+    admin_api: client.ApiClient, namespace: str, operator: OperatorProcess
 ) -> None:
-    name = "jewelry-shop-production-europe-west-primary-monitoring-" + "x" * 15  # 70
-    start = audit_position(control_plane.audit_log)
-    CustomApi(admin_api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, cr_body(name, {"app": {"podSelector": {"app": "x"}}})
+    """Two resources named alike for 252 characters, and one with a dot and a leading digit:
+    each gets its own children under valid, shortened names; a deleted child of a long-named
+    resource is restored (its events reach the resource through its ownerReference)."""
+    long_names = ["jewelry-shop." + "x" * 239 + suffix for suffix in ("a", "b")]
+    names = [*long_names, "1shop.eu"]
+    spec = {
+        "app": {"podSelector": {"app": "x"}},
+        "exporters": {"redis": {"enabled": True}},
+        "dashboards": {"enabled": True},
+    }
+    for name in names:
+        assert len(name) <= 253
+        CustomApi(admin_api).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, cr_body(name, spec)
+        )
+    found = {name: children(admin_api, namespace, name) for name in names}
+    for name in names:
+        cr = wait_condition(admin_api, namespace, name, "Ready", "True")
+        found[name] = children(admin_api, namespace, name)
+        assert {f"{c['kind']}/{c['name']}" for c in cr["status"]["children"]} == set(found[name])
+        for key, obj in found[name].items():
+            assert len(obj["metadata"]["name"]) <= 63, key
+            assert [ref["uid"] for ref in obj["metadata"]["ownerReferences"]] == [
+                cr["metadata"]["uid"]
+            ]
+    first, second, dotted = (set(found[name]) for name in names)
+    assert len(first) == len(second) == len(dotted) >= 9
+    assert not first & second and not first & dotted and not second & dotted
+    events = _events(admin_api, namespace, long_names[0])
+    assert ("Normal", "Created") in [e[:2] for e in events], "events on a 253-character name"
+
+    apps = client.AppsV1Api(admin_api)
+    (deployment,) = [k.split("/", 1)[1] for k in first if k.startswith("Deployment/")]
+    old_uid = apps.read_namespaced_deployment(deployment, namespace).metadata.uid
+    apps.delete_namespaced_deployment(deployment, namespace)
+    wait_for(
+        lambda: _uid_changed(apps, namespace, deployment, old_uid),
+        timeout=10,
+        what="the long-named resource's deleted Deployment to be recreated",
     )
-    cr = wait_condition(admin_api, namespace, name, "Ready", "False", "InvalidSpec")
-    assert f"metadata.name is {len(name)} characters long" in condition(cr, "Ready")["message"]
-    assert [e[:2] for e in _events(admin_api, namespace, name)] == [("Warning", "InvalidSpec")]
-    time.sleep(3)
-    refused = [
-        entry
-        for entry in map(json.loads, control_plane.audit_log.read_text().splitlines()[start:])
-        if entry.get("user", {}).get("username") == operator.user
-        and entry.get("stage") == "ResponseComplete"
-        and entry.get("responseStatus", {}).get("code", 200) >= 400
-        and entry.get("objectRef", {}).get("namespace") == namespace
-    ]
-    assert refused == []
 
 
 def test_missing_secret_holds_back_only_its_exporter_until_it_appears(
@@ -555,3 +584,58 @@ def test_missing_secret_holds_back_only_its_exporter_until_it_appears(
     assert "Deployment/shop-postgres-exporter" in children(admin_api, namespace, "shop")
     logs = operator.logs()
     assert "s3cret" not in logs and base64.b64encode(b"s3cret").decode() not in logs
+
+
+def test_users_rule_groups_are_appended_and_a_rule_too_large_is_refused_once(
+    admin_api: client.ApiClient,
+    namespace: str,
+    operator: OperatorProcess,
+    control_plane: Any,
+) -> None:
+    """The user's groups end our PrometheusRule. Grown past what the server stores, the CR
+    says so (Ready=False, ObjectTooLarge, one event) and nothing is retried or half-applied."""
+    mine = {"name": "shop-own", "rules": [{"alert": "ShopQuiet", "expr": "up == 0", "for": "5m"}]}
+    spec = {"app": {"podSelector": {"app": "x"}}, "extraRuleGroups": [mine]}
+    CustomApi(admin_api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, cr_body("big", spec)
+    )
+    wait_condition(admin_api, namespace, "big", "Ready", "True")
+
+    def groups() -> list[dict[str, Any]]:
+        rule = CustomApi(admin_api).get_namespaced_custom_object(
+            *MONITORING, namespace, "prometheusrules", "big-rules"
+        )
+        result: list[dict[str, Any]] = rule["spec"]["groups"]
+        return result
+
+    assert groups()[-1] == mine
+    assert all(group["name"].startswith(f"jewelry.{namespace}.big.") for group in groups()[:-1])
+
+    huge = {"name": "shop-huge", "rules": [{"record": "shop:x", "expr": "up" + " or up" * 190_000}]}
+    before = audit_position(control_plane.audit_log)
+    patch_spec(admin_api, namespace, "big", {"extraRuleGroups": [mine, huge]})
+    cr = wait_condition(admin_api, namespace, "big", "Ready", "False", "ObjectTooLarge")
+    message = condition(cr, "Ready")["message"]
+    assert message.startswith("extraRuleGroups: PrometheusRule big-rules would be "), message
+    wait_for(
+        lambda: (
+            ("Warning", "ObjectTooLarge") in [e[:2] for e in _events(admin_api, namespace, "big")]
+        ),
+        timeout=10,
+        what="the ObjectTooLarge event, which follows the status",
+    )
+    start = audit_position(control_plane.audit_log)
+    time.sleep(5)
+    assert writes_in(control_plane.audit_log, operator, start, namespace) == []
+    refused = [
+        entry
+        for entry in map(json.loads, control_plane.audit_log.read_text().splitlines()[before:])
+        if entry.get("user", {}).get("username") == operator.user
+        and entry.get("stage") == "ResponseComplete"
+        and entry.get("responseStatus", {}).get("code", 200) >= 400
+        and entry.get("objectRef", {}).get("namespace") == namespace
+    ]
+    assert refused == [], "the operator sent what the server refused"
+    warnings = [e for e in _events(admin_api, namespace, "big") if e[0] == "Warning"]
+    assert [e[1] for e in warnings] == ["ObjectTooLarge"]
+    assert groups()[-1] == mine, "nothing of the refused generation was applied"

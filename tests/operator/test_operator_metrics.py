@@ -36,13 +36,16 @@ def test_prometheus_scrapes_the_operator_metrics_and_loads_its_rules(
     namespace: str,
     create_cr: Callable[..., dict[str, Any]],
 ) -> None:
-    # One CR that reconciles cleanly, one whose exporter the API server refuses (an invalid
-    # nodeSelector key): an API error, a failed apply and a scheduled retry.
+    # One CR that reconciles cleanly, one whose exporter the API server refuses (a toleration,
+    # passed through unchecked, with an unknown operator): an API error, a failed apply and a
+    # scheduled retry.
     good = create_cr({"app": {"podSelector": {"app": "shop"}}})["metadata"]["name"]
     refused = create_cr(
         {
             "app": {"podSelector": {"app": "shop"}},
-            "exporters": {"redis": {"enabled": True, "nodeSelector": {"not a label key!": "x"}}},
+            "exporters": {
+                "redis": {"enabled": True, "tolerations": [{"key": "x", "operator": "Sometimes"}]}
+            },
         }
     )["metadata"]["name"]
     wait_condition(admin_api, namespace, good, "Ready", "True")

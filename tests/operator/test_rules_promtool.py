@@ -19,7 +19,7 @@ import yaml
 
 from jewelry_monitoring.builders.common import Owner
 from jewelry_monitoring.builders.rules import KNOWN_ALERTS, NODE_CATALOG, rule_groups
-from jewelry_monitoring.spec import JewelryMonitoringSpec
+from jewelry_monitoring.spec import JewelryMonitoringSpec, validate
 
 PROMTOOL = Path("/usr/bin/promtool")  # from Debian's prometheus, installed by tests/toolchain/setup
 
@@ -654,3 +654,50 @@ def test_the_charts_node_exporter_alerts(tmp_path: Path) -> None:
     result = run_promtool("check", "rules", rules_file.name, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     promtool_test_rules(rules_file, NODE_CASES, "1m")
+
+
+USER_GROUPS: list[dict[str, Any]] = [
+    {
+        "name": "shop-business",
+        "interval": "1m",
+        "rules": [
+            {
+                "record": "shop:orders:rate5m",
+                "expr": "sum by (namespace) (rate(django_http_requests_total_by_method_total[5m]))",
+            },
+            {
+                "alert": "ShopNoOrders",
+                "expr": "shop:orders:rate5m == 0",
+                "for": "30m",
+                "keep_firing_for": "5m",
+                "labels": {"severity": "warning", "team": "shop"},
+                "annotations": {"summary": "No order in {{ $labels.namespace }} for 30m"},
+            },
+        ],
+    }
+]
+
+
+def test_the_users_rule_groups_follow_ours_and_pass_promtool(tmp_path: Path) -> None:
+    spec = {**FULL_SPEC, "extraRuleGroups": USER_GROUPS}
+    owner = Owner("shop", NAMESPACE, "u", JewelryMonitoringSpec.model_validate(spec))
+    groups = rule_groups(owner)
+    assert groups[: len(rule_groups(full_owner()))] == rule_groups(full_owner())
+    assert groups[-1] == USER_GROUPS[0]  # appended as written
+    path = write_rules(groups, tmp_path)
+    result = run_promtool("check", "rules", path.name, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_is_what_checks_the_users_promql(tmp_path: Path) -> None:
+    """The operator checks structure only; a PromQL typo passes it and promtool catches it."""
+    broken = [{"name": "typo", "rules": [{"alert": "X", "expr": "sum(rate(x[5m])"}]}]
+    spec = {"app": {"podSelector": {"app": "jewelry"}}, "extraRuleGroups": broken}
+    problems, parsed = validate(spec, KNOWN_ALERTS)
+    assert problems == [] and parsed is not None
+    path = write_rules(rule_groups(Owner("shop", NAMESPACE, "u", parsed)), tmp_path)
+    result = run_promtool("check", "rules", path.name, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "ShopNoOrders" not in result.stderr and "parse error" in result.stderr.lower(), (
+        result.stderr
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -20,10 +21,10 @@ from jewelry_monitoring.spec import (
     duration_seconds,
     image_allowed,
     image_repository,
-    name_problems,
     quantity_value,
     secret_refs,
     semantic_problems,
+    validate,
 )
 
 CRD_FILE = (
@@ -203,12 +204,6 @@ def test_resources_must_be_quantities() -> None:
     assert quantity_value("1Mi2") is None and quantity_value("") is None
 
 
-def test_names_longer_than_a_label_value_are_refused() -> None:
-    assert name_problems("a" * 63) == []
-    (problem,) = name_problems("a" * 64)
-    assert "metadata.name is 64 characters long; at most 63" in problem
-
-
 # --- Exporter images: an allowlist the cluster admin sets in the chart ---------------------
 
 
@@ -384,3 +379,44 @@ def test_image_allowlist_and_removed_node_exporter_on_a_real_api_server(tmp_path
             operator.stop()
     finally:
         plane.stop()
+
+
+# --- The user's own rule groups --------------------------------------------------------------
+
+
+def test_users_rule_groups_are_checked_like_a_rule_file() -> None:
+    def problems(groups: list[dict[str, Any]]) -> list[str]:
+        found, _ = validate(
+            {"app": {"podSelector": {"app": "x"}}, "extraRuleGroups": groups}, KNOWN_ALERTS
+        )
+        return found
+
+    good = {"name": "shop", "rules": [{"alert": "A", "expr": "up == 0", "for": "5m"}]}
+    assert problems([good]) == []
+    assert problems([good, good]) == [
+        "extraRuleGroups[1].name 'shop' is used twice: group names are unique"
+    ]
+    (clash,) = problems([{**good, "name": "jewelry.ns.shop.app.alerts"}])
+    assert clash.startswith("extraRuleGroups[0].name 'jewelry.ns.shop.app.alerts'")
+    assert "the operator's own groups" in clash
+    both = {"alert": "A", "record": "a:b", "expr": "up"}
+    neither = {"expr": "up"}
+    record_with_for = {"record": "a:b", "expr": "up", "for": "5m", "annotations": {"x": "y"}}
+    assert problems([{"name": "g", "rules": [both, neither, record_with_for]}]) == [
+        "extraRuleGroups[0].rules[0]: set exactly one of alert and record",
+        "extraRuleGroups[0].rules[1]: set exactly one of alert and record",
+        "extraRuleGroups[0].rules[2].for applies to alerting rules only",
+        "extraRuleGroups[0].rules[2].annotations applies to alerting rules only",
+    ]
+    odd = {"record": "a-b", "expr": "  ", "labels": {"bad-name": "x"}}
+    assert problems([{"name": "g", "rules": [odd]}]) == [
+        "extraRuleGroups[0].rules[0].expr is blank",
+        "extraRuleGroups[0].rules[0].record 'a-b' is not a metric name",
+        "extraRuleGroups[0].rules[0].labels: 'bad-name' is not a Prometheus label name "
+        "([a-zA-Z_][a-zA-Z0-9_]*, not __*)",
+    ]
+    # Durations and required fields are the schema's, so the server refuses them already.
+    (duration,) = problems([{"name": "g", "rules": [{"alert": "A", "expr": "up", "for": "5 m"}]}])
+    assert duration.startswith("extraRuleGroups[0].rules[0].for: String should match pattern")
+    (empty,) = problems([{"name": "g", "rules": []}])
+    assert empty.startswith("extraRuleGroups[0].rules: List should have at least 1 item")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,13 +43,46 @@ class Owner:
         }
 
 
+# A Service name (RFC 1035 label), the strictest name any child has; labels values allow 63.
+_DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+MAX_LABEL = 63
+_DIGEST = 8
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:_DIGEST]
+
+
 def child_name(instance: str, component: str) -> str:
-    """``<instance>-<component>``, shortened with a hash to stay a valid DNS label (63)."""
+    """``<instance>-<component>`` when that is a valid Service name (RFC 1035 label, 63).
+
+    Otherwise (a long name, one with dots or a leading digit: a resource may be named any DNS
+    subdomain up to 253) it is made one, cut to 54 characters and followed by a hash of the
+    whole: stable, and distinct for distinct resources however alike their names begin.
+    """
     name = f"{instance}-{component}"
-    if len(name) <= 63:
+    if len(name) <= MAX_LABEL and _DNS_LABEL.fullmatch(name):
         return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[: 63 - 9]}-{digest}"
+    safe = re.sub(r"[^a-z0-9-]", "-", name)
+    if not safe[0].isalpha():
+        safe = f"jm-{safe}"
+    return f"{safe[: MAX_LABEL - _DIGEST - 1]}-{_digest(name)}"
+
+
+def instance_label(instance: str) -> str:
+    """The resource's name as a label value (at most 63 characters).
+
+    A longer name is cut and joined to a hash of the whole with "_", which no resource name
+    contains: the result can be neither another resource's name nor another long name's label.
+    """
+    if len(instance) <= MAX_LABEL:
+        return instance
+    return f"{instance[: MAX_LABEL - _DIGEST - 1]}_{_digest(instance)}"
+
+
+def owner_selector(instance: str) -> str:
+    """The label selector of every child of one resource."""
+    return f"{OWNER_LABEL}={instance_label(instance)}"
 
 
 def job_name(instance: str, component: str) -> str:
@@ -60,7 +94,7 @@ def selector_labels(owner: Owner, component: str) -> dict[str, str]:
     """The labels that pick one component's pods and Services; never changes for a component."""
     return {
         "app.kubernetes.io/name": component,
-        "app.kubernetes.io/instance": owner.name,
+        "app.kubernetes.io/instance": instance_label(owner.name),
     }
 
 
@@ -73,7 +107,7 @@ def standard_labels(owner: Owner, component: str) -> dict[str, str]:
         **selector_labels(owner, component),
         "app.kubernetes.io/component": component,
         "app.kubernetes.io/managed-by": MANAGED_BY,
-        OWNER_LABEL: owner.name,
+        OWNER_LABEL: instance_label(owner.name),
     }
 
 

@@ -40,7 +40,14 @@ MONITORING_KINDS = {
 }
 # Kinds of children that a spec change can remove, so pruning knows where to look. The
 # PrometheusRule is not among them: every JewelryMonitoring has exactly one, for its lifetime.
-PRUNABLE_KINDS = ("Deployment", "Service", "ConfigMap", "ServiceMonitor", "AlertmanagerConfig")
+PRUNABLE_KINDS = (
+    "Deployment",
+    "Service",
+    "ConfigMap",
+    "ServiceMonitor",
+    "AlertmanagerConfig",
+    "NetworkPolicy",
+)
 # Every kind of child: the operator watches these (only ours, by label, server-side) and
 # finds a resource's children among them.
 CHILD_KINDS = (*PRUNABLE_KINDS, "PrometheusRule")
@@ -82,6 +89,34 @@ def _dashboard_config_maps(owner: Owner) -> list[Obj]:
         }
         for slug, model in dashboards(owner).items()
     ]
+
+
+# etcd stores an object of at most 1.5 MiB (--max-request-bytes); the server adds
+# managedFields and metadata to what we send, so we keep our part to 1 MiB. A ConfigMap's
+# data may not exceed 1 MiB either.
+MAX_OBJECT_BYTES = 1024 * 1024
+MAX_CONFIG_MAP_DATA_BYTES = 1024 * 1024
+# Which part of the spec makes an object of a kind large.
+_GROWS_WITH = {"PrometheusRule": "extraRuleGroups", "ConfigMap": "dashboards"}
+
+
+def size_problems(objects: list[Obj]) -> list[str]:
+    """Objects too large for the API server, each naming the spec field that makes it so:
+    applying them would fail on every retry."""
+    problems = []
+    for obj in objects:
+        size = len(json.dumps(obj, separators=(",", ":")).encode())
+        data = sum(len(value.encode()) for value in obj.get("data", {}).values())
+        limit, measured = MAX_OBJECT_BYTES, size
+        if data > MAX_CONFIG_MAP_DATA_BYTES:
+            limit, measured = MAX_CONFIG_MAP_DATA_BYTES, data
+        if measured > limit:
+            field = _GROWS_WITH.get(obj["kind"], "spec")
+            problems.append(
+                f"{field}: {obj['kind']} {obj['metadata']['name']} would be {measured} bytes, "
+                f"more than the {limit} it may have: make {field} smaller"
+            )
+    return problems
 
 
 def without_empty(value: Any) -> Any:

@@ -725,7 +725,16 @@ def _owned_alerts(owner: Owner, groups: list[Group], dashboard_urls: Mapping[str
 
 
 def rule_groups(owner: Owner, dashboard_urls: Mapping[str, str] | None = None) -> list[Group]:
-    """The PrometheusRule ``spec.groups`` for ``owner``; ``dashboard_urls`` by alert name.
+    """The PrometheusRule ``spec.groups`` for ``owner``: ours, then the user's own
+    (``extraRuleGroups``, as written); ``dashboard_urls`` by alert name."""
+    return _our_rule_groups(owner, dashboard_urls) + [
+        group.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)
+        for group in owner.spec.extra_rule_groups
+    ]
+
+
+def _our_rule_groups(owner: Owner, dashboard_urls: Mapping[str, str] | None) -> list[Group]:
+    """The groups the operator writes for ``owner``.
 
     Recording rules are always present for the enabled components (dashboards read them);
     ``alerts.enabled: false`` drops only alerts. Alerts of disabled exporters are omitted.
