@@ -25,8 +25,8 @@ from kubernetes import client
 from devkit.cluster import ControlPlane
 from devkit.crs import GROUP, PLURAL, VERSION, CustomApi, cr_body, full_spec, make_secrets
 from devkit.kubetools import api_client, apply_crds, wait_for
+from devkit.manifests import chart_crd_files
 from devkit.operator_process import (
-    CHART,
     OperatorProcess,
     audit_position,
     audit_requests,
@@ -70,7 +70,7 @@ def faulty(tmp_path: Path) -> Iterator[Faulty]:
     handle = None
     try:
         api = api_client(plane.kubeconfig)
-        apply_crds(api, [*sorted((CHART / "crds").glob("*.yaml")), *prometheus_operator_crds()])
+        apply_crds(api, [*chart_crd_files(), *prometheus_operator_crds()])
         kubeconfig = install_rbac(plane, api, "jm", "jm-system")
         log = tmp_path / "operator.log"
         handle = Faulty(plane, api, kubeconfig, log, start_operator(kubeconfig, log, USER))

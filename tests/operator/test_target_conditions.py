@@ -71,7 +71,9 @@ def test_app_targets_found_follows_pods_matching_the_selector(
     }
     assert watches
     selectors = {parse_qs(urlsplit(uri).query).get("labelSelector", [""])[0] for uri in watches}
-    assert selectors == {"app.kubernetes.io/managed-by=jewelry-monitoring-operator"}, watches
+    assert selectors == {
+        "app.kubernetes.io/managed-by=jewelry-monitoring-operator,monitoring.jewelry.io/owner"
+    }, watches
 
 
 def test_targets_healthy_reads_prometheus_and_writes_only_on_change(
