@@ -21,6 +21,7 @@ from jewelry_monitoring.promapi import PrometheusAPI, PrometheusError
 from jewelry_monitoring.selection import PROMETHEUS, evaluate
 from jewelry_monitoring.spec import API_GROUP, KIND, PLURAL
 from jewelry_monitoring.targets import (
+    SERVICE_NAME_LABEL,
     app_targets_found,
     our_targets,
     scrape_pools,
@@ -32,7 +33,6 @@ OUR_CRD = f"{PLURAL}.{API_GROUP}"
 PROMETHEUS_OPERATOR_CRDS = (*MONITORING_KINDS.values(), PROMETHEUS.crd)
 PROMETHEUS_OPERATOR_VERSION = "operator.prometheus.io/version"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=jewelry-monitoring"
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 OK, FAIL, SKIP = "ok", "fail", "skip"
 
 
@@ -88,31 +88,26 @@ class Doctor:
     # -- cluster -------------------------------------------------------------------------
 
     def crds(self) -> list[Check]:
-        checks = []
-        crd = self.kube.get("CustomResourceDefinition", None, OUR_CRD)
-        checks.append(
-            Check(f"CRD {OUR_CRD}", OK, _crd_versions(crd))
-            if crd
-            else Check(
-                f"CRD {OUR_CRD}",
-                FAIL,
-                "not installed",
-                "jewelry-monitoring crd | kubectl apply --server-side -f -",
-            )
+        missing_ours = (
+            "not installed",
+            "jewelry-monitoring crd | kubectl apply --server-side -f -",
         )
-        for name in PROMETHEUS_OPERATOR_CRDS:
+        missing_theirs = (
+            "not installed: prometheus-operator is missing, nothing will be scraped",
+            "install kube-prometheus-stack or prometheus-operator (its CRDs: kubectl "
+            "apply --server-side -f https://github.com/prometheus-operator/"
+            "prometheus-operator/releases/download/v0.85.0/stripped-down-crds.yaml)",
+        )
+        checks = []
+        for name, (detail, fix) in [
+            (OUR_CRD, missing_ours),
+            *((name, missing_theirs) for name in PROMETHEUS_OPERATOR_CRDS),
+        ]:
             crd = self.kube.get("CustomResourceDefinition", None, name)
             checks.append(
                 Check(f"CRD {name}", OK, _crd_versions(crd))
                 if crd
-                else Check(
-                    f"CRD {name}",
-                    FAIL,
-                    "not installed: prometheus-operator is missing, nothing will be scraped",
-                    "install kube-prometheus-stack or prometheus-operator (its CRDs: kubectl "
-                    "apply --server-side -f https://github.com/prometheus-operator/"
-                    "prometheus-operator/releases/download/v0.85.0/stripped-down-crds.yaml)",
-                )
+                else Check(f"CRD {name}", FAIL, detail, fix)
             )
         return checks
 

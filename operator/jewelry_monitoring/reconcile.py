@@ -47,6 +47,7 @@ from jewelry_monitoring.spec import (
 )
 from jewelry_monitoring.status import ChildRef, Condition, JewelryMonitoringStatus, merge_conditions
 from jewelry_monitoring.targets import (
+    SERVICE_NAME_LABEL,
     Verdict,
     app_targets_found,
     our_targets,
@@ -56,8 +57,6 @@ from jewelry_monitoring.targets import (
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
-# The label the EndpointSlice controller puts on a Service's slices.
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 # For a reconcile's independent requests (LIST per child kind, GET per Secret, GET and apply
 # per child), which it makes in parallel; shared by all reconciles (the queue runs 16).
 _CHILD_REQUESTS = ThreadPoolExecutor(32, thread_name_prefix="child")

@@ -15,6 +15,9 @@ Obj = dict[str, Any]
 # Down targets named in a condition message; the rest are counted. Keeps the message short
 # and stable (a condition message is at most 32 KiB).
 LISTED_TARGETS = 5
+# The label the EndpointSlice controller puts on a Service's slices: how the app Service's
+# endpoints are found.
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from devkit.kubetools import wait_for
+from jewelry_monitoring.builders.common import owner_selector
 
 GROUP, VERSION, PLURAL = "monitoring.jewelry.io", "v1alpha1", "jewelrymonitorings"
 
@@ -138,3 +139,33 @@ def wait_condition(
         return None
 
     return wait_for(probe, timeout, what=f"{kind}={status} ({reason}) on {namespace}/{name}")
+
+
+def children(api: client.ApiClient, namespace: str, owner: str) -> dict[str, dict[str, Any]]:
+    """Every object labelled as a child of ``owner``, keyed "Kind/name", each with its kind."""
+    selector = owner_selector(owner)
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    found: dict[str, dict[str, Any]] = {}
+    typed = [
+        ("Deployment", apps.list_namespaced_deployment),
+        ("Service", core.list_namespaced_service),
+        ("ConfigMap", core.list_namespaced_config_map),
+        ("NetworkPolicy", client.NetworkingV1Api(api).list_namespaced_network_policy),
+    ]
+    for kind, lister in typed:
+        for item in lister(namespace, label_selector=selector).items:
+            found[f"{kind}/{item.metadata.name}"] = {
+                **api.sanitize_for_serialization(item),
+                "kind": kind,
+            }
+    for kind, plural, version in (
+        ("ServiceMonitor", "servicemonitors", "v1"),
+        ("PrometheusRule", "prometheusrules", "v1"),
+        ("AlertmanagerConfig", "alertmanagerconfigs", "v1alpha1"),
+    ):
+        listing = CustomApi(api).list_namespaced_custom_object(
+            "monitoring.coreos.com", version, namespace, plural, label_selector=selector
+        )
+        for item in listing["items"]:
+            found[f"{kind}/{item['metadata']['name']}"] = {**item, "kind": kind}
+    return found

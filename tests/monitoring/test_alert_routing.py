@@ -42,6 +42,7 @@ from devkit.crs import (
     PLURAL,
     VERSION,
     CustomApi,
+    children,
     condition,
     cr_body,
     create_referenced_secrets,
@@ -377,18 +378,8 @@ def _alertmanager_alerts(port: int, alertname: str) -> list[dict[str, Any]]:
 
 def _owned_objects(api: client.ApiClient, cr: str) -> list[dict[str, Any]]:
     """The Services, ServiceMonitors and PrometheusRule the operator made for ``cr``."""
-    selector = f"{OWNER_LABEL}={cr}"
-    services = client.CoreV1Api(api).list_namespaced_service(NAMESPACE, label_selector=selector)
-    objects = [{**api.sanitize_for_serialization(s), "kind": "Service"} for s in services.items]
-    for kind, plural in (
-        ("ServiceMonitor", "servicemonitors"),
-        ("PrometheusRule", "prometheusrules"),
-    ):
-        listing = CustomApi(api).list_namespaced_custom_object(
-            MONITORING, "v1", NAMESPACE, plural, label_selector=selector
-        )
-        objects += [{**item, "kind": kind} for item in listing["items"]]
-    return objects
+    scraped = ("Service", "ServiceMonitor", "PrometheusRule")
+    return [obj for obj in children(api, NAMESPACE, cr).values() if obj["kind"] in scraped]
 
 
 def test_alertmanager_delivers_our_alerts_as_routed_and_inhibits_the_warning(

@@ -18,6 +18,7 @@ from devkit.crs import (
     PLURAL,
     VERSION,
     CustomApi,
+    children,
     condition,
     cr_body,
     full_spec,
@@ -27,38 +28,10 @@ from devkit.crs import (
 )
 from devkit.kubetools import wait_for
 from devkit.operator_process import WRITE_VERBS, OperatorProcess, audit_position, audit_writes
-from jewelry_monitoring.builders.common import owner_selector
 
 pytestmark = pytest.mark.cluster
 
 MONITORING = ("monitoring.coreos.com", "v1")
-
-
-def children(api: client.ApiClient, namespace: str, owner: str) -> dict[str, dict[str, Any]]:
-    """Every object labelled as a child of ``owner``, keyed "Kind/name"."""
-    selector = owner_selector(owner)
-    apps, core, custom = client.AppsV1Api(api), client.CoreV1Api(api), CustomApi(api)
-    found: dict[str, dict[str, Any]] = {}
-    typed = [
-        ("Deployment", apps.list_namespaced_deployment),
-        ("Service", core.list_namespaced_service),
-        ("ConfigMap", core.list_namespaced_config_map),
-        ("NetworkPolicy", client.NetworkingV1Api(api).list_namespaced_network_policy),
-    ]
-    for kind, lister in typed:
-        for item in lister(namespace, label_selector=selector).items:
-            found[f"{kind}/{item.metadata.name}"] = api.sanitize_for_serialization(item)
-    for kind, plural, version in (
-        ("ServiceMonitor", "servicemonitors", "v1"),
-        ("PrometheusRule", "prometheusrules", "v1"),
-        ("AlertmanagerConfig", "alertmanagerconfigs", "v1alpha1"),
-    ):
-        listing = custom.list_namespaced_custom_object(
-            MONITORING[0], version, namespace, plural, label_selector=selector
-        )
-        for item in listing["items"]:
-            found[f"{kind}/{item['metadata']['name']}"] = item
-    return found
 
 
 def service_monitor(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
