@@ -571,7 +571,11 @@ class JewelryMonitoringSpec(SpecModel):
     )
     extra_rule_groups: list[RuleGroupSpec] = Field(
         default_factory=list,
-        description="The user's own alerting and recording rule groups, appended to ours.",
+        description=(
+            "The user's own alerting and recording rule groups, appended to ours. Their alerts "
+            "get the label jewelry_monitoring=<this resource's name>, as ours, so that routing "
+            "routes them (its alertNames may name them)."
+        ),
     )
     routing: RoutingSpec | None = Field(
         None, description="Alert routing through Alertmanager; unset, nothing is routed."
@@ -729,10 +733,19 @@ def semantic_problems(
         problems.append(
             f"alerts.overrides names unknown alerts {unknown}; known: {sorted(known_alerts)}"
         )
-    alert_labels = {"alerts.labels": spec.alerts.labels} | {
-        f"alerts.overrides.{name}.labels": override.labels
-        for name, override in spec.alerts.overrides.items()
-    }
+    alert_labels = (
+        {"alerts.labels": spec.alerts.labels}
+        | {
+            f"alerts.overrides.{name}.labels": override.labels
+            for name, override in spec.alerts.overrides.items()
+        }
+        | {
+            f"extraRuleGroups[{index}].rules[{number}].labels": rule.labels
+            for index, group in enumerate(spec.extra_rule_groups)
+            for number, rule in enumerate(group.rules)
+            if rule.alert is not None
+        }
+    )
     problems += [
         f"{where} sets {ALERT_OWNER_LABEL}: the operator sets it on every alert (its value is "
         "this resource's name) to route them; remove it"
@@ -740,7 +753,7 @@ def semantic_problems(
         if ALERT_OWNER_LABEL in labels
     ]
     if spec.routing is not None:
-        problems += routing_problems(spec.routing, known_alerts)
+        problems += routing_problems(spec.routing, known_alerts | users_alerts(spec))
     if (
         spec.prometheus
         and duration_seconds(spec.prometheus.check_interval) < MIN_TARGETS_CHECK_SECONDS
@@ -756,6 +769,16 @@ def semantic_problems(
             f" boundary; choose one of {list(LATENCY_BUCKETS)}"
         )
     return problems + kubernetes_problems(spec) + rule_group_problems(spec.extra_rule_groups)
+
+
+def users_alerts(spec: JewelryMonitoringSpec) -> frozenset[str]:
+    """The alert names of ``extraRuleGroups``: routes may match them by name, as ours."""
+    return frozenset(
+        rule.alert
+        for group in spec.extra_rule_groups
+        for rule in group.rules
+        if rule.alert is not None
+    )
 
 
 def _rule_problems(where: str, rule: RuleSpec) -> list[str]:
@@ -924,7 +947,10 @@ def routing_problems(routing: RoutingSpec, known_alerts: frozenset[str]) -> list
             problems.append(f"{where}.receiver {route.receiver!r} is not one of {names}")
         unknown = sorted(set(route.alert_names) - known_alerts)
         if unknown:
-            problems.append(f"{where}.alertNames names unknown alerts {unknown}")
+            problems.append(
+                f"{where}.alertNames names unknown alerts {unknown}: neither ours nor an alert "
+                "of extraRuleGroups"
+            )
         problems += _group_by_problems(where, route.group_by or [])
     return problems
 

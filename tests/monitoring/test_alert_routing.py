@@ -15,7 +15,8 @@ writes each Alertmanager's ``alertmanager-<name>-generated`` Secret (gzip). The 
 Debian's Prometheus with the operator's PrometheusRule and the CR's ServiceMonitors pointed at
 closed loopback ports (every target down), and Debian's Alertmanager with that generated
 configuration: DjangoTargetDown (critical) pages, its warning twin is inhibited,
-RedisExporterDown is routed by alert name and team.
+RedisExporterDown is routed by alert name and team, and the user's own alert (from
+``extraRuleGroups``) by its name.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ GRAFANA = "https://grafana.jewelry.example"
 # Debian's prometheus-alertmanager, the binary the live test runs.
 LIVE_ALERTMANAGER_VERSION = "v0.25.0"
 # Where each live receiver's webhook points (a path on the test's receiver).
-LIVE_RECEIVERS = ("pager", "tickets", "catchall")
+LIVE_RECEIVERS = ("pager", "tickets", "orders", "catchall")
+# An alert of the user's own (extraRuleGroups) that fires as soon as any target is down.
+USERS_ALERT = "ShopTargetsDown"
 
 
 def ref(name: str, key: str = "url") -> dict[str, str]:
@@ -111,6 +114,18 @@ LIVE_SPEC: dict[str, Any] = {
         "overrides": {name: {"for": "0s"} for name in ("DjangoTargetDown", "RedisExporterDown")},
     },
     "dashboards": {"grafanaUrl": GRAFANA},
+    "extraRuleGroups": [
+        {
+            "name": "shop-own",
+            "rules": [
+                {
+                    "alert": USERS_ALERT,
+                    "expr": "count by (namespace) (up == 0) > 0",
+                    "labels": {"severity": "warning"},
+                }
+            ],
+        }
+    ],
     "routing": {
         "alertmanagerConfigLabels": {"alertmanagerConfig": "live"},
         "receivers": [
@@ -120,6 +135,7 @@ LIVE_SPEC: dict[str, Any] = {
         "routes": [
             {"receiver": "pager", "severities": ["critical"]},
             {"receiver": "tickets", "alertNames": ["RedisExporterDown"], "teams": ["shop"]},
+            {"receiver": "orders", "alertNames": [USERS_ALERT]},
         ],
         # Long enough for Alertmanager's inhibitor to have taken in the critical before the
         # warning's first notification is due: with 1s, under load, the warning went out
@@ -403,6 +419,7 @@ def test_alertmanager_delivers_our_alerts_as_routed_and_inhibits_the_warning(
             prom.prometheus_server(prometheus_config, prom.rule_file(objects))
         )
         pager, tickets = routed.receiver("live", "pager"), routed.receiver("live", "tickets")
+        orders = routed.receiver("live", "orders")
 
         def delivered(receiver: str, alertname: str, severity: str) -> list[dict[str, Any]]:
             return [
@@ -419,6 +436,7 @@ def test_alertmanager_delivers_our_alerts_as_routed_and_inhibits_the_warning(
         while not (
             delivered(pager, "DjangoTargetDown", "critical")
             and delivered(tickets, "RedisExporterDown", "warning")
+            and delivered(orders, USERS_ALERT, "warning")
         ):
             assert time.monotonic() < deadline, (
                 f"not delivered; firing: {prometheus.api.alerts()}\n"

@@ -224,6 +224,55 @@ def test_routing_mistakes_prometheus_operator_would_reject_are_named() -> None:
     assert semantic_problems(owner({"routing": ROUTING}).spec, KNOWN_ALERTS) == []
 
 
+USERS_GROUPS = [
+    {
+        "name": "shop-business",
+        "rules": [
+            {"record": "shop:orders:rate5m", "expr": "sum(rate(orders_total[5m]))"},
+            {
+                "alert": "ShopNoOrders",
+                "expr": "shop:orders:rate5m == 0",
+                "labels": {"severity": "warning"},
+                "annotations": {"summary": "No orders"},
+            },
+        ],
+    }
+]
+
+
+def test_the_users_alerts_carry_the_resource_label_and_no_dashboard_link() -> None:
+    dashboards = {"enabled": True, "grafanaUrl": GRAFANA}
+    rules = alert_rules({"extraRuleGroups": USERS_GROUPS, "dashboards": dashboards})
+    (mine,) = [r for r in rules if r["alert"] == "ShopNoOrders"]
+    assert mine["labels"] == {"severity": "warning", "jewelry_monitoring": "shop"}
+    assert mine["annotations"] == {"summary": "No orders"}
+    (rule,) = [
+        o
+        for o in desired_objects(owner({"extraRuleGroups": USERS_GROUPS}), KINDS)
+        if o["kind"] == "PrometheusRule"
+    ]
+    (users,) = [g for g in rule["spec"]["groups"] if g["name"] == "shop-business"]
+    assert "labels" not in users["rules"][0]  # recorded series are left as written
+    # The spec is not changed by building from it.
+    assert "jewelry_monitoring" not in USERS_GROUPS[0]["rules"][1]["labels"]
+
+
+def test_routes_may_match_the_users_alerts_by_name() -> None:
+    routes = [{"receiver": "chat", "alertNames": ["ShopNoOrders", "RedisDown"]}]
+    routing = {**ROUTING, "routes": routes}
+    spec = {"routing": routing, "extraRuleGroups": USERS_GROUPS}
+    assert semantic_problems(owner(spec).spec, KNOWN_ALERTS) == []
+    (route,) = alertmanager_config(spec)["spec"]["route"]["routes"]
+    assert route["matchers"] == [
+        {"name": "alertname", "value": "ShopNoOrders|RedisDown", "matchType": "=~"}
+    ]
+    # A name that is neither ours nor the user's is still refused.
+    (problem,) = semantic_problems(owner({"routing": routing}).spec, KNOWN_ALERTS)
+    assert problem.startswith(
+        "routing.routes[0].alertNames names unknown alerts ['ShopNoOrders']"
+    ), problem
+
+
 def test_selected_by_alertmanager_names_the_missing_label() -> None:
     config = alertmanager_config({"routing": ROUTING})
     alertmanager = {

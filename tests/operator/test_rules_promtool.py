@@ -683,10 +683,22 @@ def test_the_users_rule_groups_follow_ours_and_pass_promtool(tmp_path: Path) -> 
     owner = Owner("shop", NAMESPACE, "u", JewelryMonitoringSpec.model_validate(spec))
     groups = rule_groups(owner)
     assert groups[: len(rule_groups(full_owner()))] == rule_groups(full_owner())
-    assert groups[-1] == USER_GROUPS[0]  # appended as written
+    assert groups[-1]["name"] == USER_GROUPS[0]["name"]  # appended
     path = write_rules(groups, tmp_path)
     result = run_promtool("check", "rules", path.name, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+    # The user's alert fires with the resource label the AlertmanagerConfig routes by.
+    no_orders = [s("django_http_requests_total_by_method_total", "app", "5x60", method="GET")]
+    cases = [
+        Case(
+            "ShopNoOrders",
+            "40m",
+            no_orders,
+            [{"namespace": NAMESPACE, "jewelry_monitoring": "shop"}],
+        ),
+        Case("ShopNoOrders", "20m", no_orders),  # not yet for its 30m
+    ]
+    promtool_test_rules(path, cases, "1m")
 
 
 def test_promtool_is_what_checks_the_users_promql(tmp_path: Path) -> None:

@@ -420,3 +420,18 @@ def test_users_rule_groups_are_checked_like_a_rule_file() -> None:
     assert duration.startswith("extraRuleGroups[0].rules[0].for: String should match pattern")
     (empty,) = problems([{"name": "g", "rules": []}])
     assert empty.startswith("extraRuleGroups[0].rules: List should have at least 1 item")
+
+
+def test_the_users_alerts_may_not_set_the_label_the_operator_routes_by() -> None:
+    """The operator labels the user's alerts with the resource, as ours: a value of the
+    user's own would route them to another resource's receivers, or to none."""
+    mine = {"alert": "A", "expr": "up == 0", "labels": {"jewelry_monitoring": "other"}}
+    recorded = {"record": "a:b", "expr": "up", "labels": {"jewelry_monitoring": "x"}}
+    groups = [{"name": "g", "rules": [recorded, mine]}]
+    problems, _ = validate(
+        {"app": {"podSelector": {"app": "x"}}, "extraRuleGroups": groups}, KNOWN_ALERTS
+    )
+    assert problems == [
+        "extraRuleGroups[0].rules[1].labels sets jewelry_monitoring: the operator sets it on "
+        "every alert (its value is this resource's name) to route them; remove it"
+    ]

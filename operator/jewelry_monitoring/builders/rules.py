@@ -726,11 +726,20 @@ def _owned_alerts(owner: Owner, groups: list[Group], dashboard_urls: Mapping[str
 
 def rule_groups(owner: Owner, dashboard_urls: Mapping[str, str] | None = None) -> list[Group]:
     """The PrometheusRule ``spec.groups`` for ``owner``: ours, then the user's own
-    (``extraRuleGroups``, as written); ``dashboard_urls`` by alert name."""
-    return _our_rule_groups(owner, dashboard_urls) + [
+    (``extraRuleGroups``); ``dashboard_urls`` by alert name."""
+    return _our_rule_groups(owner, dashboard_urls) + _users_rule_groups(owner)
+
+
+def _users_rule_groups(owner: Owner) -> list[Group]:
+    """The user's groups as written, except that their alerts carry the resource label as
+    ours do, so that ``routing`` routes them too. No dashboard link: no panel explains them."""
+    groups = [
         group.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)
         for group in owner.spec.extra_rule_groups
     ]
+    for rule in (rule for group in groups for rule in group["rules"] if "alert" in rule):
+        rule["labels"] = {**rule.get("labels", {}), ALERT_OWNER_LABEL: owner.name}
+    return groups
 
 
 def _our_rule_groups(owner: Owner, dashboard_urls: Mapping[str, str] | None) -> list[Group]:
