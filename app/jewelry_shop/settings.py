@@ -95,7 +95,7 @@ if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": (
-                "jewelry_shop.monitoring.cache.RedisCache"
+                "jewelry_monitoring_django.cache.RedisCache"
                 if PROMETHEUS_ENABLED
                 else "django_redis.cache.RedisCache"
             ),
@@ -115,7 +115,7 @@ else:
     CACHES = {
         "default": {
             "BACKEND": (
-                "jewelry_shop.monitoring.cache.LocMemCache"
+                "jewelry_monitoring_django.cache.LocMemCache"
                 if PROMETHEUS_ENABLED
                 else "django.core.cache.backends.locmem.LocMemCache"
             ),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from django.test import override_settings
+from django_prometheus.cache.backends import locmem as upstream_locmem
 from jewelry_monitoring_django import checks
 
 pytestmark = pytest.mark.usefixtures("django_setup")
@@ -38,7 +39,7 @@ def test_middleware_subclasses_count_and_order_is_enforced() -> None:
 
 def test_unwrapped_cache_names_its_wrapper() -> None:
     caches = {
-        "default": {"BACKEND": "jewelry_shop.monitoring.cache.LocMemCache"},  # subclass: fine
+        "default": {"BACKEND": "jewelry_monitoring_django.cache.LocMemCache"},  # counts all
         "native": {"BACKEND": "django.core.cache.backends.redis.RedisCache"},
         "dummy": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"},  # nothing to count
         "custom": {"BACKEND": "myapp.cache.Custom"},
@@ -46,8 +47,30 @@ def test_unwrapped_cache_names_its_wrapper() -> None:
     with override_settings(CACHES=caches):
         messages = checks.caches_wrapped()
     assert ids(messages) == ["W005", "W005"]
-    assert "django_prometheus.cache.backends.redis.NativeRedisCache" in messages[0].hint
-    assert "django_prometheus.cache.backends" in messages[1].hint
+    assert messages[0].hint == (
+        'Set its BACKEND to "jewelry_monitoring_django.cache.NativeRedisCache".'
+    )
+    assert "jewelry_monitoring_django.cache" in messages[1].hint
+
+
+class ReadsOnly(upstream_locmem.LocMemCache):
+    """Someone's own subclass of a django-prometheus backend."""
+
+
+def test_a_cache_counting_reads_only_names_the_one_counting_writes_too() -> None:
+    """django-prometheus's own backends count gets only: the dashboard's set and delete
+    rates would stay empty."""
+    caches = {
+        "upstream": {"BACKEND": "django_prometheus.cache.backends.locmem.LocMemCache"},
+        "custom": {"BACKEND": f"{__name__}.ReadsOnly"},
+    }
+    with override_settings(CACHES=caches):
+        messages = checks.caches_wrapped()
+    assert ids(messages) == ["W011", "W011"]
+    assert "counts reads but not writes" in messages[0].msg
+    assert messages[0].hint == 'Set its BACKEND to "jewelry_monitoring_django.cache.LocMemCache".'
+    # Its own code kept: the hint is the mixin, not another backend.
+    assert "jewelry_monitoring_django.cache.SetDeleteCounting first" in messages[1].hint
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,7 @@ def test_bare_environment_is_a_working_dev_setup() -> None:
     s = probe()
     assert s["DEBUG"] is False
     assert s["ENGINE"] == "django_prometheus.db.backends.sqlite3"
-    assert s["CACHE"] == "jewelry_shop.monitoring.cache.LocMemCache"
+    assert s["CACHE"] == "jewelry_monitoring_django.cache.LocMemCache"
     assert s["EAGER"] is True and s["BROKER"] == "memory://"
     assert s["EVENTS"] == [True, True]
     assert s["MIDDLEWARE"][0] == "django_prometheus.middleware.PrometheusBeforeMiddleware"
@@ -93,7 +93,7 @@ def test_services_from_environment() -> None:
         DEBUG="1",
     )
     assert s["ENGINE"] == "django_prometheus.db.backends.postgresql"
-    assert s["CACHE"] == "jewelry_shop.monitoring.cache.RedisCache"
+    assert s["CACHE"] == "jewelry_monitoring_django.cache.RedisCache"
     assert s["EAGER"] is False and s["BROKER"] == "redis://cache:6379/0"
     assert s["HOSTS"] == ["shop.example.com", "10.1.2.3"]
     assert s["DEBUG"] is True

@@ -9,7 +9,8 @@ The steps are the ones the package README gives a user:
 1. ``pip install app/jewelry-monitoring-django``
 2. ``INSTALLED_APPS += ["django_prometheus", "jewelry_monitoring_django"]``
 3. ``PrometheusBeforeMiddleware`` first, ``jewelry_monitoring_django...PrometheusAfterMiddleware``
-   last; django-prometheus's DB engine and cache backend
+   last; django-prometheus's DB engine, jewelry_monitoring_django's cache backend (counting
+   writes as well as reads)
 4. ``path("", include("jewelry_monitoring_django.urls"))``
 5. optional: ``PROMETHEUS_METRICS_ALLOWED_IPS``, ``PROMETHEUS_METRICS_BEARER_TOKEN_FILE``
 """
@@ -66,13 +67,14 @@ DATABASES = {
         "NAME": BASE_DIR / "db.sqlite3",
     }
 }
-CACHES = {"default": {"BACKEND": "django_prometheus.cache.backends.locmem.LocMemCache"}}
+CACHES = {"default": {"BACKEND": "jewelry_monitoring_django.cache.LocMemCache"}}
 USE_TZ = True
 PROMETHEUS_EXPORT_MIGRATIONS = True
 PROMETHEUS_METRICS_BEARER_TOKEN_FILE = str(BASE_DIR / "metrics-token")
 """
 
 URLS = """\
+from django.core.cache import cache
 from django.http import HttpResponse
 from django.urls import include, path
 
@@ -81,8 +83,16 @@ def hello(request):
     return HttpResponse("hello")
 
 
+def remember(request):
+    cache.set("greeting", "hello")
+    cache.set_many({"a": 1, "b": 2})
+    cache.delete("greeting")
+    return HttpResponse(cache.get("a"))
+
+
 urlpatterns = [
     path("hello/", hello, name="hello"),
+    path("remember/", remember, name="remember"),
     path("", include("jewelry_monitoring_django.urls")),
 ]
 """
@@ -97,7 +107,10 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
 ]
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "reads": {"BACKEND": "django_prometheus.cache.backends.locmem.LocMemCache"},
+}
 PROMETHEUS_METRICS_ALLOWED_IPS = "10.0.0.0/8"
 PROMETHEUS_METRICS_TRUSTED_PROXIES = ["10.0.0.300"]
 PROMETHEUS_METRICS_BASIC_AUTH_USERNAME = "prometheus"
@@ -240,13 +253,14 @@ def test_manage_check_names_each_mistake_with_its_fix(project) -> None:  # type:
         "W004",
         "W005",
         "W009",
+        "W011",
     ], out
     for fix in (
         'Add "django_prometheus" to INSTALLED_APPS',
         'Make "django_prometheus.middleware.PrometheusBeforeMiddleware" the first entry',
         'Make "jewelry_monitoring_django.middleware.PrometheusAfterMiddleware"',
         'Set its ENGINE to "django_prometheus.db.backends.sqlite3"',
-        'Set its BACKEND to "django_prometheus.cache.backends.locmem.LocMemCache"',
+        'Set its BACKEND to "jewelry_monitoring_django.cache.LocMemCache"',
         "Write PROMETHEUS_METRICS_ALLOWED_IPS as a list of CIDRs",
         "Set PROMETHEUS_METRICS_BASIC_AUTH_PASSWORD or PROMETHEUS_METRICS_BASIC_AUTH_PASSWORD_FILE",
         'Replace include("django_prometheus.urls")',
@@ -254,6 +268,8 @@ def test_manage_check_names_each_mistake_with_its_fix(project) -> None:  # type:
     ):
         assert fix in out, (fix, out)
     assert out.count(".E007") == 2  # the string allow-list and the bad proxy CIDR
+    # Both caches get the same fix: the plain one (W005) and django-prometheus's (W011).
+    assert out.count('Set its BACKEND to "jewelry_monitoring_django.cache.LocMemCache"') == 2
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
@@ -312,6 +328,15 @@ def test_metrics_protected_and_correct(project) -> None:  # type: ignore[no-unty
         status, body = _get(url + "/metrics", auth)
         assert status == 200
         assert 'django_http_requests_total_by_view_transport_method_total{method="GET",' in body
+        # The cache dashboard's series, written and deleted by a view of the user's.
+        assert _get(url + "/remember/")[0] == 200
+        status, body = _get(url + "/metrics", auth)
+        assert status == 200
+        locmem = '{backend="locmem"}'
+        for sample in ("set_total", "delete_total", "get_total"):
+            assert f"django_cache_{sample}{locmem}" in body, sample
+        assert f"django_cache_set_total{locmem} 3.0" in body
+        assert f"django_cache_delete_total{locmem} 1.0" in body
         hello = [
             line
             for line in body.splitlines()

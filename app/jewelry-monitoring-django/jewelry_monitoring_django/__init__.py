@@ -3,5 +3,6 @@
 ``pip install jewelry-monitoring-django``; add ``"django_prometheus"`` and
 ``"jewelry_monitoring_django"`` to ``INSTALLED_APPS`` and
 ``path("", include("jewelry_monitoring_django.urls"))`` to the URLconf. Access rules:
-:mod:`.access`; ``manage.py check`` diagnoses the rest of the setup: :mod:`.checks`.
+:mod:`.access`; cache backends counting writes too: :mod:`.cache`; ``manage.py check``
+diagnoses the rest of the setup: :mod:`.checks`.
 """

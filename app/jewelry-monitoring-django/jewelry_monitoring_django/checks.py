@@ -8,6 +8,7 @@ each reported with its fix (tag ``prometheus``: ``manage.py check --tag promethe
 | E003 | ``PrometheusAfterMiddleware`` missing or not last in MIDDLEWARE |
 | W004 | a database whose ENGINE is not wrapped by django-prometheus |
 | W005 | a cache whose BACKEND is not wrapped by django-prometheus |
+| W011 | a cache whose BACKEND counts reads (django-prometheus's) but not writes |
 | W006 | gunicorn with several workers but no ``PROMETHEUS_MULTIPROC_DIR`` |
 | E007 | ``PROMETHEUS_METRICS_ALLOWED_IPS`` / ``..._TRUSTED_PROXIES`` not a list of CIDRs |
 | E008 | basic auth with a user name but no password, or the reverse |
@@ -15,7 +16,8 @@ each reported with its fix (tag ``prometheus``: ``manage.py check --tag promethe
 | E010 | django-prometheus's unprotected view is routed |
 
 Ids are prefixed ``jewelry_monitoring_django.``. Middleware, backends and views are compared
-by class (subclasses count), so wrappers of the django-prometheus classes pass.
+by class (subclasses count), so wrappers of the django-prometheus classes pass (caches: of
+``jewelry_monitoring_django.cache``'s, which count writes too).
 """
 
 from __future__ import annotations
@@ -43,36 +45,36 @@ TAG = "prometheus"
 BEFORE = "django_prometheus.middleware.PrometheusBeforeMiddleware"
 AFTER = "jewelry_monitoring_django.middleware.PrometheusAfterMiddleware"
 UPSTREAM_AFTER = "django_prometheus.middleware.PrometheusAfterMiddleware"
+CACHE = "jewelry_monitoring_django.cache"
 
-# Django's (and django-redis's) cache backends -> django-prometheus's wrapper of each.
+# Django's (and django-redis's) cache backends -> ours: django-prometheus's wrapper of each,
+# counting sets and deletes too (jewelry_monitoring_django.cache).
 CACHE_WRAPPERS = {
-    "django.core.cache.backends.locmem.LocMemCache": (
-        "django_prometheus.cache.backends.locmem.LocMemCache"
-    ),
-    "django.core.cache.backends.filebased.FileBasedCache": (
-        "django_prometheus.cache.backends.filebased.FileBasedCache"
-    ),
-    "django.core.cache.backends.memcached.PyMemcacheCache": (
-        "django_prometheus.cache.backends.memcached.PyMemcacheCache"
-    ),
-    "django.core.cache.backends.memcached.PyLibMCCache": (
-        "django_prometheus.cache.backends.memcached.PyLibMCCache"
-    ),
-    "django.core.cache.backends.redis.RedisCache": (
-        "django_prometheus.cache.backends.redis.NativeRedisCache"
-    ),
-    "django_redis.cache.RedisCache": "django_prometheus.cache.backends.redis.RedisCache",
+    "django.core.cache.backends.locmem.LocMemCache": f"{CACHE}.LocMemCache",
+    "django.core.cache.backends.filebased.FileBasedCache": f"{CACHE}.FileBasedCache",
+    "django.core.cache.backends.memcached.PyMemcacheCache": f"{CACHE}.PyMemcacheCache",
+    "django.core.cache.backends.memcached.PyLibMCCache": f"{CACHE}.PyLibMCCache",
+    "django.core.cache.backends.redis.RedisCache": f"{CACHE}.NativeRedisCache",
+    "django_redis.cache.RedisCache": f"{CACHE}.RedisCache",
 }
+# Where django-prometheus's cache backends (which count reads) live.
+UPSTREAM_CACHES = "django_prometheus.cache.backends."
 UNMEASURED_CACHES = ("django.core.cache.backends.dummy.DummyCache",)
+
+
+def _class(path: str) -> type | None:
+    """The class at dotted ``path``, or None if there is none."""
+    try:
+        found = import_string(path)
+    except ImportError:
+        return None
+    return found if isinstance(found, type) else None
 
 
 def _is(path: str, base: str) -> bool:
     """True if the class at dotted ``path`` is (a subclass of) the class at ``base``."""
-    try:
-        cls, base_cls = import_string(path), import_string(base)
-    except ImportError:
-        return False
-    return isinstance(cls, type) and issubclass(cls, base_cls)
+    cls, base_cls = _class(path), _class(base)
+    return cls is not None and base_cls is not None and issubclass(cls, base_cls)
 
 
 def installed(**_: Any) -> list[CheckMessage]:
@@ -144,24 +146,42 @@ def databases_wrapped(**_: Any) -> list[CheckMessage]:
 
 
 def caches_wrapped(**_: Any) -> list[CheckMessage]:
+    """W005: a cache nothing counts; W011: one whose reads are counted but not its writes
+    (django-prometheus's own backends), so the cache dashboard's set and delete rates stay
+    empty."""
+    from jewelry_monitoring_django.cache import SetDeleteCounting
+
     warnings: list[CheckMessage] = []
     for alias, options in (getattr(settings, "CACHES", None) or {}).items():
         backend = options.get("BACKEND", "")
-        if backend in UNMEASURED_CACHES or any(
-            _is(backend, wrapper) for wrapper in CACHE_WRAPPERS.values()
-        ):
+        cls = _class(backend)
+        if backend in UNMEASURED_CACHES or (cls and issubclass(cls, SetDeleteCounting)):
             continue
-        wrapper = CACHE_WRAPPERS.get(backend)
-        warnings.append(
-            Warning(
-                f'CACHES["{alias}"] BACKEND {backend!r} is not wrapped by django-prometheus: '
-                "no django_cache_* metrics for it.",
-                hint=f'Set its BACKEND to "{wrapper}".'
-                if wrapper
-                else "Use a BACKEND from django_prometheus.cache.backends.",
-                id=f"{ID}.W005",
-            )
+        upstream = (
+            [b for b in cls.__mro__ if b.__module__.startswith(UPSTREAM_CACHES)] if cls else []
         )
+        reads = bool(upstream)
+        if reads:  # ours has the name of the django-prometheus backend it wraps
+            ours = f"{CACHE}.{cls.__name__}" if upstream[0] is cls else None
+        else:
+            ours = CACHE_WRAPPERS.get(backend)
+        hint = (
+            f'Set its BACKEND to "{ours}".'
+            if ours
+            else f"Use a BACKEND from {CACHE}, or put {CACHE}.SetDeleteCounting first among "
+            "the bases of your django-prometheus backend."
+        )
+        if reads:
+            message = (
+                f'CACHES["{alias}"] BACKEND {backend!r} counts reads but not writes: '
+                "django_cache_set_total and django_cache_delete_total stay empty for it."
+            )
+        else:
+            message = (
+                f'CACHES["{alias}"] BACKEND {backend!r} is not wrapped by django-prometheus: '
+                "no django_cache_* metrics for it."
+            )
+        warnings.append(Warning(message, hint=hint, id=f"{ID}.{'W011' if reads else 'W005'}"))
     return warnings
 
 

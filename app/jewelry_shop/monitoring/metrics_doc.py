@@ -44,6 +44,9 @@ Facts the alert rules must respect:
 * The migration gauges are absent while the database cannot be queried.
 * Model counters count instance `save()`/`delete()` only: `bulk_create`,
   `QuerySet.update()`/`.delete()` and cascades are not counted.
+* `django_cache_set_total` and `django_cache_delete_total` (one per key) come from
+  jewelry-monitoring-django's cache backends (`jewelry_monitoring_django.cache`), not from
+  django-prometheus, whose own backends count reads only.
 
 | Sample name | Type | Labels | Help |
 |---|---|---|---|
