@@ -13,7 +13,8 @@ with the ``backend`` label values django-prometheus gives the same backend (``lo
 ``filebased``, ``memcached``, ``native_redis``, ``redis``). Opt in per cache:
 ``CACHES["default"]["BACKEND"] = "jewelry_monitoring_django.cache.LocMemCache"`` (and so on);
 ``manage.py check`` names the one to use (W005, W011). A backend of your own gets the
-counters by putting :class:`SetDeleteCounting` first among its bases.
+counters by putting :class:`SetDeleteCounting` first among its bases and naming its
+``metrics_backend_label``.
 
 ``RedisCache`` (django-redis) and ``NativeRedisCache`` (Django's own Redis backend) are
 imported only when named, so that django-redis stays optional: django-prometheus's module for
@@ -47,11 +48,12 @@ django_cache_delete_total = Counter(
 class SetDeleteCounting:
     """Counts the keys written and deleted, then lets the backend do it.
 
-    Backends whose ``set_many``/``delete_many`` are Django's default loop over ``set``/
-    ``delete``, which already count each key; the others are counted here, so that every key
-    is counted once whichever the backend.
+    Where a backend's ``set_many``/``delete_many`` is Django's default (a loop over
+    ``set``/``delete``), its keys are counted one by one there; any other is counted in
+    ``set_many``/``delete_many``: every key once, whatever the backend.
     """
 
+    # The ``backend`` label; a subclass names its backend as django-prometheus does.
     metrics_backend_label = ""
 
     def _loops(self, method: str) -> bool:
