@@ -4,7 +4,9 @@ Every reconcile used to GET prometheus-operator's CRDs (the Prometheus CRD alone
 of KB) and LIST every Prometheus and Namespace in the cluster: requests and memory that
 grew with the cluster, not with our objects. Here the watches (run by the handlers) keep
 just the parts that matter: which CRDs are Established, each Prometheus's and
-Alertmanager's selectors, each namespace's labels. Each update says whether anything that
+Alertmanager's selectors, each namespace's labels, and each Secret's resourceVersion (from
+its metadata: never its data) with the key names of those a reconcile has read, so that a
+reconcile reads a referenced Secret only when it has changed. Each update says whether anything that
 matters changed, so that a Prometheus's status update or an unrelated CRD re-queues nothing.
 
 Pure and thread-safe: the watches write from their threads, reconciles read from theirs.
@@ -32,18 +34,31 @@ def _selectors(resource: Obj) -> Obj:
     }
 
 
+def secret_watch(namespace: str | None) -> str:
+    """The name of the watch of the Secrets in ``namespace`` (None: in every namespace)."""
+    return f"secrets-{namespace or 'all'}"
+
+
 class ClusterFacts:
     """CRDs Established, the selectors of every resource that selects ours (by kind:
-    Prometheus, Alertmanager) and namespace labels, as last seen."""
+    Prometheus, Alertmanager), namespace labels and Secret versions, as last seen."""
 
-    def __init__(self, crd_names: frozenset[str]) -> None:
+    def __init__(
+        self, crd_names: frozenset[str], secret_namespaces: tuple[str | None, ...] = (None,)
+    ) -> None:
+        """``secret_namespaces``: the namespaces whose Secrets are watched (None: all)."""
         self.crd_names = crd_names
         self._lock = threading.Lock()
         self._established: dict[str, bool] = {}
         self._selecting: dict[str, dict[Key, Obj]] = {kind: {} for kind in SELECTING}
         self._namespace_labels: dict[str, dict[str, str]] = {}
+        self._secret_versions: dict[Key, str] = {}
+        # Key names of the Secrets a reconcile read, with the version it read.
+        self._secret_keys: dict[Key, tuple[str, frozenset[str]]] = {}
+        self._secret_watches = secret_namespaces
         # Set once each watch has listed: until then reconciles would act on half a picture.
-        self.synced = {part: threading.Event() for part in ("crds", *SELECTING, "namespaces")}
+        parts = ("crds", *SELECTING, "namespaces", *map(secret_watch, secret_namespaces))
+        self.synced = {part: threading.Event() for part in parts}
 
     # -- reads, for reconciles --------------------------------------------------------------
 
@@ -59,6 +74,21 @@ class ClusterFacts:
     def namespace_labels(self) -> dict[str, dict[str, str]]:
         with self._lock:
             return dict(self._namespace_labels)
+
+    def secret_absent(self, namespace: str, name: str) -> bool:
+        """Whether the Secret's watch has listed and not seen it (if not listed: unknown)."""
+        watch = secret_watch(namespace if namespace in self._secret_watches else None)
+        if watch not in self.synced or not self.synced[watch].is_set():
+            return False
+        with self._lock:
+            return (namespace, name) not in self._secret_versions
+
+    def secret_key_names(self, namespace: str, name: str) -> frozenset[str] | None:
+        """The Secret's key names if a reconcile read them at its current version."""
+        with self._lock:
+            version = self._secret_versions.get((namespace, name))
+            read = self._secret_keys.get((namespace, name))
+        return read[1] if read is not None and read[0] == version else None
 
     def wait_synced(self, timeout: float) -> bool:
         return all(event.wait(timeout) for event in self.synced.values())
@@ -110,6 +140,43 @@ class ClusterFacts:
         return {
             name for name in before.keys() | state.keys() if before.get(name) != state.get(name)
         }
+
+    def remember_secret_keys(self, secret: Obj) -> frozenset[str]:
+        """Keep the key names (never the values) of a Secret a reconcile just read."""
+        meta = secret["metadata"]
+        keys = frozenset(secret.get("data") or {})
+        with self._lock:
+            self._secret_keys[meta["namespace"], meta["name"]] = (meta["resourceVersion"], keys)
+        return keys
+
+    def set_secrets(self, namespace: str | None, secrets: list[Obj]) -> set[Key]:
+        """Replace what the watch of ``namespace`` (None: all) holds; returns the Secrets
+        that changed (new, gone or another version)."""
+        state = {_key(s): s["metadata"]["resourceVersion"] for s in secrets}
+        with self._lock:
+            before = {
+                key: version
+                for key, version in self._secret_versions.items()
+                if namespace is None or key[0] == namespace
+            }
+            for key in before.keys() - state.keys():
+                self._forget_secret(key)
+            self._secret_versions.update(state)
+        self.synced[secret_watch(namespace)].set()
+        return {key for key in before.keys() | state.keys() if before.get(key) != state.get(key)}
+
+    def secret_event(self, event_type: str, secret: Obj) -> Key:
+        key = _key(secret)
+        with self._lock:
+            if event_type == "DELETED":
+                self._forget_secret(key)
+            else:
+                self._secret_versions[key] = secret["metadata"]["resourceVersion"]
+        return key
+
+    def _forget_secret(self, key: Key) -> None:
+        self._secret_versions.pop(key, None)
+        self._secret_keys.pop(key, None)
 
     def namespace_event(self, event_type: str, namespace: Obj) -> bool:
         name = namespace["metadata"]["name"]

@@ -27,7 +27,7 @@ from jewelry_monitoring.builders.common import MANAGED_BY, OWNER_LABEL, PREFIX, 
 from jewelry_monitoring.builders.desired import CHILD_KINDS
 from jewelry_monitoring.children import ChildCache
 from jewelry_monitoring.config import OperatorConfig
-from jewelry_monitoring.facts import ClusterFacts
+from jewelry_monitoring.facts import ClusterFacts, secret_watch
 from jewelry_monitoring.kube import (
     REQUEST_TIMEOUT,
     RESOURCES,
@@ -212,7 +212,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     config: OperatorConfig = memo.config
     lease = config.lease
     memo.stopping = threading.Event()
-    facts = ClusterFacts(WATCHED_CRDS)
+    facts = ClusterFacts(WATCHED_CRDS, tuple(config.namespaces or (None,)))
     children = ChildCache([_child_watch(kind, ns) for kind, ns in _child_watches(config)])
     if lease is None:
         kube = Kube(load_api_client())
@@ -256,7 +256,8 @@ def _watch_cluster(kube: Kube, facts: ClusterFacts, children: ChildCache, memo: 
     (a blocked read must not hold up the operator's exit):
 
     - Secrets, metadata only (kopf's watch would hold every Secret's data), one watch per
-      watched namespace: the queue's index by Secret name decides whom an event concerns;
+      watched namespace, into ``facts`` (their versions): the queue's index by Secret name
+      decides whom a change concerns;
     - our children, selected by their labels on the server, one watch per kind (and watched
       namespace), into ``children``: a change re-queues the resource they are labelled for;
     - CRDs (metadata only, then a GET of the few we care about when one changes),
@@ -275,8 +276,17 @@ def _watch_cluster(kube: Kube, facts: ClusterFacts, children: ChildCache, memo: 
 
         return schedule
 
-    def secret_changed(namespace: str, name: str) -> None:
-        loop.call_soon_threadsafe(controller.secret_changed, namespace, name)
+    def secrets_listed(namespace: str | None) -> Callable[[list[Obj]], None]:
+        def listed(secrets: list[Obj]) -> None:
+            for key in sorted(facts.set_secrets(namespace, secrets)):
+                loop.call_soon_threadsafe(controller.secret_changed, *key)
+
+        return listed
+
+    def secret_changed(event_type: str, secret: Obj) -> None:
+        loop.call_soon_threadsafe(
+            controller.secret_changed, *facts.secret_event(event_type, secret)
+        )
 
     def established(name: str) -> bool:
         return name in facts.crd_names and kube.crd_established(name)
@@ -333,9 +343,9 @@ def _watch_cluster(kube: Kube, facts: ClusterFacts, children: ChildCache, memo: 
 
     watches: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = [
         (
-            f"secrets-{namespace or 'all'}",
-            kube.watch_names,
-            ("Secret", namespace, secret_changed, later(controller.request_all), memo.stopping),
+            secret_watch(namespace),
+            kube.mirror,
+            ("Secret", secrets_listed(namespace), secret_changed, memo.stopping, True, namespace),
         )
         for namespace in memo.config.namespaces or (None,)
     ]

@@ -313,34 +313,6 @@ class Kube:
         except KubeError as error:
             log.warning("could not record event %s on %s: %s", reason, meta["name"], error)
 
-    def watch_names(
-        self,
-        kind: str,
-        namespace: str | None,
-        changed: Callable[[str, str], None],
-        missed: Callable[[], None],
-        stopping: threading.Event,
-    ) -> None:
-        """Call ``changed(namespace, name)`` for every change of a ``kind`` object until
-        ``stopping`` is set; ``missed()`` when changes may have been missed (a resumed watch
-        expired). Blocking: run it in a thread of its own.
-
-        Reads metadata only (PartialObjectMetadata), so even watching Secrets never brings
-        their data to the operator."""
-        relisted = False
-
-        def start() -> str:
-            nonlocal relisted
-            if relisted:
-                missed()
-            relisted = True
-            return self._list_version(kind, namespace)
-
-        def event(_: str, obj: Obj) -> None:
-            changed(obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
-
-        self._watch_forever(kind, namespace, "", start, event, stopping, metadata_only=True)
-
     def mirror(
         self,
         kind: str,
@@ -356,8 +328,10 @@ class Kube:
         with all of them at the start and after a watch expired (410), then ``changed(type,
         object)`` per event (type ADDED, MODIFIED or DELETED). Blocking: run it in a thread.
 
-        For what every reconcile would otherwise LIST or GET cluster-wide (CRDs, Prometheus
-        resources, namespaces, our children): the watch costs nothing while nothing changes."""
+        For what every reconcile would otherwise LIST or GET (CRDs, Prometheus resources,
+        namespaces, our children, Secrets' versions): the watch costs nothing while nothing
+        changes. ``metadata_only`` reads PartialObjectMetadata, so even watching Secrets
+        never brings their data to the operator."""
 
         def start() -> str:
             try:
@@ -418,20 +392,10 @@ class Kube:
             query = [("limit", "500"), *selecting] + ([("continue", page)] if page else [])
             path = RESOURCES[kind].path(namespace)
             result = self._call("GET", path, query=query, accept=accept)
-            items.extend(result.get("items", []))
+            items.extend(result.get("items") or [])  # null when empty, as metadata
             page = result["metadata"].get("continue") or ""
             if not page:
                 return items, str(result["metadata"]["resourceVersion"])
-
-    def _list_version(self, kind: str, namespace: str | None) -> str:
-        """The collection's current resourceVersion, to watch from; reads one item at most."""
-        result = self._call(
-            "GET",
-            RESOURCES[kind].path(namespace),
-            query=[("limit", "1")],
-            accept=METADATA_ONLY.format("List"),
-        )
-        return str(result["metadata"]["resourceVersion"])
 
     def _watch(
         self,

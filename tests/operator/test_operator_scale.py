@@ -154,14 +154,15 @@ def _reconcile_reads(
     return [e for e in requests if e["verb"] in ("get", "list")]
 
 
-def test_no_op_reconcile_reads_none_of_its_children(
+def test_no_op_reconcile_reads_none_of_its_children_nor_secrets(
     admin_api: client.ApiClient,
     namespace: str,
     operator: OperatorProcess,
     control_plane: Any,
 ) -> None:
     """Its 23 children come from the label-selected watches: a reconcile that changes
-    nothing neither LISTs a child kind (7 requests each time) nor GETs a child."""
+    nothing neither LISTs a child kind (7 requests each time) nor GETs a child. Nor does it
+    GET the 4 Secrets its spec references: their watch says they have not changed."""
     make_secrets(admin_api, namespace)
     CustomApi(admin_api).create_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, cr_body("quiet", full_spec())
@@ -175,6 +176,8 @@ def test_no_op_reconcile_reads_none_of_its_children(
         if e["objectRef"].get("resource") in child_plurals
     ]
     assert child_reads == []
+    secret_reads = [e["requestURI"] for e in reads if e["objectRef"].get("resource") == "secrets"]
+    assert secret_reads == []
     assert _reads_of_our_resource(reads, namespace), "no reconcile: the test proves nothing"
 
 
