@@ -34,6 +34,8 @@ Key = tuple[str, str]
 # controller): for them the version that matters is the spec's (generation) and metadata's,
 # so a status update does not cost a GET to compare fields we never set in status.
 _STATUS_CHURN = frozenset({"Deployment", "DaemonSet"})
+# Annotations their controllers write on them (never we): one changing is no edit of ours.
+_CONTROLLER_ANNOTATIONS = ("deployment.kubernetes.io/", "deprecated.daemonset.template.")
 # The replica counts ExportersAvailable reads, of Deployments and DaemonSets.
 _STATUS_COUNTS = ("desiredNumberScheduled", "numberAvailable", "availableReplicas")
 
@@ -45,7 +47,12 @@ def content_version(obj: Obj) -> str:
     meta = obj["metadata"]
     if obj["kind"] not in _STATUS_CHURN:
         return str(meta.get("resourceVersion", ""))
-    ours = [meta.get(part) for part in ("labels", "annotations", "ownerReferences")]
+    annotations = {
+        key: value
+        for key, value in (meta.get("annotations") or {}).items()
+        if not key.startswith(_CONTROLLER_ANNOTATIONS)
+    }
+    ours = [meta.get("labels"), annotations, meta.get("ownerReferences")]
     digest = hashlib.sha256(json.dumps(ours, sort_keys=True).encode()).hexdigest()[:16]
     return f"{meta.get('generation', 0)}/{digest}"
 

@@ -83,6 +83,16 @@ def test_a_status_update_keeps_a_deployment_up_to_date_and_brings_its_counts() -
     assert child.as_object()["status"] == {"availableReplicas": 1}
 
 
+def test_the_deployment_controllers_revision_annotation_is_no_edit() -> None:
+    cache = _cache()
+    cache.mark_up_to_date(_deployment(), "h1")
+    revised = _deployment(version="2")
+    revised["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "1"
+    cache.event("Deployment", "MODIFIED", revised)
+    child = cache.owned_by("ns", "shop")["Deployment", "shop-redis-exporter"]
+    assert cache.known_up_to_date(child, "h1")
+
+
 def test_other_kinds_are_up_to_date_only_at_the_same_resource_version() -> None:
     config_map = {**_deployment(), "kind": "ConfigMap"}
     assert content_version(config_map) == "1"
