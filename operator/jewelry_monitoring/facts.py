@@ -6,8 +6,10 @@ grew with the cluster, not with our objects. Here the watches (run by the handle
 just the parts that matter: which CRDs are Established, each Prometheus's and
 Alertmanager's selectors, each namespace's labels, and each Secret's resourceVersion (from
 its metadata: never its data) with the key names of those a reconcile has read, so that a
-reconcile reads a referenced Secret only when it has changed. Each update says whether anything that
-matters changed, so that a Prometheus's status update or an unrelated CRD re-queues nothing.
+reconcile reads a referenced Secret only when it has changed (or is missing: a Secret just
+created must not be reported missing because its watch event is still on its way). Each
+update says whether anything that matters changed, so that a Prometheus's status update or
+an unrelated CRD re-queues nothing.
 
 Pure and thread-safe: the watches write from their threads, reconciles read from theirs.
 """
@@ -34,19 +36,11 @@ def _selectors(resource: Obj) -> Obj:
     }
 
 
-def secret_watch(namespace: str | None) -> str:
-    """The name of the watch of the Secrets in ``namespace`` (None: in every namespace)."""
-    return f"secrets-{namespace or 'all'}"
-
-
 class ClusterFacts:
     """CRDs Established, the selectors of every resource that selects ours (by kind:
     Prometheus, Alertmanager), namespace labels and Secret versions, as last seen."""
 
-    def __init__(
-        self, crd_names: frozenset[str], secret_namespaces: tuple[str | None, ...] = (None,)
-    ) -> None:
-        """``secret_namespaces``: the namespaces whose Secrets are watched (None: all)."""
+    def __init__(self, crd_names: frozenset[str]) -> None:
         self.crd_names = crd_names
         self._lock = threading.Lock()
         self._established: dict[str, bool] = {}
@@ -55,10 +49,8 @@ class ClusterFacts:
         self._secret_versions: dict[Key, str] = {}
         # Key names of the Secrets a reconcile read, with the version it read.
         self._secret_keys: dict[Key, tuple[str, frozenset[str]]] = {}
-        self._secret_watches = secret_namespaces
         # Set once each watch has listed: until then reconciles would act on half a picture.
-        parts = ("crds", *SELECTING, "namespaces", *map(secret_watch, secret_namespaces))
-        self.synced = {part: threading.Event() for part in parts}
+        self.synced = {part: threading.Event() for part in ("crds", *SELECTING, "namespaces")}
 
     # -- reads, for reconciles --------------------------------------------------------------
 
@@ -75,16 +67,9 @@ class ClusterFacts:
         with self._lock:
             return dict(self._namespace_labels)
 
-    def secret_absent(self, namespace: str, name: str) -> bool:
-        """Whether the Secret's watch has listed and not seen it (if not listed: unknown)."""
-        watch = secret_watch(namespace if namespace in self._secret_watches else None)
-        if watch not in self.synced or not self.synced[watch].is_set():
-            return False
-        with self._lock:
-            return (namespace, name) not in self._secret_versions
-
     def secret_key_names(self, namespace: str, name: str) -> frozenset[str] | None:
-        """The Secret's key names if a reconcile read them at its current version."""
+        """The Secret's key names if a reconcile read them at the version its watch last
+        reported (None: read it)."""
         with self._lock:
             version = self._secret_versions.get((namespace, name))
             read = self._secret_keys.get((namespace, name))
@@ -162,7 +147,6 @@ class ClusterFacts:
             for key in before.keys() - state.keys():
                 self._forget_secret(key)
             self._secret_versions.update(state)
-        self.synced[secret_watch(namespace)].set()
         return {key for key in before.keys() | state.keys() if before.get(key) != state.get(key)}
 
     def secret_event(self, event_type: str, secret: Obj) -> Key:

@@ -27,7 +27,7 @@ from jewelry_monitoring.builders.common import MANAGED_BY, OWNER_LABEL, PREFIX, 
 from jewelry_monitoring.builders.desired import CHILD_KINDS
 from jewelry_monitoring.children import ChildCache
 from jewelry_monitoring.config import OperatorConfig
-from jewelry_monitoring.facts import ClusterFacts, secret_watch
+from jewelry_monitoring.facts import ClusterFacts
 from jewelry_monitoring.kube import (
     REQUEST_TIMEOUT,
     RESOURCES,
@@ -212,7 +212,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     config: OperatorConfig = memo.config
     lease = config.lease
     memo.stopping = threading.Event()
-    facts = ClusterFacts(WATCHED_CRDS, tuple(config.namespaces or (None,)))
+    facts = ClusterFacts(WATCHED_CRDS)
     children = ChildCache([_child_watch(kind, ns) for kind, ns in _child_watches(config)])
     if lease is None:
         kube = Kube(load_api_client())
@@ -343,7 +343,7 @@ def _watch_cluster(kube: Kube, facts: ClusterFacts, children: ChildCache, memo: 
 
     watches: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = [
         (
-            secret_watch(namespace),
+            f"secrets-{namespace or 'all'}",
             kube.mirror,
             ("Secret", secrets_listed(namespace), secret_changed, memo.stopping, True, namespace),
         )

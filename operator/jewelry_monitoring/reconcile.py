@@ -252,15 +252,13 @@ class Reconciler:
         """What is wrong with each referenced Secret key, by the spec path naming it.
 
         Only key names are looked at; values are dropped at once and never logged. The
-        Secrets' watch (metadata only) tells which exist and when one changed: a Secret is
-        read once per version, not in every reconcile."""
+        Secrets' watch (metadata only) tells when one changed: a Secret is read once per
+        version, not in every reconcile."""
         refs = secret_refs(spec)
         outcome.secrets = frozenset(ref.name for ref in refs.values())
 
         def key_names(secret_name: str) -> frozenset[str] | None:
-            """Read only if the watch says it exists and changed since last read."""
-            if self.facts.secret_absent(namespace, secret_name):
-                return None
+            """Read only if it changed since last read, or is missing."""
             known = self.facts.secret_key_names(namespace, secret_name)
             if known is not None:
                 return known

@@ -1,5 +1,5 @@
-"""Secrets in ClusterFacts (pure): a reconcile reads a referenced Secret once per version,
-and not at all once its watch has listed it as absent; values are never kept."""
+"""Secrets in ClusterFacts (pure): a reconcile reads a referenced Secret once per version
+its watch reports; values are never kept."""
 
 from __future__ import annotations
 
@@ -12,33 +12,25 @@ def _secret(name: str = "db", version: str = "1", namespace: str = "shop") -> di
     return {"metadata": {"name": name, "namespace": namespace, "resourceVersion": version}}
 
 
-def _read(version: str = "1") -> dict[str, Any]:
+def _read(version: str = "1", name: str = "db") -> dict[str, Any]:
     """A Secret as a GET returns it: with its data."""
-    return {**_secret(version=version), "data": {"dsn": "cG9zdGdyZXM6Ly8="}}
+    return {**_secret(name, version), "data": {"dsn": "cG9zdGdyZXM6Ly8="}}
 
 
-def test_nothing_is_known_absent_until_the_watch_has_listed() -> None:
+def test_key_names_are_trusted_only_at_the_version_the_watch_reports() -> None:
     facts = ClusterFacts(frozenset())
-    assert not facts.secret_absent("shop", "db")  # unknown: read it
-    assert facts.set_secrets(None, [_secret()]) == {("shop", "db")}
-    assert not facts.secret_absent("shop", "db")
-    assert facts.secret_absent("shop", "other")
-    assert facts.secret_absent("elsewhere", "db")
-
-
-def test_key_names_are_trusted_only_at_the_version_read() -> None:
-    facts = ClusterFacts(frozenset())
-    facts.set_secrets(None, [_secret()])
     assert facts.secret_key_names("shop", "db") is None  # never read
     assert facts.remember_secret_keys(_read()) == {"dsn"}
+    assert facts.secret_key_names("shop", "db") is None  # the watch has not shown it
+    facts.set_secrets(None, [_secret()])
     assert facts.secret_key_names("shop", "db") == {"dsn"}
 
     assert facts.secret_event("MODIFIED", _secret(version="2")) == ("shop", "db")
     assert facts.secret_key_names("shop", "db") is None  # changed: read again
 
     facts.remember_secret_keys(_read(version="2"))
+    assert facts.secret_key_names("shop", "db") == {"dsn"}
     facts.secret_event("DELETED", _secret(version="2"))
-    assert facts.secret_absent("shop", "db")
     assert facts.secret_key_names("shop", "db") is None
 
 
@@ -48,20 +40,16 @@ def test_a_relist_reports_what_changed_and_forgets_what_is_gone() -> None:
     facts.remember_secret_keys(_read())
     changed = facts.set_secrets(None, [_secret("broker"), _secret("new")])
     assert changed == {("shop", "db"), ("shop", "new")}
-    assert facts.secret_absent("shop", "db")
-    assert facts.secret_key_names("shop", "db") is None
+    facts.set_secrets(None, [_secret("broker"), _secret("new"), _secret()])
+    assert facts.secret_key_names("shop", "db") is None  # forgotten when it went
 
 
-def test_a_namespaced_watch_answers_for_its_namespace_only() -> None:
-    facts = ClusterFacts(frozenset(), secret_namespaces=("shop", "blog"))
+def test_listing_one_namespace_leaves_the_others_alone() -> None:
+    facts = ClusterFacts(frozenset())
     facts.set_secrets("shop", [_secret()])
-    assert facts.secret_absent("shop", "other")
-    assert not facts.secret_absent("blog", "db")  # that watch has not listed yet
-    facts.set_secrets("blog", [])
-    assert facts.secret_absent("blog", "db")
-    # Listing one namespace leaves the other's Secrets alone.
-    facts.set_secrets("blog", [_secret(namespace="blog")])
-    assert not facts.secret_absent("shop", "db")
+    facts.remember_secret_keys(_read())
+    assert facts.set_secrets("blog", []) == set()
+    assert facts.secret_key_names("shop", "db") == {"dsn"}
 
 
 def test_values_are_not_kept() -> None:

@@ -113,7 +113,6 @@ def _as_if_listed(kube: Kube, facts: ClusterFacts, children: ChildCache, memo: k
     for kind in SELECTING:
         facts.set_selecting(kind, [])
     facts.set_namespaces([])
-    facts.set_secrets(None, [])
     for listed in children.synced.values():
         listed.set()
 

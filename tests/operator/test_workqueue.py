@@ -211,7 +211,6 @@ def test_stuck_reconcile_fails_the_liveness_probe() -> None:
         for kind in SELECTING:
             facts.set_selecting(kind, [])
         facts.set_namespaces([])
-        facts.set_secrets(None, [])
         children = ChildCache([])  # no child watch: complete
         controller = handlers.Controller(
             load(env={}), handlers.Reconciles(hanging), print, facts, children
