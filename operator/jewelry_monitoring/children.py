@@ -146,11 +146,15 @@ class ChildCache:
     # -- updates ----------------------------------------------------------------------------
 
     def mark_up_to_date(self, obj: Obj, spec_hash: str) -> None:
-        """A reconcile compared ``obj`` (just read or written) with what it wants: equal."""
-        meta = obj["metadata"]
-        key = (obj["kind"], meta["namespace"], meta["name"])
+        """A reconcile compared ``obj`` (just read or written) with what it wants: equal.
+
+        Also recorded as the watch would record it: the watch event of our own write then
+        changes nothing (no GET while the event is on its way, no reconcile when it comes)."""
+        child = Child.of(obj)
+        key = (child.kind, child.namespace, child.name)
         with self._lock:
-            self._up_to_date[key] = (content_version(obj), spec_hash)
+            self._put(child)
+            self._up_to_date[key] = (child.version, spec_hash)
 
     def listed(self, part: str, kind: str, namespace: str, objects: list[Obj]) -> set[Key]:
         """Replace what one watch (``kind``, in ``namespace`` or everywhere if "") holds;

@@ -118,6 +118,19 @@ def test_deleted_and_relisted_away_children_are_forgotten_with_their_marks() -> 
     assert list(cache.owned_by("ns", "shop")) == [("Deployment", "b")]
 
 
+def test_a_child_just_written_is_known_before_its_watch_event_which_then_concerns_nobody() -> None:
+    cache = ChildCache([PART])
+    cache.listed(PART, "Deployment", "", [])
+    cache.mark_up_to_date(_deployment(), "h1")  # as apply returned it
+    child = cache.owned_by("ns", "shop")["Deployment", "shop-redis-exporter"]
+    assert cache.known_up_to_date(child, "h1")
+    assert cache.event("Deployment", "ADDED", _deployment()) == set()
+    # A change the watch reports after it (someone else's) is not up to date.
+    assert cache.event("Deployment", "MODIFIED", _deployment(generation=2)) == {("ns", "shop")}
+    child = cache.owned_by("ns", "shop")["Deployment", "shop-redis-exporter"]
+    assert not cache.known_up_to_date(child, "h1")
+
+
 def test_an_unchanged_event_concerns_nobody() -> None:
     cache = _cache()
     assert cache.event("Deployment", "MODIFIED", _deployment()) == set()
