@@ -186,8 +186,13 @@ def test_reconcile_that_keeps_failing_says_so_in_status(
         cr = wait_condition(api, namespace, "shop", "Ready", "False", "ReconcileError")
         message = condition(cr, "Ready")["message"]
         assert "403" in message and "secrets" in message, message
-        events = client.CoreV1Api(api).list_namespaced_event(namespace).items
-        assert [e.reason for e in events if e.type == "Warning"] == ["ReconcileError"]
+
+        def warnings() -> list[str]:
+            events = client.CoreV1Api(api).list_namespaced_event(namespace).items
+            return [e.reason for e in events if e.type == "Warning"]
+
+        # The Event is recorded just after the status: wait for it, then there is just it.
+        assert wait_for(warnings, 30, what="a Warning event") == ["ReconcileError"]
         with urllib.request.urlopen(f"http://127.0.0.1:{operator.liveness_port}/healthz") as reply:
             assert reply.status == 200  # failing is not stuck: no restart needed
 
