@@ -4,8 +4,12 @@ Every reconcile used to GET prometheus-operator's CRDs (the Prometheus CRD alone
 of KB) and LIST every Prometheus and Namespace in the cluster: requests and memory that
 grew with the cluster, not with our objects. Here the watches (run by the handlers) keep
 just the parts that matter: which CRDs are Established, each Prometheus's and
-Alertmanager's selectors, each namespace's labels. Each update says whether anything that
-matters changed, so that a Prometheus's status update or an unrelated CRD re-queues nothing.
+Alertmanager's selectors, each namespace's labels, and each Secret's resourceVersion (from
+its metadata: never its data) with the key names of those a reconcile has read, so that a
+reconcile reads a referenced Secret only when it has changed (or is missing: a Secret just
+created must not be reported missing because its watch event is still on its way). Each
+update says whether anything that matters changed, so that a Prometheus's status update or
+an unrelated CRD re-queues nothing.
 
 Pure and thread-safe: the watches write from their threads, reconciles read from theirs.
 """
@@ -34,7 +38,7 @@ def _selectors(resource: Obj) -> Obj:
 
 class ClusterFacts:
     """CRDs Established, the selectors of every resource that selects ours (by kind:
-    Prometheus, Alertmanager) and namespace labels, as last seen."""
+    Prometheus, Alertmanager), namespace labels and Secret versions, as last seen."""
 
     def __init__(self, crd_names: frozenset[str]) -> None:
         self.crd_names = crd_names
@@ -42,6 +46,9 @@ class ClusterFacts:
         self._established: dict[str, bool] = {}
         self._selecting: dict[str, dict[Key, Obj]] = {kind: {} for kind in SELECTING}
         self._namespace_labels: dict[str, dict[str, str]] = {}
+        self._secret_versions: dict[Key, str] = {}
+        # Key names of the Secrets a reconcile read, with the version it read.
+        self._secret_keys: dict[Key, tuple[str, frozenset[str]]] = {}
         # Set once each watch has listed: until then reconciles would act on half a picture.
         self.synced = {part: threading.Event() for part in ("crds", *SELECTING, "namespaces")}
 
@@ -59,6 +66,14 @@ class ClusterFacts:
     def namespace_labels(self) -> dict[str, dict[str, str]]:
         with self._lock:
             return dict(self._namespace_labels)
+
+    def secret_key_names(self, namespace: str, name: str) -> frozenset[str] | None:
+        """The Secret's key names if a reconcile read them at the version its watch last
+        reported (None: read it)."""
+        with self._lock:
+            version = self._secret_versions.get((namespace, name))
+            read = self._secret_keys.get((namespace, name))
+        return read[1] if read is not None and read[0] == version else None
 
     def wait_synced(self, timeout: float) -> bool:
         return all(event.wait(timeout) for event in self.synced.values())
@@ -110,6 +125,42 @@ class ClusterFacts:
         return {
             name for name in before.keys() | state.keys() if before.get(name) != state.get(name)
         }
+
+    def remember_secret_keys(self, secret: Obj) -> frozenset[str]:
+        """Keep the key names (never the values) of a Secret a reconcile just read."""
+        meta = secret["metadata"]
+        keys = frozenset(secret.get("data") or {})
+        with self._lock:
+            self._secret_keys[meta["namespace"], meta["name"]] = (meta["resourceVersion"], keys)
+        return keys
+
+    def set_secrets(self, namespace: str | None, secrets: list[Obj]) -> set[Key]:
+        """Replace what the watch of ``namespace`` (None: all) holds; returns the Secrets
+        that changed (new, gone or another version)."""
+        state = {_key(s): s["metadata"]["resourceVersion"] for s in secrets}
+        with self._lock:
+            before = {
+                key: version
+                for key, version in self._secret_versions.items()
+                if namespace is None or key[0] == namespace
+            }
+            for key in before.keys() - state.keys():
+                self._forget_secret(key)
+            self._secret_versions.update(state)
+        return {key for key in before.keys() | state.keys() if before.get(key) != state.get(key)}
+
+    def secret_event(self, event_type: str, secret: Obj) -> Key:
+        key = _key(secret)
+        with self._lock:
+            if event_type == "DELETED":
+                self._forget_secret(key)
+            else:
+                self._secret_versions[key] = secret["metadata"]["resourceVersion"]
+        return key
+
+    def _forget_secret(self, key: Key) -> None:
+        self._secret_versions.pop(key, None)
+        self._secret_keys.pop(key, None)
 
     def namespace_event(self, event_type: str, namespace: Obj) -> bool:
         name = namespace["metadata"]["name"]

@@ -25,6 +25,7 @@ import kopf
 from jewelry_monitoring import metrics
 from jewelry_monitoring.builders.common import MANAGED_BY, OWNER_LABEL, PREFIX, instance_label
 from jewelry_monitoring.builders.desired import CHILD_KINDS
+from jewelry_monitoring.children import ChildCache
 from jewelry_monitoring.config import OperatorConfig
 from jewelry_monitoring.facts import ClusterFacts
 from jewelry_monitoring.kube import (
@@ -38,7 +39,7 @@ from jewelry_monitoring.kube import (
 from jewelry_monitoring.leader import LeaderElector
 from jewelry_monitoring.reconcile import WATCHED_CRDS, Outcome, Reconciler
 from jewelry_monitoring.selection import SELECTING
-from jewelry_monitoring.spec import API_GROUP, API_VERSION, KIND, PLURAL
+from jewelry_monitoring.spec import API_GROUP, API_VERSION, PLURAL
 from jewelry_monitoring.workqueue import Key, ReconcileQueue
 
 
@@ -48,8 +49,6 @@ def _group_version_plural(kind: str) -> tuple[str, str, str]:
     return group, version, resource.plural
 
 
-# (group, version, plural) of every child kind, from the one table of child kinds.
-CHILD_RESOURCES = tuple(_group_version_plural(kind) for kind in CHILD_KINDS)
 # The app Service's EndpointSlices carry its labels (the EndpointSlice controller copies a
 # Service's labels to its slices), ours included: pods coming and going change
 # AppTargetsFound.
@@ -107,19 +106,36 @@ class Controller:
         reconciles: Reconciles,
         report_failure: Callable[[str, str, str], None],
         facts: ClusterFacts,
+        children: ChildCache,
     ) -> None:
         self._config = config
         self._reconciles = reconciles
         self._report_failure = report_failure
         self._facts = facts
+        self._children = children
         self.known: set[Key] = set()  # filled by every replica's watches, leading or not
+        # (namespace, owner label) -> resource, for the children's watches: the label holds a
+        # shortened name when the resource's is longer than 63 characters.
+        self._by_label: dict[Key, Key] = {}
         self.queue: ReconcileQueue | None = None
         self._resync: asyncio.Task[None] | None = None
 
     def request(self, key: Key) -> None:
         self.known.add(key)
+        self._by_label[key[0], instance_label(key[1])] = key
         if self.queue is not None:
             self.queue.request(key)
+
+    def request_owners(self, owners: set[Key]) -> None:
+        """Reconcile the resources whose children changed, by (namespace, owner label)."""
+        for owner in sorted(owners):
+            key = self._by_label.get(owner)
+            if key is None:
+                continue
+            if key in self.known:
+                self.request(key)
+            else:  # forgotten by the queue: deleted
+                del self._by_label[owner]
 
     def request_all(self) -> None:
         if self.queue is not None:
@@ -137,9 +153,15 @@ class Controller:
             self.queue.secret_changed(namespace, name)
 
     async def start(self) -> None:
-        if not await asyncio.to_thread(self._facts.wait_synced, FACTS_SYNC_SECONDS):
+        def synced() -> bool:
+            return self._facts.wait_synced(FACTS_SYNC_SECONDS) and self._children.wait_synced(
+                FACTS_SYNC_SECONDS
+            )
+
+        if not await asyncio.to_thread(synced):
             logging.getLogger(__name__).warning(
-                "CRDs, Prometheus/Alertmanager resources or namespaces not listed after %.0fs: "
+                "CRDs, Prometheus/Alertmanager resources, namespaces or our children not listed "
+                "after %.0fs: "
                 "reconciling anyway, their watches re-queue what they change",
                 FACTS_SYNC_SECONDS,
             )
@@ -186,20 +208,20 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.connect_timeout = connect
     settings.networking.connect_timeout = connect
     settings.networking.request_timeout = read
-    for resource in (*CHILD_RESOURCES, APP_ENDPOINTS):
-        settings.watching.label_selectors[resource] = MANAGED_SELECTOR
+    settings.watching.label_selectors[APP_ENDPOINTS] = MANAGED_SELECTOR
     config: OperatorConfig = memo.config
     lease = config.lease
     memo.stopping = threading.Event()
     facts = ClusterFacts(WATCHED_CRDS)
+    children = ChildCache([_child_watch(kind, ns) for kind, ns in _child_watches(config)])
     if lease is None:
         kube = Kube(load_api_client())
-        reconciler = Reconciler(kube, facts, config.allowed_images)
+        reconciler = Reconciler(kube, facts, children, config.allowed_images)
         reconciles = Reconciles(reconciler.reconcile)
-        memo.controller = Controller(config, reconciles, reconciler.report_failure, facts)
+        memo.controller = Controller(config, reconciles, reconciler.report_failure, facts, children)
         memo.elector = None
         metrics.LEADER.set(1)
-        _watch_cluster(kube, facts, memo)
+        _watch_cluster(kube, facts, children, memo)
         # Not awaited: startup (and so /healthz) must not wait for the first lists.
         memo.starting = asyncio.get_running_loop().create_task(memo.controller.start())
         return
@@ -207,10 +229,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     lease_timeout = (min(connect, lease.renew_deadline / 4), lease.renew_deadline / 4)
     elector = memo.elector = LeaderElector(Kube(load_api_client(), timeout=lease_timeout), lease)
     kube = Kube(load_api_client(), may_write=elector.may_write)
-    reconciler = Reconciler(kube, facts, config.allowed_images)
+    reconciler = Reconciler(kube, facts, children, config.allowed_images)
     reconciles = Reconciles(reconciler.reconcile)
-    controller = memo.controller = Controller(config, reconciles, reconciler.report_failure, facts)
-    _watch_cluster(kube, facts, memo)
+    controller = memo.controller = Controller(
+        config, reconciles, reconciler.report_failure, facts, children
+    )
+    _watch_cluster(kube, facts, children, memo)
 
     async def stopped() -> None:
         await controller.stop(drain_timeout=lease.renew_deadline)
@@ -218,12 +242,24 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.election = asyncio.get_running_loop().create_task(elector.run(controller.start, stopped))
 
 
-def _watch_cluster(kube: Kube, facts: ClusterFacts, memo: kopf.Memo) -> None:
-    """Our own watches, beside kopf's of the CRs and the children, each in a daemon thread
+def _child_watches(config: OperatorConfig) -> list[tuple[str, str | None]]:
+    """(kind, namespace or None for all) of each watch of our children."""
+    return [(kind, ns) for kind in CHILD_KINDS for ns in config.namespaces or (None,)]
+
+
+def _child_watch(kind: str, namespace: str | None) -> str:
+    return f"children-{kind}-{namespace or 'all'}"
+
+
+def _watch_cluster(kube: Kube, facts: ClusterFacts, children: ChildCache, memo: kopf.Memo) -> None:
+    """Our own watches, beside kopf's of the CRs and EndpointSlices, each in a daemon thread
     (a blocked read must not hold up the operator's exit):
 
     - Secrets, metadata only (kopf's watch would hold every Secret's data), one watch per
-      watched namespace: the queue's index by Secret name decides whom an event concerns;
+      watched namespace, into ``facts`` (their versions): the queue's index by Secret name
+      decides whom a change concerns;
+    - our children, selected by their labels on the server, one watch per kind (and watched
+      namespace), into ``children``: a change re-queues the resource they are labelled for;
     - CRDs (metadata only, then a GET of the few we care about when one changes),
       Prometheus and Alertmanager resources and namespaces (metadata only), into
       ``facts``: a change that a reconcile could see re-queues the resources it can
@@ -240,8 +276,17 @@ def _watch_cluster(kube: Kube, facts: ClusterFacts, memo: kopf.Memo) -> None:
 
         return schedule
 
-    def secret_changed(namespace: str, name: str) -> None:
-        loop.call_soon_threadsafe(controller.secret_changed, namespace, name)
+    def secrets_listed(namespace: str | None) -> Callable[[list[Obj]], None]:
+        def listed(secrets: list[Obj]) -> None:
+            for key in sorted(facts.set_secrets(namespace, secrets)):
+                loop.call_soon_threadsafe(controller.secret_changed, *key)
+
+        return listed
+
+    def secret_changed(event_type: str, secret: Obj) -> None:
+        loop.call_soon_threadsafe(
+            controller.secret_changed, *facts.secret_event(event_type, secret)
+        )
 
     def established(name: str) -> bool:
         return name in facts.crd_names and kube.crd_established(name)
@@ -271,6 +316,22 @@ def _watch_cluster(kube: Kube, facts: ClusterFacts, memo: kopf.Memo) -> None:
 
         return changed
 
+    def children_listed(kind: str, namespace: str | None) -> Callable[[list[Obj]], None]:
+        def listed(objects: list[Obj]) -> None:
+            owners = children.listed(_child_watch(kind, namespace), kind, namespace or "", objects)
+            if owners:
+                later(controller.request_owners, owners)()
+
+        return listed
+
+    def child_changed(kind: str) -> Callable[[str, Obj], None]:
+        def changed(event_type: str, obj: Obj) -> None:
+            owners = children.event(kind, event_type, obj)
+            if owners:
+                later(controller.request_owners, owners)()
+
+        return changed
+
     def namespaces_listed(namespaces: list[Obj]) -> None:
         changed = facts.set_namespaces(namespaces)
         if changed:
@@ -283,10 +344,26 @@ def _watch_cluster(kube: Kube, facts: ClusterFacts, memo: kopf.Memo) -> None:
     watches: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = [
         (
             f"secrets-{namespace or 'all'}",
-            kube.watch_names,
-            ("Secret", namespace, secret_changed, later(controller.request_all), memo.stopping),
+            kube.mirror,
+            ("Secret", secrets_listed(namespace), secret_changed, memo.stopping, True, namespace),
         )
         for namespace in memo.config.namespaces or (None,)
+    ]
+    watches += [
+        (
+            _child_watch(kind, namespace),
+            kube.mirror,
+            (
+                kind,
+                children_listed(kind, namespace),
+                child_changed(kind),
+                memo.stopping,
+                False,
+                namespace,
+                MANAGED_SELECTOR,
+            ),
+        )
+        for kind, namespace in _child_watches(memo.config)
     ]
     watches += [
         (
@@ -346,23 +423,6 @@ async def jewelry_monitoring_changed(namespace: str | None, name: str, memo: Any
         memo.controller.request((namespace, name))
 
 
-def controlling_owner(meta: Mapping[str, Any]) -> str | None:
-    """The name of the JewelryMonitoring controlling a child, from its ownerReference: the
-    owner label holds a shortened name when the resource's is longer than 63 characters."""
-    for ref in meta.get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("kind") == KIND:
-            return str(ref["name"])
-    return None
-
-
-async def _child_changed(
-    namespace: str | None, meta: Mapping[str, Any], memo: Any, **_: Any
-) -> None:
-    owner = controlling_owner(meta)
-    if owner and namespace:
-        memo.controller.request((namespace, owner))
-
-
 async def _app_endpoints_changed(
     namespace: str | None, meta: Mapping[str, Any], memo: Any, **_: Any
 ) -> None:
@@ -370,13 +430,7 @@ async def _app_endpoints_changed(
     the Service names the resource (shortened for a long name, so compare label values)."""
     label = (meta.get("labels") or {}).get(OWNER_LABEL)
     if label and namespace:
-        controller: Controller = memo.controller
-        for key in sorted(controller.known):
-            if key[0] == namespace and instance_label(key[1]) == label:
-                controller.request(key)
+        memo.controller.request_owners({(namespace, label)})
 
 
-for group, version, plural in CHILD_RESOURCES:
-    # The server-side label selector (set at startup) already keeps others' objects out.
-    kopf.on.event(group, version, plural, id=f"child-{plural}")(_child_changed)
 kopf.on.event(*APP_ENDPOINTS, id="app-endpoints")(_app_endpoints_changed)

@@ -313,34 +313,6 @@ class Kube:
         except KubeError as error:
             log.warning("could not record event %s on %s: %s", reason, meta["name"], error)
 
-    def watch_names(
-        self,
-        kind: str,
-        namespace: str | None,
-        changed: Callable[[str, str], None],
-        missed: Callable[[], None],
-        stopping: threading.Event,
-    ) -> None:
-        """Call ``changed(namespace, name)`` for every change of a ``kind`` object until
-        ``stopping`` is set; ``missed()`` when changes may have been missed (a resumed watch
-        expired). Blocking: run it in a thread of its own.
-
-        Reads metadata only (PartialObjectMetadata), so even watching Secrets never brings
-        their data to the operator."""
-        relisted = False
-
-        def start() -> str:
-            nonlocal relisted
-            if relisted:
-                missed()
-            relisted = True
-            return self._list_version(kind, namespace)
-
-        def event(_: str, obj: Obj) -> None:
-            changed(obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
-
-        self._watch_forever(kind, namespace, start, event, stopping, metadata_only=True)
-
     def mirror(
         self,
         kind: str,
@@ -348,17 +320,22 @@ class Kube:
         changed: Callable[[str, Obj], None],
         stopping: threading.Event,
         metadata_only: bool = False,
+        namespace: str | None = None,
+        label_selector: str = "",
     ) -> None:
-        """Keep a caller's copy of every ``kind`` object in the cluster: ``listed(objects)``
+        """Keep a caller's copy of every ``kind`` object in the cluster (or ``namespace``;
+        only those ``label_selector`` selects, filtered by the server): ``listed(objects)``
         with all of them at the start and after a watch expired (410), then ``changed(type,
         object)`` per event (type ADDED, MODIFIED or DELETED). Blocking: run it in a thread.
 
-        For what every reconcile would otherwise LIST or GET cluster-wide (CRDs, Prometheus
-        resources, namespaces): the watch costs nothing while nothing changes."""
+        For what every reconcile would otherwise LIST or GET (CRDs, Prometheus resources,
+        namespaces, our children, Secrets' versions): the watch costs nothing while nothing
+        changes. ``metadata_only`` reads PartialObjectMetadata, so even watching Secrets
+        never brings their data to the operator."""
 
         def start() -> str:
             try:
-                items, version = self._list_all(kind, metadata_only)
+                items, version = self._list_all(kind, namespace, label_selector, metadata_only)
             except KubeError as error:
                 if error.status == 404:  # a custom kind whose CRD is not installed (yet)
                     listed([])
@@ -366,12 +343,15 @@ class Kube:
             listed(items)
             return version
 
-        self._watch_forever(kind, None, start, changed, stopping, metadata_only)
+        self._watch_forever(
+            kind, namespace, label_selector, start, changed, stopping, metadata_only
+        )
 
     def _watch_forever(
         self,
         kind: str,
         namespace: str | None,
+        label_selector: str,
         start: Callable[[], str],
         changed: Callable[[str, Obj], None],
         stopping: threading.Event,
@@ -385,7 +365,8 @@ class Kube:
             try:
                 if not version:
                     version = start()
-                for event_type, obj in self._watch(kind, namespace, version, metadata_only):
+                events = self._watch(kind, namespace, label_selector, version, metadata_only)
+                for event_type, obj in events:
                     version = obj.get("metadata", {}).get("resourceVersion") or version
                     if event_type in ("ADDED", "MODIFIED", "DELETED"):
                         changed(event_type, obj)
@@ -398,31 +379,31 @@ class Kube:
                 log.warning("watch of %s failed (%d in a row): %s", kind, failures, error)
                 stopping.wait(min(2.0**failures, 60.0))
 
-    def _list_all(self, kind: str, metadata_only: bool) -> tuple[Objs, str]:
-        """Every ``kind`` object in the cluster, in pages, and the version to watch from."""
+    def _list_all(
+        self, kind: str, namespace: str | None, label_selector: str, metadata_only: bool
+    ) -> tuple[Objs, str]:
+        """Every ``kind`` object in the cluster (or ``namespace``) that ``label_selector``
+        selects, in pages, and the version to watch from."""
         items: Objs = []
         accept = METADATA_ONLY.format("List") if metadata_only else "application/json"
+        selecting = [("labelSelector", label_selector)] if label_selector else []
         page = ""
         while True:
-            query = [("limit", "500")] + ([("continue", page)] if page else [])
-            result = self._call("GET", RESOURCES[kind].path(), query=query, accept=accept)
-            items.extend(result.get("items", []))
+            query = [("limit", "500"), *selecting] + ([("continue", page)] if page else [])
+            path = RESOURCES[kind].path(namespace)
+            result = self._call("GET", path, query=query, accept=accept)
+            items.extend(result.get("items") or [])  # null when empty, as metadata
             page = result["metadata"].get("continue") or ""
             if not page:
                 return items, str(result["metadata"]["resourceVersion"])
 
-    def _list_version(self, kind: str, namespace: str | None) -> str:
-        """The collection's current resourceVersion, to watch from; reads one item at most."""
-        result = self._call(
-            "GET",
-            RESOURCES[kind].path(namespace),
-            query=[("limit", "1")],
-            accept=METADATA_ONLY.format("List"),
-        )
-        return str(result["metadata"]["resourceVersion"])
-
     def _watch(
-        self, kind: str, namespace: str | None, version: str, metadata_only: bool
+        self,
+        kind: str,
+        namespace: str | None,
+        label_selector: str,
+        version: str,
+        metadata_only: bool,
     ) -> Iterator[tuple[str, Obj]]:
         """(type, object) of each event of one watch request, until the server ends it."""
         query = [
@@ -430,7 +411,7 @@ class Kube:
             ("resourceVersion", version),
             ("allowWatchBookmarks", "true"),
             ("timeoutSeconds", str(WATCH_SECONDS)),
-        ]
+        ] + ([("labelSelector", label_selector)] if label_selector else [])
         response = self._call(
             "GET",
             RESOURCES[kind].path(namespace),

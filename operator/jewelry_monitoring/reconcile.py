@@ -20,10 +20,9 @@ from jewelry_monitoring.builders.common import (
     SPEC_HASH_ANNOTATION,
     Owner,
     child_name,
-    owner_selector,
+    instance_label,
 )
 from jewelry_monitoring.builders.desired import (
-    CHILD_KINDS,
     MONITORING_KINDS,
     PRUNABLE_KINDS,
     desired_objects,
@@ -33,6 +32,7 @@ from jewelry_monitoring.builders.desired import (
 from jewelry_monitoring.builders.exporters import component as exporter_component
 from jewelry_monitoring.builders.routing import ROUTING_COMPONENT
 from jewelry_monitoring.builders.rules import KNOWN_ALERTS
+from jewelry_monitoring.children import Child, ChildCache
 from jewelry_monitoring.facts import ClusterFacts
 from jewelry_monitoring.kube import Kube, KubeError
 from jewelry_monitoring.promapi import PrometheusAPI, PrometheusError
@@ -57,8 +57,8 @@ from jewelry_monitoring.targets import (
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
-# For a reconcile's independent requests (LIST per child kind, GET per Secret, GET and apply
-# per child), which it makes in parallel; shared by all reconciles (the queue runs 16).
+# For a reconcile's independent requests (GET per Secret, GET and apply per child), which it
+# makes in parallel; shared by all reconciles (the queue runs 16).
 _CHILD_REQUESTS = ThreadPoolExecutor(32, thread_name_prefix="child")
 # Every CRD whose presence changes what a reconcile does.
 WATCHED_CRDS = frozenset({*MONITORING_KINDS.values(), PROMETHEUS.crd, ALERTMANAGER.crd})
@@ -141,17 +141,20 @@ def _condition(kind: str, status: str, reason: str, message: str, generation: in
 
 class Reconciler:
     """Reconciles JewelryMonitoring resources through one ``Kube`` client, reading what it
-    needs to know of the rest of the cluster from ``facts`` (kept by watches, not requested)."""
+    needs to know of the rest of the cluster from ``facts`` and of its children from
+    ``children`` (both kept by watches, not requested)."""
 
     def __init__(
         self,
         kube: Kube,
         facts: ClusterFacts,
+        children: ChildCache,
         allowed_images: tuple[str, ...] = (),
         prometheus: Callable[[str], PrometheusAPI] = PrometheusAPI,
     ) -> None:
         self.kube = kube
         self.facts = facts
+        self.children = children
         self.allowed_images = allowed_images
         self.prometheus = prometheus
 
@@ -184,7 +187,7 @@ class Reconciler:
         # nor pruned); everything else goes ahead.
         held_names = {child_name(name, _component_of(where)) for where in missing_secrets}
 
-        labelled = self._labelled_children(namespace, name, available)
+        labelled = self.children.owned_by(namespace, instance_label(name))
         ready_to_apply = [o for o in desired if o["metadata"]["name"] not in held_names]
         observed, conflicts, failures = self._apply(ready_to_apply, labelled, owner.uid, outcome)
         self._prune(desired, labelled, owner.uid, outcome)
@@ -248,13 +251,19 @@ class Reconciler:
     ) -> dict[str, str]:
         """What is wrong with each referenced Secret key, by the spec path naming it.
 
-        Only key names are looked at; values are dropped at once and never logged."""
+        Only key names are looked at; values are dropped at once and never logged. The
+        Secrets' watch (metadata only) tells when one changed: a Secret is read once per
+        version, not in every reconcile."""
         refs = secret_refs(spec)
         outcome.secrets = frozenset(ref.name for ref in refs.values())
 
-        def key_names(secret_name: str) -> set[str] | None:
+        def key_names(secret_name: str) -> frozenset[str] | None:
+            """Read only if it changed since last read, or is missing."""
+            known = self.facts.secret_key_names(namespace, secret_name)
+            if known is not None:
+                return known
             secret = self.kube.get("Secret", namespace, secret_name)
-            return None if secret is None else set(secret.get("data") or {})
+            return None if secret is None else self.facts.remember_secret_keys(secret)
 
         names = sorted(outcome.secrets)
         keys = dict(zip(names, _CHILD_REQUESTS.map(key_names, names), strict=True))
@@ -267,33 +276,17 @@ class Reconciler:
                 missing[where] = f"{where}: Secret {ref.name} has no key {ref.key}"
         return missing
 
-    def _labelled_children(
-        self, namespace: str, name: str, available: frozenset[str]
-    ) -> dict[tuple[str, str], Obj]:
-        """Every object labelled as this resource's child: one LIST per kind (in parallel), not
-        a GET per child, so an idle reconcile costs a handful of requests whatever the CR
-        enables."""
-        selector = owner_selector(name)
-        kinds = [k for k in CHILD_KINDS if k not in MONITORING_KINDS or k in available]
-        found: dict[tuple[str, str], Obj] = {}
-        for kind, objects in zip(
-            kinds,
-            _CHILD_REQUESTS.map(lambda k: self.kube.list(k, namespace, selector), kinds),
-            strict=True,
-        ):
-            for obj in objects:
-                found[kind, obj["metadata"]["name"]] = obj
-        return found
-
     def _apply(
         self,
         desired: list[Obj],
-        labelled: dict[tuple[str, str], Obj],
+        labelled: dict[tuple[str, str], Child],
         uid: str,
         outcome: Outcome,
     ) -> tuple[dict[tuple[str, str], Obj], list[str], list[str]]:
         """Apply what differs; return the children as they now are, conflicts and failures.
 
+        A child the cache knows as ours, with the wanted spec hash, at the version at which
+        it was last found up to date costs no request; any other is read (GET) and compared.
         The children are independent, so they are checked and applied in parallel: one
         after the other, a new resource's ~20 children took ~20 round trips of GET and apply.
         """
@@ -305,15 +298,27 @@ class Reconciler:
             """What happened (Created, Updated, UpToDate, Conflict, Failed), the child as it
             now is, and the API's message if it failed."""
             kind, name = wanted["kind"], wanted["metadata"]["name"]
+            wanted_hash = wanted["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
+            cached = labelled.get((kind, name))
+            if (
+                cached is not None
+                and uid in cached.owner_uids
+                and cached.spec_hash == wanted_hash
+                and self.children.known_up_to_date(cached, wanted_hash)
+            ):
+                return "UpToDate", cached.as_object(), ""
             try:
-                current = labelled.get((kind, name))
-                if current is None:  # new, or someone else's object without our label
-                    current = self.kube.get(kind, wanted["metadata"]["namespace"], name)
+                # New, changed, not seen by the watch yet, or someone else's object
+                current = self.kube.get(kind, wanted["metadata"]["namespace"], name)
                 if current is not None and not owned_by(current, uid):
                     return "Conflict", None, ""
                 if current is not None and up_to_date(wanted, current):
+                    self.children.mark_up_to_date(current, wanted_hash)
                     return "UpToDate", current, ""
-                return ("Created" if current is None else "Updated"), self.kube.apply(wanted), ""
+                applied = self.kube.apply(wanted)
+                if up_to_date(wanted, applied):
+                    self.children.mark_up_to_date(applied, wanted_hash)
+                return ("Created" if current is None else "Updated"), applied, ""
             except KubeError as error:
                 return "Failed", None, error.message
 
@@ -334,16 +339,16 @@ class Reconciler:
     def _prune(
         self,
         desired: list[Obj],
-        labelled: dict[tuple[str, str], Obj],
+        labelled: dict[tuple[str, str], Child],
         uid: str,
         outcome: Outcome,
     ) -> None:
         """Delete children we own that are no longer desired (e.g. a disabled exporter)."""
         keep = {(o["kind"], o["metadata"]["name"]) for o in desired}
-        for (kind, name), obj in sorted(labelled.items()):
-            if (kind, name) in keep or kind not in PRUNABLE_KINDS or not owned_by(obj, uid):
+        for (kind, name), child in sorted(labelled.items()):
+            if (kind, name) in keep or kind not in PRUNABLE_KINDS or uid not in child.owner_uids:
                 continue
-            self.kube.delete(obj)
+            self.kube.delete(child.as_object())
             outcome.writes.append(f"Deleted {kind} {name}")
 
     def _announce(self, cr: Obj, outcome: Outcome) -> None:

@@ -15,6 +15,7 @@ import pytest
 from kubernetes import client
 
 from jewelry_monitoring import handlers
+from jewelry_monitoring.children import ChildCache
 from jewelry_monitoring.config import load
 from jewelry_monitoring.facts import ClusterFacts
 from jewelry_monitoring.kube import Kube, KubeError
@@ -106,12 +107,14 @@ def test_crd_just_created_is_not_established_rather_than_an_error() -> None:
     assert _OneObject(established).crd_established("x")
 
 
-def _as_if_listed(kube: Kube, facts: ClusterFacts, memo: kopf.Memo) -> None:
+def _as_if_listed(kube: Kube, facts: ClusterFacts, children: ChildCache, memo: kopf.Memo) -> None:
     """Instead of our own watches: their first lists, empty."""
     facts.set_crds({})
     for kind in SELECTING:
         facts.set_selecting(kind, [])
     facts.set_namespaces([])
+    for listed in children.synced.values():
+        listed.set()
 
 
 def test_kopfs_own_requests_and_watches_have_timeouts_too(monkeypatch: pytest.MonkeyPatch) -> None:

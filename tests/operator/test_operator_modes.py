@@ -148,9 +148,9 @@ def _cr_reads(audit_log: Path, start: int, namespace: str, name: str) -> int:
 def test_reconcile_that_keeps_failing_says_so_in_status(
     own_plane: tuple[ControlPlane, client.ApiClient], tmp_path: Path
 ) -> None:
-    """A reconcile that raises (here: RBAC refuses listing Deployments) still ends in the
-    status: Ready=False, reason=ReconcileError with the error, and recovers once the cause is
-    gone."""
+    """A reconcile that raises (here: RBAC refuses reading the Secret its spec references)
+    still ends in the status: Ready=False, reason=ReconcileError with the error, and recovers
+    once the cause is gone."""
     plane, api = own_plane
     apply_crds(api, chart_crd_files())
     apply_crds(api, prometheus_operator_crds())
@@ -160,27 +160,43 @@ def test_reconcile_that_keeps_failing_says_so_in_status(
         role
         for role in rbac.list_cluster_role().items
         if role.metadata.name.startswith("jm-jewelry-monitoring")
-        and any("deployments" in (rule.resources or []) for rule in role.rules or [])
+        and any("secrets" in (rule.resources or []) for rule in role.rules or [])
     )
     role_name = role.metadata.name
     granted = api.sanitize_for_serialization(role.rules)
-    deployments_rule = next(r for r in granted if "deployments" in r["resources"])
-    all_verbs = list(deployments_rule["verbs"])
-    # No "list": every reconcile's LIST of its Deployments now raises a 403.
-    deployments_rule["verbs"] = [verb for verb in all_verbs if verb != "list"]
+    secrets_rule = next(r for r in granted if "secrets" in r["resources"])
+    all_verbs = list(secrets_rule["verbs"])
+    # No "get" (its watch still lists and watches): reading the Secret's key names raises 403.
+    secrets_rule["verbs"] = [verb for verb in all_verbs if verb != "get"]
     rbac.patch_cluster_role(role_name, {"rules": granted})
     try:
         namespace = _namespace(api, "shop")
-        _create_cr(api, namespace, "shop")
+        client.CoreV1Api(api).create_namespaced_secret(
+            namespace, {"metadata": {"name": "db"}, "stringData": {"dsn": "postgres://x"}}
+        )
+        spec = {
+            "app": {"podSelector": {"app": "shop"}},
+            "exporters": {
+                "postgres": {"enabled": True, "dataSource": {"name": "db", "key": "dsn"}}
+            },
+        }
+        CustomApi(api).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, cr_body("shop", spec)
+        )
         cr = wait_condition(api, namespace, "shop", "Ready", "False", "ReconcileError")
         message = condition(cr, "Ready")["message"]
-        assert "403" in message and "deployments" in message, message
-        events = client.CoreV1Api(api).list_namespaced_event(namespace).items
-        assert [e.reason for e in events if e.type == "Warning"] == ["ReconcileError"]
+        assert "403" in message and "secrets" in message, message
+
+        def warnings() -> list[str]:
+            events = client.CoreV1Api(api).list_namespaced_event(namespace).items
+            return [e.reason for e in events if e.type == "Warning"]
+
+        # The Event is recorded just after the status: wait for it, then there is just it.
+        assert wait_for(warnings, 30, what="a Warning event") == ["ReconcileError"]
         with urllib.request.urlopen(f"http://127.0.0.1:{operator.liveness_port}/healthz") as reply:
             assert reply.status == 200  # failing is not stuck: no restart needed
 
-        deployments_rule["verbs"] = all_verbs
+        secrets_rule["verbs"] = all_verbs
         rbac.patch_cluster_role(role_name, {"rules": granted})
         wait_condition(api, namespace, "shop", "Ready", "True", timeout=90)
     finally:

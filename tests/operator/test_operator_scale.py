@@ -26,7 +26,8 @@ from devkit.crs import (
 )
 from devkit.kubetools import wait_for
 from devkit.operator_process import OperatorProcess, audit_position, audit_requests
-from jewelry_monitoring.handlers import CHILD_RESOURCES
+from jewelry_monitoring.builders.desired import CHILD_KINDS
+from jewelry_monitoring.kube import RESOURCES
 
 pytestmark = pytest.mark.cluster
 
@@ -63,7 +64,7 @@ def test_child_lists_and_watches_carry_our_label_selector(
         GROUP, VERSION, namespace, PLURAL, cr_body("scale", full_spec())
     )
     wait_condition(admin_api, namespace, "scale", "Ready", "True")
-    child_plurals = {plural for _, _, plural in CHILD_RESOURCES}
+    child_plurals = {RESOURCES[kind].plural for kind in CHILD_KINDS}
     collection_reads = [
         entry
         for entry in audit_requests(control_plane.audit_log, operator.user)
@@ -113,6 +114,71 @@ def test_no_op_reconcile_reads_nothing_cluster_wide(
         if e["objectRef"].get("resource") in CLUSTER_WIDE_READS and e["verb"] in ("get", "list")
     ]
     assert cluster_wide == []
+
+
+def _reconcile_reads(
+    admin_api: client.ApiClient,
+    namespace: str,
+    name: str,
+    operator: OperatorProcess,
+    control_plane: Any,
+) -> list[dict[str, Any]]:
+    """The GETs and LISTs of one reconcile that changes nothing: the operator's requests
+    after touching the resource's labels, once its own writes have settled."""
+    audit = control_plane.audit_log
+
+    def operator_writes(since: int) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in audit_requests(audit, operator.user, since)
+            if e["verb"] not in ("get", "list", "watch")
+        ]
+
+    for _ in range(20):  # until a few quiet seconds: the reconciles our own writes caused
+        start = audit_position(audit)
+        time.sleep(3)
+        if not operator_writes(start):
+            break
+    start = audit_position(audit)
+    CustomApi(admin_api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name, {"metadata": {"labels": {"touched": "1"}}}
+    )
+    wait_for(
+        lambda: _reads_of_our_resource(audit_requests(audit, operator.user, start), namespace),
+        30,
+        what="a reconcile after the touch",
+    )
+    time.sleep(2)  # let it finish
+    requests = audit_requests(audit, operator.user, start)
+    assert operator_writes(start) == []
+    return [e for e in requests if e["verb"] in ("get", "list")]
+
+
+def test_no_op_reconcile_reads_none_of_its_children_nor_secrets(
+    admin_api: client.ApiClient,
+    namespace: str,
+    operator: OperatorProcess,
+    control_plane: Any,
+) -> None:
+    """Its 23 children come from the label-selected watches: a reconcile that changes
+    nothing neither LISTs a child kind (7 requests each time) nor GETs a child. Nor does it
+    GET the 4 Secrets its spec references: their watch says they have not changed."""
+    make_secrets(admin_api, namespace)
+    CustomApi(admin_api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, cr_body("quiet", full_spec())
+    )
+    wait_condition(admin_api, namespace, "quiet", "Ready", "True")
+    reads = _reconcile_reads(admin_api, namespace, "quiet", operator, control_plane)
+    child_plurals = {RESOURCES[kind].plural for kind in CHILD_KINDS}
+    child_reads = [
+        f"{e['verb']} {e['requestURI']}"
+        for e in reads
+        if e["objectRef"].get("resource") in child_plurals
+    ]
+    assert child_reads == []
+    secret_reads = [e["requestURI"] for e in reads if e["objectRef"].get("resource") == "secrets"]
+    assert secret_reads == []
+    assert _reads_of_our_resource(reads, namespace), "no reconcile: the test proves nothing"
 
 
 def _prometheus(name: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import kopf
 import pytest
 
 from jewelry_monitoring import handlers
+from jewelry_monitoring.children import ChildCache
 from jewelry_monitoring.config import load
 from jewelry_monitoring.facts import ClusterFacts
 from jewelry_monitoring.kube import KubeError
@@ -210,7 +211,10 @@ def test_stuck_reconcile_fails_the_liveness_probe() -> None:
         for kind in SELECTING:
             facts.set_selecting(kind, [])
         facts.set_namespaces([])
-        controller = handlers.Controller(load(env={}), handlers.Reconciles(hanging), print, facts)
+        children = ChildCache([])  # no child watch: complete
+        controller = handlers.Controller(
+            load(env={}), handlers.Reconciles(hanging), print, facts, children
+        )
         await controller.start()
         memo = kopf.Memo(controller=controller)
         controller.request(SHOP)

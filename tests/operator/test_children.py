@@ -1,0 +1,136 @@
+"""The cache of our children (pure): what the watches report, and when a reconcile may
+trust a child to be up to date without reading it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jewelry_monitoring.builders.common import OWNER_LABEL, SPEC_HASH_ANNOTATION
+from jewelry_monitoring.children import ChildCache, content_version
+
+PART = "children-Deployment-all"
+
+
+def _deployment(
+    name: str = "shop-redis-exporter",
+    version: str = "1",
+    generation: int = 1,
+    owner: str = "shop",
+    uid: str = "u1",
+    labels: dict[str, str] | None = None,
+    available: int = 0,
+) -> dict[str, Any]:
+    return {
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": f"child-{name}",
+            "resourceVersion": version,
+            "generation": generation,
+            "labels": {OWNER_LABEL: owner, **(labels or {})},
+            "annotations": {SPEC_HASH_ANNOTATION: "h1"},
+            "ownerReferences": [{"uid": uid, "controller": True}],
+        },
+        "spec": {"replicas": 1},
+        "status": {"availableReplicas": available},
+    }
+
+
+def _cache() -> ChildCache:
+    cache = ChildCache([PART])
+    assert not cache.complete()
+    cache.listed(PART, "Deployment", "", [_deployment()])
+    assert cache.complete()
+    return cache
+
+
+def test_children_are_found_by_owner_label_and_reduced_to_what_reconciles_read() -> None:
+    cache = _cache()
+    (key, child), *others = cache.owned_by("ns", "shop").items()
+    assert others == []
+    assert key == ("Deployment", "shop-redis-exporter")
+    assert child.owner_uids == {"u1"}
+    assert child.spec_hash == "h1"
+    assert child.as_object()["spec"] == {"replicas": 1}
+    assert cache.owned_by("ns", "other") == {}
+    assert cache.owned_by("elsewhere", "shop") == {}
+
+
+def test_up_to_date_only_at_the_version_a_reconcile_marked() -> None:
+    cache = _cache()
+    child = cache.owned_by("ns", "shop")["Deployment", "shop-redis-exporter"]
+    assert not cache.known_up_to_date(child, "h1")  # never compared: must be read once
+    cache.mark_up_to_date(_deployment(), "h1")
+    assert cache.known_up_to_date(child, "h1")
+    assert not cache.known_up_to_date(child, "h2")  # the spec changed since
+
+    # A hand edit of the spec (generation) or of the labels: read and compare again.
+    for edited in (_deployment(generation=2), _deployment(labels={"x": "y"})):
+        cache.event("Deployment", "MODIFIED", edited)
+        child = cache.owned_by("ns", "shop")["Deployment", "shop-redis-exporter"]
+        assert not cache.known_up_to_date(child, "h1")
+        cache.listed(PART, "Deployment", "", [_deployment()])
+
+
+def test_a_status_update_keeps_a_deployment_up_to_date_and_brings_its_counts() -> None:
+    cache = _cache()
+    cache.mark_up_to_date(_deployment(), "h1")
+    owners = cache.event("Deployment", "MODIFIED", _deployment(version="2", available=1))
+    assert owners == {("ns", "shop")}  # ExportersAvailable may change: reconcile it
+    child = cache.owned_by("ns", "shop")["Deployment", "shop-redis-exporter"]
+    assert cache.known_up_to_date(child, "h1")
+    assert child.as_object()["status"] == {"availableReplicas": 1}
+
+
+def test_the_deployment_controllers_revision_annotation_is_no_edit() -> None:
+    cache = _cache()
+    cache.mark_up_to_date(_deployment(), "h1")
+    revised = _deployment(version="2")
+    revised["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "1"
+    cache.event("Deployment", "MODIFIED", revised)
+    child = cache.owned_by("ns", "shop")["Deployment", "shop-redis-exporter"]
+    assert cache.known_up_to_date(child, "h1")
+
+
+def test_other_kinds_are_up_to_date_only_at_the_same_resource_version() -> None:
+    config_map = {**_deployment(), "kind": "ConfigMap"}
+    assert content_version(config_map) == "1"
+    assert (
+        content_version(
+            {**config_map, "metadata": {**config_map["metadata"], "resourceVersion": "2"}}
+        )
+        == "2"
+    )
+
+
+def test_deleted_and_relisted_away_children_are_forgotten_with_their_marks() -> None:
+    cache = _cache()
+    cache.mark_up_to_date(_deployment(), "h1")
+    assert cache.event("Deployment", "DELETED", _deployment()) == {("ns", "shop")}
+    assert cache.owned_by("ns", "shop") == {}
+    cache.event("Deployment", "ADDED", _deployment())
+    child = cache.owned_by("ns", "shop")["Deployment", "shop-redis-exporter"]
+    assert not cache.known_up_to_date(child, "h1")  # a new object: never compared
+
+    # A watch that expired lists again: what it no longer lists is gone, owners told.
+    assert cache.listed(PART, "Deployment", "", [_deployment(name="b")]) == {("ns", "shop")}
+    assert list(cache.owned_by("ns", "shop")) == [("Deployment", "b")]
+
+
+def test_a_child_just_written_is_known_before_its_watch_event_which_then_concerns_nobody() -> None:
+    cache = ChildCache([PART])
+    cache.listed(PART, "Deployment", "", [])
+    cache.mark_up_to_date(_deployment(), "h1")  # as apply returned it
+    child = cache.owned_by("ns", "shop")["Deployment", "shop-redis-exporter"]
+    assert cache.known_up_to_date(child, "h1")
+    assert cache.event("Deployment", "ADDED", _deployment()) == set()
+    # A change the watch reports after it (someone else's) is not up to date.
+    assert cache.event("Deployment", "MODIFIED", _deployment(generation=2)) == {("ns", "shop")}
+    child = cache.owned_by("ns", "shop")["Deployment", "shop-redis-exporter"]
+    assert not cache.known_up_to_date(child, "h1")
+
+
+def test_an_unchanged_event_concerns_nobody() -> None:
+    cache = _cache()
+    assert cache.event("Deployment", "MODIFIED", _deployment()) == set()
