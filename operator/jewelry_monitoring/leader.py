@@ -12,8 +12,10 @@ Timing, with client-go's meaning and defaults (15 s / 10 s / 2 s):
 - the leader renews every ``retry_period``; when it has not renewed for ``renew_deadline``
   it stops writing at once. ``renew_deadline < lease_duration``, so it has stopped before
   anyone else can take over;
-- on a graceful stop the leader drains its work and releases the Lease (empty holder), so
-  a standby takes over within one ``retry_period`` instead of a whole ``lease_duration``.
+- on a graceful stop the leader drains its work, stops writing, waits until the writes that
+  passed its fence are answered, and releases the Lease (empty holder), so a standby takes
+  over within one ``retry_period`` instead of a whole ``lease_duration``, and never while
+  one of the old leader's writes is still on its way.
 
 Every request has a timeout and every loop waits ``retry_period`` (with jitter) between
 attempts: no unbounded request loop, whatever the API server does.
@@ -95,11 +97,13 @@ class LeaderElector:
         self,
         on_started: Callable[[], Awaitable[None]],
         on_stopped: Callable[[], Awaitable[None]],
+        writes_settled: Callable[[float], bool],
     ) -> None:
         """Campaign, lead, and campaign again after losing the Lease, until ``stop``.
 
         ``on_started`` starts the work that only a leader does; ``on_stopped`` stops and drains
-        it (it runs before the Lease is released)."""
+        it (it runs before the Lease is released); ``writes_settled(timeout)`` waits until the
+        writes that passed ``may_write`` have been answered (``Kube.writes_settled``)."""
         try:
             while not self._stopping.is_set():
                 if not await self._campaign():
@@ -108,16 +112,36 @@ class LeaderElector:
                 metrics.LEADER.set(1)
                 await on_started()
                 await self._lead()
+                if self._stopping.is_set():
+                    await self._renewing_while(on_stopped())
+                    continue  # to the hand-back
                 metrics.LEADER.set(0)
                 await on_stopped()
-                if not self._stopping.is_set():
-                    log.warning("%s lost lease %s", self.settings.identity, self._lease_name)
+                log.warning("%s lost lease %s", self.settings.identity, self._lease_name)
             if self._renewed_at is not None:
-                await self._attempt(self._release)
+                await self._hand_back(writes_settled)
         finally:
             self._renewed_at = None
             metrics.LEADER.set(0)
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _hand_back(self, writes_settled: Callable[[float], bool]) -> None:
+        """Stop writing, wait for the writes already sent, then release the Lease: the next
+        leader's first write (taking the Lease) comes after our last. Writes still unanswered
+        after a renew deadline might land later than that, so then the Lease is left to
+        expire instead (the standby waits a whole lease duration)."""
+        self._renewed_at = None
+        metrics.LEADER.set(0)
+        loop = asyncio.get_running_loop()
+        deadline = self.settings.renew_deadline
+        if await loop.run_in_executor(self._executor, writes_settled, deadline):
+            await self._attempt(self._release)
+        else:
+            log.warning(
+                "writes still unanswered %.0fs after stopping: leaving lease %s to expire",
+                deadline,
+                self._lease_name,
+            )
 
     def stop(self) -> None:
         """Ask ``run`` to stop leading (draining through ``on_stopped``) and release the Lease."""
@@ -146,6 +170,18 @@ class LeaderElector:
                 self._renewed_at = None  # someone else holds it: stop writing now
             if not self.may_write():
                 return
+
+    async def _renewing_while(self, draining: Awaitable[None]) -> None:
+        """Keep renewing the Lease until ``draining`` (the stopping leader's work) is done:
+        the reconciles still running may write only while the Lease is ours, and nobody can
+        take it over (by expiry) while they do. A renewal that fails is not retried here: the
+        fence then closes by itself after the renew deadline."""
+        drain = asyncio.ensure_future(draining)
+        while not drain.done():
+            await asyncio.wait({drain}, timeout=self.settings.retry_period)
+            if not drain.done() and self.may_write():
+                await self._attempt(self._try_claim)
+        await drain
 
     async def _pause(self) -> None:
         period = self.settings.retry_period * (1 + random.uniform(0, JITTER))
@@ -206,8 +242,7 @@ class LeaderElector:
         return True
 
     def _release(self) -> bool:
-        """Hand the Lease back if it is still ours; stop writing first, whatever happens."""
-        self._renewed_at = None
+        """Hand the Lease back if it is still ours."""
         settings = self.settings
         lease = self._kube.get("Lease", settings.namespace, settings.name)
         if lease is None or (lease.get("spec") or {}).get("holderIdentity") != settings.identity:
