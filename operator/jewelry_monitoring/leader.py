@@ -13,9 +13,9 @@ Timing, with client-go's meaning and defaults (15 s / 10 s / 2 s):
   it stops writing at once. ``renew_deadline < lease_duration``, so it has stopped before
   anyone else can take over;
 - on a graceful stop the leader drains its work, stops writing, waits until the writes that
-  passed its fence are answered, and releases the Lease (empty holder), so a standby takes
-  over within one ``retry_period`` instead of a whole ``lease_duration``, and never while
-  one of the old leader's writes is still on its way.
+  passed its fence are answered (renewing the Lease all along), and releases the Lease
+  (empty holder), so a standby takes over within one ``retry_period`` instead of a whole
+  ``lease_duration``, and never while one of the old leader's writes is still on its way.
 
 Every request has a timeout and every loop waits ``retry_period`` (with jitter) between
 attempts: no unbounded request loop, whatever the API server does.
@@ -35,7 +35,7 @@ from typing import Any
 
 from jewelry_monitoring import metrics
 from jewelry_monitoring.config import LeaseSettings
-from jewelry_monitoring.kube import Kube, KubeError
+from jewelry_monitoring.kube import REQUEST_TIMEOUT, Kube, KubeError
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -86,10 +86,15 @@ class LeaderElector:
         self._observed: Obj | None = None  # the Lease spec as last seen
         self._observed_at = 0.0  # monotonic time it was first seen like that
         self._renewed_at: float | None = None  # monotonic time before our last successful claim
+        self._handing_back = False  # stopped writing for good; the Lease is still renewed
         self._stopping = asyncio.Event()
 
     def may_write(self) -> bool:
-        """Whether this replica holds the Lease now (by its own clock); thread-safe."""
+        """Whether this replica holds the Lease now (by its own clock) and is not handing it
+        back; thread-safe."""
+        return self._holds() and not self._handing_back
+
+    def _holds(self) -> bool:
         renewed = self._renewed_at
         return renewed is not None and time.monotonic() < renewed + self.settings.renew_deadline
 
@@ -126,20 +131,23 @@ class LeaderElector:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _hand_back(self, writes_settled: Callable[[float], bool]) -> None:
-        """Stop writing, wait for the writes already sent, then release the Lease: the next
-        leader's first write (taking the Lease) comes after our last. Writes still unanswered
-        after a renew deadline might land later than that, so then the Lease is left to
-        expire instead (the standby waits a whole lease duration)."""
-        self._renewed_at = None
+        """Stop writing, wait for the writes already sent (still renewing the Lease: under
+        load the API server may take longer than a lease duration to answer one), then
+        release the Lease: the next leader's first write (taking the Lease) comes after our
+        last. A write unanswered after its own timeout has failed here but may still be
+        applied there, so then the Lease is left to expire instead."""
+        self._handing_back = True
         metrics.LEADER.set(0)
-        loop = asyncio.get_running_loop()
-        deadline = self.settings.renew_deadline
-        if await loop.run_in_executor(self._executor, writes_settled, deadline):
+        bound = sum(REQUEST_TIMEOUT)
+        settling = asyncio.ensure_future(asyncio.to_thread(writes_settled, bound))
+        await self._renewing_while(settling)
+        self._renewed_at = None
+        if settling.result():
             await self._attempt(self._release)
         else:
             log.warning(
                 "writes still unanswered %.0fs after stopping: leaving lease %s to expire",
-                deadline,
+                bound,
                 self._lease_name,
             )
 
@@ -171,17 +179,17 @@ class LeaderElector:
             if not self.may_write():
                 return
 
-    async def _renewing_while(self, draining: Awaitable[None]) -> None:
-        """Keep renewing the Lease until ``draining`` (the stopping leader's work) is done:
-        the reconciles still running may write only while the Lease is ours, and nobody can
-        take it over (by expiry) while they do. A renewal that fails is not retried here: the
+    async def _renewing_while(self, stopping: Awaitable[Any]) -> None:
+        """Keep renewing the Lease until ``stopping`` (the drain, then the wait for the writes
+        sent) is done: the old leader's writes land only while the Lease is ours, and nobody
+        can take it over (by expiry) meanwhile. A renewal that fails is not retried here: the
         fence then closes by itself after the renew deadline."""
-        drain = asyncio.ensure_future(draining)
-        while not drain.done():
-            await asyncio.wait({drain}, timeout=self.settings.retry_period)
-            if not drain.done() and self.may_write():
+        step = asyncio.ensure_future(stopping)
+        while not step.done():
+            await asyncio.wait({step}, timeout=self.settings.retry_period)
+            if not step.done() and self._holds():
                 await self._attempt(self._try_claim)
-        await drain
+        await step
 
     async def _pause(self) -> None:
         period = self.settings.retry_period * (1 + random.uniform(0, JITTER))

@@ -129,22 +129,28 @@ class _OneLease(Kube):
 SETTINGS = LeaseSettings("jm-system", "leader", "me", 2.0, 1.0, 0.05)
 
 
+def _renewals(store: _OneLease, count: int) -> int:
+    """Wait (blocking, up to a long bound) until ``count`` more Lease writes have happened;
+    how many did."""
+    before = len(store.holders)
+    deadline = time.monotonic() + 10 * SETTINGS.renew_deadline
+    while len(store.holders) < before + count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return len(store.holders) - before
+
+
 def _stop_at_once(
     elector: LeaderElector, store: _OneLease, writes_settled: Callable[[float], bool]
 ) -> dict[str, Any]:
-    """Lead, get stopped at once, drain until three renewals have happened since the stop
-    (or a long bound passed); what the elector looked like meanwhile."""
+    """Lead, get stopped at once, drain until three renewals have happened since the stop;
+    what the elector looked like meanwhile."""
     seen: dict[str, Any] = {}
 
     async def started() -> None:
         elector.stop()
 
     async def drain() -> None:
-        stopped = len(store.holders)
-        deadline = time.monotonic() + 10 * SETTINGS.renew_deadline
-        while len(store.holders) < stopped + 3 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        seen["renewals while draining"] = len(store.holders) - stopped
+        seen["renewals while draining"] = await asyncio.to_thread(_renewals, store, 3)
         seen["may write after draining"] = elector.may_write()
 
     asyncio.run(elector.run(started, drain, writes_settled))
@@ -152,22 +158,24 @@ def _stop_at_once(
 
 
 def test_a_stopping_leader_renews_while_it_drains_and_releases_after_its_writes() -> None:
-    """The drain may outlast the renew deadline: the Lease stays ours meanwhile (else the
-    standby could take it while the old leader still writes). Then the fence closes, the
-    writes let through are waited for, and only then is the Lease released."""
+    """The drain, and then the wait for the writes already sent, may outlast the lease
+    duration under load: the Lease stays ours meanwhile (else the standby could take it
+    while an old write is still on its way), but once the drain is over nothing new is
+    written. Only then is the Lease released."""
     store = _OneLease()
     elector = LeaderElector(store, SETTINGS)
     at_settling: dict[str, Any] = {}
 
     def writes_settled(timeout: float) -> bool:
+        at_settling["may write"] = elector.may_write()
+        at_settling["renewals"] = _renewals(store, 3)
         assert store.lease is not None
         at_settling["holder"] = store.lease["spec"]["holderIdentity"]
-        at_settling["may write"] = elector.may_write()
         return True
 
     seen = _stop_at_once(elector, store, writes_settled)
     assert seen == {"renewals while draining": 3, "may write after draining": True}
-    assert at_settling == {"holder": "me", "may write": False}
+    assert at_settling == {"may write": False, "renewals": 3, "holder": "me"}
     assert store.holders[-1] == "" and not elector.may_write()  # released
 
 
