@@ -1,5 +1,6 @@
 """The operator under faults: killed mid-rollout, its API server and etcd restarted, its
-watches expired by an etcd compaction, its children deleted and edited by hand under load.
+watches expired by an etcd compaction, its children deleted and edited by hand under load,
+and, with two replicas, its leader killed or stopped mid-rollout while a standby waits.
 
 Each test runs on a control plane of its own (the faults would disturb other tests) and is
 bounded in time. Sizes are small for CI; JM_FAULT_CRS sets the rollout size (100 for the
