@@ -43,6 +43,17 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         plane.stop()
 
 
+@pytest.fixture
+def own_plane(tmp_path: Path) -> Iterator[tuple[ControlPlane, client.ApiClient]]:
+    """A control plane of the test's own, with a cluster-admin client: for tests that
+    disturb it (faults, leader elections, missing CRDs)."""
+    plane = ControlPlane.create(tmp_path).start()
+    try:
+        yield plane, api_client(plane.kubeconfig)
+    finally:
+        plane.stop()
+
+
 @pytest.fixture(scope="session")
 def admin_api(control_plane: ControlPlane) -> client.ApiClient:
     """Cluster-admin client, for arranging fixtures and asserting on results."""

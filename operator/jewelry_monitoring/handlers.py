@@ -239,7 +239,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     async def stopped() -> None:
         await controller.stop(drain_timeout=lease.renew_deadline)
 
-    memo.election = asyncio.get_running_loop().create_task(elector.run(controller.start, stopped))
+    memo.election = asyncio.get_running_loop().create_task(
+        elector.run(controller.start, stopped, kube.writes_settled)
+    )
 
 
 def _child_watches(config: OperatorConfig) -> list[tuple[str, str | None]]:

@@ -147,6 +147,36 @@ class Kube:
         self._timeout = timeout
         self._may_write = may_write
         self._in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
+        self._writes = threading.Condition()
+        self._writing = 0  # writes let through the fence and not answered yet
+
+    @contextlib.contextmanager
+    def _fenced(self, verb: str, path: str) -> Iterator[None]:
+        """Let a write through only if ``may_write`` says so at the last moment, once it
+        has a slot (MAX_IN_FLIGHT) and after any pause for a 429, and count it until it is
+        answered: a leader that has closed its fence waits for these (``writes_settled``)
+        before handing the Lease over, so that none lands after the next leader's first."""
+        if verb in ("get", "list", "watch"):
+            yield
+            return
+        with self._writes:
+            if not self._may_write():
+                raise KubeError(
+                    0, "NotLeader", f"{verb} {path}: this replica does not hold the lease"
+                )
+            self._writing += 1
+        try:
+            yield
+        finally:
+            with self._writes:
+                self._writing -= 1
+                self._writes.notify_all()
+
+    def writes_settled(self, timeout: float) -> bool:
+        """Wait until every write let through the fence has been answered (call it once the
+        fence is closed); False if some are still out after ``timeout`` seconds."""
+        with self._writes:
+            return self._writes.wait_for(lambda: self._writing == 0, timeout)
 
     def _call(
         self,
@@ -165,13 +195,11 @@ class Kube:
         verb = _VERBS[method]
         if method == "GET" and path.rsplit("/", 1)[-1] in _COLLECTIONS:
             verb = "watch" if stream else "list"
-        if verb not in ("get", "list", "watch") and not self._may_write():
-            raise KubeError(0, "NotLeader", f"{verb} {path}: this replica does not hold the lease")
         limit = contextlib.nullcontext() if stream else self._in_flight
         retries = 0
         while True:
             try:
-                with limit, metrics.api_request(verb):
+                with limit, self._fenced(verb, path), metrics.api_request(verb):
                     return self._request(
                         method,
                         path,

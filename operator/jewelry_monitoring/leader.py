@@ -12,8 +12,10 @@ Timing, with client-go's meaning and defaults (15 s / 10 s / 2 s):
 - the leader renews every ``retry_period``; when it has not renewed for ``renew_deadline``
   it stops writing at once. ``renew_deadline < lease_duration``, so it has stopped before
   anyone else can take over;
-- on a graceful stop the leader drains its work and releases the Lease (empty holder), so
-  a standby takes over within one ``retry_period`` instead of a whole ``lease_duration``.
+- on a graceful stop the leader drains its work, stops writing, waits until the writes that
+  passed its fence are answered (renewing the Lease all along), and releases the Lease
+  (empty holder), so a standby takes over within one ``retry_period`` instead of a whole
+  ``lease_duration``, and never while one of the old leader's writes is still on its way.
 
 Every request has a timeout and every loop waits ``retry_period`` (with jitter) between
 attempts: no unbounded request loop, whatever the API server does.
@@ -33,7 +35,7 @@ from typing import Any
 
 from jewelry_monitoring import metrics
 from jewelry_monitoring.config import LeaseSettings
-from jewelry_monitoring.kube import Kube, KubeError
+from jewelry_monitoring.kube import REQUEST_TIMEOUT, Kube, KubeError
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -84,10 +86,15 @@ class LeaderElector:
         self._observed: Obj | None = None  # the Lease spec as last seen
         self._observed_at = 0.0  # monotonic time it was first seen like that
         self._renewed_at: float | None = None  # monotonic time before our last successful claim
+        self._handing_back = False  # stopped writing for good; the Lease is still renewed
         self._stopping = asyncio.Event()
 
     def may_write(self) -> bool:
-        """Whether this replica holds the Lease now (by its own clock); thread-safe."""
+        """Whether this replica holds the Lease now (by its own clock) and is not handing it
+        back; thread-safe."""
+        return self._holds() and not self._handing_back
+
+    def _holds(self) -> bool:
         renewed = self._renewed_at
         return renewed is not None and time.monotonic() < renewed + self.settings.renew_deadline
 
@@ -95,11 +102,13 @@ class LeaderElector:
         self,
         on_started: Callable[[], Awaitable[None]],
         on_stopped: Callable[[], Awaitable[None]],
+        writes_settled: Callable[[float], bool],
     ) -> None:
         """Campaign, lead, and campaign again after losing the Lease, until ``stop``.
 
         ``on_started`` starts the work that only a leader does; ``on_stopped`` stops and drains
-        it (it runs before the Lease is released)."""
+        it (it runs before the Lease is released); ``writes_settled(timeout)`` waits until the
+        writes that passed ``may_write`` have been answered (``Kube.writes_settled``)."""
         try:
             while not self._stopping.is_set():
                 if not await self._campaign():
@@ -108,16 +117,39 @@ class LeaderElector:
                 metrics.LEADER.set(1)
                 await on_started()
                 await self._lead()
+                if self._stopping.is_set():
+                    await self._renewing_while(on_stopped())
+                    continue  # to the hand-back
                 metrics.LEADER.set(0)
                 await on_stopped()
-                if not self._stopping.is_set():
-                    log.warning("%s lost lease %s", self.settings.identity, self._lease_name)
+                log.warning("%s lost lease %s", self.settings.identity, self._lease_name)
             if self._renewed_at is not None:
-                await self._attempt(self._release)
+                await self._hand_back(writes_settled)
         finally:
             self._renewed_at = None
             metrics.LEADER.set(0)
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _hand_back(self, writes_settled: Callable[[float], bool]) -> None:
+        """Stop writing, wait for the writes already sent (still renewing the Lease: under
+        load the API server may take longer than a lease duration to answer one), then
+        release the Lease: the next leader's first write (taking the Lease) comes after our
+        last. A write unanswered after its own timeout has failed here but may still be
+        applied there, so then the Lease is left to expire instead."""
+        self._handing_back = True
+        metrics.LEADER.set(0)
+        bound = sum(REQUEST_TIMEOUT)
+        settling = asyncio.ensure_future(asyncio.to_thread(writes_settled, bound))
+        await self._renewing_while(settling)
+        self._renewed_at = None
+        if settling.result():
+            await self._attempt(self._release)
+        else:
+            log.warning(
+                "writes still unanswered %.0fs after stopping: leaving lease %s to expire",
+                bound,
+                self._lease_name,
+            )
 
     def stop(self) -> None:
         """Ask ``run`` to stop leading (draining through ``on_stopped``) and release the Lease."""
@@ -146,6 +178,18 @@ class LeaderElector:
                 self._renewed_at = None  # someone else holds it: stop writing now
             if not self.may_write():
                 return
+
+    async def _renewing_while(self, stopping: Awaitable[Any]) -> None:
+        """Keep renewing the Lease until ``stopping`` (the drain, then the wait for the writes
+        sent) is done: the old leader's writes land only while the Lease is ours, and nobody
+        can take it over (by expiry) meanwhile. A renewal that fails is not retried here: the
+        fence then closes by itself after the renew deadline."""
+        step = asyncio.ensure_future(stopping)
+        while not step.done():
+            await asyncio.wait({step}, timeout=self.settings.retry_period)
+            if not step.done() and self._holds():
+                await self._attempt(self._try_claim)
+        await step
 
     async def _pause(self) -> None:
         period = self.settings.retry_period * (1 + random.uniform(0, JITTER))
@@ -206,8 +250,7 @@ class LeaderElector:
         return True
 
     def _release(self) -> bool:
-        """Hand the Lease back if it is still ours; stop writing first, whatever happens."""
-        self._renewed_at = None
+        """Hand the Lease back if it is still ours."""
         settings = self.settings
         lease = self._kube.get("Lease", settings.namespace, settings.name)
         if lease is None or (lease.get("spec") or {}).get("holderIdentity") != settings.identity:

@@ -120,8 +120,6 @@ LEASE = f"{RELEASE}-leader"
 LIVENESS_PORT = 8080
 # The chart's liveness probe: initialDelaySeconds + periodSeconds * failureThreshold (3).
 LIVENESS_FAILURE_WINDOW = 10 + 20 * 3
-# Who made a request with a pod's bound service account token (audit event user.extra).
-POD_NAME_KEY = "authentication.kubernetes.io/pod-name"
 # HighErrorRate holds `for: 5m` before it fires. test_monitoring switches the 5xx endpoint on
 # and waits for the alert in Alertmanager: the CR's own override (alerts.overrides) shortens
 # that hold to 30 s; its expression and threshold stay the catalogue's.

@@ -30,12 +30,12 @@ from devkit.product import (
     pods_of,
     selector_of,
 )
+from devkit.replicas import POD_NAME_KEY
 
 from .conftest import (
     LEASE,
     LIVENESS_FAILURE_WINDOW,
     LIVENESS_PORT,
-    POD_NAME_KEY,
     Stopwatch,
 )
 

@@ -7,7 +7,6 @@ import datetime
 import json
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,30 +15,25 @@ from kubernetes import client
 
 from devkit.cluster import ControlPlane
 from devkit.crs import GROUP, PLURAL, VERSION, CustomApi, condition, cr_body, wait_condition
-from devkit.kubetools import api_client, apply_crds, wait_for
+from devkit.kubetools import apply_crds, wait_for
 from devkit.manifests import chart_crd_files
 from devkit.operator_process import (
-    WRITE_VERBS,
     OperatorProcess,
     audit_position,
     install_rbac,
     render_chart,
     start_operator,
 )
+from devkit.replicas import (
+    LEASE_TIMINGS,
+    OPERATOR_USER,
+    Replicas,
+    writers_in_order,
+    writes_by_pod,
+)
 from devkit.toolchain import prometheus_operator_crds
 
 pytestmark = pytest.mark.cluster
-
-SA_USER = "system:serviceaccount:jm-system:jm-jewelry-monitoring"
-
-
-@pytest.fixture
-def own_plane(tmp_path: Path) -> Iterator[tuple[ControlPlane, client.ApiClient]]:
-    plane = ControlPlane.create(tmp_path).start()
-    try:
-        yield plane, api_client(plane.kubeconfig)
-    finally:
-        plane.stop()
 
 
 def _namespace(api: client.ApiClient, name: str) -> str:
@@ -64,7 +58,7 @@ def _start(
     env: dict[str, str] | None = None,
 ) -> OperatorProcess:
     kubeconfig = install_rbac(plane, api, "jm", "jm-system", values)
-    return start_operator(kubeconfig, log, SA_USER, args, env)
+    return start_operator(kubeconfig, log, OPERATOR_USER, args, env)
 
 
 def _monitoring_objects(api: client.ApiClient, namespace: str) -> set[str]:
@@ -135,7 +129,7 @@ def _cr_reads(audit_log: Path, start: int, namespace: str, name: str) -> int:
         entry = json.loads(line)
         ref = entry.get("objectRef", {})
         count += (
-            entry.get("user", {}).get("username") == SA_USER
+            entry.get("user", {}).get("username") == OPERATOR_USER
             and entry.get("stage") == "ResponseComplete"
             and entry.get("verb") == "get"
             and ref.get("resource") == "jewelrymonitorings"
@@ -234,75 +228,6 @@ def test_namespaced_operator_touches_only_its_namespaces(
         operator.stop()
 
 
-POD_NAME_KEY = "authentication.kubernetes.io/pod-name"
-# Short leader election timings, so that takeovers take seconds: (lease, renew deadline, retry).
-LEASE_TIMINGS = {"leaseDurationSeconds": 8, "renewDeadlineSeconds": 5, "retryPeriodSeconds": 1}
-
-
-def _replica_pod(api: client.ApiClient, name: str, account: str) -> tuple[str, str]:
-    """A Pod object standing for one replica, so that its token is bound to it as in a cluster.
-
-    The scheduling gate keeps it Pending for good: the process runs here, not in a container.
-    """
-    pod = client.CoreV1Api(api).create_namespaced_pod(
-        "jm-system",
-        client.V1Pod(
-            metadata=client.V1ObjectMeta(name=name),
-            spec=client.V1PodSpec(
-                service_account_name=account,
-                scheduling_gates=[client.V1PodSchedulingGate(name="jewelry.io/never")],
-                containers=[client.V1Container(name="operator", image="jm-operator:test")],
-            ),
-        ),
-    )
-    return name, pod.metadata.uid
-
-
-def _chart_env(values: dict[str, Any]) -> dict[str, str]:
-    """The operator's environment as the chart's Deployment sets it (literal values only)."""
-    (deployment,) = [
-        o for o in render_chart("jm", "jm-system", values) if o["kind"] == "Deployment"
-    ]
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
-
-
-def _writes_by_pod(audit_log: Path, since: int = 0) -> list[tuple[str, str]]:
-    """(pod name, "verb resource/name") of every successful write of the operator's account."""
-    writes = []
-    for line in audit_log.read_text().splitlines()[since:]:
-        entry = json.loads(line)
-        user = entry.get("user", {})
-        if user.get("username") != SA_USER or entry.get("stage") != "ResponseComplete":
-            continue
-        if entry.get("verb") not in WRITE_VERBS or entry["responseStatus"]["code"] >= 400:
-            continue
-        ref = entry["objectRef"]
-        parts = (ref["resource"], ref.get("subresource"), ref.get("name"))
-        target = "/".join(part for part in parts if part)
-        writes.append((user["extra"][POD_NAME_KEY][0], f"{entry['verb']} {target}"))
-    return writes
-
-
-def _lease_holder(api: client.ApiClient, name: str) -> str:
-    try:
-        lease = client.CoordinationV1Api(api).read_namespaced_lease(name, "jm-system")
-    except client.ApiException as error:
-        if error.status == 404:
-            return ""
-        raise
-    return str(lease.spec.holder_identity or "")
-
-
-def _leader_of(writes: list[tuple[str, str]]) -> list[str]:
-    """Who wrote our children and status, in order, consecutive repeats collapsed."""
-    order: list[str] = []
-    for pod, _ in writes:
-        if not order or order[-1] != pod:
-            order.append(pod)
-    return order
-
-
 def test_two_replicas_only_the_lease_holder_writes_across_handovers(
     own_plane: tuple[ControlPlane, client.ApiClient], tmp_path: Path
 ) -> None:
@@ -326,20 +251,20 @@ def test_two_replicas_only_the_lease_holder_writes_across_handovers(
             GROUP, VERSION, namespace, PLURAL, "first", {"metadata": {"labels": {"touch": "1"}}}
         )
         time.sleep(12)
-        children = [w for w in _writes_by_pod(plane.audit_log) if "leases" not in w[1]]
-        writers = {pod for pod, _ in children}
+        children = [w for w in writes_by_pod(plane.audit_log) if w.resource != "leases"]
+        writers = {w.pod for w in children}
         assert len(writers) == 1, children
         first = writers.pop()
-        assert _lease_holder(api, lease_name) == first
+        assert replicas.holder() == first
 
         # SIGTERM: the leader drains and releases; the standby takes over without waiting.
         second = "jm-b" if first == "jm-a" else "jm-a"
         replicas.running[first].stop()
         stopped = time.monotonic()
-        wait_for(lambda: _lease_holder(api, lease_name) == second, timeout=30, what="handover")
+        wait_for(lambda: replicas.holder() == second, timeout=30, what="handover")
         handover = time.monotonic() - stopped
-        last_of_first = [w for p, w in _writes_by_pod(plane.audit_log) if p == first][-1]
-        assert last_of_first == f"update leases/{lease_name}"  # the release
+        last_of_first = [w for w in writes_by_pod(plane.audit_log) if w.pod == first][-1]
+        assert last_of_first.what == f"update leases/{lease_name}"  # the release
         _create_cr(api, namespace, "second")
         wait_condition(api, namespace, "second", "Ready", "True")
 
@@ -348,25 +273,26 @@ def test_two_replicas_only_the_lease_holder_writes_across_handovers(
         time.sleep(3)  # jm-c has observed the leader's renewals
         replicas.running[second].kill()
         killed = time.monotonic()
-        wait_for(lambda: _lease_holder(api, lease_name) == "jm-c", timeout=60, what="takeover")
+        wait_for(lambda: replicas.holder() == "jm-c", timeout=60, what="takeover")
         takeover = time.monotonic() - killed
         _create_cr(api, namespace, "third")
         wait_condition(api, namespace, "third", "Ready", "True")
 
-        writes = _writes_by_pod(plane.audit_log)
-        children = [(p, w) for p, w in writes if "leases" not in w]
-        assert _leader_of(children) == [first, second, "jm-c"], _leader_of(children)
+        writes = writes_by_pod(plane.audit_log)
+        children = [w for w in writes if w.resource != "leases"]
+        assert writers_in_order(children) == [first, second, "jm-c"], writers_in_order(children)
         lease = client.CoordinationV1Api(api).read_namespaced_lease(lease_name, "jm-system")
         assert lease.spec.lease_transitions == 2
         # A killed leader's Lease is taken only once expired: at least lease - renew deadline
         # after the kill (its last renewal was at most that long before).
         expiry = LEASE_TIMINGS["leaseDurationSeconds"] - LEASE_TIMINGS["renewDeadlineSeconds"]
         assert takeover >= expiry, takeover
-        for pod in _leader_of(children):
-            own = [w for p, w in writes if p == pod]
+        for pod in writers_in_order(children):
+            own = [w.what for w in writes if w.pod == pod]
             print(f"{pod}: {len(own)} writes, first {own[0]!r}, last {own[-1]!r}")
         print(
-            f"writers in order: {_leader_of(children)}; {len(children)} writes; handover after "
+            f"writers in order: {writers_in_order(children)}; {len(children)} writes; "
+            "handover after "
             f"SIGTERM {handover:.1f}s, takeover after SIGKILL {takeover:.1f}s "
             f"(lease {LEASE_TIMINGS['leaseDurationSeconds']}s)"
         )
@@ -387,7 +313,7 @@ def test_a_leader_that_loses_its_lease_stops_writing_until_it_leads_again(
     namespace = _namespace(api, "shop")
     try:
         leader = replicas.start("jm-a")
-        wait_for(lambda: _lease_holder(api, replicas.lease_name) == "jm-a", timeout=60)
+        wait_for(lambda: replicas.holder() == "jm-a", timeout=60)
         _create_cr(api, namespace, "first")
         wait_condition(api, namespace, "first", "Ready", "True")
         assert "jewelry_monitoring_leader 1.0" in leader.metrics()
@@ -400,7 +326,7 @@ def test_a_leader_that_loses_its_lease_stops_writing_until_it_leads_again(
         since = audit_position(plane.audit_log)
         _enable_redis_exporter(api, namespace, "first")
         time.sleep(5)
-        assert _writes_by_pod(plane.audit_log, since) == []  # not even a Lease update
+        assert writes_by_pod(plane.audit_log, since) == []  # not even a Lease update
         assert _deployments(api, namespace) == []
 
         leases.patch_namespaced_lease(
@@ -428,40 +354,6 @@ def _deployments(api: client.ApiClient, namespace: str) -> list[str]:
     return [d.metadata.name for d in items]
 
 
-class Replicas:
-    """Operator replicas as the chart runs them with leader election (short timings), each
-    with a token bound to a Pod object of its own name, so the audit log tells them apart."""
-
-    def __init__(self, plane: ControlPlane, api: client.ApiClient, workdir: Path) -> None:
-        apply_crds(api, chart_crd_files())
-        apply_crds(api, prometheus_operator_crds())
-        self.plane, self.api, self.workdir = plane, api, workdir
-        self.values = {"replicas": 2, "leaderElection": LEASE_TIMINGS}
-        # The chart's leader election settings; ports and log level as start_operator sets.
-        self.env = {
-            name: value
-            for name, value in _chart_env(self.values).items()
-            if name not in ("JM_LIVENESS_PORT", "JM_METRICS_PORT", "JM_LOG_LEVEL")
-        } | {"POD_NAMESPACE": "jm-system", "JM_RESYNC_SECONDS": "10"}
-        self.lease_name = self.env["JM_LEASE_NAME"]
-        chart = render_chart("jm", "jm-system", self.values)
-        self.account = next(o for o in chart if o["kind"] == "ServiceAccount")["metadata"]["name"]
-        install_rbac(plane, api, "jm", "jm-system", self.values)
-        self.running: dict[str, OperatorProcess] = {}
-
-    def start(self, name: str) -> OperatorProcess:
-        pod = _replica_pod(self.api, name, self.account)
-        kubeconfig = install_rbac(self.plane, self.api, "jm", "jm-system", self.values, pod=pod)
-        self.running[name] = start_operator(
-            kubeconfig, self.workdir / f"{name}.log", SA_USER, env=self.env | {"POD_NAME": name}
-        )
-        return self.running[name]
-
-    def stop(self) -> None:
-        for replica in self.running.values():
-            replica.stop()
-
-
 def _assert_lease_rbac_is_what_was_used(
     audit_log: Path, values: dict[str, Any], lease_name: str
 ) -> None:
@@ -470,7 +362,8 @@ def _assert_lease_rbac_is_what_was_used(
     for line in audit_log.read_text().splitlines():
         entry = json.loads(line)
         ref = entry.get("objectRef", {})
-        if entry.get("user", {}).get("username") != SA_USER or ref.get("resource") != "leases":
+        user = entry.get("user", {}).get("username")
+        if user != OPERATOR_USER or ref.get("resource") != "leases":
             continue
         assert ref["namespace"] == "jm-system"
         used.add((entry["verb"], ref.get("name") if entry["verb"] != "create" else None))

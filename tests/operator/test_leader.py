@@ -1,0 +1,186 @@
+"""The write fence of a replica with leader election, and how a stopping leader hands the
+Lease over: no write of the old leader may land after the new leader's first.
+
+The two replicas under a rollout's load are in tests/faults (the audit log's order of their
+writes); these pin the mechanisms without an API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from jewelry_monitoring import kube as kube_module
+from jewelry_monitoring.config import LeaseSettings
+from jewelry_monitoring.kube import Kube, KubeError
+from jewelry_monitoring.leader import LeaderElector
+
+CONFIG_MAP = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "s"}}
+WAIT = 30.0  # generous bound for a thread to reach a point: the machine is shared
+
+
+class _Fenced(Kube):
+    """A Kube whose writes are allowed while ``leading`` is set; its API server answers
+    each request once ``answer`` is set (at once by default), 429 to the first ``refusals``."""
+
+    def __init__(self, refusals: int = 0) -> None:
+        self.leading = threading.Event()
+        self.leading.set()
+        super().__init__(client.ApiClient(client.Configuration()), may_write=self.leading.is_set)
+        self.answer = threading.Event()
+        self.answer.set()
+        self.sent = threading.Event()
+        self.requests = 0
+        self.refusals = refusals
+
+    def _request(self, *_: Any) -> Any:
+        self.requests += 1
+        self.sent.set()
+        if self.requests <= self.refusals:
+            raise KubeError(429, "TooManyRequests", "the server has received too many requests")
+        assert self.answer.wait(WAIT)
+        return {}
+
+
+def _in_thread(call: Any) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, errors
+
+
+def test_a_write_waiting_for_a_free_slot_is_fenced_when_it_gets_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reconcile's write may wait for one of the client's slots for seconds under load;
+    the fence must be asked when it is sent, not when it started waiting."""
+    monkeypatch.setattr(kube_module, "MAX_IN_FLIGHT", 1)
+    kube = _Fenced()
+    kube.answer.clear()
+    first, _ = _in_thread(lambda: kube.apply(CONFIG_MAP))  # holds the only slot
+    assert kube.sent.wait(WAIT)
+    waiting, errors = _in_thread(lambda: kube.apply(CONFIG_MAP))
+    time.sleep(0.2)  # it is blocked on the slot (if it were not, it would be sent: fails)
+    kube.leading.clear()
+    kube.answer.set()
+    first.join(WAIT)
+    waiting.join(WAIT)
+    assert kube.requests == 1
+    assert [getattr(e, "reason", e) for e in errors] == ["NotLeader"]
+
+
+def test_a_write_retried_after_too_many_requests_is_fenced_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kube = _Fenced(refusals=1)
+    monkeypatch.setattr(time, "sleep", lambda _: kube.leading.clear())  # lost while pausing
+    with pytest.raises(KubeError) as raised:
+        kube.apply(CONFIG_MAP)
+    assert raised.value.reason == "NotLeader" and kube.requests == 1
+
+
+def test_writes_settled_waits_for_the_writes_let_through() -> None:
+    kube = _Fenced()
+    kube.answer.clear()
+    thread, errors = _in_thread(lambda: kube.apply(CONFIG_MAP))
+    assert kube.sent.wait(WAIT)
+    kube.leading.clear()
+    assert not kube.writes_settled(0.1)  # still on its way
+    kube.answer.set()
+    assert kube.writes_settled(WAIT)
+    thread.join(WAIT)
+    assert errors == []
+
+
+class _OneLease(Kube):
+    """An API server holding one Lease in memory; ``holders`` records each write's holder."""
+
+    def __init__(self) -> None:
+        super().__init__(client.ApiClient(client.Configuration()))
+        self.lease: dict[str, Any] | None = None
+        self.holders: list[str] = []
+
+    def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.lease)
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        return self.replace(obj)
+
+    def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.lease = copy.deepcopy(obj)
+        self.holders.append(obj["spec"]["holderIdentity"])
+        return obj
+
+
+SETTINGS = LeaseSettings("jm-system", "leader", "me", 2.0, 1.0, 0.05)
+
+
+def _renewals(store: _OneLease, count: int) -> int:
+    """Wait (blocking, up to a long bound) until ``count`` more Lease writes have happened;
+    how many did."""
+    before = len(store.holders)
+    deadline = time.monotonic() + 10 * SETTINGS.renew_deadline
+    while len(store.holders) < before + count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return len(store.holders) - before
+
+
+def _stop_at_once(
+    elector: LeaderElector, store: _OneLease, writes_settled: Callable[[float], bool]
+) -> dict[str, Any]:
+    """Lead, get stopped at once, drain until three renewals have happened since the stop;
+    what the elector looked like meanwhile."""
+    seen: dict[str, Any] = {}
+
+    async def started() -> None:
+        elector.stop()
+
+    async def drain() -> None:
+        seen["renewals while draining"] = await asyncio.to_thread(_renewals, store, 3)
+        seen["may write after draining"] = elector.may_write()
+
+    asyncio.run(elector.run(started, drain, writes_settled))
+    return seen
+
+
+def test_a_stopping_leader_renews_while_it_drains_and_releases_after_its_writes() -> None:
+    """The drain, and then the wait for the writes already sent, may outlast the lease
+    duration under load: the Lease stays ours meanwhile (else the standby could take it
+    while an old write is still on its way), but once the drain is over nothing new is
+    written. Only then is the Lease released."""
+    store = _OneLease()
+    elector = LeaderElector(store, SETTINGS)
+    at_settling: dict[str, Any] = {}
+
+    def writes_settled(timeout: float) -> bool:
+        at_settling["may write"] = elector.may_write()
+        at_settling["renewals"] = _renewals(store, 3)
+        assert store.lease is not None
+        at_settling["holder"] = store.lease["spec"]["holderIdentity"]
+        return True
+
+    seen = _stop_at_once(elector, store, writes_settled)
+    assert seen == {"renewals while draining": 3, "may write after draining": True}
+    assert at_settling == {"may write": False, "renewals": 3, "holder": "me"}
+    assert store.holders[-1] == "" and not elector.may_write()  # released
+
+
+def test_a_stopping_leader_whose_writes_do_not_settle_leaves_the_lease_to_expire() -> None:
+    store = _OneLease()
+    elector = LeaderElector(store, SETTINGS)
+    _stop_at_once(elector, store, lambda timeout: False)
+    assert store.holders[-1] == "me" and not elector.may_write()
