@@ -38,19 +38,34 @@ RELEASE = "jm"
 # -- pytest-xdist ----------------------------------------------------------------------------
 # One kubelet node runs per host (devkit.node): every test that starts it, or uses the
 # session's, runs on one worker, in file order (the demo's stop test before the session's
-# node starts; test_monitoring before test_product ends the product's lifecycle).
+# node starts; test_monitoring before test_product ends the product's lifecycle). Session
+# fixtures (a control plane, the operator, services) are made once per worker that needs them.
 HOST_NODE_GROUP = "host-node"
 HOST_NODE_DIRECTORIES = ("e2e", "node")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Each module's tests stay on one worker (its module and session fixtures are made
-    once), the node's tests all on one (HOST_NODE_GROUP); ``--dist loadgroup`` reads this."""
+    """The node's tests all on one worker (HOST_NODE_GROUP); a module with module-scoped
+    fixtures on one worker (they are made once); any other test wherever a worker is free.
+    ``--dist loadgroup`` reads this. The node's tests come first: the longest group starts
+    at once (tests/check keeps this order with ``--no-loadscope-reorder``)."""
     tests = Path(__file__).parent
+
+    def on_the_node(item: pytest.Item) -> bool:
+        return item.path.relative_to(tests).parts[0] in HOST_NODE_DIRECTORIES
+
     for item in items:
-        module = item.path.relative_to(tests)
-        group = HOST_NODE_GROUP if module.parts[0] in HOST_NODE_DIRECTORIES else str(module)
-        item.add_marker(pytest.mark.xdist_group(group))
+        if on_the_node(item):
+            item.add_marker(pytest.mark.xdist_group(HOST_NODE_GROUP))
+        elif _uses_module_fixtures(item):
+            item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(tests))))
+    items.sort(key=lambda item: not on_the_node(item))
+
+
+def _uses_module_fixtures(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = info.name2fixturedefs.values() if info else []
+    return any(each.scope == "module" for defs in definitions for each in defs)
 
 
 # -- figures ---------------------------------------------------------------------------------
