@@ -285,7 +285,10 @@ class Node:
             self._wait("containerd", self._containerd_ready, deadline)
             self._import(self._pause_archive())
             for archive in list(self.loaded_images):
-                self._import(Path(archive))
+                if Path(archive).exists():
+                    self._import(Path(archive))
+                else:  # deleted since (a test's image): the next stop prunes it from the store
+                    self.loaded_images.remove(archive)
             self._spawn("kube-scheduler", self._scheduler_command())
             self._spawn("kubelet", self._kubelet_command())
             self._spawn("kube-proxy", self._proxy_command())
