@@ -38,34 +38,33 @@ RELEASE = "jm"
 # -- pytest-xdist ----------------------------------------------------------------------------
 # One kubelet node runs per host (devkit.node): every test that starts it, or uses the
 # session's, runs on one worker, in file order (the demo's stop test before the session's
-# node starts; test_monitoring before test_product ends the product's lifecycle). Session
-# fixtures (a control plane, the operator, services) are made once per worker that needs them.
+# node starts; test_monitoring before test_product ends the product's lifecycle). Any other
+# module's tests run on one worker (its module fixtures are made once); session fixtures (a
+# control plane, the operator, services) once per worker that needs them.
 HOST_NODE_GROUP = "host-node"
-HOST_NODE_DIRECTORIES = ("e2e", "node")
+HOST_NODE_DIRECTORIES = ("tests/e2e/", "tests/node/")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The node's tests all on one worker (HOST_NODE_GROUP); a module with module-scoped
-    fixtures on one worker (they are made once); any other test wherever a worker is free.
-    ``--dist loadgroup`` reads this. The node's tests come first: the longest group starts
-    at once (tests/check keeps this order with ``--no-loadscope-reorder``)."""
-    tests = Path(__file__).parent
-
-    def on_the_node(item: pytest.Item) -> bool:
-        return item.path.relative_to(tests).parts[0] in HOST_NODE_DIRECTORIES
-
-    for item in items:
-        if on_the_node(item):
-            item.add_marker(pytest.mark.xdist_group(HOST_NODE_GROUP))
-        elif _uses_module_fixtures(item):
-            item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(tests))))
-    items.sort(key=lambda item: not on_the_node(item))
+    """The node's tests first: the longest group (HOST_NODE_GROUP) starts at once."""
+    items.sort(key=lambda item: not item.nodeid.startswith(HOST_NODE_DIRECTORIES))
 
 
-def _uses_module_fixtures(item: pytest.Item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    definitions = info.name2fixturedefs.values() if info else []
-    return any(each.scope == "module" for defs in definitions for each in defs)
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist's scope scheduling, a scope per module except the node's one scope.
+    (Its ``xdist_group`` marks do not reach the scheduler under pytest 9: the id it sends
+    is not the one it renamed.) Scopes go out in collection order (``--no-loadscope-reorder``
+    in tests/check)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class HostNodeScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(HOST_NODE_DIRECTORIES):
+                return HOST_NODE_GROUP
+            return nodeid.split("::", 1)[0]
+
+    return HostNodeScheduling(config, log)
 
 
 # -- figures ---------------------------------------------------------------------------------
