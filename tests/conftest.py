@@ -1,4 +1,6 @@
-"""Fixtures shared by every test that needs the local Kubernetes control plane."""
+"""Fixtures shared by every test that needs the local Kubernetes control plane; how
+pytest-xdist (tests/check runs the suite on several workers) groups the tests; the figures
+tests measured, printed after the run."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -31,6 +34,76 @@ set_hypothesis_home_dir(Path(sys.prefix) / "hypothesis")
 
 OPERATOR_NAMESPACE = "jm-system"
 RELEASE = "jm"
+
+# -- pytest-xdist ----------------------------------------------------------------------------
+# One kubelet node runs per host (devkit.node): every test that starts it, or uses the
+# session's, runs on one worker, in file order (the demo's stop test before the session's
+# node starts; test_monitoring before test_product ends the product's lifecycle). Any other
+# module's tests run on one worker (its module fixtures are made once); session fixtures (a
+# control plane, the operator, services) once per worker that needs them.
+HOST_NODE_GROUP = "host-node"
+HOST_NODE_DIRECTORIES = ("tests/e2e/", "tests/node/")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The node's tests first: the longest group (HOST_NODE_GROUP) starts at once."""
+    items.sort(key=lambda item: not item.nodeid.startswith(HOST_NODE_DIRECTORIES))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist's scope scheduling, a scope per module except the node's one scope.
+    (Its ``xdist_group`` marks do not reach the scheduler under pytest 9: the id it sends
+    is not the one it renamed.) Scopes go out in collection order (``--no-loadscope-reorder``
+    in tests/check)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class HostNodeScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(HOST_NODE_DIRECTORIES):
+                return HOST_NODE_GROUP
+            return nodeid.split("::", 1)[0]
+
+    return HostNodeScheduling(config, log)
+
+
+# -- figures ---------------------------------------------------------------------------------
+# Section -> what the tests measured (the node's pod start-up, the e2e's step times), printed
+# after the run. A worker of pytest-xdist hands its figures to the controller, which prints.
+FIGURES: dict[str, dict[str, str]] = {}
+
+Figures = Callable[[str, str, str], None]
+
+
+@pytest.fixture(scope="session")
+def figures() -> Figures:
+    """``figures(section, what, value)``: one line of ``section`` after the run (the last
+    value of ``what`` counts)."""
+
+    def record(section: str, what: str, value: str) -> None:
+        FIGURES.setdefault(section, {})[what] = value
+
+    return record
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:
+        worker_output["figures"] = FIGURES
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist: a worker ended; keep its figures for the summary."""
+    for section, lines in getattr(node, "workeroutput", {}).get("figures", {}).items():
+        FIGURES.setdefault(section, {}).update(lines)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for section, lines in FIGURES.items():
+        terminalreporter.section(section)
+        for what, value in lines.items():
+            terminalreporter.write_line(f"{value}  {what}")
 
 
 @pytest.fixture(scope="session")

@@ -273,6 +273,11 @@ class Process:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, f"{self.name} is not started"
+        return self._proc.pid
+
     def start(self) -> Process:
         if self.running:
             return self
@@ -381,8 +386,13 @@ def nginx_exporter(stub_status_url: str) -> contextlib.AbstractContextManager[Pr
 
 
 # How danihodovic/celery-exporter starts (its PyPI package has no console script; CE_* env
-# variables set its options). Its image's ENTRYPOINT is the same command.
-CELERY_EXPORTER_MAIN = "from src.cli import cli; cli(auto_envvar_prefix='CE')"
+# variables set its options). Its image's ENTRYPOINT is the same command. SIGTERM exits: in a
+# pod the entrypoint is PID 1, which the kernel spares the signals it has no handler for, and
+# the exporter installs none, so without one a pod's deletion waited out its grace period.
+CELERY_EXPORTER_MAIN = (
+    "import signal, sys; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); "
+    "from src.cli import cli; cli(auto_envvar_prefix='CE')"
+)
 
 
 def celery_exporter_python() -> Path:

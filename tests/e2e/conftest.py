@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,35 +36,31 @@ from devkit.product import example_cr as product_example_cr
 from devkit.prometheus_stack import NAMESPACE, delete_stack, deploy_stack
 from devkit.toolchain import prometheus_operator_crds
 
-# Step -> seconds, printed after the run (the e2e's measured times).
-TIMINGS: dict[str, float] = {}
+# tests/conftest.py's ``figures`` fixture: (section, what, value), printed after the run.
+Figures = Callable[[str, str, str], None]
 
 
 class Stopwatch:
-    """Records how long each named step of the scenarios took, and when named events
-    happened (for a step that ends in another fixture or test than the one it began in)."""
+    """Records how long each named step of the scenarios took (printed after the run), and
+    when named events happened (for a step that ends in another fixture or test than the one
+    it began in)."""
 
-    def __init__(self) -> None:
+    def __init__(self, figures: Figures) -> None:
+        self.figures = figures
         self.marks: dict[str, float] = {}
 
     def step(self, name: str, started: float) -> None:
-        TIMINGS[name] = time.monotonic() - started
+        seconds = time.monotonic() - started
+        self.figures(f"e2e times ({backend_name()} backend)", name, f"{seconds:7.1f} s")
 
     def mark(self, event: str) -> float:
         self.marks[event] = time.monotonic()
         return self.marks[event]
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if TIMINGS:
-        terminalreporter.section(f"e2e times ({backend_name()} backend)")
-        for name, seconds in TIMINGS.items():
-            terminalreporter.write_line(f"{seconds:7.1f} s  {name}")
-
-
 @pytest.fixture(scope="session")
-def stopwatch() -> Stopwatch:
-    return Stopwatch()
+def stopwatch(figures: Figures) -> Stopwatch:
+    return Stopwatch(figures)
 
 
 @pytest.fixture(scope="session")

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import tarfile
 import tempfile
 import threading
+import time
 import tomllib
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -30,7 +33,7 @@ import pytest
 import yaml
 
 from devkit import images as img
-from devkit.prometheus import CELERY_EXPORTER_MAIN, process
+from devkit.prometheus import CELERY_EXPORTER_MAIN, Process, process
 from devkit.services import LOOPBACK, redis_service
 from jewelry_monitoring.builders.exporters import EXPORTERS, NON_ROOT_UID, ExporterKind
 from jewelry_monitoring.spec import JewelryMonitoringSpec
@@ -286,10 +289,15 @@ def exporter_dependencies(short_name: str) -> Iterator[tuple[list[str], dict[str
         raise AssertionError(short_name)
 
 
-@pytest.mark.parametrize("short_name", ALL_EXPORTER_IMAGES)
-def test_exporter_from_its_image_answers_metrics(
-    built: dict[str, img.BuiltImage], rootfs: Callable[[str], Path], short_name: str
-) -> None:
+@contextlib.contextmanager
+def exporter_from_image(
+    built: dict[str, img.BuiltImage],
+    rootfs: Callable[[str], Path],
+    short_name: str,
+    wrapper: tuple[str, ...] = (),
+) -> Iterator[tuple[Process, str]]:
+    """The exporter of an image running, ready, with what it needs; (its process, a metric
+    its answer must hold). ``wrapper`` goes in front of its command."""
     config = _config(built, short_name)
     root = rootfs(short_name)
     # Ready when the operator's probe path answers, as the pod's probes expect.
@@ -307,8 +315,8 @@ def test_exporter_from_its_image_answers_metrics(
             # /host/proc and /host/sys.
             binary = root / config["Entrypoint"][0].lstrip("/")
             host = ["--path.procfs=/proc", "--path.sysfs=/sys", "--path.rootfs=/"]
-            return [str(binary), *listen, *host, *extra]
-        return _in_rootfs(root, config, [*listen, *extra])
+            return [*wrapper, str(binary), *listen, *host, *extra]
+        return [*wrapper, *_in_rootfs(root, config, [*listen, *extra])]
 
     with (
         exporter_dependencies(short_name) as (extra, env, expected),
@@ -319,8 +327,35 @@ def test_exporter_from_its_image_answers_metrics(
             ready_path=probe_path,
         ) as running,
     ):
+        yield running, expected
+
+
+@pytest.mark.parametrize("short_name", ALL_EXPORTER_IMAGES)
+def test_exporter_from_its_image_answers_metrics(
+    built: dict[str, img.BuiltImage], rootfs: Callable[[str], Path], short_name: str
+) -> None:
+    with exporter_from_image(built, rootfs, short_name) as (running, expected):
         text = _get(f"http://{LOOPBACK}:{running.port}/metrics")
     assert re.search(expected, text), text[:3000]
+
+
+@pytest.mark.parametrize("short_name", ALL_EXPORTER_IMAGES)
+def test_exporter_from_its_image_exits_on_sigterm_as_pid_1(
+    built: dict[str, img.BuiltImage], rootfs: Callable[[str], Path], short_name: str
+) -> None:
+    """In a pod the entrypoint is PID 1, which the kernel spares every signal it installed
+    no handler for: an exporter that ignores SIGTERM there holds its pod's deletion for the
+    whole grace period (30 s), then is killed. Here it is PID 1 of a new PID namespace."""
+    pid_namespace = ("unshare", "--pid", "--fork", "--kill-child")
+    with exporter_from_image(built, rootfs, short_name, pid_namespace) as (running, _):
+        unshare = running.pid
+        (pid_1,) = Path(f"/proc/{unshare}/task/{unshare}/children").read_text().split()
+        os.kill(int(pid_1), signal.SIGTERM)
+        # Far below the grace period; PID 1 ignoring SIGTERM never exits by itself.
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{pid_1}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{pid_1}").exists(), f"{short_name} ignored SIGTERM as PID 1"
 
 
 def _get(url: str) -> str:

@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 
 import pytest
 from kubernetes import client, watch
@@ -233,7 +234,10 @@ def percentiles(latencies: list[float]) -> str:
 
 
 def test_pod_create_to_running_latency_for_twenty_pods(
-    node: Node, node_api: client.ApiClient, node_namespace: str, capsys: pytest.CaptureFixture[str]
+    node: Node,
+    node_api: client.ApiClient,
+    node_namespace: str,
+    figures: Callable[[str, str, str], None],
 ) -> None:
     """Timing is reported, not asserted (shared machine); every pod must reach Running.
 
@@ -301,9 +305,8 @@ def test_pod_create_to_running_latency_for_twenty_pods(
 
     assert sorted(running) == sorted(created)
     back_to_back = [running[name] - created[name] for name in created]
-    with capsys.disabled():
-        for how, latencies in (("one at a time", one_at_a_time), ("back to back", back_to_back)):
-            print(f"\n[node] pod create -> Running, {count} pods {how}: {percentiles(latencies)}")
+    for how, latencies in (("one at a time", one_at_a_time), ("back to back", back_to_back)):
+        figures("node", f"pod create -> Running, {count} pods {how}", percentiles(latencies))
 
 
 def route_device(address: str) -> str:

@@ -5,8 +5,10 @@ These restart the session's node (one node runs per host), so they bring it back
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,15 @@ from kubernetes import client
 
 from devkit import cli
 from devkit.kubetools import wait_for
-from devkit.node import NODE_NAME, PROBE_IMAGE, Node, host_footprint, host_leftovers
+from devkit.node import (
+    NODE_NAME,
+    PROBE_IMAGE,
+    Node,
+    host_footprint,
+    host_leftovers,
+    write_image_archive,
+)
+from devkit.toolchain import binary
 
 pytestmark = pytest.mark.cluster
 
@@ -30,7 +40,11 @@ def host_without_node(node: Node) -> Iterator[None]:
 
 
 def test_stop_leaves_nothing_behind_and_the_node_starts_again(
-    node: Node, node_api: client.ApiClient, node_namespace: str, capsys: pytest.CaptureFixture[str]
+    node: Node,
+    node_api: client.ApiClient,
+    node_namespace: str,
+    figures: Callable[[str, str, str], None],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     core = client.CoreV1Api(node_api)
     # Something of everything: a container (mounts, netns, veth, cgroups) and a Service
@@ -67,12 +81,37 @@ def test_stop_leaves_nothing_behind_and_the_node_starts_again(
     node.stop()
     assert node.leftovers() == []
 
+    caplog.set_level(logging.INFO, logger="devkit.node")
     started = time.monotonic()
     node.start()
     ready_after = time.monotonic() - started
-    with capsys.disabled():
-        print(f"\n[node] warm start to Ready (images reloaded): {ready_after:.1f} s")
+    figures("node", "warm start to Ready (images from the image store)", f"{ready_after:.1f} s")
     assert PROBE_IMAGE in node.images()
+    assert "probe.tar is in the image store already" in caplog.text, caplog.text
+
+
+def test_an_archive_is_imported_again_only_when_its_image_changed(
+    node: Node, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The image store (devkit.node) is keyed by the image's content, not by its name."""
+    reference = f"localhost/jm/probe-{uuid.uuid4().hex[:8]}:1"
+    files = {"jm-probe": binary("jm-probe")}
+    first = write_image_archive(tmp_path / "first.tar", reference, files, ["/jm-probe"])
+    changed = write_image_archive(
+        tmp_path / "changed.tar", reference, files, ["/jm-probe", "serve"]
+    )
+    caplog.set_level(logging.INFO, logger="devkit.node")
+    try:
+        node.load_image(first)
+        assert "imported first.tar" in caplog.text, caplog.text
+        node.load_image(first)
+        assert "first.tar is in the image store already" in caplog.text, caplog.text
+        node.load_image(changed)
+        assert "imported changed.tar" in caplog.text, caplog.text
+        assert reference in node.images()
+    finally:  # the node's next stop removes images whose archive is gone from its store
+        first.unlink()
+        changed.unlink()
 
 
 def test_cluster_up_gains_a_node_and_down_leaves_nothing(
