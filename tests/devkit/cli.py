@@ -200,9 +200,9 @@ def demo(keep: bool, context: str | None, confirmed: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    stop_on_signals()
     try:
-        return _dispatch(argv)
+        with stop_on_signals():
+            return _dispatch(argv)
     except Refused as refusal:
         print(f"jm-dev: refused: {refusal}", file=sys.stderr)
         return 2

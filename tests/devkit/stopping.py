@@ -44,9 +44,20 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise Stopped(signum)
 
 
-def stop_on_signals() -> None:
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Stop signals raise Stopped while the block runs; the handlers that were there before
+    come back after it, so a caller that runs a command in-process (a test calling
+    ``cli.main``) keeps its own Ctrl-C."""
+    before = {each: signal.getsignal(each) for each in STOP_SIGNALS}
+    _State.stopping, _State.pending = False, None
     for each in STOP_SIGNALS:
         signal.signal(each, _on_signal)
+    try:
+        yield
+    finally:
+        for each, handler in before.items():
+            signal.signal(each, handler)
 
 
 @contextlib.contextmanager

@@ -11,19 +11,19 @@ SCRIPT = """
 import os, signal, sys, time
 from devkit.stopping import Stopped, shielded, stop_on_signals
 
-stop_on_signals()
 steps = []
 try:
-    try:
-        steps.append("working")
-        os.kill(os.getpid(), signal.{first})
-        time.sleep(5)
-        steps.append("not stopped")
-    finally:
-        with shielded():
-            os.kill(os.getpid(), signal.{second})  # arrives during the cleanup
-            time.sleep(0.2)
-            steps.append("cleaned up")
+    with stop_on_signals():
+        try:
+            steps.append("working")
+            os.kill(os.getpid(), signal.{first})
+            time.sleep(5)
+            steps.append("not stopped")
+        finally:
+            with shielded():
+                os.kill(os.getpid(), signal.{second})  # arrives during the cleanup
+                time.sleep(0.2)
+                steps.append("cleaned up")
 except Stopped as stop:
     print(steps, stop.signum == signal.{first})
 """
@@ -51,10 +51,9 @@ def test_a_signal_during_a_shielded_cleanup_stops_the_command_once_it_is_done() 
 import os, signal, time
 from devkit.stopping import Stopped, shielded, stop_on_signals
 
-stop_on_signals()
 steps = []
 try:
-    with shielded():
+    with stop_on_signals(), shielded():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.2)
         steps.append("cleaned up")
@@ -66,3 +65,24 @@ except Stopped as stop:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
     assert result.stdout.strip() == "['cleaned up'] True", result.stderr
+
+
+def test_the_handlers_that_were_there_before_come_back_after_a_command() -> None:
+    """A test that runs ``cli.main`` in-process keeps pytest's own Ctrl-C afterwards."""
+    script = """
+import signal
+from devkit.stopping import stop_on_signals
+
+def mine(signum, frame):
+    pass
+
+signal.signal(signal.SIGTERM, mine)
+with stop_on_signals():
+    inside = signal.getsignal(signal.SIGTERM)
+print(inside is not mine, signal.getsignal(signal.SIGTERM) is mine,
+      signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "True True True", result.stderr
