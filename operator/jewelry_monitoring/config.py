@@ -101,9 +101,11 @@ def load(
     """Flags win over environment variables (JM_*), which win over defaults."""
     environ = dict(os.environ if env is None else env)
     spaces = namespaces or [n for n in environ.get("JM_NAMESPACES", "").split(",") if n.strip()]
-    resync = float(_int("JM_RESYNC_SECONDS", environ.get("JM_RESYNC_SECONDS", "300")))
-    if resync < 10:
-        raise ConfigError("JM_RESYNC_SECONDS must be at least 10")
+    # Off by default: the watches (re-listed after a 410) report every change a reconcile
+    # could act on, and an idle operator should make no requests at all.
+    resync = float(_int("JM_RESYNC_SECONDS", environ.get("JM_RESYNC_SECONDS", "0")))
+    if 0 < resync < 10:
+        raise ConfigError("JM_RESYNC_SECONDS must be 0 (off) or at least 10")
     liveness = _port("JM_LIVENESS_PORT", environ, "8080")
     metrics_port = _port("JM_METRICS_PORT", environ, "8081")
     if metrics_port and metrics_port == liveness:

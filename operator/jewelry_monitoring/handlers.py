@@ -168,7 +168,8 @@ class Controller:
         self.queue = ReconcileQueue(self._reconciles, self._report_failure)
         self.queue.known = self.known  # one set: the queue forgets deleted resources in it
         self.queue.request_all()
-        self._resync = asyncio.get_running_loop().create_task(self._resync_forever())
+        if self._config.resync_seconds:
+            self._resync = asyncio.get_running_loop().create_task(self._resync_forever())
 
     async def stop(self, drain_timeout: float) -> None:
         """Stop the resync and the queue, then wait for reconciles still running."""
@@ -182,9 +183,10 @@ class Controller:
         await self._reconciles.wait_idle(drain_timeout)
 
     async def _resync_forever(self) -> None:
-        """Re-check every known resource now and then: catches what no watch reports. Each
-        resource at its own random moment of the period, so that a resync is a trickle of
-        reconciles rather than a burst of all of them at once."""
+        """Re-check every known resource now and then (when JM_RESYNC_SECONDS asks for it): a
+        safety net for what no watch reports. Each resource at its own random moment of the
+        period, so that a resync is a trickle of reconciles rather than a burst of all of them
+        at once."""
         period = self._config.resync_seconds
         while True:
             await asyncio.sleep(period)

@@ -92,7 +92,7 @@ def test_defaults_render_the_expected_objects() -> None:
         "POD_NAME": None,  # from the downward API
         "POD_NAMESPACE": None,
         "JM_NAMESPACES": "",
-        "JM_RESYNC_SECONDS": "300",
+        "JM_RESYNC_SECONDS": "0",
         "JM_LOG_LEVEL": "INFO",
         "JM_LIVENESS_PORT": "8080",
         "JM_METRICS_PORT": "8081",

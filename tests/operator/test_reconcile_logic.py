@@ -127,6 +127,11 @@ def test_config_is_validated_once() -> None:
     assert load(env={}).clusterwide
     with pytest.raises(ConfigError, match="JM_RESYNC_SECONDS must be an integer"):
         load(env={"JM_RESYNC_SECONDS": "soon"})
+    # The resync is off unless asked for: an idle operator makes no requests.
+    assert load(env={}).resync_seconds == 0
+    assert load(env={"JM_RESYNC_SECONDS": "600"}).resync_seconds == 600
+    with pytest.raises(ConfigError, match="0 \\(off\\) or at least 10"):
+        load(env={"JM_RESYNC_SECONDS": "5"})
     with pytest.raises(ConfigError, match="JM_LOG_LEVEL"):
         load(env={"JM_LOG_LEVEL": "chatty"})
     with pytest.raises(ConfigError, match="both 8080"):
