@@ -43,6 +43,16 @@ def test_worker_confirms_orders_and_sends_task_events(
     env = shop_env(shop_db, redis.url_for(1), CELERY_BROKER_URL=broker)
     try:
         with celery_worker(env, log):
+            # Events are broadcast, not queued: the order (whose task-sent the shop emits)
+            # waits until the listener has heard the worker (online, or a heartbeat every
+            # 2 s), so it is subscribed.
+            def heard_the_worker() -> bool:
+                return any(kind.startswith("worker-") for kind in events)
+
+            listening = time.monotonic() + 60
+            while not heard_the_worker() and time.monotonic() < listening:
+                time.sleep(0.2)
+            assert heard_the_worker(), log.read_text()[-3000:]
             customer = requests.post(
                 shop.url + "/api/customers/",
                 json={"email": f"celery-{uuid.uuid4().hex}@example.com", "name": "Cel"},
