@@ -140,6 +140,9 @@ class ChildCache:
         with self._lock:
             return self._up_to_date.get(key) == (child.version, spec_hash)
 
+    def wait_synced(self, timeout: float) -> bool:
+        return all(event.wait(timeout) for event in self.synced.values())
+
     # -- updates ----------------------------------------------------------------------------
 
     def mark_up_to_date(self, obj: Obj, spec_hash: str) -> None:

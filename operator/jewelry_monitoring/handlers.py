@@ -154,11 +154,9 @@ class Controller:
 
     async def start(self) -> None:
         def synced() -> bool:
-            """Every first list of the facts' and the children's watches, all within one
-            FACTS_SYNC_SECONDS (not that long per watch)."""
-            deadline = time.monotonic() + FACTS_SYNC_SECONDS
-            events = [*self._facts.synced.values(), *self._children.synced.values()]
-            return all(event.wait(max(0.0, deadline - time.monotonic())) for event in events)
+            return self._facts.wait_synced(FACTS_SYNC_SECONDS) and self._children.wait_synced(
+                FACTS_SYNC_SECONDS
+            )
 
         if not await asyncio.to_thread(synced):
             logging.getLogger(__name__).warning(
