@@ -8,7 +8,11 @@ committed in the chart, so the two never drift.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
+
+from pydantic.json_schema import GenerateJsonSchema
+from pydantic_core import core_schema, to_jsonable_python
 
 from jewelry_monitoring.spec import (
     API_GROUP,
@@ -77,9 +81,32 @@ def _clean(schema: Schema) -> Schema:
     return node
 
 
-def _model_schema(model: type[JewelryMonitoringSpec] | type[JewelryMonitoringStatus]) -> Schema:
-    raw = model.model_json_schema(by_alias=True, mode="validation")
+class _FactoryDefaults(GenerateJsonSchema):
+    """Defaults made by a ``default_factory`` (an empty list or map, a label set) too, which
+    pydantic leaves out of a schema: what the operator uses when a field is left out."""
+
+    def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
+        if "default_factory" in schema and not schema.get("default_factory_takes_data"):
+            factory = cast(Callable[[], Any], schema["default_factory"])
+            return to_jsonable_python(factory(), by_alias=True)
+        return super().get_default_value(schema)
+
+
+Model = type[JewelryMonitoringSpec] | type[JewelryMonitoringStatus]
+
+
+def _model_schema(model: Model, generator: type[GenerateJsonSchema] = GenerateJsonSchema) -> Schema:
+    raw = model.model_json_schema(by_alias=True, mode="validation", schema_generator=generator)
     return _structural(raw, raw.get("$defs", {}))
+
+
+def reference_schemas() -> dict[str, Schema]:
+    """The spec and status schemas of the CRD, with every default the operator applies (the
+    CRD's carry only the plain ones): what the CRD reference documents."""
+    return {
+        "spec": _model_schema(JewelryMonitoringSpec, _FactoryDefaults),
+        "status": _model_schema(JewelryMonitoringStatus, _FactoryDefaults),
+    }
 
 
 def build_crd() -> dict[str, Any]:
@@ -128,8 +155,13 @@ def build_crd() -> dict[str, Any]:
                             "description": JewelryMonitoringSpec.__doc__,
                             "required": ["spec"],
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
+                                "apiVersion": {
+                                    "type": "string",
+                                    "description": f"{API_GROUP}/{API_VERSION}.",
+                                },
+                                "kind": {"type": "string", "description": f"{KIND}."},
+                                # The API server allows nothing more on metadata: its
+                                # description is ObjectMeta's own.
                                 "metadata": {"type": "object"},
                                 "spec": _model_schema(JewelryMonitoringSpec),
                                 "status": _model_schema(JewelryMonitoringStatus),

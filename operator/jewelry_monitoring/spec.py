@@ -2,9 +2,10 @@
 
 The CRD's OpenAPI schema, its defaults and its validation are generated from these classes
 (see ``crd.py``); handlers only ever see a parsed, validated ``JewelryMonitoringSpec``.
-Defaults come from the design document: the app is scraped every 15s at ``/metrics``,
-exporters every 30s. Checks that a schema cannot express (one field compared with another,
-an alert name that must exist) live in ``semantic_problems``.
+The app is scraped every 15s at ``/metrics`` by default, exporters every 30s. Every field
+has a description: it is what ``kubectl explain`` shows and what the CRD reference lists (a
+test fails on a field without one). Checks that a schema cannot express (one field compared
+with another, an alert name that must exist) live in ``semantic_problems``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ LabelMap = dict[str, str]
 PassThrough = dict[str, Any]
 
 # The app's request-latency histogram buckets (PROMETHEUS_LATENCY_BUCKETS in the app
-# settings, exactly as in the design document). A latency SLO threshold must be one of them:
+# settings). A latency SLO threshold must be one of them:
 # a histogram can only count "requests faster than X" exactly at a bucket boundary.
 LATENCY_BUCKETS = (
     0.01,
@@ -138,23 +139,33 @@ class SecretKeyRef(SpecModel):
 
 
 class BasicAuth(SpecModel):
-    username: SecretKeyRef
-    password: SecretKeyRef
+    """HTTP basic auth for scraping a protected /metrics, both parts in Secrets."""
+
+    username: SecretKeyRef = Field(description="Secret key holding the user name.")
+    password: SecretKeyRef = Field(description="Secret key holding the password.")
 
 
 class TLSConfig(SpecModel):
     """TLS settings for scraping an HTTPS metrics endpoint."""
 
     server_name: str | None = Field(None, description="Server name to verify the cert against.")
-    insecure_skip_verify: bool = False
+    insecure_skip_verify: bool = Field(
+        False, description="Do not verify the server's certificate (testing only)."
+    )
     ca: SecretKeyRef | None = Field(None, description="CA bundle to verify the server with.")
 
 
 class Resources(SpecModel):
     """Container requests and limits, as in a Pod spec."""
 
-    requests: LabelMap = Field(default_factory=dict)
-    limits: LabelMap = Field(default_factory=dict)
+    requests: LabelMap = Field(
+        default_factory=dict,
+        description="Amounts reserved, by resource (cpu, memory, ephemeral-storage), e.g. 50m.",
+    )
+    limits: LabelMap = Field(
+        default_factory=dict,
+        description="Most the container may use, by resource; not below its request.",
+    )
 
 
 class AppSpec(SpecModel):
@@ -167,15 +178,31 @@ class AppSpec(SpecModel):
     port: int | str = Field(
         8000, description="The pods' metrics port, by number or container port name."
     )
-    path: str = Field("/metrics", pattern=r"^/")
-    interval: Duration = "15s"
-    scrape_timeout: Duration = "10s"
-    scheme: Literal["http", "https"] = "http"
-    basic_auth: BasicAuth | None = None
-    bearer_token_secret: SecretKeyRef | None = None
-    tls: TLSConfig | None = None
-    relabelings: list[PassThrough] = Field(default_factory=list)
-    metric_relabelings: list[PassThrough] = Field(default_factory=list)
+    path: str = Field("/metrics", pattern=r"^/", description="HTTP path of the metrics.")
+    interval: Duration = Field("15s", description="How often Prometheus scrapes the app.")
+    scrape_timeout: Duration = Field(
+        "10s", description="How long one scrape may take; at most the interval."
+    )
+    scheme: Literal["http", "https"] = Field("http", description="Scheme of the scrape.")
+    basic_auth: BasicAuth | None = Field(
+        None, description="Scrape with basic auth; excludes bearerTokenSecret."
+    )
+    bearer_token_secret: SecretKeyRef | None = Field(
+        None,
+        description="Secret key holding the bearer token Prometheus sends (the app's "
+        "PROMETHEUS_METRICS_BEARER_TOKEN_FILE); excludes basicAuth.",
+    )
+    tls: TLSConfig | None = Field(None, description="TLS settings; needs scheme https.")
+    relabelings: list[PassThrough] = Field(
+        default_factory=list,
+        description="prometheus-operator RelabelConfigs applied to the targets before the "
+        "scrape, passed to the ServiceMonitor unchanged.",
+    )
+    metric_relabelings: list[PassThrough] = Field(
+        default_factory=list,
+        description="prometheus-operator RelabelConfigs applied to the scraped samples before "
+        "they are stored, passed to the ServiceMonitor unchanged.",
+    )
 
 
 class NetworkTarget(SpecModel):
@@ -206,24 +233,52 @@ class NetworkTarget(SpecModel):
     )
 
 
+EXPORTER_IMAGE = (
+    "The exporter's image: any tag of the pinned default's repository, or an image the "
+    "chart's exporterImageAllowlist allows."
+)
+
+
 class ExporterSpec(SpecModel):
     """What every exporter shares. Each subclass adds its connection settings."""
 
-    enabled: bool = False
-    image: str = ""
-    interval: Duration = "30s"
-    scrape_timeout: Duration = "10s"
-    resources: Resources | None = Field(
-        None, description="Defaults to small requests and limits suited to the exporter."
+    enabled: bool = Field(
+        False,
+        description="Run this exporter: a Deployment, Service, ServiceMonitor and NetworkPolicy.",
     )
-    extra_args: list[str] = Field(default_factory=list)
-    node_selector: LabelMap = Field(default_factory=dict)
-    tolerations: list[PassThrough] = Field(default_factory=list)
-    network_target: NetworkTarget | None = None
+    image: str = Field("", description=EXPORTER_IMAGE)
+    interval: Duration = Field("30s", description="How often Prometheus scrapes the exporter.")
+    scrape_timeout: Duration = Field(
+        "10s", description="How long one scrape may take; at most the interval."
+    )
+    resources: Resources | None = Field(
+        None,
+        description="The exporter container's requests and limits; defaults to small ones "
+        "suited to the exporter. ephemeral-storage 16Mi/64Mi is added unless given.",
+    )
+    extra_args: list[str] = Field(
+        default_factory=list, description="Command-line flags appended to the exporter's."
+    )
+    node_selector: LabelMap = Field(
+        default_factory=dict, description="Node labels the exporter's pod must run on."
+    )
+    tolerations: list[PassThrough] = Field(
+        default_factory=list, description="Pod tolerations, as in a Pod spec."
+    )
+    network_target: NetworkTarget | None = Field(
+        None,
+        description="Where the exporter connects, for its NetworkPolicy's egress; unset, it "
+        "is derived from the exporter's settings (a Service name: the pods of its namespace; "
+        "an IP: that address; another host: any address, on the port).",
+    )
 
 
 class PostgresExporterSpec(ExporterSpec):
-    image: str = "quay.io/prometheuscommunity/postgres-exporter:v0.17.1"
+    """postgres_exporter: the database's health, connections, locks and sizes."""
+
+    image: str = Field(
+        "quay.io/prometheuscommunity/postgres-exporter:v0.17.1", description=EXPORTER_IMAGE
+    )
     data_source: SecretKeyRef | None = Field(
         None, description="Secret key holding the PostgreSQL DSN (DATA_SOURCE_NAME)."
     )
@@ -235,44 +290,68 @@ NGINX_SCHEMES = {"http": 80, "https": 443}
 
 
 class RedisExporterSpec(ExporterSpec):
-    image: str = "oliver006/redis_exporter:v1.74.0"
-    address: str = Field("redis://redis:6379", min_length=1)
-    password: SecretKeyRef | None = None
+    """redis_exporter: the cache's memory, hits, misses and clients."""
+
+    image: str = Field("oliver006/redis_exporter:v1.74.0", description=EXPORTER_IMAGE)
+    address: str = Field(
+        "redis://redis:6379",
+        min_length=1,
+        description="Redis URL (redis:// or rediss://, host and port; no password in it).",
+    )
+    password: SecretKeyRef | None = Field(
+        None, description="Secret key holding the Redis password, if it has one."
+    )
 
 
 class NginxExporterSpec(ExporterSpec):
-    image: str = "nginx/nginx-prometheus-exporter:1.4.2"
+    """nginx-prometheus-exporter: nginx's connections and requests from its stub_status."""
+
+    image: str = Field("nginx/nginx-prometheus-exporter:1.4.2", description=EXPORTER_IMAGE)
     scrape_uri: str = Field(
-        "http://nginx:8080/stub_status", pattern=r"^https?://", description="stub_status URL."
+        "http://nginx:8080/stub_status",
+        pattern=r"^https?://",
+        description="URL of nginx's stub_status page.",
     )
 
 
 class CeleryExporterSpec(ExporterSpec):
-    image: str = "danihodovic/celery-exporter:0.10.14"
+    """celery-exporter: Celery tasks and workers, from the broker's task events."""
+
+    image: str = Field("danihodovic/celery-exporter:0.10.14", description=EXPORTER_IMAGE)
     broker_url: SecretKeyRef | None = Field(None, description="Secret key holding the broker URL.")
 
 
 class ExportersSpec(SpecModel):
+    """Exporters the operator runs beside the app, each off until enabled."""
+
     postgres: PostgresExporterSpec = Field(
-        default_factory=PostgresExporterSpec, json_schema_extra={"default": {}}
+        default_factory=PostgresExporterSpec,
+        json_schema_extra={"default": {}},
+        description="PostgreSQL exporter; needs dataSource.",
     )
     redis: RedisExporterSpec = Field(
-        default_factory=RedisExporterSpec, json_schema_extra={"default": {}}
+        default_factory=RedisExporterSpec,
+        json_schema_extra={"default": {}},
+        description="Redis exporter, for the cache (and a Redis broker).",
     )
     nginx: NginxExporterSpec = Field(
-        default_factory=NginxExporterSpec, json_schema_extra={"default": {}}
+        default_factory=NginxExporterSpec,
+        json_schema_extra={"default": {}},
+        description="nginx exporter, for the proxy in front of the app.",
     )
     celery: CeleryExporterSpec = Field(
-        default_factory=CeleryExporterSpec, json_schema_extra={"default": {}}
+        default_factory=CeleryExporterSpec,
+        json_schema_extra={"default": {}},
+        description="Celery exporter; needs brokerUrl, and task events enabled in Celery.",
     )
     # Kept in the schema only so that the API server does not prune it from old resources:
     # the operator must see it to say why it no longer acts on it (see semantic_problems).
     node: PassThrough | None = Field(
         None,
         description=(
-            "Removed: a namespaced resource must not run a privileged DaemonSet on every node. "
-            "The node exporter is a chart option (nodeExporter.enabled); `enabled: true` here "
-            "makes the resource invalid."
+            "Not supported: a namespaced resource must not run a privileged DaemonSet on every "
+            "node. The node exporter is a chart option (nodeExporter.enabled); `enabled: true` "
+            "here makes the resource invalid."
         ),
     )
 
@@ -287,17 +366,23 @@ Severity = Literal["critical", "warning", "info"]
 
 
 class AlertOverride(SpecModel):
-    """Per-alert adjustments, keyed by alert name in ``alerts.overrides``."""
+    """Adjustments of one alert, keyed by its name in alerts.overrides."""
 
-    disabled: bool = False
+    disabled: bool = Field(False, description="Leave the alert out of the rules.")
     threshold: float | None = Field(None, description="Replaces the alert's default threshold.")
     for_: Duration | None = Field(None, alias="for", description="Replaces the alert's `for`.")
-    severity: Severity | None = None
-    labels: LabelMap = Field(default_factory=dict)
+    severity: Severity | None = Field(None, description="Replaces the alert's severity.")
+    labels: LabelMap = Field(
+        default_factory=dict, description="Extra labels on this alert (e.g. team)."
+    )
 
 
 class AlertsSpec(SpecModel):
-    enabled: bool = True
+    """The alerting rules of the PrometheusRule, and how to adjust them."""
+
+    enabled: bool = Field(
+        True, description="Include the alerts (recording rules are made either way)."
+    )
     runbook_url_base: str = Field(
         "https://runbooks.jewelry.example/alerts",
         description="runbook_url of an alert is <base>/<alertname lower-cased>.",
@@ -311,19 +396,23 @@ class AlertsSpec(SpecModel):
             "second: on a quiet app one 5xx is a large share and must not page."
         ),
     )
-    overrides: dict[str, AlertOverride] = Field(default_factory=dict)
+    overrides: dict[str, AlertOverride] = Field(
+        default_factory=dict,
+        description="Adjustments by alert name (e.g. HighErrorRate); an unknown name makes "
+        "the resource invalid.",
+    )
 
 
 class AvailabilitySLO(SpecModel):
     """Share of requests answered without a 5xx, in percent."""
 
-    objective: float = Field(gt=50, lt=100)
+    objective: float = Field(gt=50, lt=100, description="Target share in percent, e.g. 99.9.")
 
 
 class LatencySLO(SpecModel):
     """Share of requests answered faster than ``thresholdSeconds``, in percent."""
 
-    objective: float = Field(gt=50, lt=100)
+    objective: float = Field(gt=50, lt=100, description="Target share in percent, e.g. 99.")
     threshold_seconds: float = Field(
         0.5, gt=0, description="Must be one of the app's latency histogram buckets."
     )
@@ -332,9 +421,15 @@ class LatencySLO(SpecModel):
 class SLOSpec(SpecModel):
     """Service level objectives: recording rules plus multi-window multi-burn-rate alerts."""
 
-    window: Literal["7d", "28d", "30d"] = "30d"
-    availability: AvailabilitySLO | None = None
-    latency: LatencySLO | None = None
+    window: Literal["7d", "28d", "30d"] = Field(
+        "30d", description="The period the objectives hold over (the error budget's window)."
+    )
+    availability: AvailabilitySLO | None = Field(
+        None, description="Share of requests answered without a 5xx; unset, no such SLO."
+    )
+    latency: LatencySLO | None = Field(
+        None, description="Share of requests answered in time; unset, no such SLO."
+    )
 
 
 class DashboardsSpec(SpecModel):
@@ -351,9 +446,17 @@ class DashboardsSpec(SpecModel):
             "resource); the chart's shared dashboards cover every resource already."
         ),
     )
-    labels: LabelMap = Field(default_factory=lambda: {"grafana_dashboard": "1"})
-    annotations: LabelMap = Field(default_factory=dict)
-    folder: str = "Jewelry"
+    labels: LabelMap = Field(
+        default_factory=lambda: {"grafana_dashboard": "1"},
+        description="Labels on the ConfigMaps; the Grafana sidecar finds them by these.",
+    )
+    annotations: LabelMap = Field(default_factory=dict, description="Annotations on them.")
+    folder: str = Field(
+        "Jewelry",
+        description="Grafana folder, set through folderAnnotation; the sidecar reads it only "
+        "when configured to (kube-prometheus-stack: "
+        "grafana.sidecar.dashboards.folderAnnotation).",
+    )
     folder_annotation: str = Field(
         "grafana_folder", description="Annotation key the sidecar reads the folder from."
     )
@@ -372,24 +475,34 @@ class DashboardsSpec(SpecModel):
 
 
 class SlackReceiver(SpecModel):
+    """A Slack incoming webhook."""
+
     api_url: SecretKeyRef = Field(description="Secret key holding the Slack webhook URL.")
-    channel: str | None = None
+    channel: str | None = Field(None, description="Channel, e.g. #shop; unset: the webhook's.")
 
 
 class EmailReceiver(SpecModel):
-    to: str = Field(min_length=1)
-    from_: str = Field(alias="from", min_length=1)
+    """E-mail through an SMTP server."""
+
+    to: str = Field(min_length=1, description="Recipient address(es), comma-separated.")
+    from_: str = Field(alias="from", min_length=1, description="Sender address.")
     smarthost: str = Field(pattern=r"^[^:]+:[0-9]+$", description="SMTP host:port.")
-    auth_username: str | None = None
-    auth_password: SecretKeyRef | None = None
-    require_tls: bool = True
+    auth_username: str | None = Field(None, description="SMTP user name, if it needs one.")
+    auth_password: SecretKeyRef | None = Field(
+        None, description="Secret key holding the SMTP password."
+    )
+    require_tls: bool = Field(True, description="Refuse to send unless STARTTLS succeeds.")
 
 
 class PagerDutyReceiver(SpecModel):
+    """A PagerDuty service, through the Events API v2."""
+
     routing_key: SecretKeyRef = Field(description="Secret key holding the Events API v2 key.")
 
 
 class WebhookReceiver(SpecModel):
+    """Alertmanager's webhook: a JSON POST of the notification."""
+
     url: SecretKeyRef = Field(description="Secret key holding the URL (it often embeds a token).")
 
 
@@ -403,13 +516,17 @@ class MSTeamsReceiver(SpecModel):
 class ReceiverSpec(SpecModel):
     """Where notifications go. Several integrations notify together; none discards."""
 
-    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    name: str = Field(
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="Unique name, used by receiver and routes[].receiver.",
+    )
     send_resolved: bool = Field(True, description="Also notify when the alert resolves.")
-    slack: SlackReceiver | None = None
-    email: EmailReceiver | None = None
-    pagerduty: PagerDutyReceiver | None = None
-    webhook: WebhookReceiver | None = None
-    msteams: MSTeamsReceiver | None = None
+    slack: SlackReceiver | None = Field(None, description="Post to Slack.")
+    email: EmailReceiver | None = Field(None, description="Send an e-mail.")
+    pagerduty: PagerDutyReceiver | None = Field(None, description="Open a PagerDuty incident.")
+    webhook: WebhookReceiver | None = Field(None, description="POST to a webhook.")
+    msteams: MSTeamsReceiver | None = Field(None, description="Post to Microsoft Teams.")
 
 
 # The integrations a receiver may use, by field name.
@@ -417,24 +534,35 @@ RECEIVER_INTEGRATIONS = ("slack", "email", "pagerduty", "webhook", "msteams")
 
 
 class RouteSpec(SpecModel):
-    """Alerts matching every given list (any value within a list) go to ``receiver``."""
+    """Alerts matching every given list (any value within a list) go to its receiver."""
 
-    receiver: str
-    severities: list[Severity] = Field(default_factory=list)
-    alert_names: list[str] = Field(default_factory=list)
+    receiver: str = Field(description="Name of the receiver the matching alerts go to.")
+    severities: list[Severity] = Field(
+        default_factory=list, description="Match alerts of these severities."
+    )
+    alert_names: list[str] = Field(
+        default_factory=list,
+        description="Match these alerts: ours, or those of extraRuleGroups.",
+    )
     teams: list[str] = Field(
         default_factory=list, description="Values of the alerts' `team` label (alerts.labels)."
     )
     continue_: bool = Field(
         False, alias="continue", description="Keep matching the routes after this one."
     )
-    group_by: list[str] | None = None
-    group_wait: Duration | None = None
-    group_interval: Duration | None = None
-    repeat_interval: Duration | None = None
+    group_by: list[str] | None = Field(None, description="Replaces routing.groupBy here.")
+    group_wait: Duration | None = Field(None, description="Replaces routing.groupWait here.")
+    group_interval: Duration | None = Field(
+        None, description="Replaces routing.groupInterval here."
+    )
+    repeat_interval: Duration | None = Field(
+        None, description="Replaces routing.repeatInterval here."
+    )
 
 
 class InhibitionSpec(SpecModel):
+    """Inhibit rules of the AlertmanagerConfig."""
+
     enabled: bool = Field(True, description="Mute warnings while the matching critical fires.")
     equal: list[str] = Field(
         default_factory=lambda: ["alertname", "namespace", "job"],
@@ -450,15 +578,31 @@ class RoutingSpec(SpecModel):
         description="Labels on the AlertmanagerConfig so that an Alertmanager's "
         "alertmanagerConfigSelector selects it.",
     )
-    receivers: Annotated[list[ReceiverSpec], Field(min_length=1)]
+    receivers: Annotated[list[ReceiverSpec], Field(min_length=1)] = Field(
+        description="Where notifications can go; routes name them."
+    )
     receiver: str = Field(description="Receiver of the alerts no route matches.")
-    routes: list[RouteSpec] = Field(default_factory=list)
-    group_by: list[str] = Field(default_factory=lambda: ["alertname", "namespace", "job"])
-    group_wait: Duration = "30s"
-    group_interval: Duration = "5m"
-    repeat_interval: Duration = "4h"
+    routes: list[RouteSpec] = Field(
+        default_factory=list,
+        description="Tried in order; the first that matches wins unless it has continue.",
+    )
+    group_by: list[str] = Field(
+        default_factory=lambda: ["alertname", "namespace", "job"],
+        description="Labels that group alerts into one notification ('...': every label).",
+    )
+    group_wait: Duration = Field(
+        "30s", description="How long a new group waits for more alerts before notifying."
+    )
+    group_interval: Duration = Field(
+        "5m", description="How long before notifying of alerts added to a group."
+    )
+    repeat_interval: Duration = Field(
+        "4h", description="How long before repeating a notification still firing."
+    )
     inhibition: InhibitionSpec = Field(
-        default_factory=InhibitionSpec, json_schema_extra={"default": {}}
+        default_factory=InhibitionSpec,
+        json_schema_extra={"default": {}},
+        description="Mute a warning while a critical with the same labels fires.",
     )
 
 
@@ -486,24 +630,38 @@ class PrometheusSpec(SpecModel):
 
 
 class RuleSpec(SpecModel):
-    """One alerting (``alert``) or recording (``record``) rule, as in a Prometheus rule file."""
+    """One alerting (alert) or recording (record) rule, as in a Prometheus rule file."""
 
-    alert: str | None = None
-    record: str | None = None
+    alert: str | None = Field(None, description="Alert name; exclusive with record.")
+    record: str | None = Field(
+        None, description="Name of the series a recording rule writes; exclusive with alert."
+    )
     expr: str = Field(min_length=1, description="PromQL; checked by Prometheus, not here.")
-    for_: Duration | None = Field(None, alias="for")
+    for_: Duration | None = Field(
+        None, alias="for", description="How long the condition holds before the alert fires."
+    )
     # Spelled as in Prometheus' rule files and prometheus-operator's PrometheusRule.
-    keep_firing_for: Duration | None = Field(None, alias="keep_firing_for")
-    labels: LabelMap = Field(default_factory=dict)
-    annotations: LabelMap = Field(default_factory=dict)
+    keep_firing_for: Duration | None = Field(
+        None,
+        alias="keep_firing_for",
+        description="How long the alert keeps firing after its condition clears.",
+    )
+    labels: LabelMap = Field(default_factory=dict, description="Labels added to the result.")
+    annotations: LabelMap = Field(
+        default_factory=dict, description="Alert annotations (summary, description...)."
+    )
 
 
 class RuleGroupSpec(SpecModel):
     """A rule group of the user's own, appended to the resource's PrometheusRule."""
 
     name: str = Field(min_length=1, description="Unique; names beginning 'jewelry.' are ours.")
-    interval: Duration | None = None
-    rules: Annotated[list[RuleSpec], Field(min_length=1)]
+    interval: Duration | None = Field(
+        None, description="Evaluation interval; unset: Prometheus' global one."
+    )
+    rules: Annotated[list[RuleSpec], Field(min_length=1)] = Field(
+        description="The group's rules, evaluated in order."
+    )
 
 
 # Our rule groups are named jewelry.<namespace>.<resource>.<part>: the user's may not be.
@@ -513,8 +671,12 @@ OUR_GROUP_PREFIX = "jewelry."
 class PeerSelector(SpecModel):
     """Pods by labels, in namespaces by labels (``namespaceSelector`` unset: every namespace)."""
 
-    pod_selector: Annotated[LabelMap, Field(min_length=1)]
-    namespace_selector: LabelMap | None = None
+    pod_selector: Annotated[LabelMap, Field(min_length=1)] = Field(
+        description="Labels of the pods (matchLabels)."
+    )
+    namespace_selector: LabelMap | None = Field(
+        None, description="Labels of their namespaces (matchLabels); unset: every namespace."
+    )
 
 
 # kube-prometheus-stack's Prometheus pods, wherever they run; the cluster DNS as kubeadm,
@@ -528,7 +690,7 @@ class NetworkPolicySpec(SpecModel):
     """One NetworkPolicy per exporter: ingress only from Prometheus to the metrics port,
     egress only to the exporter's target and to DNS. Enforced only by a policy-capable CNI."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Create the exporters' NetworkPolicies.")
     prometheus: PeerSelector = Field(
         default_factory=lambda: PeerSelector(pod_selector=PROMETHEUS_PODS),
         json_schema_extra={"default": {"podSelector": PROMETHEUS_PODS}},
@@ -557,11 +719,17 @@ class JewelryMonitoringSpec(SpecModel):
         ),
     )
     common_labels: LabelMap = Field(default_factory=dict, description="Added to every object.")
-    common_annotations: LabelMap = Field(default_factory=dict)
+    common_annotations: LabelMap = Field(default_factory=dict, description="Added to every object.")
     exporters: ExportersSpec = Field(
-        default_factory=ExportersSpec, json_schema_extra={"default": {}}
+        default_factory=ExportersSpec,
+        json_schema_extra={"default": {}},
+        description="Exporters for the app's PostgreSQL, Redis, nginx and Celery.",
     )
-    alerts: AlertsSpec = Field(default_factory=AlertsSpec, json_schema_extra={"default": {}})
+    alerts: AlertsSpec = Field(
+        default_factory=AlertsSpec,
+        json_schema_extra={"default": {}},
+        description="The alerts of the PrometheusRule.",
+    )
     slos: SLOSpec = Field(default_factory=SLOSpec, json_schema_extra={"default": {}})
     dashboards: DashboardsSpec = Field(
         default_factory=DashboardsSpec, json_schema_extra={"default": {}}
@@ -580,7 +748,9 @@ class JewelryMonitoringSpec(SpecModel):
     routing: RoutingSpec | None = Field(
         None, description="Alert routing through Alertmanager; unset, nothing is routed."
     )
-    prometheus: PrometheusSpec | None = None
+    prometheus: PrometheusSpec | None = Field(
+        None, description="The Prometheus to read targets from; unset, TargetsHealthy is Unknown."
+    )
 
 
 # Labels the operator sets on every child and relies on to find and select them (the owner

@@ -18,26 +18,38 @@ ConditionStatus = Literal["True", "False", "Unknown"]
 class Condition(SpecModel):
     """A standard Kubernetes condition (metav1.Condition)."""
 
-    type: str
-    status: ConditionStatus
-    reason: str
-    message: str = ""
-    last_transition_time: str = ""
-    observed_generation: int = 0
+    type: str = Field(description="What the condition is about, e.g. Ready.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(description="One CamelCase word for why, e.g. InvalidSpec.")
+    message: str = Field("", description="What is wrong and what to change, for a person.")
+    last_transition_time: str = Field("", description="When status last changed (RFC 3339).")
+    observed_generation: int = Field(
+        0, description="The resource's generation the condition was computed for."
+    )
 
 
 class ChildRef(SpecModel):
     """One object the operator created for this resource."""
 
-    api_version: str
-    kind: str
-    name: str
+    api_version: str = Field(description="Its API version.")
+    kind: str = Field(description="Its kind.")
+    name: str = Field(description="Its name, in this resource's namespace.")
 
 
 class JewelryMonitoringStatus(SpecModel):
-    observed_generation: int = 0
-    conditions: list[Condition] = Field(default_factory=list)
-    children: list[ChildRef] = Field(default_factory=list)
+    """What the operator made of the resource, and whether monitoring works."""
+
+    observed_generation: int = Field(
+        0, description="The generation of the spec the operator last acted on."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Degraded, SelectedByPrometheus, SelectedByAlertmanager, "
+        "ExportersAvailable, AppTargetsFound and TargetsHealthy.",
+    )
+    children: list[ChildRef] = Field(
+        default_factory=list, description="Every object the operator created for it."
+    )
     exporters: str = Field("", description="Enabled exporters, comma-separated.")
 
 

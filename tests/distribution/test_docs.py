@@ -123,3 +123,13 @@ def test_changelog_keeps_an_unreleased_section_first() -> None:
         h for h in headings[1:] if not re.fullmatch(r"\[\d+\.\d+\.\d+\] - \d{4}-\d{2}-\d{2}", h)
     ]
     assert not released, f"CHANGELOG headings must be '[X.Y.Z] - YYYY-MM-DD': {released}"
+
+
+def test_crd_reference_is_generated_from_the_model() -> None:
+    from devkit.crd_reference import CRD_REFERENCE, render_crd_reference
+
+    committed = CRD_REFERENCE.read_text() if CRD_REFERENCE.exists() else ""
+    assert committed == render_crd_reference(), (
+        f"{CRD_REFERENCE.relative_to(REPO)} is stale: regenerate it with `.venv/bin/jm-dev "
+        "manifests` and commit it"
+    )
