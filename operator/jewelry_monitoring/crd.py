@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
+from pydantic import TypeAdapter
 from pydantic.json_schema import GenerateJsonSchema
-from pydantic_core import core_schema, to_jsonable_python
 
 from jewelry_monitoring.spec import (
     API_GROUP,
@@ -85,12 +85,17 @@ class _FactoryDefaults(GenerateJsonSchema):
     """Defaults made by a ``default_factory`` (an empty list or map, a label set) too, which
     pydantic leaves out of a schema: what the operator uses when a field is left out."""
 
-    def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
+    def get_default_value(self, schema: Any) -> Any:
+        # ``schema`` is pydantic-core's WithDefaultSchema; typed loosely so that the operator
+        # imports only pydantic, the distribution it declares.
         if "default_factory" in schema and not schema.get("default_factory_takes_data"):
             factory = cast(Callable[[], Any], schema["default_factory"])
-            return to_jsonable_python(factory(), by_alias=True)
+            return _JSONABLE.dump_python(factory(), mode="json", by_alias=True)
         return super().get_default_value(schema)
 
+
+# Any value as JSON would hold it (models by their aliases), for the defaults above.
+_JSONABLE: TypeAdapter[Any] = TypeAdapter(Any)
 
 Model = type[JewelryMonitoringSpec] | type[JewelryMonitoringStatus]
 
