@@ -125,7 +125,10 @@ def url_host_port(url: str, default_ports: Mapping[str, int]) -> tuple[str, int]
     """(host, port) an exporter connects to, from a URL or ``host:port`` whose scheme (the
     first in ``default_ports`` if missing) must be one of ``default_ports``; or why not."""
     first = next(iter(default_ports))
-    parts = urlsplit(url if "://" in url else f"{first}://{url}")
+    try:
+        parts = urlsplit(url if "://" in url else f"{first}://{url}")
+    except ValueError as error:  # an unclosed "[" of an IPv6 address, for one
+        return f"it is not a URL ({error})"
     if parts.scheme not in default_ports:
         return f"scheme {parts.scheme!r} is not one of {sorted(default_ports)}"
     try:
