@@ -101,6 +101,21 @@ RESP = "django_http_responses_total_by_status_total"
 HTTP_LAT = "django_http_requests_latency_seconds_by_view_method"
 
 
+CACHE = {"namespace": NAMESPACE, "job": JOBS["app"], "backend": "redis"}
+
+
+def _cache_reads(hits: int | None, misses: int | None, fails: int = 0) -> list[dict[str, str]]:
+    """django-prometheus' read counters, per minute; None: the series never existed (each
+    appears on its first use, as a Redis failure's)."""
+    gets = (hits or 0) + (misses or 0) + fails
+    counts = {"get": gets, "get_hits": hits, "get_misses": misses, "get_fail": fails or None}
+    return [
+        s(f"django_cache_{name}_total", "app", f"0+{per_minute}x40", backend="redis")
+        for name, per_minute in counts.items()
+        if per_minute is not None
+    ]
+
+
 def _target_down_cases(alert: str, component: str) -> list[Case]:
     return [
         Case(alert, "10m", [s("up", component, "0x15")], [inst(component)]),
@@ -228,23 +243,12 @@ CASES: list[Case] = [
         "20m",
         _buckets("django_db_query_duration_seconds", DB, {"0.01": 60, "0.5": 60, "+Inf": 60}, 30),
     ),
-    Case(
-        "DjangoCacheHitRatioLow",
-        "25m",
-        [
-            s("django_cache_get_hits_total", "app", "0+10x40", backend="redis"),
-            s("django_cache_get_misses_total", "app", "0+50x40", backend="redis"),
-        ],
-        [job("app", backend="redis")],
-    ),
-    Case(
-        "DjangoCacheHitRatioLow",
-        "25m",
-        [
-            s("django_cache_get_hits_total", "app", "0+90x40", backend="redis"),
-            s("django_cache_get_misses_total", "app", "0+10x40", backend="redis"),
-        ],
-    ),
+    Case("DjangoCacheHitRatioLow", "25m", _cache_reads(hits=10, misses=50), [CACHE]),
+    Case("DjangoCacheHitRatioLow", "25m", _cache_reads(hits=90, misses=10)),
+    # A cache that never hit: django_cache_get_hits_total never existed.
+    Case("DjangoCacheHitRatioLow", "25m", _cache_reads(hits=None, misses=50), [CACHE]),
+    # Redis down under CACHE_IGNORE_EXCEPTIONS: every read fails, none hits nor misses.
+    Case("DjangoCacheHitRatioLow", "25m", _cache_reads(hits=None, misses=None, fails=50), [CACHE]),
     Case(
         "DjangoUnappliedMigrations",
         "20m",
@@ -360,6 +364,23 @@ CASES: list[Case] = [
             )
             for outcome, values in [("failed", "0x30"), ("succeeded", "0+10x30")]
         ],
+    ),
+    # Every run of the task fails: celery_task_succeeded_total never existed for it.
+    Case(
+        "CeleryTaskFailures",
+        "25m",
+        [
+            s(
+                "celery_task_failed_total",
+                "celery",
+                "0+10x30",
+                name="shop.send_receipt",
+                hostname="w1",
+                queue_name="celery",
+                exception="SMTPError",
+            )
+        ],
+        [job("celery", name="shop.send_receipt")],
     ),
     Case(
         "CeleryNoWorkers",

@@ -66,21 +66,29 @@ def _sum(expr: str, by: str = "namespace, job") -> str:
     return f"sum by ({by}) ({expr})"
 
 
+def _or_zero(part: str, other: str) -> str:
+    """``part``, or 0 for every series of ``other`` where ``part`` has none (yet)."""
+    return f"({part}\nor\n{other} * 0)"
+
+
 def _share(part: str, total: str) -> str:
     """``part / total`` that is 0, not absent, while ``part`` has no series yet.
 
     django-prometheus creates a status series on its first use, so before the first 5xx
-    there is nothing to divide: the ratio would vanish and dashboards show "No data".
+    there is nothing to divide: the ratio would vanish, dashboards show "No data", and an
+    alert on a low share (no cache hit at all) could never fire.
     """
-    return f"({part}\nor\n{total} * 0)\n/\n{total}"
+    return f"{_or_zero(part, total)}\n/\n{total}"
 
 
 def _app_recording_rules(sel: str) -> list[Rule]:
     """What dashboards and alerts read: cheap, pre-aggregated series per app job."""
     latency_buckets = _sum(f"rate({HTTP_LATENCY}_bucket{{{sel}}}[5m])", "namespace, job, le")
-    hits = f"rate(django_cache_get_hits_total{{{sel}}}[5m])"
-    misses = f"rate(django_cache_get_misses_total{{{sel}}}[5m])"
     by_backend = "namespace, job, backend"
+    # Of all reads, failed ones (Redis down under IGNORE_EXCEPTIONS) included: hits appear
+    # only after the first hit, reads with the first read of any outcome.
+    hits = _sum(f"rate(django_cache_get_hits_total{{{sel}}}[5m])", by_backend)
+    gets = _sum(f"rate(django_cache_get_total{{{sel}}}[5m])", by_backend)
     responses = _sum(f"rate({HTTP_RESPONSES}{{{sel}}}[5m])")
     responses_5xx = _sum(f'rate({HTTP_RESPONSES}{{{sel},status=~"5.."}}[5m])')
     db_buckets = _sum(f"rate({DB_QUERY_DURATION}_bucket{{{sel}}}[5m])", "namespace, job, le")
@@ -93,11 +101,8 @@ def _app_recording_rules(sel: str) -> list[Rule]:
             (record, f"histogram_quantile({q}, {LATENCY_BUCKET_RATE}{{{sel}}})")
             for q, record in LATENCY_QUANTILES.items()
         ),
-        (CACHE_GETS_RATE, _sum(f"rate(django_cache_get_total{{{sel}}}[5m])", by_backend)),
-        (
-            CACHE_HIT_RATIO,
-            f"{_sum(hits, by_backend)}\n/\n({_sum(hits, by_backend)} + {_sum(misses, by_backend)})",
-        ),
+        (CACHE_GETS_RATE, gets),
+        (CACHE_HIT_RATIO, _share(hits, gets)),
         (DB_QUERIES_RATE, _sum(f"rate(django_db_execute_total{{{sel}}}[5m])")),
         (DB_ERRORS_RATE, _sum(f"rate(django_db_errors_total{{{sel}}}[5m])")),
         (DB_DURATION_P95, f"histogram_quantile(0.95, {db_buckets})"),
@@ -189,6 +194,11 @@ _EXPORTER_TARGETS = (
 )
 assert {component for component, _, _ in _EXPORTER_TARGETS} == set(EXPORTER_NAMES)
 
+_CELERY_FAILED = _sum("rate(celery_task_failed_total{{selector}}[10m])", "namespace, job, name")
+_CELERY_SUCCEEDED = _sum(
+    "rate(celery_task_succeeded_total{{selector}}[10m])", "namespace, job, name"
+)
+
 CATALOG: tuple[AlertDef, ...] = (
     *_DJANGO_TARGET_DOWN,
     *(_exporter_down(*target) for target in _EXPORTER_TARGETS),
@@ -265,7 +275,8 @@ CATALOG: tuple[AlertDef, ...] = (
         "warning",
         "Low cache hit ratio",
         "Fewer than {threshold} of the cache reads of {{ $labels.job }} in "
-        "{{ $labels.namespace }} (backend {{ $labels.backend }}) are hits.",
+        "{{ $labels.namespace }} (backend {{ $labels.backend }}) are hits; failed reads "
+        "count as misses.",
     ),
     AlertDef(
         "DjangoUnappliedMigrations",
@@ -371,10 +382,10 @@ CATALOG: tuple[AlertDef, ...] = (
     AlertDef(
         "CeleryTaskFailures",
         "celery",
-        "sum by (namespace, job, name) (rate(celery_task_failed_total{{selector}}[10m]))\n/\n"
-        "(\n  sum by (namespace, job, name) (rate(celery_task_failed_total{{selector}}[10m]))\n"
-        "  +\n  sum by (namespace, job, name) "
-        "(rate(celery_task_succeeded_total{{selector}}[10m]))\n)\n> {threshold}",
+        # A task that never succeeded has no succeeded series: count it as 0 successes,
+        # or the task failing every time would be the one case that never alerts.
+        f"{_CELERY_FAILED}\n/\n(\n  {_CELERY_FAILED}\n  +\n  "
+        f"{_or_zero(_CELERY_SUCCEEDED, _CELERY_FAILED)}\n)\n> {{threshold}}",
         0.05,
         "10m",
         "warning",
