@@ -734,3 +734,34 @@ def test_promtool_is_what_checks_the_users_promql(tmp_path: Path) -> None:
     assert "ShopNoOrders" not in result.stderr and "parse error" in result.stderr.lower(), (
         result.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("kind", "objective"), [("availability", 90), ("availability", 51), ("latency", 80)]
+)
+def test_slo_pages_can_fire_at_low_objectives(kind: str, objective: float, tmp_path: Path) -> None:
+    """At 90 % the 1-hour page would need 144 % of requests to fail (14.4 x the 10 % budget):
+    the burn rate is capped at what the budget allows, 1 / budget, i.e. every request bad.
+    So every rule fires when every request fails, and none while the SLO is met."""
+    spec = {"app": FULL_SPEC["app"], "slos": {kind: {"objective": objective}}}
+    cr = Owner("shop", NAMESPACE, "u", JewelryMonitoringSpec.model_validate(spec))
+    rules_file = write_rules(rule_groups(cr), tmp_path)
+    alert = {"availability": "JewelryAvailabilityBudgetBurn", "latency": "JewelryLatencyBudgetBurn"}
+
+    def latency(fast_per_5m: int) -> list[dict[str, str]]:
+        """300 requests per 5 minutes, ``fast_per_5m`` of them under the 0.5 s threshold."""
+        return [
+            s(f"{HTTP_LAT}_bucket", "app", f"0+{fast_per_5m}x{N}", **VIEW, le="0.5"),
+            s(f"{HTTP_LAT}_bucket", "app", f"0+300x{N}", **VIEW, le="+Inf"),
+            s(f"{HTTP_LAT}_count", "app", f"0+300x{N}", **VIEW),
+        ]
+
+    bad = {"availability": [s(RESP, "app", f"0+300x{N}", status="500")], "latency": latency(0)}
+    good = {"availability": [s(RESP, "app", f"0+300x{N}", status="200")], "latency": latency(300)}
+    cases = [
+        Case(alert[kind], "30h", bad[kind], [job("app")], interval="5m"),
+        Case(alert[kind], "30h", good[kind], interval="5m"),
+    ]
+    fired = promtool_tests(rule_groups(cr), cases)[0]["alert_rule_test"][0]["exp_alerts"]
+    assert [a["exp_labels"]["long_window"] for a in fired] == ["1h", "6h", "1d", "3d"]
+    promtool_test_rules(rules_file, cases, "5m")

@@ -592,6 +592,19 @@ def _slo_error_ratio(spec: JewelryMonitoringSpec, kind: str, sel: str, window: s
     return f"1 - (\n{good}\n/\n{total}\n)"
 
 
+def burn_condition(factor: float, budget: float) -> tuple[float, str]:
+    """The burn-rate factor an alert can use and its comparison of the error ratio.
+
+    An error ratio never exceeds 1, so the fastest burn is 1 / budget (every event bad): at
+    low objectives the workbook's 14.4 (objectives up to 93.06 %) and 6 (up to 83.3 %) would
+    need more than every request to fail and could never fire. Such a factor is capped at
+    1 / budget, and its alert fires while every event in both windows is bad.
+    """
+    if factor * budget >= 1:
+        return round(1 / budget, 6), ">= 1"
+    return factor, f"> ({_format_threshold(factor)} * {_format_threshold(budget)})"
+
+
 def _slo_objectives(spec: JewelryMonitoringSpec) -> dict[str, float]:
     objectives = {}
     if spec.slos.availability is not None:
@@ -698,11 +711,10 @@ def _slo_alert_rules(owner: Owner, kind: str, objective: float) -> list[Rule]:
     budget = error_budget(objective)
     rules = []
     for burn in burn_windows(owner.spec.slos.window):
-        factor = burn.factor
-        threshold = f"({_format_threshold(factor)} * {_format_threshold(budget)})"
+        factor, condition = burn_condition(burn.factor, budget)
         expr = (
-            f"{slo_error_ratio_record(kind, burn.long)}{{{sel}}} > {threshold}\nand\n"
-            f"{slo_error_ratio_record(kind, burn.short)}{{{sel}}} > {threshold}"
+            f"{slo_error_ratio_record(kind, burn.long)}{{{sel}}} {condition}\nand\n"
+            f"{slo_error_ratio_record(kind, burn.short)}{{{sel}}} {condition}"
         )
         rule = _alert_rule(
             owner.spec.alerts,
