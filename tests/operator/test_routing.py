@@ -244,7 +244,11 @@ def test_the_users_alerts_carry_the_resource_label_and_no_dashboard_link() -> No
     dashboards = {"enabled": True, "grafanaUrl": GRAFANA}
     rules = alert_rules({"extraRuleGroups": USERS_GROUPS, "dashboards": dashboards})
     (mine,) = [r for r in rules if r["alert"] == "ShopNoOrders"]
-    assert mine["labels"] == {"severity": "warning", "jewelry_monitoring": "shop"}
+    assert mine["labels"] == {
+        "severity": "warning",
+        "jewelry_monitoring": "shop",
+        "namespace": "jewelry",
+    }
     assert mine["annotations"] == {"summary": "No orders"}
     (rule,) = [
         o
@@ -252,7 +256,8 @@ def test_the_users_alerts_carry_the_resource_label_and_no_dashboard_link() -> No
         if o["kind"] == "PrometheusRule"
     ]
     (users,) = [g for g in rule["spec"]["groups"] if g["name"] == "shop-business"]
-    assert "labels" not in users["rules"][0]  # recorded series are left as written
+    # Recorded series stay in the resource's namespace, whatever the expression yields.
+    assert users["rules"][0]["labels"] == {"namespace": "jewelry"}
     # The spec is not changed by building from it.
     assert "jewelry_monitoring" not in USERS_GROUPS[0]["rules"][1]["labels"]
 

@@ -755,13 +755,20 @@ def rule_groups(owner: Owner, dashboard_urls: Mapping[str, str] | None = None) -
 
 def _users_rule_groups(owner: Owner) -> list[Group]:
     """The user's groups as written, except that their alerts carry the resource label as
-    ours do, so that ``routing`` routes them too. No dashboard link: no panel explains them."""
+    ours do, so that ``routing`` routes them too, and every rule the resource's namespace.
+
+    The namespace label overrides whatever the expression yields (as prometheus-operator's
+    enforcedNamespaceLabel would): without it, a ``label_replace`` could make a series or an
+    alert of another namespace, and page or silence another tenant's receivers. No dashboard
+    link: no panel explains them."""
     groups = [
         group.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)
         for group in owner.spec.extra_rule_groups
     ]
-    for rule in (rule for group in groups for rule in group["rules"] if "alert" in rule):
-        rule["labels"] = {**rule.get("labels", {}), ALERT_OWNER_LABEL: owner.name}
+    for rule in (rule for group in groups for rule in group["rules"]):
+        rule["labels"] = {**rule.get("labels", {}), "namespace": owner.namespace}
+        if "alert" in rule:
+            rule["labels"][ALERT_OWNER_LABEL] = owner.name
     return groups
 
 
