@@ -678,13 +678,14 @@ OUR_GROUP_PREFIX = "jewelry."
 
 
 class PeerSelector(SpecModel):
-    """Pods by labels, in namespaces by labels (``namespaceSelector`` unset: every namespace)."""
+    """Pods by labels, in namespaces by labels (``namespaceSelector`` unset or ``{}``: every
+    namespace, as in Kubernetes)."""
 
     pod_selector: Annotated[Selector, Field(min_length=1)] = Field(
         description="Labels of the pods (matchLabels)."
     )
     namespace_selector: Selector | None = Field(
-        None, description="Labels of their namespaces (matchLabels); unset: every namespace."
+        None, description="Labels of their namespaces (matchLabels); unset or {}: every namespace."
     )
 
 
@@ -1118,7 +1119,14 @@ def string_map_problems(spec: JewelryMonitoringSpec) -> list[str]:
     ]
 
 
-def _group_by_problems(where: str, group_by: Sequence[str]) -> list[str]:
+def _group_by_problems(where: str, group_by: Sequence[str] | None) -> list[str]:
+    if group_by is None:
+        return []
+    if not group_by:  # prometheus-operator drops an empty list: the route would inherit
+        return [
+            f"{where}.groupBy is empty, which Alertmanager reads as the parent route's "
+            "grouping: leave it out for that, or name labels ('...' groups by every label)"
+        ]
     if len(set(group_by)) != len(group_by):
         return [f"{where}.groupBy {list(group_by)} repeats a label"]
     if "..." in group_by and len(group_by) > 1:
@@ -1146,7 +1154,7 @@ def routing_problems(routing: RoutingSpec, known_alerts: frozenset[str]) -> list
                 f"{where}.alertNames names unknown alerts {unknown}: neither ours nor an alert "
                 "of extraRuleGroups"
             )
-        problems += _group_by_problems(where, route.group_by or [])
+        problems += _group_by_problems(where, route.group_by)
     return problems
 
 

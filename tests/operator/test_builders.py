@@ -462,3 +462,33 @@ def test_objects_too_large_for_the_server_are_named_with_the_field_to_change() -
         "dashboards: ConfigMap shop-dashboard-x would be 1048577 bytes, more than the 1048576 "
         "it may have: make dashboards smaller"
     ]
+
+
+EVERY_NAMESPACE = {
+    "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "Exists"}]
+}
+
+
+def test_an_empty_namespace_selector_means_every_namespace_as_in_kubernetes() -> None:
+    """``namespaceSelector: {}`` selects every namespace; sent without it, a peer would be
+    pods of the policy's own namespace only: a Prometheus elsewhere could not scrape, and
+    the exporters could not reach the cluster DNS."""
+    peers = {
+        "prometheus": {"podSelector": {"app": "prom"}, "namespaceSelector": {}},
+        "dns": {"podSelector": {"k8s-app": "kube-dns"}, "namespaceSelector": {}},
+    }
+    objects = desired_objects(owner({**POSTGRES, "networkPolicy": peers}), ALL_MONITORING)
+    (policy,) = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    (prometheus,) = policy["spec"]["ingress"][0]["from"]
+    (dns,) = policy["spec"]["egress"][0]["to"]
+    assert prometheus.get("namespaceSelector") == EVERY_NAMESPACE
+    assert dns.get("namespaceSelector") == EVERY_NAMESPACE
+
+
+def test_a_resource_with_nothing_to_alert_on_still_sends_its_rules_spec() -> None:
+    """prometheus-operator's PrometheusRule requires ``spec``: an empty one must be sent, not
+    dropped with the empty maps (the server would refuse the object on every retry)."""
+    spec = {"app": {"podSelector": {"app": "shop"}, "enabled": False}}
+    objects = desired_objects(owner(spec), ALL_MONITORING)
+    (rules,) = [o for o in objects if o["kind"] == "PrometheusRule"]
+    assert rules.get("spec") == {}

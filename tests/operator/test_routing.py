@@ -406,3 +406,14 @@ def test_an_alertmanager_too_old_for_teams_is_named() -> None:
     no_teams = {**ROUTING, "receivers": [r for r in ROUTING["receivers"] if "msteams" not in r]}
     older_ok = alertmanager_config({"routing": {**no_teams, "routes": []}})
     assert evaluate([with_version("v0.25.0")], [older_ok], {}, ALERTMANAGER).status == "True"
+
+
+def test_an_empty_group_by_is_named_not_silently_inherited() -> None:
+    """``groupBy: []`` reaches Alertmanager as no grouping at all, which it reads as the parent
+    route's: prometheus-operator (and the operator's cleaning of empty lists) drop it."""
+    routing = {**ROUTING, "groupBy": [], "routes": [{"receiver": "mail", "groupBy": []}]}
+    problems = semantic_problems(owner({"routing": routing}).spec, KNOWN_ALERTS)
+    assert [p.split(" is empty")[0] for p in problems] == [
+        "routing.groupBy",
+        "routing.routes[0].groupBy",
+    ]

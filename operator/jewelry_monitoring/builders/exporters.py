@@ -54,7 +54,7 @@ READINESS_PROBE = {"periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold":
 LIVENESS_PROBE = {"periodSeconds": 20, "timeoutSeconds": 10, "failureThreshold": 6}
 # Why each egress rule of an exporter's NetworkPolicy allows what it allows, for people.
 EGRESS_ANNOTATION = f"{PREFIX}/egress"
-# Every namespace; a namespaceSelector of {} would mean the same but empty maps are not sent.
+# Every namespace, spelled so that it survives desired.without_empty (``{}`` means the same).
 ALL_NAMESPACES = {
     "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "Exists"}]
 }
@@ -253,10 +253,12 @@ def _service_monitor(owner: Owner, exporter: str, spec: ExporterSpec) -> Obj:
 
 
 def _peer(selector: PeerSelector) -> Obj:
+    """The pods ``selector`` picks. A namespaceSelector unset or ``{}`` selects every
+    namespace, as in Kubernetes; neither may become "this namespace" (no selector)."""
     namespaces = selector.namespace_selector
     return {
         "podSelector": {"matchLabels": selector.pod_selector},
-        "namespaceSelector": ALL_NAMESPACES if namespaces is None else {"matchLabels": namespaces},
+        "namespaceSelector": {"matchLabels": namespaces} if namespaces else ALL_NAMESPACES,
     }
 
 
