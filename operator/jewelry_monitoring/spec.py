@@ -278,7 +278,8 @@ class ExporterSpec(SpecModel):
         None,
         description="Where the exporter connects, for its NetworkPolicy's egress; unset, it "
         "is derived from the exporter's settings (a Service name: the pods of its namespace; "
-        "an IP: that address; another host: any address, on the port).",
+        "an IP: that address; another host: any address, on the port; a DSN or broker URL in "
+        "a Secret: any address, on the usual ports).",
     )
 
 

@@ -370,11 +370,8 @@ def test_network_policy_admits_prometheus_to_the_metrics_port_only() -> None:
         ],
         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
     }
-    # The DSN is in a Secret the operator never reads: this namespace, PostgreSQL's port.
-    assert target == {
-        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "jewelry"}}}],
-        "ports": [{"protocol": "TCP", "port": 5432}],
-    }
+    # The DSN is in a Secret the operator never reads: any address, PostgreSQL's port.
+    assert target == {"ports": [{"protocol": "TCP", "port": 5432}]}
     assert "Secret" in policy["metadata"]["annotations"]["monitoring.jewelry.io/egress"]
     custom = {
         "networkPolicy": {
@@ -419,6 +416,32 @@ def test_redis_egress_follows_its_address(
     assert target.get("to") == to
     assert target["ports"] == [{"protocol": "TCP", "port": port}]
     assert why in policy["metadata"]["annotations"]["monitoring.jewelry.io/egress"]
+
+
+@pytest.mark.parametrize(
+    ("exporter", "ports"), [("postgres", [5432]), ("celery", [6379, 5672, 5671])]
+)
+def test_a_target_in_a_secret_is_not_silently_confined_to_the_namespace(
+    exporter: str, ports: list[int]
+) -> None:
+    """The DSN or broker URL is in a Secret the operator never reads: it may name RDS,
+    ElastiCache, a RabbitMQ (5672, or 5671 with TLS) or a CloudNativePG cluster in another
+    namespace. Confined to this namespace's pods, the exporter could reach none of them and
+    PostgresDown would page while the database is fine: any address on the target's usual
+    ports, and the annotation names the field that narrows it."""
+    spec = {
+        "exporters": {
+            "postgres": POSTGRES["exporters"]["postgres"],
+            "celery": {"enabled": True, "brokerUrl": {"name": "b", "key": "url"}},
+        }
+    }
+    policy = _policy(spec, exporter)
+    assert policy["spec"]["egress"][1] == {
+        "ports": [{"protocol": "TCP", "port": port} for port in ports]
+    }
+    why = policy["metadata"]["annotations"]["monitoring.jewelry.io/egress"]
+    assert why.startswith(f"any address on {ports}: the target is in a Secret")
+    assert f"set exporters.{exporter}.networkTarget" in why
 
 
 def test_network_target_in_the_cr_wins_and_the_policy_can_be_switched_off() -> None:
