@@ -127,6 +127,8 @@ class ExporterKind:
     port: int
     probe_path: str
     target: Callable[[ExporterSpec], Target]
+    # The exporter's own gauge of whether it reaches its target (1) or not (0), if it has one.
+    up_metric: str | None
     env: Callable[[ExporterSpec], list[Obj]] = _no_env
     args: Callable[[ExporterSpec], list[str]] = _no_args
 
@@ -135,16 +137,15 @@ EXPORTERS: dict[str, ExporterKind] = {
     # postgres_exporter: DSN from DATA_SOURCE_NAME; "/" is its landing page, cheap to probe
     # (/metrics would query the database on every probe). The DSN is in a Secret: egress
     # to PostgreSQL's port anywhere (RDS, another namespace) unless networkTarget says where.
-    "postgres": ExporterKind(port=9187, probe_path="/", target=_in_secret(5432), env=_postgres_env),
+    "postgres": ExporterKind(9187, "/", _in_secret(5432), "pg_up", env=_postgres_env),
     # redis_exporter: REDIS_ADDR / REDIS_PASSWORD; has a dedicated /health.
-    "redis": ExporterKind(port=9121, probe_path="/health", target=_from_settings, env=_redis_env),
+    "redis": ExporterKind(9121, "/health", _from_settings, "redis_up", env=_redis_env),
     # nginx-prometheus-exporter 1.x: reads stub_status from --nginx.scrape-uri.
-    "nginx": ExporterKind(port=9113, probe_path="/", target=_from_settings, args=_nginx_args),
+    "nginx": ExporterKind(9113, "/", _from_settings, "nginx_up", args=_nginx_args),
     # celery-exporter: broker URL from CE_BROKER_URL (a Secret: Redis or ElastiCache on 6379,
     # RabbitMQ or Amazon MQ on 5672, or 5671 with TLS); /health answers without the broker.
-    "celery": ExporterKind(
-        port=9808, probe_path="/health", target=_in_secret(6379, 5672, 5671), env=_celery_env
-    ),
+    # It has no gauge of the broker connection: a broker it cannot reach shows as no worker.
+    "celery": ExporterKind(9808, "/health", _in_secret(6379, 5672, 5671), None, env=_celery_env),
 }
 
 
