@@ -393,9 +393,10 @@ class AlertsSpec(SpecModel):
     enabled: bool = Field(
         True, description="Include the alerts (recording rules are made either way)."
     )
-    runbook_url_base: str = Field(
-        "https://runbooks.jewelry.example/alerts",
-        description="runbook_url of an alert is <base>/<alertname lower-cased>.",
+    runbook_url_base: str | None = Field(
+        None,
+        description="runbook_url of an alert is <base>/<alertname lower-cased>; unset, the "
+        "operator's (the chart's runbookUrlBase: this project's runbooks).",
     )
     labels: AlertLabels = Field(default_factory=dict, description="Extra labels on every alert.")
     min_request_rate: float = Field(
@@ -787,6 +788,31 @@ ALERT_OWNER_LABEL = "jewelry_monitoring"
 # one namespace could page (or silence) another's receivers. ``team`` and ``severity`` stay
 # the user's: routes match them by design, within the resource's own alerts.
 RESERVED_ALERT_LABELS = frozenset({ALERT_OWNER_LABEL, "namespace", "job", "alertname"})
+
+
+# Where this project's runbooks are published (charts/jewelry-monitoring/runbooks: one
+# directory per alert, whose README the repository's host shows): an alert's runbook_url is
+# <base>/<alert name lower-cased>. The chart's runbookUrlBase (JM_RUNBOOK_URL_BASE) replaces
+# it, for a fork or a mirror; a resource's alerts.runbookUrlBase replaces both.
+DEFAULT_RUNBOOK_URL_BASE = (
+    "https://github.com/jewelry-monitoring/jewelry-monitoring/tree/main/charts/"
+    "jewelry-monitoring/runbooks"
+)
+# The schema's default before the runbooks existed, stored in resources made then: a
+# reserved domain that never served a page, so it counts as unset.
+RETIRED_RUNBOOK_URL_BASE = "https://runbooks.jewelry.example/alerts"
+
+
+def with_operator_defaults(
+    spec: JewelryMonitoringSpec, runbook_url_base: str = ""
+) -> JewelryMonitoringSpec:
+    """``spec`` with what it leaves to the operator's settings (empty: this project's
+    defaults) filled in."""
+    alerts = spec.alerts
+    if alerts.runbook_url_base not in (None, RETIRED_RUNBOOK_URL_BASE):
+        return spec
+    base = runbook_url_base or DEFAULT_RUNBOOK_URL_BASE
+    return spec.model_copy(update={"alerts": alerts.model_copy(update={"runbook_url_base": base})})
 
 
 # Which secret each exporter cannot run without, and the field that names it.

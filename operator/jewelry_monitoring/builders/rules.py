@@ -24,6 +24,7 @@ from typing import Any
 from jewelry_monitoring.builders.common import APP_COMPONENT, Owner, job_name
 from jewelry_monitoring.spec import (
     ALERT_OWNER_LABEL,
+    DEFAULT_RUNBOOK_URL_BASE,
     EXPORTER_NAMES,
     AlertsSpec,
     JewelryMonitoringSpec,
@@ -453,9 +454,9 @@ NODE_CATALOG: tuple[AlertDef, ...] = (
 )
 
 
-def node_exporter_rule_groups(namespace: str, job: str) -> list[Group]:
+def node_exporter_rule_groups(namespace: str, job: str, runbook_url_base: str) -> list[Group]:
     """The alerts on the chart's node exporter, scraped as ``job`` in ``namespace``."""
-    alerts = AlertsSpec()
+    alerts = AlertsSpec(runbook_url_base=runbook_url_base)
     matchers = f'namespace="{namespace}",job="{job}"'
     rules = [_catalog_rule(alerts, alert, matchers) for alert in NODE_CATALOG]
     return [{"name": "jewelry.node-exporter.alerts", "rules": rules}]
@@ -565,6 +566,46 @@ KNOWN_ALERTS: frozenset[str] = frozenset(
     {alert.name for alert in CATALOG} | set(SLO_ALERTS.values())
 )
 
+_MIDDLEWARES = "django-prometheus's middlewares, first and last in the app's MIDDLEWARE"
+_DATABASE = "a database ENGINE wrapped by django-prometheus (`manage.py check` W004)"
+_NODE_EXPORTER = "the chart's `nodeExporter.enabled` and its `serviceMonitor.enabled`"
+# What must be enabled, besides the alert's component, for the series an alert reads to
+# exist: an alert whose series never appear can never fire. The alert catalogue
+# (charts/jewelry-monitoring/runbooks/README.md) shows it.
+REQUIREMENTS: dict[str, str] = {
+    "DjangoTargetDown": "`app.enabled` (the default)",
+    **{
+        f"{title}Down": f"`exporters.{component}.enabled`"
+        for component, title, _ in _EXPORTER_TARGETS
+    },
+    "HighErrorRate": _MIDDLEWARES,
+    "SlowRequests": _MIDDLEWARES,
+    "DjangoUnhandledExceptions": _MIDDLEWARES,
+    "DjangoDatabaseErrors": _DATABASE,
+    "DjangoSlowDatabaseQueries": _DATABASE,
+    "DjangoCacheHitRatioLow": "a cache BACKEND of django-prometheus or jewelry-monitoring-django "
+    "(`manage.py check` W005, W011)",
+    "DjangoUnappliedMigrations": "`PROMETHEUS_EXPORT_MIGRATIONS = True` in the app's settings",
+    "PostgresDown": "`exporters.postgres.enabled` with its `dataSource`",
+    "PostgresTooManyConnections": "`exporters.postgres.enabled` with its `dataSource`",
+    "RedisDown": "`exporters.redis.enabled`",
+    "RedisMemoryNearLimit": "`exporters.redis.enabled`; a Redis `maxmemory` (0 never fires)",
+    "RedisRejectedConnections": "`exporters.redis.enabled`",
+    "NginxDown": "`exporters.nginx.enabled`",
+    "NginxDroppedConnections": "`exporters.nginx.enabled`; nginx's `stub_status` at `scrapeUri`",
+    "CeleryTaskFailures": "`exporters.celery.enabled`; Celery task events from the workers "
+    "(`worker_send_task_events = True` or `celery worker -E`)",
+    "CeleryNoWorkers": "`exporters.celery.enabled`; worker heartbeats (on unless "
+    "`--without-heartbeat`)",
+    "CeleryQueueBacklog": "`exporters.celery.enabled`; a Redis or RabbitMQ broker",
+    "JewelryAvailabilityBudgetBurn": f"`slos.availability`; {_MIDDLEWARES}",
+    "JewelryLatencyBudgetBurn": f"`slos.latency`; {_MIDDLEWARES}",
+    "NodeExporterDown": _NODE_EXPORTER,
+    "NodeFilesystemAlmostFull": _NODE_EXPORTER,
+    "NodeMemoryLow": _NODE_EXPORTER,
+}
+assert set(REQUIREMENTS) == KNOWN_ALERTS | {alert.name for alert in NODE_CATALOG}
+
 
 def le_matcher(threshold_seconds: float) -> str:
     """Match the ``le`` bucket of a threshold however the bucket label is spelled.
@@ -646,6 +687,7 @@ def _alert_rule(
     extra_labels: dict[str, str] | None = None,
 ) -> Rule | None:
     """One alerting rule with overrides, global labels and runbook link applied."""
+    runbook_base = alerts.runbook_url_base or DEFAULT_RUNBOOK_URL_BASE
     override = alerts.overrides.get(name)
     if override is not None and override.disabled:
         return None
@@ -667,7 +709,7 @@ def _alert_rule(
         "annotations": {
             "summary": summary,
             "description": description,
-            "runbook_url": f"{alerts.runbook_url_base.rstrip('/')}/{name.lower()}",
+            "runbook_url": f"{runbook_base.rstrip('/')}/{name.lower()}",
         },
     }
 
