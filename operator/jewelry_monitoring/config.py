@@ -38,6 +38,9 @@ class OperatorConfig:
     log_level: str
     # Image repositories (or prefixes ending in /) a CR may name besides the pinned defaults.
     allowed_images: tuple[str, ...] = ()
+    # Where alerts link their runbooks, for resources that do not say (the chart's value);
+    # empty: this project's (spec.DEFAULT_RUNBOOK_URL_BASE).
+    runbook_url_base: str = ""
 
     @property
     def clusterwide(self) -> bool:
@@ -125,4 +128,5 @@ def load(
             for entry in environ.get("JM_ALLOWED_IMAGES", "").split(",")
             if entry.strip()
         ),
+        runbook_url_base=environ.get("JM_RUNBOOK_URL_BASE", "").strip(),
     )

@@ -16,10 +16,11 @@ from typing import Any
 
 from jewelry_monitoring.builders.common import APP_COMPONENT, child_name, owner_selector
 from jewelry_monitoring.builders.desired import MONITORING_KINDS
+from jewelry_monitoring.builders.exporters import EGRESS_ANNOTATION, EXPORTERS, component
 from jewelry_monitoring.kube import Kube
 from jewelry_monitoring.promapi import PrometheusAPI, PrometheusError
 from jewelry_monitoring.selection import PROMETHEUS, evaluate
-from jewelry_monitoring.spec import API_GROUP, KIND, PLURAL
+from jewelry_monitoring.spec import API_GROUP, EXPORTER_NAMES, KIND, PLURAL
 from jewelry_monitoring.targets import (
     SERVICE_NAME_LABEL,
     app_targets_found,
@@ -311,8 +312,65 @@ class Doctor:
                 )
             for target in found:
                 checks.append(self._target(name, namespace, target, pool == app_pool))
+        checks += self._exporters_reach(cr, api)
         checks.append(self._rules(name, namespace, groups))
         return checks
+
+    def _exporters_reach(self, cr: Obj, api: PrometheusAPI) -> list[Check]:
+        """Each enabled exporter's own ``*_up``: 0 while it is scraped means it cannot reach
+        what it watches. With a NetworkPolicy restricting its egress, that is the first
+        suspect (a managed database on another address or port), and the policy says what
+        it allows."""
+        name, namespace = cr["metadata"]["name"], cr["metadata"]["namespace"]
+        exporters = cr["spec"].get("exporters") or {}
+        checks = []
+        for exporter in EXPORTER_NAMES:
+            metric = EXPORTERS[exporter].up_metric
+            if not (exporters.get(exporter) or {}).get("enabled") or metric is None:
+                continue
+            check = f"{name}: {exporter} exporter reaches its target"
+            job = child_name(name, component(exporter))
+            try:
+                samples = api.query(
+                    f'max by (namespace, job) ({metric}{{namespace="{namespace}",job="{job}"}})'
+                )
+            except PrometheusError as error:
+                checks.append(Check(check, SKIP, str(error)))
+                continue
+            if not samples:
+                checks.append(Check(check, SKIP, f"no {metric} of job {job} yet"))
+            elif float(samples[0]["value"][1]) == 1:
+                checks.append(Check(check, OK, f"{metric} is 1"))
+            else:
+                checks.append(self._unreachable(cr, exporter, metric, job))
+        return checks
+
+    def _unreachable(self, cr: Obj, exporter: str, metric: str, job: str) -> Check:
+        name, namespace = cr["metadata"]["name"], cr["metadata"]["namespace"]
+        detail = f"{metric} is 0: the exporter runs but cannot reach what it watches"
+        logs = f"kubectl -n {namespace} logs deployment/{job}"
+        policy = self.kube.get("NetworkPolicy", namespace, job)
+        if policy is None or "Egress" not in policy["spec"].get("policyTypes", []):
+            return Check(f"{name}: {exporter} exporter reaches its target", FAIL, detail, logs)
+        allowed = policy["metadata"].get("annotations", {}).get(EGRESS_ANNOTATION, "")
+        patch = {
+            "spec": {
+                "exporters": {
+                    exporter: {
+                        "networkTarget": {"cidrs": ["<its address range>"], "ports": ["<its port>"]}
+                    }
+                }
+            }
+        }
+        return Check(
+            f"{name}: {exporter} exporter reaches its target",
+            FAIL,
+            f"{detail}, and NetworkPolicy {job} restricts its egress to {allowed}",
+            "if the target is elsewhere (a managed database, another port), say where: "
+            f"kubectl -n {namespace} patch jm {name} --type merge -p "
+            + shlex.quote(json.dumps(patch))
+            + f" (or networkPolicy.enabled: false); else see why: {logs}",
+        )
 
     def _target(self, name: str, namespace: str, target: Any, is_app: bool) -> Check:
         check = f"{name}: target {target.url}"

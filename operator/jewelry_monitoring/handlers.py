@@ -218,7 +218,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     children = ChildCache([_child_watch(kind, ns) for kind, ns in _child_watches(config)])
     if lease is None:
         kube = Kube(load_api_client())
-        reconciler = Reconciler(kube, facts, children, config.allowed_images)
+        reconciler = Reconciler(
+            kube, facts, children, config.allowed_images, config.runbook_url_base
+        )
         reconciles = Reconciles(reconciler.reconcile)
         memo.controller = Controller(config, reconciles, reconciler.report_failure, facts, children)
         memo.elector = None
@@ -231,7 +233,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     lease_timeout = (min(connect, lease.renew_deadline / 4), lease.renew_deadline / 4)
     elector = memo.elector = LeaderElector(Kube(load_api_client(), timeout=lease_timeout), lease)
     kube = Kube(load_api_client(), may_write=elector.may_write)
-    reconciler = Reconciler(kube, facts, children, config.allowed_images)
+    reconciler = Reconciler(kube, facts, children, config.allowed_images, config.runbook_url_base)
     reconciles = Reconciles(reconciler.reconcile)
     controller = memo.controller = Controller(
         config, reconciles, reconciler.report_failure, facts, children

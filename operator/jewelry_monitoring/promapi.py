@@ -1,4 +1,4 @@
-"""Reads from a Prometheus HTTP API: active targets and rule groups. Reads only.
+"""Reads from a Prometheus HTTP API: active targets, rule groups, instant queries. Reads only.
 
 Every request has a timeout and a size bound, and nothing here loops: the caller decides
 when to ask again (the work queue's deadline for TargetsHealthy, once for doctor).
@@ -57,3 +57,8 @@ class PrometheusAPI:
     def rule_groups(self) -> list[Obj]:
         data = self._get("/api/v1/rules", {})
         return list((data or {}).get("groups") or [])
+
+    def query(self, expr: str) -> list[Obj]:
+        """The samples of an instant vector query (``metric`` labels and ``value``)."""
+        data = self._get("/api/v1/query", {"query": expr})
+        return list((data or {}).get("result") or [])

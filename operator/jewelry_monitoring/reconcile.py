@@ -44,6 +44,7 @@ from jewelry_monitoring.spec import (
     quantity_value,
     secret_refs,
     validate,
+    with_operator_defaults,
 )
 from jewelry_monitoring.status import ChildRef, Condition, JewelryMonitoringStatus, merge_conditions
 from jewelry_monitoring.targets import (
@@ -150,12 +151,14 @@ class Reconciler:
         facts: ClusterFacts,
         children: ChildCache,
         allowed_images: tuple[str, ...] = (),
+        runbook_url_base: str = "",
         prometheus: Callable[[str], PrometheusAPI] = PrometheusAPI,
     ) -> None:
         self.kube = kube
         self.facts = facts
         self.children = children
         self.allowed_images = allowed_images
+        self.runbook_url_base = runbook_url_base
         self.prometheus = prometheus
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
@@ -173,6 +176,7 @@ class Reconciler:
             self._refuse(cr, status, "InvalidSpec", message, outcome)
             return outcome
 
+        spec = with_operator_defaults(spec, self.runbook_url_base)
         owner = Owner(name=name, namespace=namespace, uid=cr["metadata"]["uid"], spec=spec)
         available = frozenset(
             kind for kind, crd in MONITORING_KINDS.items() if self.facts.established(crd)

@@ -11,7 +11,7 @@ with another, an alert name that must exist) live in ``semantic_problems``.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
@@ -22,12 +22,15 @@ from jewelry_monitoring.validation import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
     METRIC_NAME,
+    MapKind,
     annotation_problems,
+    annotations_size_problem,
     cidr_problem,
     label_map_problems,
     port_problem,
     prometheus_label_problems,
     qualified_name_problem,
+    string_maps,
     url_host_port,
 )
 
@@ -43,7 +46,13 @@ DURATION_PATTERN = (
     r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
 )
 Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN)]
-LabelMap = dict[str, str]
+# String maps by what they hold: each is checked as its kind says (see string_map_problems).
+ObjectLabels = Annotated[dict[str, str], MapKind.OBJECT_LABELS]
+Selector = Annotated[dict[str, str], MapKind.SELECTOR]
+ObjectAnnotations = Annotated[dict[str, str], MapKind.ANNOTATIONS]
+AlertLabels = Annotated[dict[str, str], MapKind.ALERT_LABELS]
+RuleAnnotations = Annotated[dict[str, str], MapKind.RULE_ANNOTATIONS]
+Quantities = Annotated[dict[str, str], MapKind.QUANTITIES]
 # Raw Kubernetes/prometheus-operator structures passed through unchanged (relabel configs,
 # tolerations): the server validates them against prometheus-operator's own schema.
 PassThrough = dict[str, Any]
@@ -158,11 +167,11 @@ class TLSConfig(SpecModel):
 class Resources(SpecModel):
     """Container requests and limits, as in a Pod spec."""
 
-    requests: LabelMap = Field(
+    requests: Quantities = Field(
         default_factory=dict,
         description="Amounts reserved, by resource (cpu, memory, ephemeral-storage), e.g. 50m.",
     )
-    limits: LabelMap = Field(
+    limits: Quantities = Field(
         default_factory=dict,
         description="Most the container may use, by resource; not below its request.",
     )
@@ -172,7 +181,7 @@ class AppSpec(SpecModel):
     """Where the Django pods are and how Prometheus scrapes their django-prometheus endpoint."""
 
     enabled: bool = Field(True, description="Create the app's metrics Service and ServiceMonitor.")
-    pod_selector: Annotated[LabelMap, Field(min_length=1)] = Field(
+    pod_selector: Annotated[Selector, Field(min_length=1)] = Field(
         description="Labels of the Django pods (matchLabels)."
     )
     port: int | str = Field(
@@ -213,7 +222,7 @@ class NetworkTarget(SpecModel):
     too wide (a hostname outside the cluster: any address on the port).
     """
 
-    pod_selector: LabelMap = Field(
+    pod_selector: Selector = Field(
         default_factory=dict, description="Labels of the target's pods; empty: any pod."
     )
     namespace: str | None = Field(
@@ -259,7 +268,7 @@ class ExporterSpec(SpecModel):
     extra_args: list[str] = Field(
         default_factory=list, description="Command-line flags appended to the exporter's."
     )
-    node_selector: LabelMap = Field(
+    node_selector: Selector = Field(
         default_factory=dict, description="Node labels the exporter's pod must run on."
     )
     tolerations: list[PassThrough] = Field(
@@ -269,7 +278,8 @@ class ExporterSpec(SpecModel):
         None,
         description="Where the exporter connects, for its NetworkPolicy's egress; unset, it "
         "is derived from the exporter's settings (a Service name: the pods of its namespace; "
-        "an IP: that address; another host: any address, on the port).",
+        "an IP: that address; another host: any address, on the port; a DSN or broker URL in "
+        "a Secret: any address, on the usual ports).",
     )
 
 
@@ -372,7 +382,7 @@ class AlertOverride(SpecModel):
     threshold: float | None = Field(None, description="Replaces the alert's default threshold.")
     for_: Duration | None = Field(None, alias="for", description="Replaces the alert's `for`.")
     severity: Severity | None = Field(None, description="Replaces the alert's severity.")
-    labels: LabelMap = Field(
+    labels: AlertLabels = Field(
         default_factory=dict, description="Extra labels on this alert (e.g. team)."
     )
 
@@ -383,11 +393,12 @@ class AlertsSpec(SpecModel):
     enabled: bool = Field(
         True, description="Include the alerts (recording rules are made either way)."
     )
-    runbook_url_base: str = Field(
-        "https://runbooks.jewelry.example/alerts",
-        description="runbook_url of an alert is <base>/<alertname lower-cased>.",
+    runbook_url_base: str | None = Field(
+        None,
+        description="runbook_url of an alert is <base>/<alertname lower-cased>; unset, the "
+        "operator's (the chart's runbookUrlBase: this project's runbooks).",
     )
-    labels: LabelMap = Field(default_factory=dict, description="Extra labels on every alert.")
+    labels: AlertLabels = Field(default_factory=dict, description="Extra labels on every alert.")
     min_request_rate: float = Field(
         0.1,
         ge=0,
@@ -446,11 +457,11 @@ class DashboardsSpec(SpecModel):
             "resource); the chart's shared dashboards cover every resource already."
         ),
     )
-    labels: LabelMap = Field(
+    labels: ObjectLabels = Field(
         default_factory=lambda: {"grafana_dashboard": "1"},
         description="Labels on the ConfigMaps; the Grafana sidecar finds them by these.",
     )
-    annotations: LabelMap = Field(default_factory=dict, description="Annotations on them.")
+    annotations: ObjectAnnotations = Field(default_factory=dict, description="Annotations on them.")
     folder: str = Field(
         "Jewelry",
         description="Grafana folder, set through folderAnnotation; the sidecar reads it only "
@@ -573,7 +584,7 @@ class InhibitionSpec(SpecModel):
 class RoutingSpec(SpecModel):
     """This resource's alerts, routed by an AlertmanagerConfig that only sees them."""
 
-    alertmanager_config_labels: LabelMap = Field(
+    alertmanager_config_labels: ObjectLabels = Field(
         default_factory=dict,
         description="Labels on the AlertmanagerConfig so that an Alertmanager's "
         "alertmanagerConfigSelector selects it.",
@@ -646,8 +657,8 @@ class RuleSpec(SpecModel):
         alias="keep_firing_for",
         description="How long the alert keeps firing after its condition clears.",
     )
-    labels: LabelMap = Field(default_factory=dict, description="Labels added to the result.")
-    annotations: LabelMap = Field(
+    labels: AlertLabels = Field(default_factory=dict, description="Labels added to the result.")
+    annotations: RuleAnnotations = Field(
         default_factory=dict, description="Alert annotations (summary, description...)."
     )
 
@@ -669,13 +680,14 @@ OUR_GROUP_PREFIX = "jewelry."
 
 
 class PeerSelector(SpecModel):
-    """Pods by labels, in namespaces by labels (``namespaceSelector`` unset: every namespace)."""
+    """Pods by labels, in namespaces by labels (``namespaceSelector`` unset or ``{}``: every
+    namespace, as in Kubernetes)."""
 
-    pod_selector: Annotated[LabelMap, Field(min_length=1)] = Field(
+    pod_selector: Annotated[Selector, Field(min_length=1)] = Field(
         description="Labels of the pods (matchLabels)."
     )
-    namespace_selector: LabelMap | None = Field(
-        None, description="Labels of their namespaces (matchLabels); unset: every namespace."
+    namespace_selector: Selector | None = Field(
+        None, description="Labels of their namespaces (matchLabels); unset or {}: every namespace."
     )
 
 
@@ -711,15 +723,17 @@ class JewelryMonitoringSpec(SpecModel):
     """Desired monitoring for one Django deployment of the Jewelry SaaS platform."""
 
     app: AppSpec
-    monitor_labels: LabelMap = Field(
+    monitor_labels: ObjectLabels = Field(
         default_factory=dict,
         description=(
             "Labels on every ServiceMonitor and PrometheusRule so that a Prometheus selects "
             "them; kube-prometheus-stack selects `release: <its release name>`."
         ),
     )
-    common_labels: LabelMap = Field(default_factory=dict, description="Added to every object.")
-    common_annotations: LabelMap = Field(default_factory=dict, description="Added to every object.")
+    common_labels: ObjectLabels = Field(default_factory=dict, description="Added to every object.")
+    common_annotations: ObjectAnnotations = Field(
+        default_factory=dict, description="Added to every object."
+    )
     exporters: ExportersSpec = Field(
         default_factory=ExportersSpec,
         json_schema_extra={"default": {}},
@@ -768,6 +782,37 @@ OPERATOR_LABELS = frozenset(
 # The label every alert of a resource carries, its value the resource's name: its
 # AlertmanagerConfig matches on it, so that it routes this resource's alerts and no others.
 ALERT_OWNER_LABEL = "jewelry_monitoring"
+# What tells one resource's alerts from another's: its AlertmanagerConfig matches the owner
+# label, prometheus-operator adds a ``namespace`` matcher, and routes, groups and inhibit
+# rules compare alertname, namespace and job. A rule label may not set them, or a resource in
+# one namespace could page (or silence) another's receivers. ``team`` and ``severity`` stay
+# the user's: routes match them by design, within the resource's own alerts.
+RESERVED_ALERT_LABELS = frozenset({ALERT_OWNER_LABEL, "namespace", "job", "alertname"})
+
+
+# Where this project's runbooks are published (charts/jewelry-monitoring/runbooks: one
+# directory per alert, whose README the repository's host shows): an alert's runbook_url is
+# <base>/<alert name lower-cased>. The chart's runbookUrlBase (JM_RUNBOOK_URL_BASE) replaces
+# it, for a fork or a mirror; a resource's alerts.runbookUrlBase replaces both.
+DEFAULT_RUNBOOK_URL_BASE = (
+    "https://github.com/jewelry-monitoring/jewelry-monitoring/tree/main/charts/"
+    "jewelry-monitoring/runbooks"
+)
+# The schema's default before the runbooks existed, stored in resources made then: a
+# reserved domain that never served a page, so it counts as unset.
+RETIRED_RUNBOOK_URL_BASE = "https://runbooks.jewelry.example/alerts"
+
+
+def with_operator_defaults(
+    spec: JewelryMonitoringSpec, runbook_url_base: str = ""
+) -> JewelryMonitoringSpec:
+    """``spec`` with what it leaves to the operator's settings (empty: this project's
+    defaults) filled in."""
+    alerts = spec.alerts
+    if alerts.runbook_url_base not in (None, RETIRED_RUNBOOK_URL_BASE):
+        return spec
+    base = runbook_url_base or DEFAULT_RUNBOOK_URL_BASE
+    return spec.model_copy(update={"alerts": alerts.model_copy(update={"runbook_url_base": base})})
 
 
 # Which secret each exporter cannot run without, and the field that names it.
@@ -880,17 +925,6 @@ def semantic_problems(
                 f"exporters.{name} is enabled but exporters.{name}.{to_camel(field)}"
                 " (a secretKeyRef) is not set"
             )
-    for where, labels in (
-        ("commonLabels", spec.common_labels),
-        ("monitorLabels", spec.monitor_labels),
-        ("dashboards.labels", spec.dashboards.labels),
-    ):
-        reserved = sorted(OPERATOR_LABELS & set(labels))
-        if reserved:
-            problems.append(
-                f"{where} sets {', '.join(reserved)}: the operator sets these labels itself "
-                "to find and select its objects; remove them"
-            )
     problems += image_problems(spec, allowed_images)
     if (spec.exporters.node or {}).get("enabled"):
         problems.append(
@@ -903,25 +937,6 @@ def semantic_problems(
         problems.append(
             f"alerts.overrides names unknown alerts {unknown}; known: {sorted(known_alerts)}"
         )
-    alert_labels = (
-        {"alerts.labels": spec.alerts.labels}
-        | {
-            f"alerts.overrides.{name}.labels": override.labels
-            for name, override in spec.alerts.overrides.items()
-        }
-        | {
-            f"extraRuleGroups[{index}].rules[{number}].labels": rule.labels
-            for index, group in enumerate(spec.extra_rule_groups)
-            for number, rule in enumerate(group.rules)
-            if rule.alert is not None
-        }
-    )
-    problems += [
-        f"{where} sets {ALERT_OWNER_LABEL}: the operator sets it on every alert (its value is "
-        "this resource's name) to route them; remove it"
-        for where, labels in alert_labels.items()
-        if ALERT_OWNER_LABEL in labels
-    ]
     if spec.routing is not None:
         problems += routing_problems(spec.routing, known_alerts | users_alerts(spec))
     if (
@@ -976,8 +991,6 @@ def _rule_problems(where: str, rule: RuleSpec) -> list[str]:
         for field, value in (("for", rule.for_), ("keep_firing_for", rule.keep_firing_for))
         if value == ""
     ]
-    problems += prometheus_label_problems(f"{where}.labels", rule.labels)
-    problems += prometheus_label_problems(f"{where}.annotations", rule.annotations)
     return problems
 
 
@@ -1007,17 +1020,22 @@ def rule_group_problems(groups: Sequence[RuleGroupSpec]) -> list[str]:
 RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
 
 
-def _resources_problems(where: str, resources: Resources) -> list[str]:
+def quantity_problems(where: str, amounts: Mapping[str, str]) -> list[str]:
+    """Resource names a container may not ask for, and amounts that are no quantity."""
     problems = []
-    for kind, amounts in resources.model_dump().items():
-        for resource, amount in amounts.items():
-            value = quantity_value(amount)
-            if resource not in RESOURCE_NAMES:
-                problems.append(f"{where}.{kind}: {resource!r} is not one of {RESOURCE_NAMES}")
-            elif value is None:
-                problems.append(f"{where}.{kind}.{resource}: {amount!r} is not a quantity")
-            elif value < 0:
-                problems.append(f"{where}.{kind}.{resource}: {amount!r} is negative")
+    for resource, amount in amounts.items():
+        value = quantity_value(amount)
+        if resource not in RESOURCE_NAMES:
+            problems.append(f"{where}: {resource!r} is not one of {RESOURCE_NAMES}")
+        elif value is None:
+            problems.append(f"{where}.{resource}: {amount!r} is not a quantity")
+        elif value < 0:
+            problems.append(f"{where}.{resource}: {amount!r} is negative")
+    return problems
+
+
+def _requests_over_limits(where: str, resources: Resources) -> list[str]:
+    problems = []
     for resource, amount in resources.requests.items():
         request, limit = quantity_value(amount), quantity_value(resources.limits.get(resource, ""))
         if request is not None and limit is not None and request > limit:
@@ -1040,15 +1058,13 @@ def exporter_target(exporter: ExporterSpec) -> tuple[str, int] | str | None:
 
 def _exporter_problems(name: str, exporter: ExporterSpec) -> list[str]:
     where = f"exporters.{name}"
-    problems = _resources_problems(f"{where}.resources", exporter.resources or Resources())
-    problems += label_map_problems(f"{where}.nodeSelector", exporter.node_selector)
+    problems = _requests_over_limits(f"{where}.resources", exporter.resources or Resources())
     target = exporter_target(exporter)
     if isinstance(target, str):
         field = "address" if name == "redis" else "scrapeUri"
         problems.append(f"{where}.{field}: {target}")
     chosen = exporter.network_target
     if chosen:
-        problems += label_map_problems(f"{where}.networkTarget.podSelector", chosen.pod_selector)
         problems += [
             problem
             for cidr in chosen.cidrs
@@ -1060,40 +1076,84 @@ def _exporter_problems(name: str, exporter: ExporterSpec) -> list[str]:
 def kubernetes_problems(spec: JewelryMonitoringSpec) -> list[str]:
     """Values the CRD's schema lets through that the API server would refuse in a child
     (names, label maps, ports, address ranges, resources) or Prometheus in a rule."""
-    problems = label_map_problems("app.podSelector", spec.app.pod_selector)
+    problems = string_map_problems(spec)
     port = port_problem("app.port", spec.app.port)
     problems += [port] if port else []
-    for where, labels in (
-        ("commonLabels", spec.common_labels),
-        ("monitorLabels", spec.monitor_labels),
-        ("dashboards.labels", spec.dashboards.labels),
-        ("networkPolicy.prometheus.podSelector", spec.network_policy.prometheus.pod_selector),
-        ("networkPolicy.dns.podSelector", spec.network_policy.dns.pod_selector),
-        (
-            "networkPolicy.prometheus.namespaceSelector",
-            spec.network_policy.prometheus.namespace_selector or {},
-        ),
-        ("networkPolicy.dns.namespaceSelector", spec.network_policy.dns.namespace_selector or {}),
-    ):
-        problems += label_map_problems(where, labels)
     dashboards = spec.dashboards
     folder_key = qualified_name_problem(dashboards.folder_annotation)
     problems += [f"dashboards.folderAnnotation: {folder_key}"] if folder_key else []
-    problems += annotation_problems("commonAnnotations", spec.common_annotations)
-    problems += annotation_problems(
-        "dashboards.annotations",
-        dashboards.annotations,
-        beside={**spec.common_annotations, dashboards.folder_annotation: dashboards.folder},
-    )
+    problems += [
+        problem
+        for problem in (
+            annotations_size_problem("commonAnnotations", spec.common_annotations, {}),
+            annotations_size_problem(
+                "dashboards.annotations",
+                dashboards.annotations,
+                {**spec.common_annotations, dashboards.folder_annotation: dashboards.folder},
+            ),
+        )
+        if problem
+    ]
     for name, exporter in spec.exporters.enabled().items():
         problems += _exporter_problems(name, exporter)
-    problems += prometheus_label_problems("alerts.labels", spec.alerts.labels)
-    for alert, override in spec.alerts.overrides.items():
-        problems += prometheus_label_problems(f"alerts.overrides.{alert}.labels", override.labels)
     return problems
 
 
-def _group_by_problems(where: str, group_by: Sequence[str]) -> list[str]:
+def _object_label_problems(where: str, labels: Mapping[str, str]) -> list[str]:
+    """Labels of the operator's own objects: the server's syntax, and none it selects by."""
+    problems = label_map_problems(where, labels)
+    reserved = sorted(OPERATOR_LABELS & set(labels))
+    if reserved:
+        problems.append(
+            f"{where} sets {', '.join(reserved)}: the operator sets these labels itself to "
+            "find and select its objects; remove them"
+        )
+    return problems
+
+
+def _alert_label_problems(where: str, labels: Mapping[str, str]) -> list[str]:
+    """Labels of the rules the operator writes: Prometheus' syntax, and none that tells one
+    resource's alerts from another's."""
+    problems = prometheus_label_problems(where, labels)
+    reserved = sorted(RESERVED_ALERT_LABELS & set(labels))
+    if reserved:
+        problems.append(
+            f"{where} sets {', '.join(reserved)}: routing and inhibition tell this resource's "
+            f"alerts from others' by them (the operator sets {ALERT_OWNER_LABEL} and "
+            "namespace itself, job names the scraped targets); remove them"
+        )
+    return problems
+
+
+# How each kind of string map is checked.
+_MAP_CHECKS: dict[MapKind, Callable[[str, Mapping[str, str]], list[str]]] = {
+    MapKind.OBJECT_LABELS: _object_label_problems,
+    MapKind.SELECTOR: label_map_problems,
+    MapKind.ANNOTATIONS: annotation_problems,
+    MapKind.ALERT_LABELS: _alert_label_problems,
+    MapKind.RULE_ANNOTATIONS: prometheus_label_problems,
+    MapKind.QUANTITIES: quantity_problems,
+}
+assert set(_MAP_CHECKS) == set(MapKind)
+
+
+def string_map_problems(spec: JewelryMonitoringSpec) -> list[str]:
+    """Every string map of the spec, wherever it is, checked as its kind says."""
+    return [
+        problem
+        for where, kind, values in string_maps(spec)
+        for problem in _MAP_CHECKS[kind](where, values)
+    ]
+
+
+def _group_by_problems(where: str, group_by: Sequence[str] | None) -> list[str]:
+    if group_by is None:
+        return []
+    if not group_by:  # prometheus-operator drops an empty list: the route would inherit
+        return [
+            f"{where}.groupBy is empty, which Alertmanager reads as the parent route's "
+            "grouping: leave it out for that, or name labels ('...' groups by every label)"
+        ]
     if len(set(group_by)) != len(group_by):
         return [f"{where}.groupBy {list(group_by)} repeats a label"]
     if "..." in group_by and len(group_by) > 1:
@@ -1121,7 +1181,7 @@ def routing_problems(routing: RoutingSpec, known_alerts: frozenset[str]) -> list
                 f"{where}.alertNames names unknown alerts {unknown}: neither ours nor an alert "
                 "of extraRuleGroups"
             )
-        problems += _group_by_problems(where, route.group_by or [])
+        problems += _group_by_problems(where, route.group_by)
     return problems
 
 

@@ -8,10 +8,16 @@ patterns are those of Kubernetes' apimachinery validation and Prometheus' model 
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import re
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Iterator, Mapping
 from urllib.parse import urlsplit
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 # apimachinery: IsDNS1123Subdomain, IsQualifiedName, IsValidLabelValue, IsDNS1123Label.
 DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
@@ -60,24 +66,28 @@ def label_map_problems(where: str, labels: Mapping[str, str]) -> list[str]:
     return problems
 
 
-def annotation_problems(
-    where: str, annotations: Mapping[str, str], beside: Mapping[str, str] | None = None
-) -> list[str]:
-    """Annotation keys the server would refuse, and a total size over its limit together
-    with the annotations ``beside`` them on the same objects."""
-    problems = [
+def annotation_problems(where: str, annotations: Mapping[str, str]) -> list[str]:
+    """Annotation keys the server would refuse."""
+    return [
         f"{where}: {problem}"
         for problem in map(qualified_name_problem, annotations)
         if problem is not None
     ]
+
+
+def annotations_size_problem(
+    where: str, annotations: Mapping[str, str], beside: Mapping[str, str]
+) -> str | None:
+    """A total size over the server's limit of ``annotations`` together with the annotations
+    ``beside`` them on the same objects, or None."""
     limit = ANNOTATIONS_LIMIT - OWN_ANNOTATIONS_RESERVE
-    size = _size({**(beside or {}), **annotations})
-    if size > limit and _size(beside or {}) <= limit:  # else it is the others' problem
-        problems.append(
+    size = _size({**beside, **annotations})
+    if size > limit and _size(beside) <= limit:  # else it is the others' problem
+        return (
             f"{where}: {size} bytes of annotations; objects may carry at most {limit} (the "
             "server's 256 KiB, less what the operator adds)"
         )
-    return problems
+    return None
 
 
 def _size(annotations: Mapping[str, str]) -> int:
@@ -125,7 +135,10 @@ def url_host_port(url: str, default_ports: Mapping[str, int]) -> tuple[str, int]
     """(host, port) an exporter connects to, from a URL or ``host:port`` whose scheme (the
     first in ``default_ports`` if missing) must be one of ``default_ports``; or why not."""
     first = next(iter(default_ports))
-    parts = urlsplit(url if "://" in url else f"{first}://{url}")
+    try:
+        parts = urlsplit(url if "://" in url else f"{first}://{url}")
+    except ValueError as error:  # an unclosed "[" of an IPv6 address, for one
+        return f"it is not a URL ({error})"
     if parts.scheme not in default_ports:
         return f"scheme {parts.scheme!r} is not one of {sorted(default_ports)}"
     try:
@@ -135,3 +148,55 @@ def url_host_port(url: str, default_ports: Mapping[str, int]) -> tuple[str, int]
     if not parts.hostname:
         return "it names no host"
     return parts.hostname, port or default_ports[parts.scheme]
+
+
+class MapKind(enum.Enum):
+    """What a string-to-string map of the spec holds, which decides how it is checked.
+
+    Every such field of the model is annotated with its kind (``Annotated[dict[str, str],
+    MapKind.X]``) and ``string_maps`` finds them all by walking the model, so that a new
+    field is checked as its kind says without anyone having to remember it.
+    """
+
+    OBJECT_LABELS = "Kubernetes labels on the operator's own objects"
+    SELECTOR = "Kubernetes labels selecting pods, nodes or namespaces of others"
+    ANNOTATIONS = "Kubernetes annotations on the operator's own objects"
+    ALERT_LABELS = "labels of the rules the operator writes"
+    RULE_ANNOTATIONS = "annotations of alerting rules"
+    QUANTITIES = "container resource quantities by resource name"
+
+
+def map_kind(field: FieldInfo) -> MapKind | None:
+    """The kind a field of a model is annotated with, in its metadata or under Optional."""
+
+    def find(metadata: typing.Iterable[object]) -> MapKind | None:
+        return next((item for item in metadata if isinstance(item, MapKind)), None)
+
+    found = find(field.metadata)
+    if found is None and typing.get_origin(field.annotation) in (typing.Union, types.UnionType):
+        for option in typing.get_args(field.annotation):  # ``X | None``
+            if typing.get_origin(option) is typing.Annotated:
+                found = found or find(option.__metadata__)
+    return found
+
+
+def string_maps(model: BaseModel, path: str = "") -> Iterator[tuple[str, MapKind, dict[str, str]]]:
+    """Every annotated string map set in ``model`` and the models within it: (its path in the
+    spec as a user writes it, its kind, the map)."""
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        where = f"{path}.{field.alias or name}".lstrip(".")
+        kind = map_kind(field)
+        if kind is not None:
+            if value is not None:
+                yield where, kind, value
+        elif isinstance(value, BaseModel):
+            yield from string_maps(value, where)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    yield from string_maps(item, f"{where}[{index}]")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(item, BaseModel):
+                    yield from string_maps(item, f"{where}.{key}")

@@ -172,6 +172,11 @@ def prometheus_config(
     return config
 
 
+def run_promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``promtool <args>`` in ``cwd`` (its files named relative to it), output captured."""
+    return subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
 # --------------------------------------------------------------------------- PromQL names
 
 _PROMQL_KEYWORDS = {

@@ -27,14 +27,20 @@ from devkit import prometheus as prom
 OWNER_LABEL = "monitoring.jewelry.io/owner"
 
 
-def metrics_target() -> contextlib.AbstractContextManager[prom.Process]:
-    """A /metrics endpoint (prometheus_client's own server) on a free loopback port."""
+def metrics_target(
+    gauges: Mapping[str, float] | None = None,
+) -> contextlib.AbstractContextManager[prom.Process]:
+    """A /metrics endpoint (prometheus_client's own server) on a free loopback port, with
+    ``gauges`` by name at their values (an exporter's ``pg_up 0``, say)."""
+    setting = "".join(
+        f"p.Gauge({name!r}, {name!r}).set({value!r}); " for name, value in (gauges or {}).items()
+    )
     return prom.process(
         "metrics-target",
         lambda port: [
             sys.executable,
             "-c",
-            "import time, prometheus_client as p; "
+            f"import time, prometheus_client as p; {setting}"
             f"p.start_http_server({port}, addr='127.0.0.1'); time.sleep(3600)",
         ],
     )

@@ -16,6 +16,7 @@ from devkit.kubetools import apply_crds
 from devkit.manifests import CHART, chart_crd_files
 from devkit.operator_process import render_chart, render_notes
 from devkit.toolchain import binary
+from jewelry_monitoring.spec import DEFAULT_RUNBOOK_URL_BASE
 
 RELEASE, NAMESPACE = "jm", "ops"
 FULLNAME = "jm-jewelry-monitoring"
@@ -97,6 +98,7 @@ def test_defaults_render_the_expected_objects() -> None:
         "JM_LIVENESS_PORT": "8080",
         "JM_METRICS_PORT": "8081",
         "JM_ALLOWED_IMAGES": "",
+        "JM_RUNBOOK_URL_BASE": DEFAULT_RUNBOOK_URL_BASE,
     }
     for kind in ("requests", "limits"):
         assert "ephemeral-storage" in operator["resources"][kind], kind

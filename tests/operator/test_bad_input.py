@@ -392,3 +392,15 @@ def test_what_valid_specs_build_the_api_server_accepts(
     accepted()
     print(f"dry-run applied {applied['objects']} objects of {applied['specs']} valid specs")
     assert applied["specs"] >= 20
+
+
+@pytest.mark.cluster
+def test_a_resource_with_nothing_to_alert_on_builds_what_the_server_accepts(
+    admin_api: client.ApiClient, dry_run_namespace: str
+) -> None:
+    """No app, no exporter: a PrometheusRule with no groups, whose ``spec`` is still required
+    (the generator above always enables the app, so it cannot draw this spec)."""
+    spec = check_validation({"app": {"podSelector": {"app": "x"}, "enabled": False}}, set())
+    assert spec is not None
+    for obj in build(spec, "quiet", dry_run_namespace):
+        dry_run_apply(admin_api, obj)

@@ -370,11 +370,8 @@ def test_network_policy_admits_prometheus_to_the_metrics_port_only() -> None:
         ],
         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
     }
-    # The DSN is in a Secret the operator never reads: this namespace, PostgreSQL's port.
-    assert target == {
-        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "jewelry"}}}],
-        "ports": [{"protocol": "TCP", "port": 5432}],
-    }
+    # The DSN is in a Secret the operator never reads: any address, PostgreSQL's port.
+    assert target == {"ports": [{"protocol": "TCP", "port": 5432}]}
     assert "Secret" in policy["metadata"]["annotations"]["monitoring.jewelry.io/egress"]
     custom = {
         "networkPolicy": {
@@ -421,6 +418,32 @@ def test_redis_egress_follows_its_address(
     assert why in policy["metadata"]["annotations"]["monitoring.jewelry.io/egress"]
 
 
+@pytest.mark.parametrize(
+    ("exporter", "ports"), [("postgres", [5432]), ("celery", [6379, 5672, 5671])]
+)
+def test_a_target_in_a_secret_is_not_silently_confined_to_the_namespace(
+    exporter: str, ports: list[int]
+) -> None:
+    """The DSN or broker URL is in a Secret the operator never reads: it may name RDS,
+    ElastiCache, a RabbitMQ (5672, or 5671 with TLS) or a CloudNativePG cluster in another
+    namespace. Confined to this namespace's pods, the exporter could reach none of them and
+    PostgresDown would page while the database is fine: any address on the target's usual
+    ports, and the annotation names the field that narrows it."""
+    spec = {
+        "exporters": {
+            "postgres": POSTGRES["exporters"]["postgres"],
+            "celery": {"enabled": True, "brokerUrl": {"name": "b", "key": "url"}},
+        }
+    }
+    policy = _policy(spec, exporter)
+    assert policy["spec"]["egress"][1] == {
+        "ports": [{"protocol": "TCP", "port": port} for port in ports]
+    }
+    why = policy["metadata"]["annotations"]["monitoring.jewelry.io/egress"]
+    assert why.startswith(f"any address on {ports}: the target is in a Secret")
+    assert f"set exporters.{exporter}.networkTarget" in why
+
+
 def test_network_target_in_the_cr_wins_and_the_policy_can_be_switched_off() -> None:
     nginx = {"enabled": True, "scrapeUri": "https://web.example.com/stub_status"}
     assert _policy({"exporters": {"nginx": nginx}}, "nginx")["spec"]["egress"][1] == {
@@ -462,3 +485,33 @@ def test_objects_too_large_for_the_server_are_named_with_the_field_to_change() -
         "dashboards: ConfigMap shop-dashboard-x would be 1048577 bytes, more than the 1048576 "
         "it may have: make dashboards smaller"
     ]
+
+
+EVERY_NAMESPACE = {
+    "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "Exists"}]
+}
+
+
+def test_an_empty_namespace_selector_means_every_namespace_as_in_kubernetes() -> None:
+    """``namespaceSelector: {}`` selects every namespace; sent without it, a peer would be
+    pods of the policy's own namespace only: a Prometheus elsewhere could not scrape, and
+    the exporters could not reach the cluster DNS."""
+    peers = {
+        "prometheus": {"podSelector": {"app": "prom"}, "namespaceSelector": {}},
+        "dns": {"podSelector": {"k8s-app": "kube-dns"}, "namespaceSelector": {}},
+    }
+    objects = desired_objects(owner({**POSTGRES, "networkPolicy": peers}), ALL_MONITORING)
+    (policy,) = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    (prometheus,) = policy["spec"]["ingress"][0]["from"]
+    (dns,) = policy["spec"]["egress"][0]["to"]
+    assert prometheus.get("namespaceSelector") == EVERY_NAMESPACE
+    assert dns.get("namespaceSelector") == EVERY_NAMESPACE
+
+
+def test_a_resource_with_nothing_to_alert_on_still_sends_its_rules_spec() -> None:
+    """prometheus-operator's PrometheusRule requires ``spec``: an empty one must be sent, not
+    dropped with the empty maps (the server would refuse the object on every retry)."""
+    spec = {"app": {"podSelector": {"app": "shop"}, "enabled": False}}
+    objects = desired_objects(owner(spec), ALL_MONITORING)
+    (rules,) = [o for o in objects if o["kind"] == "PrometheusRule"]
+    assert rules.get("spec") == {}

@@ -39,7 +39,7 @@ from devkit.crs import (
 )
 from devkit.kubetools import api_client, apply_crds
 from devkit.operator_process import OperatorProcess, render_chart
-from devkit.scrape_targets import fake_endpoints, prometheus_for
+from devkit.scrape_targets import fake_endpoints, metrics_target, prometheus_for
 from devkit.shopapp import ShopServer, gunicorn_server, shop_env
 
 pytestmark = pytest.mark.cluster
@@ -237,6 +237,56 @@ def test_doctor_reports_an_invalid_resource_and_unselected_routing(
     assert "add alertmanagerConfig=shop to spec.routing.alertmanagerConfigLabels" in check["fix"], (
         check
     )
+
+
+def test_doctor_names_the_network_policy_of_an_exporter_that_cannot_reach_its_target(
+    operator: OperatorProcess,
+    admin_api: client.ApiClient,
+    control_plane: ControlPlane,
+    namespace: str,
+) -> None:
+    """postgres_exporter answers but its pg_up is 0 (a stand-in serving exactly that) while
+    the exporter's NetworkPolicy restricts its egress: doctor says so, with what the policy
+    allows and the networkTarget patch that says where the database is."""
+    make_secrets(admin_api, namespace)
+    postgres = {
+        "enabled": True,
+        "dataSource": {"name": "shop-db", "key": "dsn"},
+        "interval": "1s",
+        "scrapeTimeout": "1s",
+    }
+    name = _create_cr(admin_api, namespace, {"app": APP, "exporters": {"postgres": postgres}})
+    wait_condition(admin_api, namespace, name, "Ready", "True")
+    job = f"{name}-postgres-exporter"
+    check = f"{name}: postgres exporter reaches its target"
+    found = {}
+    for pg_up in (0, 1):
+        with (
+            metrics_target({"pg_up": pg_up}) as exporter,
+            prometheus_for(
+                admin_api, namespace, name, {job: [f"127.0.0.1:{exporter.port}"]}
+            ) as prometheus,
+        ):
+            prometheus.api.wait_for(f'pg_up{{job="{job}"}} == {pg_up}', 60)
+            _, checks = doctor(
+                control_plane, name, "-n", namespace, "--prometheus-url", prometheus.url
+            )
+        assert check in checks, sorted(checks)
+        found[pg_up] = checks[check]
+    unreachable, reached = found[0], found[1]
+    assert (unreachable["status"], reached["status"]) == ("fail", "ok")
+    assert unreachable["detail"] == (
+        "pg_up is 0: the exporter runs but cannot reach what it watches, and NetworkPolicy "
+        f"{job} restricts its egress to any address on [5432]: the target is in a Secret the "
+        "operator does not read; set exporters.postgres.networkTarget (cidrs, or podSelector "
+        "and namespace; ports) to narrow"
+    )
+    assert unreachable["fix"].startswith(
+        "if the target is elsewhere (a managed database, another port), say where: "
+        f"kubectl -n {namespace} patch jm {name} --type merge -p "
+        """'{"spec": {"exporters": {"postgres": {"networkTarget": {"cidrs": """
+    )
+    assert unreachable["fix"].endswith(f"kubectl -n {namespace} logs deployment/{job}")
 
 
 @pytest.fixture

@@ -581,9 +581,11 @@ def test_users_rule_groups_are_appended_and_a_rule_too_large_is_refused_once(
         result: list[dict[str, Any]] = rule["spec"]["groups"]
         return result
 
-    # As written, its alert labelled with the resource as ours are (so routing routes it).
+    # As written, its alert labelled with the resource as ours are (so routing routes it) and
+    # with the resource's namespace (so no expression can make it another namespace's).
     (shop_quiet,) = mine["rules"]
-    applied = {**mine, "rules": [{**shop_quiet, "labels": {"jewelry_monitoring": "big"}}]}
+    labels = {"namespace": namespace, "jewelry_monitoring": "big"}
+    applied = {**mine, "rules": [{**shop_quiet, "labels": labels}]}
     assert groups()[-1] == applied
     assert all(group["name"].startswith(f"jewelry.{namespace}.big.") for group in groups()[:-1])
 

@@ -244,7 +244,11 @@ def test_the_users_alerts_carry_the_resource_label_and_no_dashboard_link() -> No
     dashboards = {"enabled": True, "grafanaUrl": GRAFANA}
     rules = alert_rules({"extraRuleGroups": USERS_GROUPS, "dashboards": dashboards})
     (mine,) = [r for r in rules if r["alert"] == "ShopNoOrders"]
-    assert mine["labels"] == {"severity": "warning", "jewelry_monitoring": "shop"}
+    assert mine["labels"] == {
+        "severity": "warning",
+        "jewelry_monitoring": "shop",
+        "namespace": "jewelry",
+    }
     assert mine["annotations"] == {"summary": "No orders"}
     (rule,) = [
         o
@@ -252,7 +256,8 @@ def test_the_users_alerts_carry_the_resource_label_and_no_dashboard_link() -> No
         if o["kind"] == "PrometheusRule"
     ]
     (users,) = [g for g in rule["spec"]["groups"] if g["name"] == "shop-business"]
-    assert "labels" not in users["rules"][0]  # recorded series are left as written
+    # Recorded series stay in the resource's namespace, whatever the expression yields.
+    assert users["rules"][0]["labels"] == {"namespace": "jewelry"}
     # The spec is not changed by building from it.
     assert "jewelry_monitoring" not in USERS_GROUPS[0]["rules"][1]["labels"]
 
@@ -401,3 +406,14 @@ def test_an_alertmanager_too_old_for_teams_is_named() -> None:
     no_teams = {**ROUTING, "receivers": [r for r in ROUTING["receivers"] if "msteams" not in r]}
     older_ok = alertmanager_config({"routing": {**no_teams, "routes": []}})
     assert evaluate([with_version("v0.25.0")], [older_ok], {}, ALERTMANAGER).status == "True"
+
+
+def test_an_empty_group_by_is_named_not_silently_inherited() -> None:
+    """``groupBy: []`` reaches Alertmanager as no grouping at all, which it reads as the parent
+    route's: prometheus-operator (and the operator's cleaning of empty lists) drop it."""
+    routing = {**ROUTING, "groupBy": [], "routes": [{"receiver": "mail", "groupBy": []}]}
+    problems = semantic_problems(owner({"routing": routing}).spec, KNOWN_ALERTS)
+    assert [p.split(" is empty")[0] for p in problems] == [
+        "routing.groupBy",
+        "routing.routes[0].groupBy",
+    ]

@@ -20,6 +20,7 @@ from jewelry_monitoring.builders.rules import (
     slo_windows,
 )
 from jewelry_monitoring.spec import (
+    DEFAULT_RUNBOOK_URL_BASE,
     EXPORTER_NAMES,
     JewelryMonitoringSpec,
     duration_seconds,
@@ -78,7 +79,7 @@ def test_high_error_rate_reads_like_a_handwritten_rule() -> None:
             "description": "More than 0.05 of the responses of {{ $labels.job }} in "
             "{{ $labels.namespace }} are server errors (5xx) over the last 5 minutes, at more "
             "than 0.1 responses per second.",
-            "runbook_url": "https://runbooks.jewelry.example/alerts/higherrorrate",
+            "runbook_url": f"{DEFAULT_RUNBOOK_URL_BASE}/higherrorrate",
         },
     }
 

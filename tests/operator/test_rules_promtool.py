@@ -101,6 +101,21 @@ RESP = "django_http_responses_total_by_status_total"
 HTTP_LAT = "django_http_requests_latency_seconds_by_view_method"
 
 
+CACHE = {"namespace": NAMESPACE, "job": JOBS["app"], "backend": "redis"}
+
+
+def _cache_reads(hits: int | None, misses: int | None, fails: int = 0) -> list[dict[str, str]]:
+    """django-prometheus' read counters, per minute; None: the series never existed (each
+    appears on its first use, as a Redis failure's)."""
+    gets = (hits or 0) + (misses or 0) + fails
+    counts = {"get": gets, "get_hits": hits, "get_misses": misses, "get_fail": fails or None}
+    return [
+        s(f"django_cache_{name}_total", "app", f"0+{per_minute}x40", backend="redis")
+        for name, per_minute in counts.items()
+        if per_minute is not None
+    ]
+
+
 def _target_down_cases(alert: str, component: str) -> list[Case]:
     return [
         Case(alert, "10m", [s("up", component, "0x15")], [inst(component)]),
@@ -228,23 +243,12 @@ CASES: list[Case] = [
         "20m",
         _buckets("django_db_query_duration_seconds", DB, {"0.01": 60, "0.5": 60, "+Inf": 60}, 30),
     ),
-    Case(
-        "DjangoCacheHitRatioLow",
-        "25m",
-        [
-            s("django_cache_get_hits_total", "app", "0+10x40", backend="redis"),
-            s("django_cache_get_misses_total", "app", "0+50x40", backend="redis"),
-        ],
-        [job("app", backend="redis")],
-    ),
-    Case(
-        "DjangoCacheHitRatioLow",
-        "25m",
-        [
-            s("django_cache_get_hits_total", "app", "0+90x40", backend="redis"),
-            s("django_cache_get_misses_total", "app", "0+10x40", backend="redis"),
-        ],
-    ),
+    Case("DjangoCacheHitRatioLow", "25m", _cache_reads(hits=10, misses=50), [CACHE]),
+    Case("DjangoCacheHitRatioLow", "25m", _cache_reads(hits=90, misses=10)),
+    # A cache that never hit: django_cache_get_hits_total never existed.
+    Case("DjangoCacheHitRatioLow", "25m", _cache_reads(hits=None, misses=50), [CACHE]),
+    # Redis down under CACHE_IGNORE_EXCEPTIONS: every read fails, none hits nor misses.
+    Case("DjangoCacheHitRatioLow", "25m", _cache_reads(hits=None, misses=None, fails=50), [CACHE]),
     Case(
         "DjangoUnappliedMigrations",
         "20m",
@@ -360,6 +364,23 @@ CASES: list[Case] = [
             )
             for outcome, values in [("failed", "0x30"), ("succeeded", "0+10x30")]
         ],
+    ),
+    # Every run of the task fails: celery_task_succeeded_total never existed for it.
+    Case(
+        "CeleryTaskFailures",
+        "25m",
+        [
+            s(
+                "celery_task_failed_total",
+                "celery",
+                "0+10x30",
+                name="shop.send_receipt",
+                hostname="w1",
+                queue_name="celery",
+                exception="SMTPError",
+            )
+        ],
+        [job("celery", name="shop.send_receipt")],
     ),
     Case(
         "CeleryNoWorkers",
@@ -713,3 +734,34 @@ def test_promtool_is_what_checks_the_users_promql(tmp_path: Path) -> None:
     assert "ShopNoOrders" not in result.stderr and "parse error" in result.stderr.lower(), (
         result.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("kind", "objective"), [("availability", 90), ("availability", 51), ("latency", 80)]
+)
+def test_slo_pages_can_fire_at_low_objectives(kind: str, objective: float, tmp_path: Path) -> None:
+    """At 90 % the 1-hour page would need 144 % of requests to fail (14.4 x the 10 % budget):
+    the burn rate is capped at what the budget allows, 1 / budget, i.e. every request bad.
+    So every rule fires when every request fails, and none while the SLO is met."""
+    spec = {"app": FULL_SPEC["app"], "slos": {kind: {"objective": objective}}}
+    cr = Owner("shop", NAMESPACE, "u", JewelryMonitoringSpec.model_validate(spec))
+    rules_file = write_rules(rule_groups(cr), tmp_path)
+    alert = {"availability": "JewelryAvailabilityBudgetBurn", "latency": "JewelryLatencyBudgetBurn"}
+
+    def latency(fast_per_5m: int) -> list[dict[str, str]]:
+        """300 requests per 5 minutes, ``fast_per_5m`` of them under the 0.5 s threshold."""
+        return [
+            s(f"{HTTP_LAT}_bucket", "app", f"0+{fast_per_5m}x{N}", **VIEW, le="0.5"),
+            s(f"{HTTP_LAT}_bucket", "app", f"0+300x{N}", **VIEW, le="+Inf"),
+            s(f"{HTTP_LAT}_count", "app", f"0+300x{N}", **VIEW),
+        ]
+
+    bad = {"availability": [s(RESP, "app", f"0+300x{N}", status="500")], "latency": latency(0)}
+    good = {"availability": [s(RESP, "app", f"0+300x{N}", status="200")], "latency": latency(300)}
+    cases = [
+        Case(alert[kind], "30h", bad[kind], [job("app")], interval="5m"),
+        Case(alert[kind], "30h", good[kind], interval="5m"),
+    ]
+    fired = promtool_tests(rule_groups(cr), cases)[0]["alert_rule_test"][0]["exp_alerts"]
+    assert [a["exp_labels"]["long_window"] for a in fired] == ["1h", "6h", "1d", "3d"]
+    promtool_test_rules(rules_file, cases, "5m")

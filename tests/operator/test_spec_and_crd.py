@@ -158,10 +158,10 @@ def test_operator_labels_in_user_label_maps_are_rejected_by_name() -> None:
         }
     )
     assert semantic_problems(spec, KNOWN_ALERTS) == [
-        "commonLabels sets app.kubernetes.io/instance: the operator sets these labels itself "
-        "to find and select its objects; remove them",
         "monitorLabels sets monitoring.jewelry.io/owner: the operator sets these labels "
         "itself to find and select its objects; remove them",
+        "commonLabels sets app.kubernetes.io/instance: the operator sets these labels itself "
+        "to find and select its objects; remove them",
         "dashboards.labels sets app.kubernetes.io/managed-by: the operator sets these labels "
         "itself to find and select its objects; remove them",
     ]
@@ -410,10 +410,10 @@ def test_users_rule_groups_are_checked_like_a_rule_file() -> None:
     ]
     odd = {"record": "a-b", "expr": "  ", "labels": {"bad-name": "x"}}
     assert problems([{"name": "g", "rules": [odd]}]) == [
-        "extraRuleGroups[0].rules[0].expr is blank",
-        "extraRuleGroups[0].rules[0].record 'a-b' is not a metric name",
         "extraRuleGroups[0].rules[0].labels: 'bad-name' is not a Prometheus label name "
         "([a-zA-Z_][a-zA-Z0-9_]*, not __*)",
+        "extraRuleGroups[0].rules[0].expr is blank",
+        "extraRuleGroups[0].rules[0].record 'a-b' is not a metric name",
     ]
     # Durations and required fields are the schema's, so the server refuses them already.
     (duration,) = problems([{"name": "g", "rules": [{"alert": "A", "expr": "up", "for": "5 m"}]}])
@@ -422,9 +422,10 @@ def test_users_rule_groups_are_checked_like_a_rule_file() -> None:
     assert empty.startswith("extraRuleGroups[0].rules: List should have at least 1 item")
 
 
-def test_the_users_alerts_may_not_set_the_label_the_operator_routes_by() -> None:
+def test_the_users_rules_may_not_set_the_label_the_operator_routes_by() -> None:
     """The operator labels the user's alerts with the resource, as ours: a value of the
-    user's own would route them to another resource's receivers, or to none."""
+    user's own would route them to another resource's receivers, or to none. A recorded
+    series with it could feed another resource's alert: refused alike."""
     mine = {"alert": "A", "expr": "up == 0", "labels": {"jewelry_monitoring": "other"}}
     recorded = {"record": "a:b", "expr": "up", "labels": {"jewelry_monitoring": "x"}}
     groups = [{"name": "g", "rules": [recorded, mine]}]
@@ -432,8 +433,10 @@ def test_the_users_alerts_may_not_set_the_label_the_operator_routes_by() -> None
         {"app": {"podSelector": {"app": "x"}}, "extraRuleGroups": groups}, KNOWN_ALERTS
     )
     assert problems == [
-        "extraRuleGroups[0].rules[1].labels sets jewelry_monitoring: the operator sets it on "
-        "every alert (its value is this resource's name) to route them; remove it"
+        f"extraRuleGroups[0].rules[{index}].labels sets jewelry_monitoring: routing and "
+        "inhibition tell this resource's alerts from others' by them (the operator sets "
+        "jewelry_monitoring and namespace itself, job names the scraped targets); remove them"
+        for index in (0, 1)
     ]
 
 

@@ -120,8 +120,14 @@ def size_problems(objects: list[Obj]) -> list[str]:
 
 
 def without_empty(value: Any) -> Any:
-    """Drop empty maps and lists recursively: the API server does not store them, so keeping
-    them would make a freshly applied object look different from what we want forever."""
+    """Drop empty maps and lists recursively: the API server does not store them in built-in
+    kinds, so keeping them would make a freshly applied object look different from what we
+    want forever.
+
+    Only where empty means the same as absent: the builders spell out what an empty value
+    would mean otherwise (every namespace is ``exporters.ALL_NAMESPACES``, never ``{}``), and
+    an object's top-level fields are kept (``desired_objects``: a PrometheusRule's ``spec``
+    is required even when it has no groups)."""
     if isinstance(value, dict):
         cleaned = {k: without_empty(v) for k, v in value.items()}
         return {k: v for k, v in cleaned.items() if v not in ({}, [], None)}
@@ -148,7 +154,7 @@ def desired_objects(owner: Owner, monitoring_kinds: frozenset[str]) -> list[Obj]
     for obj in objects:
         if obj["kind"] in MONITORING_KINDS and obj["kind"] not in monitoring_kinds:
             continue
-        cleaned = without_empty(obj)
+        cleaned = {field: without_empty(value) for field, value in obj.items()}
         cleaned["metadata"].setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = spec_hash(cleaned)
         result.append(cleaned)
     return result

@@ -54,7 +54,7 @@ READINESS_PROBE = {"periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold":
 LIVENESS_PROBE = {"periodSeconds": 20, "timeoutSeconds": 10, "failureThreshold": 6}
 # Why each egress rule of an exporter's NetworkPolicy allows what it allows, for people.
 EGRESS_ANNOTATION = f"{PREFIX}/egress"
-# Every namespace; a namespaceSelector of {} would mean the same but empty maps are not sent.
+# Every namespace, spelled so that it survives desired.without_empty (``{}`` means the same).
 ALL_NAMESPACES = {
     "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "Exists"}]
 }
@@ -102,21 +102,22 @@ def _no_args(_: ExporterSpec) -> list[str]:
 @dataclass(frozen=True)
 class Target:
     """Where an exporter connects, as far as its settings tell: host None when they are in a
-    Secret the operator never reads."""
+    Secret the operator never reads, and then every port such a target usually listens on."""
 
     host: str | None
-    port: int
+    ports: tuple[int, ...]
 
 
 def _from_settings(spec: ExporterSpec) -> Target:
     """The target its settings name (validated before: see spec.exporter_target)."""
     found = exporter_target(spec)
     assert isinstance(found, tuple), found
-    return Target(*found)
+    host, port = found
+    return Target(host, (port,))
 
 
-def _in_secret(port: int) -> Callable[[ExporterSpec], Target]:
-    return lambda _: Target(None, port)
+def _in_secret(*ports: int) -> Callable[[ExporterSpec], Target]:
+    return lambda _: Target(None, ports)
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,8 @@ class ExporterKind:
     port: int
     probe_path: str
     target: Callable[[ExporterSpec], Target]
+    # The exporter's own gauge of whether it reaches its target (1) or not (0), if it has one.
+    up_metric: str | None
     env: Callable[[ExporterSpec], list[Obj]] = _no_env
     args: Callable[[ExporterSpec], list[str]] = _no_args
 
@@ -133,17 +136,16 @@ class ExporterKind:
 EXPORTERS: dict[str, ExporterKind] = {
     # postgres_exporter: DSN from DATA_SOURCE_NAME; "/" is its landing page, cheap to probe
     # (/metrics would query the database on every probe). The DSN is in a Secret: egress
-    # to PostgreSQL's port in this namespace unless networkTarget says where.
-    "postgres": ExporterKind(port=9187, probe_path="/", target=_in_secret(5432), env=_postgres_env),
+    # to PostgreSQL's port anywhere (RDS, another namespace) unless networkTarget says where.
+    "postgres": ExporterKind(9187, "/", _in_secret(5432), "pg_up", env=_postgres_env),
     # redis_exporter: REDIS_ADDR / REDIS_PASSWORD; has a dedicated /health.
-    "redis": ExporterKind(port=9121, probe_path="/health", target=_from_settings, env=_redis_env),
+    "redis": ExporterKind(9121, "/health", _from_settings, "redis_up", env=_redis_env),
     # nginx-prometheus-exporter 1.x: reads stub_status from --nginx.scrape-uri.
-    "nginx": ExporterKind(port=9113, probe_path="/", target=_from_settings, args=_nginx_args),
-    # celery-exporter: broker URL from CE_BROKER_URL (a Secret; Redis's port by default, as
-    # the shop's broker); /health answers without the broker.
-    "celery": ExporterKind(
-        port=9808, probe_path="/health", target=_in_secret(6379), env=_celery_env
-    ),
+    "nginx": ExporterKind(9113, "/", _from_settings, "nginx_up", args=_nginx_args),
+    # celery-exporter: broker URL from CE_BROKER_URL (a Secret: Redis or ElastiCache on 6379,
+    # RabbitMQ or Amazon MQ on 5672, or 5671 with TLS); /health answers without the broker.
+    # It has no gauge of the broker connection: a broker it cannot reach shows as no worker.
+    "celery": ExporterKind(9808, "/health", _in_secret(6379, 5672, 5671), None, env=_celery_env),
 }
 
 
@@ -253,10 +255,12 @@ def _service_monitor(owner: Owner, exporter: str, spec: ExporterSpec) -> Obj:
 
 
 def _peer(selector: PeerSelector) -> Obj:
+    """The pods ``selector`` picks. A namespaceSelector unset or ``{}`` selects every
+    namespace, as in Kubernetes; neither may become "this namespace" (no selector)."""
     namespaces = selector.namespace_selector
     return {
         "podSelector": {"matchLabels": selector.pod_selector},
-        "namespaceSelector": ALL_NAMESPACES if namespaces is None else {"matchLabels": namespaces},
+        "namespaceSelector": {"matchLabels": namespaces} if namespaces else ALL_NAMESPACES,
     }
 
 
@@ -286,7 +290,7 @@ def _egress_target(owner: Owner, exporter: str, spec: ExporterSpec) -> tuple[Obj
     """The egress rule to an exporter's target, and why it allows what it does."""
     derived = EXPORTERS[exporter].target(spec)
     chosen = spec.network_target
-    ports = (chosen.ports if chosen and chosen.ports else None) or [derived.port]
+    ports = (chosen.ports if chosen and chosen.ports else None) or list(derived.ports)
     rule_ports = [{"protocol": "TCP", "port": port} for port in ports]
     where = f"exporters.{exporter}.networkTarget"
     if chosen and chosen.cidrs:
@@ -297,9 +301,11 @@ def _egress_target(owner: Owner, exporter: str, spec: ExporterSpec) -> tuple[Obj
         peer = _in_namespace(pods_in, chosen.pod_selector)
         return {"to": [peer], "ports": rule_ports}, f"pods in {pods_in} as {where} says"
     if derived.host is None:
-        return {"to": [_in_namespace(owner.namespace, {})], "ports": rule_ports}, (
-            f"any pod of namespace {owner.namespace}: the target is in a Secret the operator "
-            f"does not read; set {where} to narrow or move it"
+        # Never "this namespace" by guesswork: a managed database or a broker elsewhere would
+        # be cut off silently, and its exporter would report the target down.
+        return {"ports": rule_ports}, (
+            f"any address on {ports}: the target is in a Secret the operator does not read; "
+            f"set {where} (cidrs, or podSelector and namespace; ports) to narrow"
         )
     try:
         address = ipaddress.ip_address(derived.host)

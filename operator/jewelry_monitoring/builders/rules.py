@@ -24,6 +24,7 @@ from typing import Any
 from jewelry_monitoring.builders.common import APP_COMPONENT, Owner, job_name
 from jewelry_monitoring.spec import (
     ALERT_OWNER_LABEL,
+    DEFAULT_RUNBOOK_URL_BASE,
     EXPORTER_NAMES,
     AlertsSpec,
     JewelryMonitoringSpec,
@@ -66,21 +67,29 @@ def _sum(expr: str, by: str = "namespace, job") -> str:
     return f"sum by ({by}) ({expr})"
 
 
+def _or_zero(part: str, other: str) -> str:
+    """``part``, or 0 for every series of ``other`` where ``part`` has none (yet)."""
+    return f"({part}\nor\n{other} * 0)"
+
+
 def _share(part: str, total: str) -> str:
     """``part / total`` that is 0, not absent, while ``part`` has no series yet.
 
     django-prometheus creates a status series on its first use, so before the first 5xx
-    there is nothing to divide: the ratio would vanish and dashboards show "No data".
+    there is nothing to divide: the ratio would vanish, dashboards show "No data", and an
+    alert on a low share (no cache hit at all) could never fire.
     """
-    return f"({part}\nor\n{total} * 0)\n/\n{total}"
+    return f"{_or_zero(part, total)}\n/\n{total}"
 
 
 def _app_recording_rules(sel: str) -> list[Rule]:
     """What dashboards and alerts read: cheap, pre-aggregated series per app job."""
     latency_buckets = _sum(f"rate({HTTP_LATENCY}_bucket{{{sel}}}[5m])", "namespace, job, le")
-    hits = f"rate(django_cache_get_hits_total{{{sel}}}[5m])"
-    misses = f"rate(django_cache_get_misses_total{{{sel}}}[5m])"
     by_backend = "namespace, job, backend"
+    # Of all reads, failed ones (Redis down under IGNORE_EXCEPTIONS) included: hits appear
+    # only after the first hit, reads with the first read of any outcome.
+    hits = _sum(f"rate(django_cache_get_hits_total{{{sel}}}[5m])", by_backend)
+    gets = _sum(f"rate(django_cache_get_total{{{sel}}}[5m])", by_backend)
     responses = _sum(f"rate({HTTP_RESPONSES}{{{sel}}}[5m])")
     responses_5xx = _sum(f'rate({HTTP_RESPONSES}{{{sel},status=~"5.."}}[5m])')
     db_buckets = _sum(f"rate({DB_QUERY_DURATION}_bucket{{{sel}}}[5m])", "namespace, job, le")
@@ -93,11 +102,8 @@ def _app_recording_rules(sel: str) -> list[Rule]:
             (record, f"histogram_quantile({q}, {LATENCY_BUCKET_RATE}{{{sel}}})")
             for q, record in LATENCY_QUANTILES.items()
         ),
-        (CACHE_GETS_RATE, _sum(f"rate(django_cache_get_total{{{sel}}}[5m])", by_backend)),
-        (
-            CACHE_HIT_RATIO,
-            f"{_sum(hits, by_backend)}\n/\n({_sum(hits, by_backend)} + {_sum(misses, by_backend)})",
-        ),
+        (CACHE_GETS_RATE, gets),
+        (CACHE_HIT_RATIO, _share(hits, gets)),
         (DB_QUERIES_RATE, _sum(f"rate(django_db_execute_total{{{sel}}}[5m])")),
         (DB_ERRORS_RATE, _sum(f"rate(django_db_errors_total{{{sel}}}[5m])")),
         (DB_DURATION_P95, f"histogram_quantile(0.95, {db_buckets})"),
@@ -189,6 +195,11 @@ _EXPORTER_TARGETS = (
 )
 assert {component for component, _, _ in _EXPORTER_TARGETS} == set(EXPORTER_NAMES)
 
+_CELERY_FAILED = _sum("rate(celery_task_failed_total{{selector}}[10m])", "namespace, job, name")
+_CELERY_SUCCEEDED = _sum(
+    "rate(celery_task_succeeded_total{{selector}}[10m])", "namespace, job, name"
+)
+
 CATALOG: tuple[AlertDef, ...] = (
     *_DJANGO_TARGET_DOWN,
     *(_exporter_down(*target) for target in _EXPORTER_TARGETS),
@@ -265,7 +276,8 @@ CATALOG: tuple[AlertDef, ...] = (
         "warning",
         "Low cache hit ratio",
         "Fewer than {threshold} of the cache reads of {{ $labels.job }} in "
-        "{{ $labels.namespace }} (backend {{ $labels.backend }}) are hits.",
+        "{{ $labels.namespace }} (backend {{ $labels.backend }}) are hits; failed reads "
+        "count as misses.",
     ),
     AlertDef(
         "DjangoUnappliedMigrations",
@@ -371,10 +383,10 @@ CATALOG: tuple[AlertDef, ...] = (
     AlertDef(
         "CeleryTaskFailures",
         "celery",
-        "sum by (namespace, job, name) (rate(celery_task_failed_total{{selector}}[10m]))\n/\n"
-        "(\n  sum by (namespace, job, name) (rate(celery_task_failed_total{{selector}}[10m]))\n"
-        "  +\n  sum by (namespace, job, name) "
-        "(rate(celery_task_succeeded_total{{selector}}[10m]))\n)\n> {threshold}",
+        # A task that never succeeded has no succeeded series: count it as 0 successes,
+        # or the task failing every time would be the one case that never alerts.
+        f"{_CELERY_FAILED}\n/\n(\n  {_CELERY_FAILED}\n  +\n  "
+        f"{_or_zero(_CELERY_SUCCEEDED, _CELERY_FAILED)}\n)\n> {{threshold}}",
         0.05,
         "10m",
         "warning",
@@ -442,9 +454,9 @@ NODE_CATALOG: tuple[AlertDef, ...] = (
 )
 
 
-def node_exporter_rule_groups(namespace: str, job: str) -> list[Group]:
+def node_exporter_rule_groups(namespace: str, job: str, runbook_url_base: str) -> list[Group]:
     """The alerts on the chart's node exporter, scraped as ``job`` in ``namespace``."""
-    alerts = AlertsSpec()
+    alerts = AlertsSpec(runbook_url_base=runbook_url_base)
     matchers = f'namespace="{namespace}",job="{job}"'
     rules = [_catalog_rule(alerts, alert, matchers) for alert in NODE_CATALOG]
     return [{"name": "jewelry.node-exporter.alerts", "rules": rules}]
@@ -554,6 +566,46 @@ KNOWN_ALERTS: frozenset[str] = frozenset(
     {alert.name for alert in CATALOG} | set(SLO_ALERTS.values())
 )
 
+_MIDDLEWARES = "django-prometheus's middlewares, first and last in the app's MIDDLEWARE"
+_DATABASE = "a database ENGINE wrapped by django-prometheus (`manage.py check` W004)"
+_NODE_EXPORTER = "the chart's `nodeExporter.enabled` and its `serviceMonitor.enabled`"
+# What must be enabled, besides the alert's component, for the series an alert reads to
+# exist: an alert whose series never appear can never fire. The alert catalogue
+# (charts/jewelry-monitoring/runbooks/README.md) shows it.
+REQUIREMENTS: dict[str, str] = {
+    "DjangoTargetDown": "`app.enabled` (the default)",
+    **{
+        f"{title}Down": f"`exporters.{component}.enabled`"
+        for component, title, _ in _EXPORTER_TARGETS
+    },
+    "HighErrorRate": _MIDDLEWARES,
+    "SlowRequests": _MIDDLEWARES,
+    "DjangoUnhandledExceptions": _MIDDLEWARES,
+    "DjangoDatabaseErrors": _DATABASE,
+    "DjangoSlowDatabaseQueries": _DATABASE,
+    "DjangoCacheHitRatioLow": "a cache BACKEND of django-prometheus or jewelry-monitoring-django "
+    "(`manage.py check` W005, W011)",
+    "DjangoUnappliedMigrations": "`PROMETHEUS_EXPORT_MIGRATIONS = True` in the app's settings",
+    "PostgresDown": "`exporters.postgres.enabled` with its `dataSource`",
+    "PostgresTooManyConnections": "`exporters.postgres.enabled` with its `dataSource`",
+    "RedisDown": "`exporters.redis.enabled`",
+    "RedisMemoryNearLimit": "`exporters.redis.enabled`; a Redis `maxmemory` (0 never fires)",
+    "RedisRejectedConnections": "`exporters.redis.enabled`",
+    "NginxDown": "`exporters.nginx.enabled`",
+    "NginxDroppedConnections": "`exporters.nginx.enabled`; nginx's `stub_status` at `scrapeUri`",
+    "CeleryTaskFailures": "`exporters.celery.enabled`; Celery task events from the workers "
+    "(`worker_send_task_events = True` or `celery worker -E`)",
+    "CeleryNoWorkers": "`exporters.celery.enabled`; worker heartbeats (on unless "
+    "`--without-heartbeat`)",
+    "CeleryQueueBacklog": "`exporters.celery.enabled`; a Redis or RabbitMQ broker",
+    "JewelryAvailabilityBudgetBurn": f"`slos.availability`; {_MIDDLEWARES}",
+    "JewelryLatencyBudgetBurn": f"`slos.latency`; {_MIDDLEWARES}",
+    "NodeExporterDown": _NODE_EXPORTER,
+    "NodeFilesystemAlmostFull": _NODE_EXPORTER,
+    "NodeMemoryLow": _NODE_EXPORTER,
+}
+assert set(REQUIREMENTS) == KNOWN_ALERTS | {alert.name for alert in NODE_CATALOG}
+
 
 def le_matcher(threshold_seconds: float) -> str:
     """Match the ``le`` bucket of a threshold however the bucket label is spelled.
@@ -579,6 +631,19 @@ def _slo_error_ratio(spec: JewelryMonitoringSpec, kind: str, sel: str, window: s
     good = _sum(f"rate({HTTP_LATENCY}_bucket{{{sel},{le}}}[{window}])")
     total = _sum(f"rate({HTTP_LATENCY}_count{{{sel}}}[{window}])")
     return f"1 - (\n{good}\n/\n{total}\n)"
+
+
+def burn_condition(factor: float, budget: float) -> tuple[float, str]:
+    """The burn-rate factor an alert can use and its comparison of the error ratio.
+
+    An error ratio never exceeds 1, so the fastest burn is 1 / budget (every event bad): at
+    low objectives the workbook's 14.4 (objectives up to 93.06 %) and 6 (up to 83.3 %) would
+    need more than every request to fail and could never fire. Such a factor is capped at
+    1 / budget, and its alert fires while every event in both windows is bad.
+    """
+    if factor * budget >= 1:
+        return round(1 / budget, 6), ">= 1"
+    return factor, f"> ({_format_threshold(factor)} * {_format_threshold(budget)})"
 
 
 def _slo_objectives(spec: JewelryMonitoringSpec) -> dict[str, float]:
@@ -622,6 +687,7 @@ def _alert_rule(
     extra_labels: dict[str, str] | None = None,
 ) -> Rule | None:
     """One alerting rule with overrides, global labels and runbook link applied."""
+    runbook_base = alerts.runbook_url_base or DEFAULT_RUNBOOK_URL_BASE
     override = alerts.overrides.get(name)
     if override is not None and override.disabled:
         return None
@@ -643,7 +709,7 @@ def _alert_rule(
         "annotations": {
             "summary": summary,
             "description": description,
-            "runbook_url": f"{alerts.runbook_url_base.rstrip('/')}/{name.lower()}",
+            "runbook_url": f"{runbook_base.rstrip('/')}/{name.lower()}",
         },
     }
 
@@ -687,11 +753,10 @@ def _slo_alert_rules(owner: Owner, kind: str, objective: float) -> list[Rule]:
     budget = error_budget(objective)
     rules = []
     for burn in burn_windows(owner.spec.slos.window):
-        factor = burn.factor
-        threshold = f"({_format_threshold(factor)} * {_format_threshold(budget)})"
+        factor, condition = burn_condition(burn.factor, budget)
         expr = (
-            f"{slo_error_ratio_record(kind, burn.long)}{{{sel}}} > {threshold}\nand\n"
-            f"{slo_error_ratio_record(kind, burn.short)}{{{sel}}} > {threshold}"
+            f"{slo_error_ratio_record(kind, burn.long)}{{{sel}}} {condition}\nand\n"
+            f"{slo_error_ratio_record(kind, burn.short)}{{{sel}}} {condition}"
         )
         rule = _alert_rule(
             owner.spec.alerts,
@@ -732,13 +797,20 @@ def rule_groups(owner: Owner, dashboard_urls: Mapping[str, str] | None = None) -
 
 def _users_rule_groups(owner: Owner) -> list[Group]:
     """The user's groups as written, except that their alerts carry the resource label as
-    ours do, so that ``routing`` routes them too. No dashboard link: no panel explains them."""
+    ours do, so that ``routing`` routes them too, and every rule the resource's namespace.
+
+    The namespace label overrides whatever the expression yields (as prometheus-operator's
+    enforcedNamespaceLabel would): without it, a ``label_replace`` could make a series or an
+    alert of another namespace, and page or silence another tenant's receivers. No dashboard
+    link: no panel explains them."""
     groups = [
         group.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)
         for group in owner.spec.extra_rule_groups
     ]
-    for rule in (rule for group in groups for rule in group["rules"] if "alert" in rule):
-        rule["labels"] = {**rule.get("labels", {}), ALERT_OWNER_LABEL: owner.name}
+    for rule in (rule for group in groups for rule in group["rules"]):
+        rule["labels"] = {**rule.get("labels", {}), "namespace": owner.namespace}
+        if "alert" in rule:
+            rule["labels"][ALERT_OWNER_LABEL] = owner.name
     return groups
 
 
