@@ -1,17 +1,49 @@
-"""django-prometheus's after-middleware with a bounded ``method`` label everywhere.
+"""django-prometheus's after-middleware, counting the app's traffic and nothing else.
 
-Upstream sanitises the HTTP method (unknown verbs become ``<invalid method>``) for most
-metrics but passes ``request.method`` verbatim to
-``django_http_requests_latency_seconds_by_view_method``: any client could create
-unbounded series (17 buckets each) by sending made-up verbs. Same metrics, same names;
-only the label value is normalised.
+Two corrections to upstream, same metrics and names:
+
+* **A bounded ``method`` label everywhere.** Upstream sanitises the HTTP method (unknown verbs
+  become ``<invalid method>``) for most metrics but passes ``request.method`` verbatim to
+  ``django_http_requests_latency_seconds_by_view_method``: any client could create unbounded
+  series (17 buckets each) by sending made-up verbs.
+* **Scrapes are not app traffic.** Upstream counts every request, so each Prometheus scrape
+  of ``/metrics`` adds a 200 to ``django_http_responses_total_by_status_total`` and a request
+  to ``django_http_requests_total_by_method_total``: the SLO denominators and the alerts'
+  request-rate floor (``minRequestRate``) grow with the scrape interval and the number of
+  Prometheus replicas, on an app nobody uses. A view marked :func:`uncounted` (the package's
+  ``/metrics`` view is) is left out of every metric of this middleware. Upstream counts a
+  request on arrival, before the URL is resolved, so that count is taken when the response
+  leaves instead, once the view is known. django-prometheus's before-middleware
+  (``django_http_requests_before_middlewares_total`` and the latency including middlewares)
+  still counts every request that reaches the process, as its names say.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from django.http import HttpRequest, HttpResponse
 from django_prometheus.middleware import PrometheusAfterMiddleware as _Upstream
+from django_prometheus.utils import Time
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+# The attribute :func:`uncounted` sets; ``functools.wraps`` copies it onto decorated views.
+UNCOUNTED = "prometheus_uncounted"
+
+
+def uncounted(view: View) -> View:
+    """Leave the requests served by ``view`` out of the request metrics (monitoring endpoints:
+    ``/metrics``; probes if they must not count as traffic)."""
+    setattr(view, UNCOUNTED, True)
+    return view
+
+
+def is_uncounted(request: HttpRequest) -> bool:
+    """Whether the view the request was routed to is marked :func:`uncounted`."""
+    match = getattr(request, "resolver_match", None)
+    return match is not None and getattr(match.func, UNCOUNTED, False)
 
 
 class PrometheusAfterMiddleware(_Upstream):
@@ -19,3 +51,30 @@ class PrometheusAfterMiddleware(_Upstream):
         if "method" in labels:
             labels["method"] = self._method(request)
         return super().label_metric(metric, request, response, **labels)
+
+    def process_request(self, request: HttpRequest) -> None:
+        # Only the clock starts on arrival; _count_arrival counts once the view is known.
+        request.prometheus_after_middleware_event = Time()  # type: ignore[attr-defined]
+
+    def _count_arrival(self, request: HttpRequest) -> None:
+        """Upstream's arrival counters (method, transport, AJAX, body size): its
+        ``process_request``, which also restarts the clock, so the start time is put back."""
+        started = getattr(request, "prometheus_after_middleware_event", None)
+        super().process_request(request)
+        if started is not None:
+            request.prometheus_after_middleware_event = started  # type: ignore[attr-defined]
+
+    def process_view(self, request: HttpRequest, view_func: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(view_func, UNCOUNTED, False):
+            return None
+        return super().process_view(request, view_func, *args, **kwargs)
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if is_uncounted(request):
+            return response
+        self._count_arrival(request)
+        return super().process_response(request, response)  # type: ignore[no-any-return]
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> None:
+        if not is_uncounted(request):
+            super().process_exception(request, exception)

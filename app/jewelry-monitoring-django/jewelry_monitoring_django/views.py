@@ -15,6 +15,7 @@ from prometheus_client.metrics_core import Metric
 
 from jewelry_monitoring_django import migration_gauges
 from jewelry_monitoring_django.access import AccessPolicy, Credentials
+from jewelry_monitoring_django.middleware import uncounted
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def build_registry() -> CollectorRegistry:
     return registry
 
 
+@uncounted  # a scrape is not app traffic
 def metrics_view(request: HttpRequest) -> HttpResponse:
     policy = AccessPolicy.from_settings(settings)
     if not policy.ip_allowed(request.META):

@@ -1,0 +1,91 @@
+"""A Prometheus scrape of /metrics is not app traffic (issue 17's suspicion, confirmed).
+
+Upstream's after-middleware counted every scrape as a request and a 200 response, so an idle
+app scraped every 15 s by two Prometheus replicas answered 0.13 "requests" per second: more
+than the alerts' default ``minRequestRate`` floor (0.1/s), and a denominator of the
+availability SLO made of nothing but successes. The shop's other requests are still counted.
+"""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import REGISTRY
+
+pytestmark = pytest.mark.usefixtures("django_setup")
+
+# What the operator's rules and dashboards divide by (and the SLO's latency total).
+TRAFFIC = (
+    ("django_http_responses_total_by_status_total", {"status": "200"}),
+    ("django_http_requests_total_by_method_total", {"method": "GET"}),
+    ("django_http_requests_total_by_transport_total", {"transport": "http"}),
+    (
+        "django_http_requests_latency_seconds_by_view_method_count",
+        {"view": "prometheus-django-metrics", "method": "GET"},
+    ),
+    (
+        "django_http_requests_total_by_view_transport_method_total",
+        {"view": "prometheus-django-metrics", "transport": "http", "method": "GET"},
+    ),
+    (
+        "django_http_responses_total_by_status_view_method_total",
+        {"status": "200", "view": "prometheus-django-metrics", "method": "GET"},
+    ),
+)
+
+
+def counts() -> dict[str, float]:
+    return {name: REGISTRY.get_sample_value(name, labels) or 0.0 for name, labels in TRAFFIC}
+
+
+def test_scrapes_of_metrics_are_not_counted_as_requests(client) -> None:  # type: ignore[no-untyped-def]
+    before = counts()
+    for _ in range(5):
+        assert client.get("/metrics").status_code == 200
+    assert counts() == before
+
+
+def test_the_apps_own_requests_are_still_counted_once(client) -> None:  # type: ignore[no-untyped-def]
+    name = "django_http_responses_total_by_status_view_method_total"
+    labels = {"status": "200", "view": "healthz", "method": "GET"}
+    latency = "django_http_requests_latency_seconds_by_view_method_count"
+    before = {
+        "healthz": REGISTRY.get_sample_value(name, labels) or 0.0,
+        "by_method": REGISTRY.get_sample_value(
+            "django_http_requests_total_by_method_total", {"method": "GET"}
+        )
+        or 0.0,
+        "latency": REGISTRY.get_sample_value(latency, {"view": "healthz", "method": "GET"}) or 0.0,
+        "missing": REGISTRY.get_sample_value(
+            "django_http_responses_total_by_status_total", {"status": "404"}
+        )
+        or 0.0,
+    }
+    for _ in range(3):
+        assert client.get("/healthz").status_code == 200
+    assert client.get("/no/such/page").status_code == 404
+    assert REGISTRY.get_sample_value(name, labels) == before["healthz"] + 3
+    assert (
+        REGISTRY.get_sample_value("django_http_requests_total_by_method_total", {"method": "GET"})
+        == before["by_method"] + 4
+    )
+    assert (
+        REGISTRY.get_sample_value(latency, {"view": "healthz", "method": "GET"})
+        == before["latency"] + 3
+    )
+    assert (
+        REGISTRY.get_sample_value("django_http_responses_total_by_status_total", {"status": "404"})
+        == before["missing"] + 1
+    )
+
+
+def test_a_decorated_metrics_view_stays_uncounted() -> None:
+    import functools
+
+    from jewelry_monitoring_django.middleware import UNCOUNTED
+    from jewelry_monitoring_django.views import metrics_view
+
+    @functools.wraps(metrics_view)
+    def wrapped(request):  # type: ignore[no-untyped-def]
+        return metrics_view(request)
+
+    assert getattr(wrapped, UNCOUNTED) is True
