@@ -10,11 +10,12 @@ from collections.abc import Iterator
 import prometheus_client
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from prometheus_client import CollectorRegistry, multiprocess
+from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 
 from jewelry_monitoring_django import migration_gauges
 from jewelry_monitoring_django.access import AccessPolicy, Credentials
+from jewelry_monitoring_django.collector import FoldingCollector
 from jewelry_monitoring_django.middleware import uncounted
 
 logger = logging.getLogger(__name__)
@@ -42,9 +43,10 @@ def build_registry() -> CollectorRegistry:
     """Registry for one scrape: all workers' files (multiprocess) or this process's metrics,
     with django-prometheus's start-time migration gauges swapped for scrape-time ones."""
     registry = CollectorRegistry(auto_describe=False)
-    if multiprocess_dir():
+    directory = multiprocess_dir()
+    if directory:
         inner = CollectorRegistry(auto_describe=False)
-        multiprocess.MultiProcessCollector(inner)  # type: ignore[no-untyped-call]
+        inner.register(FoldingCollector(directory))
         registry.register(_Without(inner, migration_gauges.NAMES))
     else:
         registry.register(_Without(prometheus_client.REGISTRY, migration_gauges.NAMES))
