@@ -9,12 +9,19 @@ In one run on this machine, with real PostgreSQL and Redis (tests/devkit/service
    variants per round; reports requests/s, the ratio, and the per-request cost
    (1/rps_instrumented - 1/rps_plain, i.e. server time per request with one worker);
 2. after the load generator has driven every view: ``/metrics`` response time and size;
-3. RSS of the gunicorn workers of both variants (and of the master).
+3. RSS of the gunicorn workers of both variants (and of the master);
+4. first, without services: the cost of one scrape in multiprocess mode against the number
+   of dead gunicorn workers whose files are in ``PROMETHEUS_MULTIPROC_DIR`` (20 views, a
+   counter and a histogram each, as django-prometheus writes them, plus 2 live workers),
+   merged as they are by prometheus_client's ``MultiProcessCollector``, and after
+   jewelry_monitoring_django's gunicorn hook folded them one exit at a time (the cost of one
+   fold is printed too): 10, 1,000 and 10,000 dead workers (10 and 300 with ``--short``).
 
 Usage (from the repo root)::
 
-    .venv/bin/python app/bench.py            # ~2-3 minutes
-    .venv/bin/python app/bench.py --short    # CI: ~30 s, fewer/shorter wrk runs
+    .venv/bin/python app/bench.py            # ~4-5 minutes
+    .venv/bin/python app/bench.py --short    # CI: ~40 s, fewer/shorter runs
+    .venv/bin/python app/bench.py --scrape-only   # part 4 only (no wrk, no services)
 
 Everything is bounded: wrk runs for a fixed duration, the load generator has request and
 time budgets, every subprocess has a timeout, and all services are stopped at the end.
@@ -23,13 +30,16 @@ time budgets, every subprocess has a timeout, and all services are stopped at th
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -73,10 +83,115 @@ def fetch(url: str) -> tuple[float, int]:
     return (time.perf_counter() - start) * 1000, len(body)
 
 
+def write_worker(directory: Path, pid: int, views: int) -> None:
+    """The files a gunicorn worker leaves after serving every view once (prometheus_client's
+    own writer, as django-prometheus's counter and latency histogram use it)."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    counter = MmapedDict(str(directory / f"counter_{pid}.db"))
+    histogram = MmapedDict(str(directory / f"histogram_{pid}.db"))
+    family = "django_http_requests_latency_seconds_by_view_method"
+    for n in range(views):
+        labels = {"view": f"view-{n}", "method": "GET"}
+        counter.write_value(
+            mmap_key(
+                "django_http_requests_total_by_view_transport_method",
+                "django_http_requests_total_by_view_transport_method_total",
+                [*labels, "transport"],
+                [*labels.values(), "http"],
+                "Count of requests by view, transport, method.",
+            ),
+            1.0,
+            0.0,
+        )
+        histogram.write_value(
+            mmap_key(family, f"{family}_sum", list(labels), list(labels.values()), "Latency."),
+            0.02,
+            0.0,
+        )
+        for le in ("0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "+Inf"):
+            histogram.write_value(
+                mmap_key(
+                    family,
+                    f"{family}_bucket",
+                    [*labels, "le"],
+                    [*labels.values(), le],
+                    "Latency.",
+                ),
+                1.0 if le == "0.025" else 0.0,
+                0.0,
+            )
+    counter.close()
+    histogram.close()
+
+
+def seconds_per_call(call: Callable[[], object], repeat: int) -> float:
+    """The median wall time of ``call`` over ``repeat`` runs."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def scrape_vs_dead_workers(counts: tuple[int, ...], views: int = 20) -> None:
+    """Part 4: one scrape against dead workers' files, unfolded and folded."""
+    from jewelry_monitoring_django import fold
+    from jewelry_monitoring_django.collector import FoldingCollector
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    def scrape_with(collector: object) -> Callable[[], bytes]:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(collector)  # type: ignore[arg-type]
+        return lambda: generate_latest(registry)
+
+    rows = []
+    for dead in counts:
+        with tempfile.TemporaryDirectory(prefix="bench-fold-") as tmp:
+            directory = Path(tmp)
+            for pid in range(1, dead + 3):
+                write_worker(directory, pid, views)
+            repeat = 1 if dead > 2000 else 5
+            unfolded = seconds_per_call(
+                scrape_with(MultiProcessCollector(None, path=tmp)),  # type: ignore[no-untyped-call]
+                repeat,
+            )
+            before = scrape_with(FoldingCollector(directory))()
+            start = time.perf_counter()
+            for pid in range(3, dead + 3):  # one child_exit per worker; 1 and 2 live on
+                fold.fold(directory, [pid])
+            per_fold = (time.perf_counter() - start) / dead
+            folded = seconds_per_call(scrape_with(FoldingCollector(directory)), 5)
+            assert scrape_with(FoldingCollector(directory))() == before, "a fold changed a value"
+            rows.append((dead, len(os.listdir(directory)), unfolded, folded, per_fold))
+    load = os.getloadavg()
+    print(
+        f"\n== One scrape against dead gunicorn workers ({views} views, a counter and a "
+        f"histogram each; 2 live workers; load average {load[0]:.2f} {load[1]:.2f}) =="
+    )
+    print(
+        f"{'dead workers':>12} {'unfolded':>10} {'folded':>10} {'files left':>10} "
+        f"{'one fold':>10} {'folded / folded at ' + str(counts[0]):>24}"
+    )
+    for dead, files_left, unfolded, folded, per_fold in rows:
+        print(
+            f"{dead:>12,} {unfolded:>9.3f}s {folded:>9.4f}s {files_left:>10} "
+            f"{per_fold * 1000:>8.2f}ms {folded / rows[0][3]:>24.2f}"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="instrumentation overhead benchmark")
     parser.add_argument("--short", action="store_true", help="quick bounded run for CI")
+    parser.add_argument(
+        "--scrape-only", action="store_true", help="only the scrape cost against dead workers"
+    )
     args = parser.parse_args()
+    scrape_vs_dead_workers((10, 300) if args.short else (10, 1_000, 10_000))
+    if args.scrape_only:
+        return 0
     if not shutil.which("wrk"):
         print("wrk not found (apt-get install wrk)", file=sys.stderr)
         return 2

@@ -152,7 +152,7 @@ def test_a_fold_leaves_one_file_per_type_and_the_same_scrape(tmp_path: Path) -> 
     assert left == {f"gauge_all_{pid}.db" for pid in range(100, 150)}
 
 
-MUTATIONS = ("mkdir", "rename", "unlink", "rmdir", "write", "fsync")
+MUTATIONS = ("mkdir", "rename", "unlink", "rmdir", "write")
 
 
 class CrashingOs:

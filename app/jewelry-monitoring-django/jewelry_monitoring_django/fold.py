@@ -35,7 +35,6 @@ Only the standard library is used: the master folds without importing prometheus
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import math
@@ -263,31 +262,20 @@ def _commit(
     building = directory / f"{BUILDING}{number}"
     os.mkdir(building)
     for prefix, folded in sorted(totals.items()):
-        _write_durably(building / f"{prefix}_{FOLDED}.db", encode(folded.entries()))
-    _write_durably(building / LEDGER, json.dumps(ledger).encode())
-    _fsync_dir(building)
+        _write(building / f"{prefix}_{FOLDED}.db", encode(folded.entries()))
+    _write(building / LEDGER, json.dumps(ledger).encode())
     os.rename(building, directory / f"{GENERATION}{number}")  # the commit
-    _fsync_dir(directory)
 
 
-def _write_durably(path: Path, data: bytes) -> None:
+def _write(path: Path, data: bytes) -> None:
+    """Create ``path`` holding ``data``. Not fsynced: a killed process's writes are in the
+    page cache, which every reader sees, and after a reboot gunicorn's start empties the
+    directory anyway (:func:`.gunicorn.on_starting`)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:  # some filesystems cannot sync a directory
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
     finally:
         os.close(fd)
 

@@ -70,10 +70,13 @@ class FileName:
 def read_entries(path: Path | str) -> list[Entry]:
     """Every entry of a file, in file order (a key may repeat in this package's own files)."""
     with open(path, "rb") as f:
-        data = f.read()
-    if len(data) < _HEADER.size:
-        return []
-    (used,) = _HEADER.unpack_from(data, 0)
+        # prometheus_client preallocates 64 KiB: read only the bytes in use.
+        data = f.read(4096)
+        if len(data) < _HEADER.size:
+            return []
+        (used,) = _HEADER.unpack_from(data, 0)
+        if used > len(data):
+            data += f.read(used - len(data))
     used = min(used, len(data))
     entries = []
     pos = _HEADER.size
