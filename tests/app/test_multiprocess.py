@@ -9,6 +9,8 @@ import socket
 import time
 
 import pytest
+import requests
+from jewelry_monitoring_django.multiproc_files import FileName
 
 from devkit.services import RedisService
 from devkit.shopapp import gunicorn_server, scrape, shop_env
@@ -80,4 +82,36 @@ def test_counts_from_all_workers_are_merged(shop_db: str, redis: RedisService, t
         later = scrape(server.url + "/metrics")
         assert later.value(VIEW, view="healthz") - before == n
         assert "child_exit" not in server.log()  # no hook errors logged
+        assert "Traceback" not in server.log()
+
+
+def test_recycled_workers_are_folded_and_nothing_is_lost(
+    shop_db: str, redis: RedisService, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """gunicorn's max_requests recycles the workers over and over: every exited worker's files
+    are folded into the totals by the package's child_exit, so the directory holds the live
+    workers' files and one generation of totals, and the counts are exact."""
+    prom_dir = tmp_path / "prom"
+    env = shop_env(
+        shop_db, redis.url_for(5), PROMETHEUS_MULTIPROC_DIR=str(prom_dir), GUNICORN_MAX_REQUESTS="8"
+    )
+    with gunicorn_server(env, workers=2) as server:
+        before = scrape(server.url + "/metrics").value(VIEW, view="healthz")
+        served = set()
+        for _ in range(120):
+            served.add(requests.get(server.url + "/healthz", timeout=10).json()["pid"])
+        assert len(served) >= 10, "max_requests did not recycle the workers"
+        deadline = time.monotonic() + 30
+        while True:  # the last worker to reach max_requests may still be exiting
+            after = scrape(server.url + "/metrics")
+            live = {str(pid) for pid in server.worker_pids()}
+            processes = {
+                name.process for f in prom_dir.iterdir() if (name := FileName.parse(f.name))
+            }
+            if (processes <= live and len(live) == 2) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert after.value(VIEW, view="healthz") - before == 120
+        assert processes <= live, (processes, live)
+        assert len([f for f in prom_dir.iterdir() if f.name.startswith("folded.")]) == 1
         assert "Traceback" not in server.log()
