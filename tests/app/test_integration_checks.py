@@ -4,10 +4,15 @@ tests/django_integration shows them through `manage.py check` in a new user's pr
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from django.test import override_settings
 from django_prometheus.cache.backends import locmem as upstream_locmem
-from jewelry_monitoring_django import checks
+from jewelry_monitoring_django import checks, gunicorn_config
+
+from devkit.shopapp import APP_DIR
 
 pytestmark = pytest.mark.usefixtures("django_setup")
 
@@ -74,33 +79,75 @@ def test_a_cache_counting_reads_only_names_the_one_counting_writes_too() -> None
 
 
 @pytest.mark.parametrize(
-    ("environ", "workers"),
+    ("config_file", "argv", "environ", "workers"),
     [
-        ({}, 1),
-        ({"WEB_CONCURRENCY": "4"}, 4),
-        ({"WEB_CONCURRENCY": "4", "GUNICORN_CMD_ARGS": "--bind :8000 -w 1"}, 1),
-        ({"GUNICORN_CMD_ARGS": "--workers=3 --threads 2"}, 3),
-        ({"GUNICORN_CMD_ARGS": "-w3"}, 3),
-        ({"WEB_CONCURRENCY": "lots"}, 1),
+        (None, [], {}, 1),
+        (None, [], {"WEB_CONCURRENCY": "4"}, 4),
+        ("workers = 4\n", [], {}, 4),
+        ("workers = 4\n", [], {"WEB_CONCURRENCY": "8"}, 4),  # the file wins over the default
+        ("workers = 4\n", ["-w", "2"], {}, 2),  # the command line wins over the file
+        ("workers = 4\n", [], {"GUNICORN_CMD_ARGS": "--workers=3 --threads 2"}, 3),
+        (None, ["--workers", "3", "myproject.wsgi"], {}, 3),
+        (None, [], {"GUNICORN_CMD_ARGS": "-w5"}, 5),
+        ("import os\nworkers = int(os.environ.get('N', '6'))\n", [], {}, 6),
     ],
 )
-def test_gunicorn_worker_count_from_the_environment(environ: dict[str, str], workers: int) -> None:
-    assert checks.gunicorn_workers(environ) == workers
-
-
-def test_several_gunicorn_workers_need_the_multiprocess_dir(
-    monkeypatch: pytest.MonkeyPatch,
+def test_gunicorn_worker_count_as_gunicorn_reads_it(
+    tmp_path: Path,
+    config_file: str | None,
+    argv: list[str],
+    environ: dict[str, str],
+    workers: int,
 ) -> None:
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    monkeypatch.delenv("GUNICORN_CMD_ARGS", raising=False)
-    monkeypatch.setenv("WEB_CONCURRENCY", "1")
+    if config_file is not None:  # gunicorn's default config file: ./gunicorn.conf.py
+        (tmp_path / "gunicorn.conf.py").write_text(config_file)
+    env = {"PATH": os.environ["PATH"], **environ}
+    assert gunicorn_config.read(argv, env, str(tmp_path)).workers == workers
+
+
+@pytest.fixture
+def gunicorn_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An environment with no gunicorn settings, in an empty directory."""
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CMD_ARGS", "WEB_CONCURRENCY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_workers_of_a_config_file_need_the_multiprocess_dir(gunicorn_env: Path) -> None:
     assert checks.multiprocess_dir() == []
-    monkeypatch.setenv("WEB_CONCURRENCY", "2")
+    (gunicorn_env / "gunicorn.conf.py").write_text("workers = 4\n")
     [error] = checks.multiprocess_dir()
-    assert error.id == "jewelry_monitoring_django.W006" and "2 workers" in error.msg
-    assert "PROMETHEUS_MULTIPROC_DIR" in error.hint and "mark_process_dead" in error.hint
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/tmp/prometheus-multiproc")
+    assert error.id == "jewelry_monitoring_django.W006" and "4 workers" in error.msg
+    assert "PROMETHEUS_MULTIPROC_DIR" in error.hint
+    assert "from jewelry_monitoring_django.gunicorn import child_exit" in error.hint
+
+
+def test_multiprocess_mode_without_the_packages_hooks_is_reported(
+    gunicorn_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(gunicorn_env / "prom"))
+    (gunicorn_env / "gunicorn.conf.py").write_text("workers = 4\n")
+    [warning] = checks.multiprocess_dir()
+    assert warning.id == "jewelry_monitoring_django.W012"
+    assert "never folded" in warning.msg
+
+
+def test_the_shops_gunicorn_config_passes(
+    gunicorn_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It sets PROMETHEUS_MULTIPROC_DIR itself and imports the hooks.
+    monkeypatch.chdir(APP_DIR)
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    assert gunicorn_config.read().workers == 3
     assert checks.multiprocess_dir() == []
+
+
+def test_a_broken_gunicorn_config_is_reported(gunicorn_env: Path) -> None:
+    (gunicorn_env / "gunicorn.conf.py").write_text("workers = int('four')\n")
+    [warning] = checks.multiprocess_dir()
+    assert warning.id == "jewelry_monitoring_django.W013"
+    assert "worker count is unknown" in warning.msg
 
 
 @pytest.mark.parametrize(

@@ -22,10 +22,8 @@ by class (subclasses count), so wrappers of the django-prometheus classes pass (
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import os
-import shlex
+import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -37,7 +35,7 @@ from django.db import connections
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils.module_loading import import_string
 
-from jewelry_monitoring_django import access
+from jewelry_monitoring_django import access, gunicorn_config
 
 ID = "jewelry_monitoring_django"
 TAG = "prometheus"
@@ -59,6 +57,7 @@ CACHE_WRAPPERS = {
 }
 # Where django-prometheus's cache backends (which count reads) live.
 UPSTREAM_CACHES = "django_prometheus.cache.backends."
+HOOKS_IMPORT = "from jewelry_monitoring_django.gunicorn import child_exit, on_starting"
 UNMEASURED_CACHES = ("django.core.cache.backends.dummy.DummyCache",)
 
 
@@ -185,44 +184,48 @@ def caches_wrapped(**_: Any) -> list[CheckMessage]:
     return warnings
 
 
-def gunicorn_workers(environ: dict[str, str] | None = None) -> int:
-    """The worker count gunicorn would take from the environment: ``GUNICORN_CMD_ARGS``
-    (``-w``/``--workers``), else ``WEB_CONCURRENCY``, else 1. Its config file is not read
-    (executing it here would have its side effects)."""
-    environ = dict(os.environ if environ is None else environ)
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("-w", "--workers", type=int)
-    try:
-        known, _ = parser.parse_known_args(shlex.split(environ.get("GUNICORN_CMD_ARGS", "")))
-    except (SystemExit, ValueError):
-        known = argparse.Namespace(workers=None)
-    if known.workers is not None:
-        return int(known.workers)
-    try:
-        return int(environ.get("WEB_CONCURRENCY", "1"))
-    except ValueError:
-        return 1
-
-
 def multiprocess_dir(**_: Any) -> list[CheckMessage]:
+    """W006: several gunicorn workers without multiprocess mode; W012: multiprocess mode
+    without the package's child_exit hook. gunicorn's settings as gunicorn reads them
+    (:mod:`.gunicorn_config`)."""
     if importlib.util.find_spec("gunicorn") is None:
         return []
-    workers = gunicorn_workers()
-    if workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    try:
+        config = gunicorn_config.read()
+    except (gunicorn_config.ConfigError, OSError, subprocess.SubprocessError) as exc:
+        return [
+            Warning(
+                f"gunicorn's configuration cannot be read, so its worker count is unknown: {exc}",
+                hint="Run gunicorn --check-config with the same arguments to see why.",
+                id=f"{ID}.W013",
+            )
+        ]
+    if config.workers <= 1:
         return []
-    # A warning: this process may be a migrate Job that shares gunicorn's environment.
-    return [
-        Warning(
-            f"gunicorn is set to {workers} workers (GUNICORN_CMD_ARGS / WEB_CONCURRENCY) but "
-            "PROMETHEUS_MULTIPROC_DIR is not set: each scrape would see the counters of "
-            "whichever worker answers, and they would jump up and down.",
-            hint="Set the environment variable PROMETHEUS_MULTIPROC_DIR to an empty, writable "
-            "directory before gunicorn starts (an emptyDir volume in Kubernetes), and call "
-            "prometheus_client.multiprocess.mark_process_dead(worker.pid) in gunicorn's "
-            "child_exit hook.",
-            id=f"{ID}.W006",
-        )
-    ]
+    if not config.multiproc_dir:
+        # A warning: this process may be a migrate Job that shares gunicorn's environment.
+        return [
+            Warning(
+                f"gunicorn is set to {config.workers} workers but PROMETHEUS_MULTIPROC_DIR is "
+                "not set: each scrape would see the counters of whichever worker answers, and "
+                "they would jump up and down.",
+                hint="Set the environment variable PROMETHEUS_MULTIPROC_DIR to an empty, "
+                "writable directory before gunicorn starts (an emptyDir volume in Kubernetes), "
+                f"and import the hooks in gunicorn's config file: {HOOKS_IMPORT}",
+                id=f"{ID}.W006",
+            )
+        ]
+    if not config.child_exit.startswith(f"{gunicorn_config.HOOKS_MODULE}."):
+        return [
+            Warning(
+                f"gunicorn's child_exit hook is {config.child_exit}, not the package's: the "
+                "files of exited workers are never folded, so every scrape reads more of them "
+                "as workers are recycled (max_requests, timeouts), until scrapes time out.",
+                hint=f"Import the hooks in gunicorn's config file: {HOOKS_IMPORT}",
+                id=f"{ID}.W012",
+            )
+        ]
+    return []
 
 
 def access_settings(**_: Any) -> list[CheckMessage]:
