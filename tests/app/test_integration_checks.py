@@ -171,3 +171,23 @@ def test_a_broken_gunicorn_config_is_reported(gunicorn_env: Path) -> None:
 def test_access_settings(overrides: dict[str, object], expected: list[str]) -> None:
     with override_settings(**overrides):
         assert ids(checks.access_settings()) == expected
+
+
+def test_alerts_that_could_never_fire_are_named() -> None:
+    # The shop imports its Celery app (jewelry_shop/__init__.py) with both event switches on.
+    from jewelry_shop.celery import app
+
+    assert checks.alert_inputs() == []
+    with override_settings(PROMETHEUS_EXPORT_MIGRATIONS=False):
+        [warning] = checks.alert_inputs()
+    assert warning.id == "jewelry_monitoring_django.W014"
+    assert "DjangoUnappliedMigrations" in warning.msg
+    saved = app.conf.worker_send_task_events
+    app.conf.worker_send_task_events = False
+    try:
+        [warning] = checks.alert_inputs()
+    finally:
+        app.conf.worker_send_task_events = saved
+    assert warning.id == "jewelry_monitoring_django.W015"
+    assert "'jewelry_shop' has worker_send_task_events off" in warning.msg
+    assert "CELERY_WORKER_SEND_TASK_EVENTS = True" in warning.hint

@@ -10,6 +10,10 @@ each reported with its fix (tag ``prometheus``: ``manage.py check --tag promethe
 | W005 | a cache whose BACKEND is not wrapped by django-prometheus |
 | W011 | a cache whose BACKEND counts reads (django-prometheus's) but not writes |
 | W006 | gunicorn with several workers but no ``PROMETHEUS_MULTIPROC_DIR`` |
+| W012 | multiprocess mode without the package's gunicorn ``child_exit`` (files never folded) |
+| W013 | gunicorn's configuration cannot be read |
+| W014 | ``PROMETHEUS_EXPORT_MIGRATIONS`` off: DjangoUnappliedMigrations can never fire |
+| W015 | the Celery app's task events off: CeleryTaskFailures can never fire |
 | E007 | ``PROMETHEUS_METRICS_ALLOWED_IPS`` / ``..._TRUSTED_PROXIES`` not a list of CIDRs |
 | E008 | basic auth with a user name but no password, or the reverse |
 | W009 | no URL routes to the protected view |
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import importlib.util
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -228,6 +233,53 @@ def multiprocess_dir(**_: Any) -> list[CheckMessage]:
     return []
 
 
+def alert_inputs(**_: Any) -> list[CheckMessage]:
+    """W014/W015: settings without which an alert of jewelry-monitoring can never fire."""
+    messages: list[CheckMessage] = []
+    if not getattr(settings, "PROMETHEUS_EXPORT_MIGRATIONS", False):
+        messages.append(
+            Warning(
+                "PROMETHEUS_EXPORT_MIGRATIONS is not True: django_migrations_unapplied_total "
+                "is not exported, so the DjangoUnappliedMigrations alert can never fire.",
+                hint="Set PROMETHEUS_EXPORT_MIGRATIONS = True (the /metrics view counts "
+                "migrations at scrape time), or add this check's id to "
+                "SILENCED_SYSTEM_CHECKS if you do not want that alert.",
+                id=f"{ID}.W014",
+            )
+        )
+    app = _celery_app()
+    if app is not None:
+        off = [
+            name
+            for name in ("worker_send_task_events", "task_send_sent_event")
+            if not app.conf.get(name)
+        ]
+        if off:
+            messages.append(
+                Warning(
+                    f"Celery app {app.main!r} has {' and '.join(off)} off: celery-exporter "
+                    "builds its metrics from task events, so CeleryTaskFailures can never fire"
+                    " and the task dashboards stay empty.",
+                    hint="With app.config_from_object('django.conf:settings', "
+                    "namespace='CELERY'): CELERY_WORKER_SEND_TASK_EVENTS = True and "
+                    "CELERY_TASK_SEND_SENT_EVENT = True (or run workers with -E).",
+                    id=f"{ID}.W015",
+                )
+            )
+    return messages
+
+
+def _celery_app() -> Any:
+    """The project's Celery app, if the project has imported Celery and made one (Celery's
+    fallback app, named "default", says nothing about the project). Celery is not imported
+    here: a project without it is not asked about it."""
+    celery = sys.modules.get("celery")
+    if celery is None:
+        return None
+    app = celery.current_app._get_current_object()
+    return None if app.main in (None, "default") else app
+
+
 def access_settings(**_: Any) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     for name, default in (
@@ -306,6 +358,7 @@ ALL = (
     databases_wrapped,
     caches_wrapped,
     multiprocess_dir,
+    alert_inputs,
     access_settings,
     metrics_url,
 )
