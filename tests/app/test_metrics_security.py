@@ -35,10 +35,14 @@ PROXIED = AccessPolicy(
         ("172.31.255.255", True),
         ("172.32.0.1", False),
         ("192.168.1.1", True),
+        ("100.64.0.1", True),  # RFC 6598 shared space: EKS custom networking's pods
+        ("100.127.255.254", True),
+        ("100.128.0.1", False),
         ("8.8.8.8", False),
         ("::1", True),
         ("fd12:3456::1", True),
         ("2001:db8::1", False),
+        ("2600:1f14::1", False),  # a global IPv6 pod address: set the pod CIDR or a token
         ("::ffff:10.1.2.3", True),  # IPv4-mapped (dual-stack socket)
         ("::ffff:8.8.8.8", False),
         ("", False),

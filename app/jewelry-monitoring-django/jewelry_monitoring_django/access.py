@@ -3,8 +3,8 @@
 Two independent checks, in this order:
 
 1. **Source address** must be inside ``PROMETHEUS_METRICS_ALLOWED_IPS`` (CIDRs, IPv4 and
-   IPv6; default :data:`DEFAULT_ALLOWED_IPS`: loopback and the private ranges pod networks
-   use) -> otherwise 403 and no metric data. The client address is ``REMOTE_ADDR``.
+   IPv6; default :data:`DEFAULT_ALLOWED_IPS`: loopback and the private and shared ranges pod
+   networks use) -> otherwise 403 and no metric data. The client address is ``REMOTE_ADDR``.
 
    Prometheus scrapes pods directly, never through a proxy. A request carrying any of
    :data:`PROXY_HEADERS` therefore went through a proxy (an Ingress controller, whose own
@@ -44,11 +44,14 @@ BASIC_AUTH_USERNAME = "PROMETHEUS_METRICS_BASIC_AUTH_USERNAME"
 BASIC_AUTH_PASSWORD = "PROMETHEUS_METRICS_BASIC_AUTH_PASSWORD"
 SECRET_SETTINGS = (BEARER_TOKEN, BASIC_AUTH_USERNAME, BASIC_AUTH_PASSWORD)
 
-# Loopback, RFC 1918 and IPv6 ULA: where Prometheus and the kubelet reach a pod from.
+# Where Prometheus and the kubelet reach a pod from: loopback, RFC 1918, the RFC 6598 shared
+# space (EKS custom networking and other CNIs give pods 100.64.0.0/10) and IPv6 ULA. IPv6
+# clusters with global pod addresses need their pod CIDR set, or a bearer token (README).
 DEFAULT_ALLOWED_IPS = (
     "127.0.0.0/8",
     "::1/128",
     "10.0.0.0/8",
+    "100.64.0.0/10",
     "172.16.0.0/12",
     "192.168.0.0/16",
     "fc00::/7",
