@@ -14,6 +14,7 @@ each reported with its fix (tag ``prometheus``: ``manage.py check --tag promethe
 | W013 | gunicorn's configuration cannot be read |
 | W014 | ``PROMETHEUS_EXPORT_MIGRATIONS`` off: DjangoUnappliedMigrations can never fire |
 | W015 | the Celery app's task events off: CeleryTaskFailures can never fire |
+| W016 | more views than ``PROMETHEUS_MAX_VIEWS``, routed or seen in the metrics |
 | E007 | ``PROMETHEUS_METRICS_ALLOWED_IPS`` / ``..._TRUSTED_PROXIES`` not a list of CIDRs |
 | E008 | basic auth with a user name but no password, or the reverse |
 | W009 | no URL routes to the protected view |
@@ -29,7 +30,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from django.apps import apps
@@ -280,6 +281,65 @@ def _celery_app() -> Any:
     return None if app.main in (None, "default") else app
 
 
+def view_labels(**_: Any) -> list[CheckMessage]:
+    """W016: more views than ``PROMETHEUS_MAX_VIEWS``, in the URLconf or in the metrics
+    (requests counted under ``<other view>``: read from the multiprocess directory when this
+    process shares gunicorn's, as ``manage.py check`` run in the app's container does)."""
+    from jewelry_monitoring_django.middleware import DEFAULT_MAX_VIEWS, MAX_VIEWS, OTHER_VIEW
+
+    limit = int(getattr(settings, MAX_VIEWS, DEFAULT_MAX_VIEWS))
+    routed = len({_view_name(namespaces, pattern) for _, namespaces, pattern in _patterns()})
+    overflowed = _requests_of_view(OTHER_VIEW)
+    if routed <= limit and not overflowed:
+        return []
+    found = (
+        f"{overflowed:g} requests were counted under view={OTHER_VIEW!r}"
+        if overflowed
+        else f"the URLconf routes {routed} distinct views"
+    )
+    return [
+        Warning(
+            f"{found}, more than {MAX_VIEWS} ({limit}) distinct views per process: the views "
+            f"past that are not told apart in the metrics.",
+            hint=f"Raise {MAX_VIEWS} above the number of views you serve (each view costs "
+            "about 25 series per method), or give dynamic views one URL name.",
+            id=f"{ID}.W016",
+        )
+    ]
+
+
+def _patterns(
+    patterns: list[Any] | None = None, route: str = "", namespaces: tuple[str, ...] = ()
+) -> Iterator[tuple[str, tuple[str, ...], URLPattern]]:
+    """Every URL pattern of the URLconf: (its full route, its namespaces, the pattern)."""
+    for pattern in get_resolver().url_patterns if patterns is None else patterns:
+        if isinstance(pattern, URLResolver):
+            inner = (*namespaces, pattern.namespace) if pattern.namespace else namespaces
+            yield from _patterns(pattern.url_patterns, route + str(pattern.pattern), inner)
+        elif isinstance(pattern, URLPattern):
+            yield route + str(pattern.pattern), namespaces, pattern
+
+
+def _view_name(namespaces: tuple[str, ...], pattern: URLPattern) -> str:
+    """The ``view`` label of a route, as Django's ResolverMatch.view_name makes it."""
+    callback = pattern.callback
+    name = pattern.name or f"{callback.__module__}.{getattr(callback, '__qualname__', '')}"
+    return ":".join((*namespaces, name))
+
+
+def _requests_of_view(view: str) -> float:
+    """Requests counted under ``view`` so far, by every process of the metrics this one sees."""
+    from jewelry_monitoring_django.views import build_registry
+
+    name = "django_http_requests_total_by_view_transport_method_total"
+    return sum(
+        sample.value
+        for family in build_registry(migrations=False).collect()
+        for sample in family.samples
+        if sample.name == name and sample.labels.get("view") == view
+    )
+
+
 def access_settings(**_: Any) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     for name, default in (
@@ -315,20 +375,12 @@ def _both(name: str) -> tuple[str, str]:
     return name, f"{name}_FILE"
 
 
-def _routes(patterns: list[Any], prefix: str = "") -> Iterator[tuple[str, Callable[..., Any]]]:
-    for pattern in patterns:
-        if isinstance(pattern, URLResolver):
-            yield from _routes(pattern.url_patterns, prefix + str(pattern.pattern))
-        elif isinstance(pattern, URLPattern):
-            yield prefix + str(pattern.pattern), pattern.callback
-
-
 def metrics_url(**_: Any) -> list[CheckMessage]:
     from django_prometheus.exports import ExportToDjangoView
 
     from jewelry_monitoring_django.views import metrics_view
 
-    routes = list(_routes(get_resolver().url_patterns))
+    routes = [(route, pattern.callback) for route, _, pattern in _patterns()]
     messages: list[CheckMessage] = [
         Error(
             f"URL {route!r} serves django-prometheus's ExportToDjangoView, which anyone "
@@ -359,6 +411,7 @@ ALL = (
     caches_wrapped,
     multiprocess_dir,
     alert_inputs,
+    view_labels,
     access_settings,
     metrics_url,
 )

@@ -1,11 +1,16 @@
 """django-prometheus's after-middleware, counting the app's traffic and nothing else.
 
-Two corrections to upstream, same metrics and names:
+Three corrections to upstream, same metrics and names:
 
 * **A bounded ``method`` label everywhere.** Upstream sanitises the HTTP method (unknown verbs
   become ``<invalid method>``) for most metrics but passes ``request.method`` verbatim to
   ``django_http_requests_latency_seconds_by_view_method``: any client could create unbounded
-  series (17 buckets each) by sending made-up verbs.
+  series (17 buckets each) by sending made-up verbs. So at most 10 methods.
+* **A bounded ``view`` label.** A process labels at most ``PROMETHEUS_MAX_VIEWS`` (default
+  :data:`DEFAULT_MAX_VIEWS`) distinct views; requests of any further view are counted under
+  ``view="<other view>"`` and a warning is logged once (``manage.py check`` reports it too:
+  W016). View names come from the URLconf, but a URLconf chosen per request
+  (``request.urlconf``: per tenant, per host) or generated at run time has no bound.
 * **Scrapes are not app traffic.** Upstream counts every request, so each Prometheus scrape
   of ``/metrics`` adds a 200 to ``django_http_responses_total_by_status_total`` and a request
   to ``django_http_requests_total_by_method_total``: the SLO denominators and the alerts'
@@ -20,9 +25,12 @@ Two corrections to upstream, same metrics and names:
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django_prometheus.middleware import PrometheusAfterMiddleware as _Upstream
 from django_prometheus.utils import Time
@@ -31,6 +39,43 @@ View = TypeVar("View", bound=Callable[..., Any])
 
 # The attribute :func:`uncounted` sets; ``functools.wraps`` copies it onto decorated views.
 UNCOUNTED = "prometheus_uncounted"
+MAX_VIEWS = "PROMETHEUS_MAX_VIEWS"
+DEFAULT_MAX_VIEWS = 300
+OTHER_VIEW = "<other view>"
+
+logger = logging.getLogger(__name__)
+
+
+class ViewLabels:
+    """The ``view`` label values this process has used, at most ``PROMETHEUS_MAX_VIEWS``."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+        self.overflowed = False
+
+    def bounded(self, view: str) -> str:
+        if view in self._seen:
+            return view
+        limit = int(getattr(settings, MAX_VIEWS, DEFAULT_MAX_VIEWS))
+        with self._lock:
+            if len(self._seen) < limit:
+                self._seen.add(view)
+                return view
+            if not self.overflowed:
+                self.overflowed = True
+                logger.warning(
+                    "%d distinct views have been labelled (%s): requests of view %r and of "
+                    "any other new view are counted under view=%r",
+                    limit,
+                    MAX_VIEWS,
+                    view,
+                    OTHER_VIEW,
+                )
+        return OTHER_VIEW
+
+
+view_labels = ViewLabels()
 
 
 def uncounted(view: View) -> View:
@@ -50,6 +95,8 @@ class PrometheusAfterMiddleware(_Upstream):
     def label_metric(self, metric: Any, request: Any, response: Any = None, **labels: Any) -> Any:
         if "method" in labels:
             labels["method"] = self._method(request)
+        if "view" in labels:
+            labels["view"] = view_labels.bounded(labels["view"])
         return super().label_metric(metric, request, response, **labels)
 
     def process_request(self, request: HttpRequest) -> None:

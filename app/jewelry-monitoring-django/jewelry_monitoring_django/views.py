@@ -39,9 +39,10 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 
-def build_registry() -> CollectorRegistry:
+def build_registry(migrations: bool = True) -> CollectorRegistry:
     """Registry for one scrape: all workers' files (multiprocess) or this process's metrics,
-    with django-prometheus's start-time migration gauges swapped for scrape-time ones."""
+    with django-prometheus's start-time migration gauges swapped for scrape-time ones (none
+    without ``migrations``: they query the database)."""
     registry = CollectorRegistry(auto_describe=False)
     directory = multiprocess_dir()
     if directory:
@@ -50,7 +51,7 @@ def build_registry() -> CollectorRegistry:
         registry.register(_Without(inner, migration_gauges.NAMES))
     else:
         registry.register(_Without(prometheus_client.REGISTRY, migration_gauges.NAMES))
-    if getattr(settings, "PROMETHEUS_EXPORT_MIGRATIONS", False):
+    if migrations and getattr(settings, "PROMETHEUS_EXPORT_MIGRATIONS", False):
         registry.register(migration_gauges.collector)
     return registry
 
