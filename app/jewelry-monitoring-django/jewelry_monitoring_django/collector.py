@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Exemplar, Sample
 from prometheus_client.utils import floatToGoString
 
-from jewelry_monitoring_django import fold
+from jewelry_monitoring_django import exemplars, fold
 from jewelry_monitoring_django.multiproc_files import LIVE_MODES, FileName, read_entries
 
 Labels = tuple[tuple[str, str], ...]
@@ -68,20 +68,24 @@ class _Family:
             self.gauges[series] = (value, timestamp)
 
     def metric(self, exemplars: dict[tuple[str, Labels], Exemplar]) -> Metric:
-        metric = Metric(self.name, self.help, self.kind)
-        for (sample, labels), values in self.sums.items():
-            metric.samples.append(Sample(sample, dict(labels), math.fsum(values)))
-        for (sample, labels), (value, _) in self.gauges.items():
-            metric.samples.append(Sample(sample, dict(labels), value))
-        for series, by_bound in self.buckets.items():
+        """The family's samples, those of one series together (OpenMetrics requires it):
+        a histogram's buckets, then its ``_count`` and ``_sum``."""
+        series: dict[Labels, list[Sample]] = defaultdict(list)
+        for labels, by_bound in self.buckets.items():
             cumulative = 0.0
             for bound in sorted(by_bound):
                 cumulative += math.fsum(by_bound[bound])
-                labels = (*series, ("le", floatToGoString(bound)))
-                exemplar = exemplars.get((self.name, tuple(sorted(labels))))
-                bucket = Sample(f"{self.name}_bucket", dict(labels), cumulative, None, exemplar)
-                metric.samples.append(bucket)
-            metric.samples.append(Sample(f"{self.name}_count", dict(series), cumulative))
+                bucket = (*labels, ("le", floatToGoString(bound)))
+                exemplar = exemplars.get((self.name, tuple(sorted(bucket))))
+                sample = Sample(f"{self.name}_bucket", dict(bucket), cumulative, None, exemplar)
+                series[labels].append(sample)
+            series[labels].append(Sample(f"{self.name}_count", dict(labels), cumulative))
+        for (name, labels), values in self.sums.items():
+            series[labels].append(Sample(name, dict(labels), math.fsum(values)))
+        for (name, labels), (value, _) in self.gauges.items():
+            series[labels].append(Sample(name, dict(labels), value))
+        metric = Metric(self.name, self.help, self.kind)
+        metric.samples = [sample for samples in series.values() for sample in samples]
         return metric
 
 
@@ -110,8 +114,23 @@ class FoldingCollector:
         return key
 
     def exemplars(self) -> dict[tuple[str, Labels], Exemplar]:
-        """The newest exemplar of each histogram bucket (none here: see the subclass)."""
-        return {}
+        """The newest exemplar of each histogram bucket over the processes' exemplar files
+        (:mod:`.exemplars`; looked for only in a process that traces)."""
+        newest: dict[tuple[str, Labels], Exemplar] = {}
+        if not exemplars.tracing():
+            return newest
+        for path in self.directory.glob(f"{exemplars.PREFIX}*{exemplars.SUFFIX}"):
+            try:
+                found = exemplars.read_file(path)
+            except FileNotFoundError:  # its process exited and was folded
+                continue
+            for key, labels, value, timestamp in found:
+                family, items = json.loads(key)
+                bucket = (family, tuple((name, label) for name, label in items))
+                current = newest.get(bucket)
+                if current is None or timestamp > (current.timestamp or 0):
+                    newest[bucket] = Exemplar(labels, value, timestamp)
+        return newest
 
     def collect(self) -> Iterator[Metric]:
         families: dict[str, _Family] = {}

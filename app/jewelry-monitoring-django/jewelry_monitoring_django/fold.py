@@ -11,7 +11,8 @@ What is folded, by type (prometheus_client's meaning of each is kept):
 
 * counters, histograms, summaries and ``sum`` gauges: added;
 * ``min``/``max`` gauges: the smaller/larger value; ``mostrecent`` gauges: the newer value;
-* ``live*`` gauges: removed (``mark_process_dead``);
+* ``live*`` gauges: removed (``mark_process_dead``), and the worker's exemplars
+  (:mod:`.exemplars`: scrapes while it lived have carried them);
 * ``all`` gauges: left as they are, one file per process, since their series are labelled by
   the process's pid.
 
@@ -44,6 +45,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jewelry_monitoring_django.exemplars import PREFIX as EXEMPLARS_PREFIX
+from jewelry_monitoring_django.exemplars import SUFFIX as EXEMPLARS_SUFFIX
 from jewelry_monitoring_django.multiproc_files import (
     LIVE_MODES,
     Entry,
@@ -224,8 +227,12 @@ def _fold_locked(directory: Path, processes: set[str]) -> None:
         os.unlink(path)
 
     victims: list[tuple[Path, FileName]] = []
-    dead_live_gauges: list[Path] = []
+    dead_live_gauges: list[Path] = []  # and exemplars: both die with their process
+    exemplar_files = {f"{EXEMPLARS_PREFIX}{process}{EXEMPLARS_SUFFIX}" for process in processes}
     for entry in os.scandir(directory):
+        if entry.name in exemplar_files:
+            dead_live_gauges.append(Path(entry.path))
+            continue
         name = FileName.parse(entry.name)
         if name is None or name.process not in processes or name.prefix == PER_PROCESS:
             continue

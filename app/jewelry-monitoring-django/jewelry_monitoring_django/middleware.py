@@ -35,6 +35,8 @@ from django.http import HttpRequest, HttpResponse
 from django_prometheus.middleware import PrometheusAfterMiddleware as _Upstream
 from django_prometheus.utils import Time
 
+from jewelry_monitoring_django import exemplars
+
 View = TypeVar("View", bound=Callable[..., Any])
 
 # The attribute :func:`uncounted` sets; ``functools.wraps`` copies it onto decorated views.
@@ -97,7 +99,12 @@ class PrometheusAfterMiddleware(_Upstream):
             labels["method"] = self._method(request)
         if "view" in labels:
             labels["view"] = view_labels.bounded(labels["view"])
-        return super().label_metric(metric, request, response, **labels)
+        child = super().label_metric(metric, request, response, **labels)
+        if metric is self.metrics.requests_latency_by_view_method:
+            trace = exemplars.current_trace()
+            if trace is not None:
+                return exemplars.Traced(child, metric._name, labels, trace)
+        return child
 
     def process_request(self, request: HttpRequest) -> None:
         # Only the clock starts on arrival; _count_arrival counts once the view is known.

@@ -11,9 +11,10 @@ import prometheus_client
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 
-from jewelry_monitoring_django import migration_gauges
+from jewelry_monitoring_django import exemplars, migration_gauges
 from jewelry_monitoring_django.access import AccessPolicy, Credentials
 from jewelry_monitoring_django.collector import FoldingCollector
 from jewelry_monitoring_django.middleware import uncounted
@@ -70,7 +71,12 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         response = HttpResponse("Unauthorized\n", status=401, content_type="text/plain")
         response["WWW-Authenticate"] = creds.challenge()
         return response
-    body = prometheus_client.generate_latest(build_registry())
-    response = HttpResponse(body, content_type=prometheus_client.CONTENT_TYPE_LATEST)
+    registry = build_registry()
+    if exemplars.tracing():  # exemplars exist in the OpenMetrics format only
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        response = HttpResponse(encoder(registry), content_type=content_type)
+    else:
+        body = prometheus_client.generate_latest(registry)
+        response = HttpResponse(body, content_type=prometheus_client.CONTENT_TYPE_LATEST)
     response["Cache-Control"] = "no-store"
     return response
