@@ -149,7 +149,7 @@ def scrape_vs_dead_workers(counts: tuple[int, ...], views: int = 20) -> None:
 
     rows = []
     for dead in counts:
-        with tempfile.TemporaryDirectory(prefix="bench-fold-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="bench-unfolded-") as tmp:
             directory = Path(tmp)
             for pid in range(1, dead + 3):
                 write_worker(directory, pid, views)
@@ -158,14 +158,20 @@ def scrape_vs_dead_workers(counts: tuple[int, ...], views: int = 20) -> None:
                 scrape_with(MultiProcessCollector(None, path=tmp)),  # type: ignore[no-untyped-call]
                 repeat,
             )
-            before = scrape_with(FoldingCollector(directory))()
-            start = time.perf_counter()
-            for pid in range(3, dead + 3):  # one child_exit per worker; 1 and 2 live on
+            expected = scrape_with(FoldingCollector(directory))()
+        with tempfile.TemporaryDirectory(prefix="bench-folded-") as tmp:
+            directory = Path(tmp)
+            folding = 0.0
+            for pid in range(3, dead + 3):  # each worker exits and the master folds it
+                write_worker(directory, pid, views)
+                start = time.perf_counter()
                 fold.fold(directory, [pid])
-            per_fold = (time.perf_counter() - start) / dead
+                folding += time.perf_counter() - start
+            for pid in (1, 2):  # the live ones
+                write_worker(directory, pid, views)
             folded = seconds_per_call(scrape_with(FoldingCollector(directory)), 5)
-            assert scrape_with(FoldingCollector(directory))() == before, "a fold changed a value"
-            rows.append((dead, len(os.listdir(directory)), unfolded, folded, per_fold))
+            assert scrape_with(FoldingCollector(directory))() == expected, "a fold lost a value"
+            rows.append((dead, len(os.listdir(directory)), unfolded, folded, folding / dead))
     load = os.getloadavg()
     print(
         f"\n== One scrape against dead gunicorn workers ({views} views, a counter and a "
