@@ -53,8 +53,8 @@ class _Family:
         if self.kind == "histogram":
             le = dict(key.labels).get("le")
             if le is not None:
-                series = tuple(item for item in key.labels if item[0] != "le")
-                self.buckets[series][float(le)].append(value)
+                without_le = tuple(item for item in key.labels if item[0] != "le")
+                self.buckets[without_le][float(le)].append(value)
                 return
         if self.kind != "gauge" or self.mode in ("sum", "livesum"):
             self.sums[(key.sample, key.labels)].append(value)
@@ -75,7 +75,7 @@ class _Family:
             cumulative = 0.0
             for bound in sorted(by_bound):
                 cumulative += math.fsum(by_bound[bound])
-                bucket = (*labels, ("le", floatToGoString(bound)))
+                bucket = (*labels, ("le", floatToGoString(bound)))  # type: ignore[no-untyped-call]
                 exemplar = exemplars.get((self.name, tuple(sorted(bucket))))
                 sample = Sample(f"{self.name}_bucket", dict(bucket), cumulative, None, exemplar)
                 series[labels].append(sample)
@@ -128,7 +128,7 @@ class FoldingCollector:
                 family, items = json.loads(key)
                 bucket = (family, tuple((name, label) for name, label in items))
                 current = newest.get(bucket)
-                if current is None or timestamp > (current.timestamp or 0):
+                if current is None or timestamp > float(current.timestamp or 0):
                     newest[bucket] = Exemplar(labels, value, timestamp)
         return newest
 

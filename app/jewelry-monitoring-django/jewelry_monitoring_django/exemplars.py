@@ -149,5 +149,5 @@ class Traced:
         from prometheus_client.utils import floatToGoString
 
         bound = next(b for b in self._child._upper_bounds if amount <= b)
-        labels = {**self._labels, "le": floatToGoString(bound)}
+        labels = {**self._labels, "le": floatToGoString(bound)}  # type: ignore[no-untyped-call]
         store.record(Path(directory), bucket_key(self._family, labels), self._trace, amount)
