@@ -32,6 +32,8 @@ ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Exited workers whose fold could not take the lock yet (the master's own memory).
 _unfolded: set[int] = set()
+# How long child_exit waits for scrapes holding the lock (the master does nothing else then).
+LOCK_TIMEOUT = 5.0
 
 
 def multiproc_dir() -> Path | None:
@@ -70,7 +72,7 @@ def child_exit(server: Any, worker: Any) -> None:
         return
     _unfolded.add(worker.pid)
     try:
-        if fold.fold(directory, _unfolded):
+        if fold.fold(directory, _unfolded, lock_timeout=LOCK_TIMEOUT):
             _unfolded.clear()
         else:
             server.log.warning(
