@@ -15,7 +15,8 @@ In one run on this machine, with real PostgreSQL and Redis (tests/devkit/service
    counter and a histogram each, as django-prometheus writes them, plus 2 live workers),
    merged as they are by prometheus_client's ``MultiProcessCollector``, and after
    jewelry_monitoring_django's gunicorn hook folded them one exit at a time (the cost of one
-   fold is printed too): 10, 1,000 and 10,000 dead workers (10 and 300 with ``--short``).
+   fold is printed too), the sizes alternating round by round: 10, 1,000 and 10,000 dead
+   workers (10 and 300 with ``--short``).
 
 Usage (from the repo root)::
 
@@ -30,6 +31,7 @@ time budgets, every subprocess has a timeout, and all services are stopped at th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -125,18 +127,15 @@ def write_worker(directory: Path, pid: int, views: int) -> None:
     histogram.close()
 
 
-def seconds_per_call(call: Callable[[], object], repeat: int) -> float:
-    """The median wall time of ``call`` over ``repeat`` runs."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def seconds_of(call: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
 
 
 def scrape_vs_dead_workers(counts: tuple[int, ...], views: int = 20) -> None:
-    """Part 4: one scrape against dead workers' files, unfolded and folded."""
+    """Part 4: one scrape against dead workers' files, unfolded and folded. The scrapes of
+    every size alternate round by round, so a burst of load on the machine hits them alike."""
     from jewelry_monitoring_django import fold
     from jewelry_monitoring_django.collector import FoldingCollector
     from prometheus_client import CollectorRegistry, generate_latest
@@ -147,31 +146,42 @@ def scrape_vs_dead_workers(counts: tuple[int, ...], views: int = 20) -> None:
         registry.register(collector)  # type: ignore[arg-type]
         return lambda: generate_latest(registry)
 
-    rows = []
-    for dead in counts:
-        with tempfile.TemporaryDirectory(prefix="bench-unfolded-") as tmp:
-            directory = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        unfolded_scrape, folded_scrape, folding, files_left = {}, {}, {}, {}
+        for dead in counts:
+            unfolded = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
             for pid in range(1, dead + 3):
-                write_worker(directory, pid, views)
-            repeat = 1 if dead > 2000 else 5
-            unfolded = seconds_per_call(
-                scrape_with(MultiProcessCollector(None, path=tmp)),  # type: ignore[no-untyped-call]
-                repeat,
-            )
-            expected = scrape_with(FoldingCollector(directory))()
-        with tempfile.TemporaryDirectory(prefix="bench-folded-") as tmp:
-            directory = Path(tmp)
-            folding = 0.0
+                write_worker(unfolded, pid, views)
+            unfolded_scrape[dead] = scrape_with(MultiProcessCollector(None, path=str(unfolded)))  # type: ignore[no-untyped-call]
+            folded = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
+            spent = 0.0
             for pid in range(3, dead + 3):  # each worker exits and the master folds it
-                write_worker(directory, pid, views)
-                start = time.perf_counter()
-                fold.fold(directory, [pid])
-                folding += time.perf_counter() - start
+                write_worker(folded, pid, views)
+                started = time.perf_counter()
+                fold.fold(folded, [pid])
+                spent += time.perf_counter() - started
+            folding[dead] = spent / dead
             for pid in (1, 2):  # the live ones
-                write_worker(directory, pid, views)
-            folded = seconds_per_call(scrape_with(FoldingCollector(directory)), 5)
-            assert scrape_with(FoldingCollector(directory))() == expected, "a fold lost a value"
-            rows.append((dead, len(os.listdir(directory)), unfolded, folded, folding / dead))
+                write_worker(folded, pid, views)
+            folded_scrape[dead] = scrape_with(FoldingCollector(folded))
+            assert folded_scrape[dead]() == scrape_with(FoldingCollector(unfolded))(), dead
+            files_left[dead] = len(os.listdir(folded))
+        times: dict[str, dict[int, list[float]]] = {"unfolded": {}, "folded": {}}
+        for round_ in range(5):
+            for dead in counts:
+                times["folded"].setdefault(dead, []).append(seconds_of(folded_scrape[dead]))
+                if dead <= 2000 or round_ < 2:  # ~30 s each at 10,000
+                    times["unfolded"].setdefault(dead, []).append(seconds_of(unfolded_scrape[dead]))
+    rows = [
+        (
+            dead,
+            files_left[dead],
+            statistics.median(times["unfolded"][dead]),
+            statistics.median(times["folded"][dead]),
+            folding[dead],
+        )
+        for dead in counts
+    ]
     load = os.getloadavg()
     print(
         f"\n== One scrape against dead gunicorn workers ({views} views, a counter and a "
