@@ -230,6 +230,35 @@ def test_a_master_killed_at_any_point_of_a_fold_loses_and_doubles_nothing(tmp_pa
     assert crash_at > 10  # the fold made that many changes, each one a crash point
 
 
+def _fold_one_by_one(directory: Path, pids: list[int]) -> None:
+    for pid in pids:
+        assert fold.fold(directory, [pid])
+
+
+def test_scrapes_during_folds_in_another_process_all_read_the_same(tmp_path: Path) -> None:
+    """A master folding exits one by one while workers scrape: every scrape in between reads
+    exactly the same totals (all these workers are dead, nothing changes but the files)."""
+    pids = list(range(2000, 2150))
+    for pid in pids:
+        worker = Worker(tmp_path, pid)
+        worker.request(VIEWS[pid % 3], pid / 1013)
+        worker.exit()
+    expected = scrape(tmp_path)
+    master = multiprocessing.get_context("fork").Process(
+        target=_fold_one_by_one, args=(tmp_path, pids)
+    )
+    master.start()
+    scrapes = 0
+    while master.is_alive() or scrapes == 0:
+        assert scrape(tmp_path) == expected
+        scrapes += 1
+    master.join(60)
+    assert master.exitcode == 0
+    assert scrape(tmp_path) == expected
+    assert scrapes > 1
+    assert not list(tmp_path.glob("counter_2*.db"))
+
+
 class FoldMachine(RuleBasedStateMachine):
     """Workers start, serve, exit; the master folds some of the dead; Prometheus scrapes.
 
