@@ -585,7 +585,8 @@ REQUIREMENTS: dict[str, str] = {
     "DjangoSlowDatabaseQueries": _DATABASE,
     "DjangoCacheHitRatioLow": "a cache BACKEND of django-prometheus or jewelry-monitoring-django "
     "(`manage.py check` W005, W011)",
-    "DjangoUnappliedMigrations": "`PROMETHEUS_EXPORT_MIGRATIONS = True` in the app's settings",
+    "DjangoUnappliedMigrations": "`PROMETHEUS_EXPORT_MIGRATIONS = True` in the app's settings "
+    "(`manage.py check` W014)",
     "PostgresDown": "`exporters.postgres.enabled` with its `dataSource`",
     "PostgresTooManyConnections": "`exporters.postgres.enabled` with its `dataSource`",
     "RedisDown": "`exporters.redis.enabled`",
@@ -594,7 +595,7 @@ REQUIREMENTS: dict[str, str] = {
     "NginxDown": "`exporters.nginx.enabled`",
     "NginxDroppedConnections": "`exporters.nginx.enabled`; nginx's `stub_status` at `scrapeUri`",
     "CeleryTaskFailures": "`exporters.celery.enabled`; Celery task events from the workers "
-    "(`worker_send_task_events = True` or `celery worker -E`)",
+    "(`worker_send_task_events = True` or `celery worker -E`; `manage.py check` W015)",
     "CeleryNoWorkers": "`exporters.celery.enabled`; worker heartbeats (on unless "
     "`--without-heartbeat`)",
     "CeleryQueueBacklog": "`exporters.celery.enabled`; a Redis or RabbitMQ broker",
