@@ -1,0 +1,210 @@
+"""Our children as their label-selected watches last reported them, for reconciles to read.
+
+Every reconcile used to LIST each child kind in its namespace (7 requests, whatever changed)
+and compare what came back with what it wants. Here the watches that already bring our
+children (and only ours: they carry the managed-by and owner labels as a server-side
+selector) keep a compact record of each one: what a reconcile decides on without the full
+object (owner, spec hash, resourceVersion, and for Deployments and DaemonSets the replica
+counts). Whether the object's fields still match what we want is not kept: a reconcile
+marks the version at which it found (or made) a child up to date (its resourceVersion; the
+generation and metadata for kinds whose status changes all the time), and trusts the
+record only while the watch still reports that version; any other change (a hand
+edit, a controller's status update, a change the watch has not shown yet) costs one GET
+and a full comparison, never a wrong "up to date".
+
+Pure and thread-safe: the watches write from their threads, reconciles read from theirs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from jewelry_monitoring.builders.common import OWNER_LABEL, SPEC_HASH_ANNOTATION
+
+Obj = dict[str, Any]
+# (kind, namespace, name) of a child.
+ChildKey = tuple[str, str, str]
+# (namespace, owner label) of the resource that owns children.
+Key = tuple[str, str]
+# Kinds whose status others update all the time (the Deployment controller, the DaemonSet
+# controller): for them the version that matters is the spec's (generation) and metadata's,
+# so a status update does not cost a GET to compare fields we never set in status.
+_STATUS_CHURN = frozenset({"Deployment", "DaemonSet"})
+# Annotations their controllers write on them (never we): one changing is no edit of ours.
+_CONTROLLER_ANNOTATIONS = ("deployment.kubernetes.io/", "deprecated.daemonset.template.")
+# The replica counts ExportersAvailable reads, of Deployments and DaemonSets.
+_STATUS_COUNTS = ("desiredNumberScheduled", "numberAvailable", "availableReplicas")
+
+
+def content_version(obj: Obj) -> str:
+    """What changes whenever a field we set may have changed: the resourceVersion, or for
+    kinds with a busy status the generation (bumped by every spec change) and the metadata
+    we set (labels, annotations, owners; not bumped by generation)."""
+    meta = obj["metadata"]
+    if obj["kind"] not in _STATUS_CHURN:
+        return str(meta.get("resourceVersion", ""))
+    annotations = {
+        key: value
+        for key, value in (meta.get("annotations") or {}).items()
+        if not key.startswith(_CONTROLLER_ANNOTATIONS)
+    }
+    ours = [meta.get("labels"), annotations, meta.get("ownerReferences")]
+    digest = hashlib.sha256(json.dumps(ours, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{meta.get('generation', 0)}/{digest}"
+
+
+@dataclass(frozen=True, slots=True)
+class Child:
+    """One child, reduced to what a reconcile decides on (a few hundred bytes, not the
+    object's tens of KB: 23 children per resource, hundreds of resources)."""
+
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+    version: str  # content_version
+    owner_label: str
+    owner_uids: frozenset[str]
+    spec_hash: str | None
+    replicas: int | None = None
+    counts: tuple[tuple[str, int], ...] = ()
+
+    @classmethod
+    def of(cls, obj: Obj) -> Child:
+        meta = obj["metadata"]
+        status = obj.get("status") or {}
+        return cls(
+            kind=obj["kind"],
+            namespace=meta.get("namespace", ""),
+            name=meta["name"],
+            uid=meta.get("uid", ""),
+            version=content_version(obj),
+            owner_label=(meta.get("labels") or {}).get(OWNER_LABEL, ""),
+            owner_uids=frozenset(r.get("uid", "") for r in meta.get("ownerReferences") or []),
+            spec_hash=(meta.get("annotations") or {}).get(SPEC_HASH_ANNOTATION),
+            replicas=(obj.get("spec") or {}).get("replicas"),
+            counts=tuple((k, int(status[k])) for k in _STATUS_COUNTS if k in status),
+        )
+
+    def as_object(self) -> Obj:
+        """The fields of the object that reconciles read (names, owners, replica counts)."""
+        spec = {} if self.replicas is None else {"replicas": self.replicas}
+        return {
+            "kind": self.kind,
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "uid": self.uid,
+                "ownerReferences": [{"uid": uid} for uid in sorted(self.owner_uids)],
+            },
+            "spec": spec,
+            "status": dict(self.counts),
+        }
+
+
+class ChildCache:
+    """Every child our watches have listed, by owner, and the resourceVersions at which a
+    reconcile found them up to date."""
+
+    def __init__(self, parts: list[str]) -> None:
+        """``parts`` names every watch that feeds the cache (one per kind and namespace):
+        the cache is complete once each has listed."""
+        self._lock = threading.Lock()
+        self._children: dict[ChildKey, Child] = {}
+        # (namespace, owner label) -> keys of its children, so a reconcile reads only its own.
+        self._by_owner: dict[tuple[str, str], set[ChildKey]] = {}
+        # ChildKey -> (content_version, spec hash) at which a reconcile found it up to date.
+        self._up_to_date: dict[ChildKey, tuple[str, str]] = {}
+        self.synced = {part: threading.Event() for part in parts}
+
+    # -- reads, for reconciles --------------------------------------------------------------
+
+    def complete(self) -> bool:
+        """Whether every watch has listed: until then absence in the cache means nothing."""
+        return all(event.is_set() for event in self.synced.values())
+
+    def owned_by(self, namespace: str, owner_label: str) -> dict[tuple[str, str], Child]:
+        """The children labelled as this owner's, by (kind, name)."""
+        with self._lock:
+            keys = self._by_owner.get((namespace, owner_label), set())
+            return {(k[0], k[2]): self._children[k] for k in keys}
+
+    def known_up_to_date(self, child: Child, spec_hash: str) -> bool:
+        """Whether a reconcile found ``child`` up to date with ``spec_hash`` at the very
+        version the watch last reported."""
+        key = (child.kind, child.namespace, child.name)
+        with self._lock:
+            return self._up_to_date.get(key) == (child.version, spec_hash)
+
+    def wait_synced(self, timeout: float) -> bool:
+        return all(event.wait(timeout) for event in self.synced.values())
+
+    # -- updates ----------------------------------------------------------------------------
+
+    def mark_up_to_date(self, obj: Obj, spec_hash: str) -> None:
+        """A reconcile compared ``obj`` (just read or written) with what it wants: equal.
+
+        Also recorded as the watch would record it: the watch event of our own write then
+        changes nothing (no GET while the event is on its way, no reconcile when it comes)."""
+        child = Child.of(obj)
+        key = (child.kind, child.namespace, child.name)
+        with self._lock:
+            self._put(child)
+            self._up_to_date[key] = (child.version, spec_hash)
+
+    def listed(self, part: str, kind: str, namespace: str, objects: list[Obj]) -> set[Key]:
+        """Replace what one watch (``kind``, in ``namespace`` or everywhere if "") holds;
+        returns the (namespace, owner label) of every owner whose children changed."""
+        fresh = {(kind, o["metadata"]["namespace"], o["metadata"]["name"]): o for o in objects}
+        changed: set[Key] = set()
+        with self._lock:
+            stale = [
+                key
+                for key in self._children
+                if key[0] == kind and (not namespace or key[1] == namespace) and key not in fresh
+            ]
+            for key in stale:
+                changed |= self._remove(key)
+            for obj in fresh.values():
+                changed |= self._put(Child.of({"kind": kind, **obj}))
+        self.synced[part].set()
+        return changed
+
+    def event(self, kind: str, event_type: str, obj: Obj) -> set[Key]:
+        """One watch event; returns the owner it concerns if anything it holds changed."""
+        child = Child.of({"kind": kind, **obj})
+        with self._lock:
+            if event_type == "DELETED":
+                return self._remove((kind, child.namespace, child.name))
+            return self._put(child)
+
+    def _put(self, child: Child) -> set[Key]:
+        key = (child.kind, child.namespace, child.name)
+        before = self._children.get(key)
+        if before == child:
+            return set()
+        changed: set[Key] = set()
+        if before is not None and before.owner_label != child.owner_label:
+            changed = self._remove(key)
+        elif before is not None and before.uid != child.uid:
+            self._up_to_date.pop(key, None)  # another object of the same name
+        self._children[key] = child
+        owner = (child.namespace, child.owner_label)
+        self._by_owner.setdefault(owner, set()).add(key)
+        return changed | {owner}
+
+    def _remove(self, key: ChildKey) -> set[Key]:
+        child = self._children.pop(key, None)
+        if child is None:
+            return set()
+        owner = (child.namespace, child.owner_label)
+        siblings = self._by_owner.get(owner, set())
+        siblings.discard(key)
+        if not siblings:
+            self._by_owner.pop(owner, None)
+        self._up_to_date.pop(key, None)
+        return {owner}

@@ -1,0 +1,155 @@
+"""`jewelry-monitoring`: run the operator, render a CR offline, print the CRD.
+
+jewelry-monitoring run [--namespace NS ...] [--leader-elect]
+jewelry-monitoring render -f cr.yaml [--uid UID] [--without-prometheus-operator]
+jewelry-monitoring crd
+jewelry-monitoring doctor [NAME] [-n NS] [--context CTX] [--prometheus-url URL] [-o json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jewelry_monitoring import config as operator_config
+from jewelry_monitoring.builders.common import Owner
+from jewelry_monitoring.builders.desired import MONITORING_KINDS, desired_objects
+from jewelry_monitoring.builders.rules import KNOWN_ALERTS
+from jewelry_monitoring.crd import build_crd
+from jewelry_monitoring.spec import KIND, JewelryMonitoringSpec, semantic_problems
+
+PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Plain YAML without anchors: shared sub-objects are written out in full each time."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump_yaml(documents: list[dict[str, Any]]) -> str:
+    return yaml.dump_all(documents, Dumper=_BlockDumper, sort_keys=False, width=100)
+
+
+def render(cr: dict[str, Any], uid: str, with_prometheus_operator: bool) -> list[dict[str, Any]]:
+    """Exactly the objects the operator would apply for ``cr`` (same builder code)."""
+    if cr.get("kind") != KIND:
+        raise ValueError(f"expected kind {KIND}, got {cr.get('kind')!r}")
+    spec = JewelryMonitoringSpec.model_validate(cr.get("spec") or {})
+    problems = semantic_problems(spec, KNOWN_ALERTS)
+    if problems:
+        raise ValueError("invalid spec: " + "; ".join(problems))
+    meta = cr["metadata"]
+    owner = Owner(name=meta["name"], namespace=meta.get("namespace", "default"), uid=uid, spec=spec)
+    kinds = frozenset(MONITORING_KINDS) if with_prometheus_operator else frozenset()
+    return desired_objects(owner, kinds)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+
+    from jewelry_monitoring import handlers, metrics  # noqa: F401  (handlers registers them)
+
+    try:
+        settings = operator_config.load(args.namespace, args.leader_elect or None)
+    except operator_config.ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # The client library logs whole response bodies at DEBUG, Secrets included: never.
+    logging.getLogger("kubernetes.client.rest").setLevel(logging.WARNING)
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port)
+    kopf.run(
+        clusterwide=settings.clusterwide,
+        namespaces=settings.namespaces,
+        standalone=True,  # kopf's peering would pause only kopf's watchers: see handlers.py
+        liveness_endpoint=settings.liveness_endpoint or None,
+        memo=kopf.Memo(config=settings),
+    )
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from jewelry_monitoring import doctor
+    from jewelry_monitoring.kube import (
+        Kube,
+        KubeError,
+        kubeconfig_api_client,
+        kubeconfig_namespace,
+    )
+
+    try:
+        api = kubeconfig_api_client(args.context)
+        namespace = args.namespace or kubeconfig_namespace(args.context)
+        checks = doctor.Doctor(Kube(api), namespace, args.prometheus_url).run(args.name)
+    except (KubeError, OSError, ValueError) as error:  # no kubeconfig, cluster unreachable
+        print(f"doctor: cannot read the cluster: {error}", file=sys.stderr)
+        return 2
+    sys.stdout.write(doctor.as_json(checks) if args.output == "json" else doctor.human(checks))
+    return doctor.exit_code(checks)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jewelry-monitoring", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the operator")
+    run.add_argument("--namespace", action="append", help="watch only this namespace (repeat)")
+    run.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="only the holder of a Lease writes (for several replicas; also JM_LEADER_ELECTION)",
+    )
+    show = commands.add_parser("render", help="print the objects a CR would create")
+    show.add_argument(
+        "-f", "--file", required=True, type=Path, help="JewelryMonitoring YAML ('-' = stdin)"
+    )
+    show.add_argument(
+        "--uid", default=PLACEHOLDER_UID, help="the CR's uid, for exact ownerReferences"
+    )
+    show.add_argument(
+        "--without-prometheus-operator",
+        action="store_true",
+        help="as on a cluster without prometheus-operator's CRDs",
+    )
+    commands.add_parser("crd", help="print the JewelryMonitoring CRD")
+    doctor = commands.add_parser(
+        "doctor", help="check why metrics are missing: CRDs, operator, resource, Prometheus"
+    )
+    doctor.add_argument("name", nargs="?", help="the JewelryMonitoring (default: all in NS)")
+    doctor.add_argument("-n", "--namespace", help="default: the kubeconfig context's")
+    doctor.add_argument("--context", help="kubeconfig context (default: the current one)")
+    doctor.add_argument(
+        "--prometheus-url",
+        help="Prometheus HTTP API to read targets and rules from (default: spec.prometheus.url)",
+    )
+    doctor.add_argument("-o", "--output", choices=("human", "json"), default="human")
+    args = parser.parse_args(argv)
+
+    if args.command == "run":
+        return _run(args)
+    if args.command == "doctor":
+        return _doctor(args)
+    if args.command == "crd":
+        sys.stdout.write(dump_yaml([build_crd()]))
+        return 0
+    text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text()
+    try:
+        objects = render(yaml.safe_load(text), args.uid, not args.without_prometheus_operator)
+    except ValueError as error:  # pydantic's ValidationError is a ValueError
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    sys.stdout.write(dump_yaml(objects))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,404 @@
+"""`jewelry-monitoring doctor`: why don't I see my metrics? Every check says what it found,
+and every failed one says how to fix it (the exact label, the exact command).
+
+Reads only, with the user's kubeconfig, and a Prometheus HTTP API when one is given (the
+flag, else the CR's spec.prometheus.url). It reuses what the operator decides with: the
+selection rules (``selection``), the target judgements (``targets``), the builders' names.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shlex
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from jewelry_monitoring.builders.common import APP_COMPONENT, child_name, owner_selector
+from jewelry_monitoring.builders.desired import MONITORING_KINDS
+from jewelry_monitoring.kube import Kube
+from jewelry_monitoring.promapi import PrometheusAPI, PrometheusError
+from jewelry_monitoring.selection import PROMETHEUS, evaluate
+from jewelry_monitoring.spec import API_GROUP, KIND, PLURAL
+from jewelry_monitoring.targets import (
+    SERVICE_NAME_LABEL,
+    app_targets_found,
+    our_targets,
+    scrape_pools,
+    selector_text,
+)
+
+Obj = dict[str, Any]
+OUR_CRD = f"{PLURAL}.{API_GROUP}"
+PROMETHEUS_OPERATOR_CRDS = (*MONITORING_KINDS.values(), PROMETHEUS.crd)
+PROMETHEUS_OPERATOR_VERSION = "operator.prometheus.io/version"
+OPERATOR_SELECTOR = "app.kubernetes.io/name=jewelry-monitoring"
+OK, FAIL, SKIP = "ok", "fail", "skip"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One finding: ``status`` ok, fail or skip (could not be checked; not a failure)."""
+
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+
+def _crd_versions(crd: Obj) -> str:
+    versions = [v["name"] for v in crd["spec"].get("versions", []) if v.get("served")]
+    release = crd["metadata"].get("annotations", {}).get(PROMETHEUS_OPERATOR_VERSION)
+    return ", ".join(versions) + (f" (prometheus-operator {release})" if release else "")
+
+
+class Doctor:
+    def __init__(self, kube: Kube, namespace: str, prometheus_url: str | None = None) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.prometheus_url = prometheus_url
+        self._prometheus_resources: list[Obj] | None = None
+
+    def run(self, name: str | None = None) -> list[Check]:
+        checks = self.crds()
+        checks += self.operator()
+        if not any(c.status == FAIL and c.name == f"CRD {OUR_CRD}" for c in checks):
+            crs = (
+                [cr for cr in [self.kube.get(KIND, self.namespace, name)] if cr]
+                if name
+                else self.kube.list(KIND, self.namespace)
+            )
+            if not crs:
+                checks.append(
+                    Check(
+                        "JewelryMonitoring",
+                        FAIL,
+                        f"no JewelryMonitoring {name or ''} in namespace {self.namespace}".replace(
+                            "  ", " "
+                        ),
+                        "kubectl apply -n "
+                        f"{self.namespace} -f manifests/example-jewelrymonitoring.yaml "
+                        "(edit app.podSelector first)",
+                    )
+                )
+            for cr in crs:
+                checks += self.resource(cr)
+        return checks
+
+    # -- cluster -------------------------------------------------------------------------
+
+    def crds(self) -> list[Check]:
+        missing_ours = (
+            "not installed",
+            "jewelry-monitoring crd | kubectl apply --server-side -f -",
+        )
+        missing_theirs = (
+            "not installed: prometheus-operator is missing, nothing will be scraped",
+            "install kube-prometheus-stack or prometheus-operator (its CRDs: kubectl "
+            "apply --server-side -f https://github.com/prometheus-operator/"
+            "prometheus-operator/releases/download/v0.85.0/stripped-down-crds.yaml)",
+        )
+        checks = []
+        for name, (detail, fix) in [
+            (OUR_CRD, missing_ours),
+            *((name, missing_theirs) for name in PROMETHEUS_OPERATOR_CRDS),
+        ]:
+            crd = self.kube.get("CustomResourceDefinition", None, name)
+            checks.append(
+                Check(f"CRD {name}", OK, _crd_versions(crd))
+                if crd
+                else Check(f"CRD {name}", FAIL, detail, fix)
+            )
+        return checks
+
+    def operator(self) -> list[Check]:
+        deployments = self.kube.list("Deployment", None, OPERATOR_SELECTOR)
+        if not deployments:
+            return [
+                Check(
+                    "operator",
+                    FAIL,
+                    f"no operator Deployment ({OPERATOR_SELECTOR}) in any namespace",
+                    "helm install jewelry-monitoring charts/jewelry-monitoring "
+                    "--namespace jewelry-monitoring --create-namespace",
+                )
+            ]
+        checks = []
+        for deployment in deployments:
+            meta = deployment["metadata"]
+            where = f"{meta['namespace']}/{meta['name']}"
+            version = meta.get("labels", {}).get("app.kubernetes.io/version", "unknown")
+            want = deployment["spec"].get("replicas", 1)
+            have = deployment.get("status", {}).get("availableReplicas", 0)
+            status = OK if have else FAIL
+            fix = (
+                ""
+                if have
+                else f"kubectl -n {meta['namespace']} describe deployment {meta['name']}; "
+                f"kubectl -n {meta['namespace']} logs deployment/{meta['name']}"
+            )
+            checks.append(
+                Check(
+                    f"operator {where}",
+                    status,
+                    f"version {version}, {have}/{want} replicas available",
+                    fix,
+                )
+            )
+            checks.append(self._leader(meta["namespace"], f"{meta['name']}-leader", want))
+        return checks
+
+    def _leader(self, namespace: str, lease_name: str, replicas: int) -> Check:
+        lease = self.kube.get("Lease", namespace, lease_name)
+        if lease is None:
+            detail = "one replica, no leader election" if replicas <= 1 else "no Lease yet"
+            return Check("operator leader", OK if replicas <= 1 else FAIL, detail)
+        spec = lease.get("spec", {})
+        holder = spec.get("holderIdentity") or ""
+        renewed = spec.get("renewTime", "")
+        age = _age_seconds(renewed)
+        fresh = bool(holder) and age is not None and age <= spec.get("leaseDurationSeconds", 15)
+        detail = f"Lease {namespace}/{lease_name} held by {holder or 'nobody'}, renewed {renewed}"
+        return Check(
+            "operator leader",
+            OK if fresh else FAIL,
+            detail,
+            "" if fresh else f"kubectl -n {namespace} get pods -l {OPERATOR_SELECTOR}",
+        )
+
+    # -- one JewelryMonitoring -----------------------------------------------------------
+
+    def resource(self, cr: Obj) -> list[Check]:
+        meta = cr["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        status = cr.get("status") or {}
+        conditions = {c["type"]: c for c in status.get("conditions") or []}
+        ready = conditions.get("Ready", {})
+        listing = "; ".join(
+            f"{c['type']}={c['status']}" + (f" ({c['message']})" if c.get("message") else "")
+            for c in conditions.values()
+        )
+        checks = []
+        if status.get("observedGeneration") != meta.get("generation"):
+            checks.append(
+                Check(
+                    f"{name}: Ready",
+                    FAIL,
+                    "the operator has not reconciled the latest spec (is it running?)",
+                    f"kubectl -n {namespace} describe jm {name}",
+                )
+            )
+        else:
+            checks.append(
+                Check(
+                    f"{name}: Ready",
+                    OK if ready.get("status") == "True" else FAIL,
+                    listing or "no conditions",
+                    "" if ready.get("status") == "True" else ready.get("message", ""),
+                )
+            )
+        labelled = owner_selector(name)
+        ours = [
+            obj
+            for kind in MONITORING_KINDS
+            if self.kube.crd_established(MONITORING_KINDS[kind])
+            for obj in self.kube.list(kind, namespace, labelled)
+        ]
+        checks.append(self._selection(cr, ours))
+        checks.append(self._endpoints(cr))
+        checks += self._targets(cr, ours)
+        checks.append(self._alertmanager(name, conditions))
+        return checks
+
+    def _selection(self, cr: Obj, ours: list[Obj]) -> Check:
+        name, namespace = cr["metadata"]["name"], cr["metadata"]["namespace"]
+        if not self.kube.crd_established(PROMETHEUS.crd):
+            return Check(f"{name}: selected by Prometheus", SKIP, "no Prometheus CRD")
+        prometheuses = self._prometheuses()
+        labels = {
+            ns["metadata"]["name"]: ns["metadata"].get("labels", {})
+            for ns in (self.kube.list("Namespace") if prometheuses else [])
+        }
+        selection = evaluate(prometheuses, ours, labels)
+        fix = ""
+        if selection.missing_labels:
+            patch = {
+                "spec": {"monitorLabels": dict(x.split("=", 1) for x in selection.missing_labels)}
+            }
+            fix = f"kubectl -n {namespace} patch jm {name} --type merge -p " + shlex.quote(
+                json.dumps(patch)
+            )
+        elif selection.status != "True":
+            fix = "see the message: change that Prometheus' selectors or this namespace's labels"
+        return Check(
+            f"{name}: selected by Prometheus",
+            OK if selection.status == "True" else FAIL,
+            selection.message,
+            fix,
+        )
+
+    def _prometheuses(self) -> list[Obj]:
+        """Every Prometheus resource (read once per run)."""
+        if self._prometheus_resources is None:
+            established = self.kube.crd_established(PROMETHEUS.crd)
+            self._prometheus_resources = self.kube.list("Prometheus") if established else []
+        return self._prometheus_resources
+
+    def _endpoints(self, cr: Obj) -> Check:
+        name, namespace = cr["metadata"]["name"], cr["metadata"]["namespace"]
+        app = cr["spec"].get("app", {})
+        if not app.get("enabled", True):
+            return Check(f"{name}: app endpoints", SKIP, "app.enabled is false")
+        selector = app.get("podSelector", {})
+        service = child_name(name, APP_COMPONENT)
+        slices = self.kube.list("EndpointSlice", namespace, f"{SERVICE_NAME_LABEL}={service}")
+        verdict = app_targets_found(service, namespace, selector, slices)
+        if verdict.status == "True":
+            return Check(f"{name}: app endpoints", OK, verdict.message)
+        pods = self.kube.list("Pod", namespace, selector_text(selector))
+        if pods:
+            detail = (
+                f"{len(pods)} pods match app.podSelector {selector_text(selector)} but none is "
+                "running with an IP"
+            )
+            fix = f"kubectl -n {namespace} get pods -l {selector_text(selector)} -o wide"
+        else:
+            detail = verdict.message
+            fix = (
+                f"kubectl -n {namespace} get pods --show-labels, then set app.podSelector to "
+                f"the Django pods' labels: kubectl -n {namespace} patch jm {name} --type merge "
+                + shlex.quote(
+                    json.dumps({"spec": {"app": {"podSelector": {"<label>": "<value>"}}}})
+                )
+            )
+        return Check(f"{name}: app endpoints", FAIL, detail, fix)
+
+    def _targets(self, cr: Obj, ours: list[Obj]) -> list[Check]:
+        name, namespace = cr["metadata"]["name"], cr["metadata"]["namespace"]
+        url = self.prometheus_url or (cr["spec"].get("prometheus") or {}).get("url")
+        if not url:
+            where = sorted({p["metadata"]["namespace"] for p in self._prometheuses()})
+            return [
+                Check(
+                    f"{name}: targets",
+                    SKIP,
+                    "no Prometheus to ask",
+                    f"kubectl -n {where[0] if len(where) == 1 else '<its namespace>'} "
+                    "port-forward svc/prometheus-operated 9090, then add "
+                    "--prometheus-url http://127.0.0.1:9090",
+                )
+            ]
+        api = PrometheusAPI(url)
+        pools = scrape_pools(ours)
+        try:
+            active = [target for pool in pools for target in api.active_targets(pool)]
+            groups = api.rule_groups()
+        except PrometheusError as error:
+            return [Check(f"{name}: targets", FAIL, str(error), "check --prometheus-url")]
+        checks = []
+        targets = our_targets(pools, active)
+        app_pool = f"serviceMonitor/{namespace}/{child_name(name, APP_COMPONENT)}/0"
+        for pool in pools:
+            found = [t for t in targets if t.pool == pool]
+            if not found:
+                checks.append(
+                    Check(
+                        f"{name}: targets {pool}",
+                        FAIL,
+                        f"Prometheus at {url} has no target in this job",
+                        "see 'selected by Prometheus' and 'app endpoints' above",
+                    )
+                )
+            for target in found:
+                checks.append(self._target(name, namespace, target, pool == app_pool))
+        checks.append(self._rules(name, namespace, groups))
+        return checks
+
+    def _target(self, name: str, namespace: str, target: Any, is_app: bool) -> Check:
+        check = f"{name}: target {target.url}"
+        if target.health == "up":
+            return Check(check, OK, f"up ({target.pool})")
+        if target.health != "down":
+            return Check(check, SKIP, f"not scraped yet ({target.pool})")
+        if is_app and "403" in target.last_error:
+            return Check(
+                check,
+                FAIL,
+                f"down: the app's /metrics refuses Prometheus ({target.last_error}): "
+                "PROMETHEUS_METRICS_ALLOWED_IPS does not allow the Prometheus pod's IP",
+                "add the Prometheus pods' network (find their IPs with: kubectl get pods -A "
+                "-l app.kubernetes.io/name=prometheus -o wide) to PROMETHEUS_METRICS_ALLOWED_IPS "
+                f"in the Django pods' environment, e.g. kubectl -n {namespace} set env "
+                "deployment/<django deployment> PROMETHEUS_METRICS_ALLOWED_IPS=10.244.0.0/16",
+            )
+        return Check(
+            check,
+            FAIL,
+            f"down: {target.last_error}",
+            f"kubectl -n {namespace} get pods -o wide (is the pod up, does it listen on the "
+            "metrics port?)",
+        )
+
+    def _rules(self, name: str, namespace: str, groups: list[Obj]) -> Check:
+        prefix = f"jewelry.{namespace}.{name}."
+        ours = [g for g in groups if str(g.get("name", "")).startswith(prefix)]
+        if not ours:
+            return Check(
+                f"{name}: rule groups",
+                FAIL,
+                f"no rule group {prefix}* is loaded",
+                "see 'selected by Prometheus' above (its ruleSelector must select the "
+                "PrometheusRule)",
+            )
+        broken = [
+            f"{g['name']}/{r.get('name')}: {r.get('lastError', '')}"
+            for g in ours
+            for r in g.get("rules", [])
+            if r.get("health", "ok") not in ("ok", "unknown")
+        ]
+        if broken:
+            return Check(f"{name}: rule groups", FAIL, "; ".join(broken), "")
+        return Check(f"{name}: rule groups", OK, f"{len(ours)} groups loaded, all healthy")
+
+    def _alertmanager(self, name: str, conditions: dict[str, Obj]) -> Check:
+        routing = conditions.get("SelectedByAlertmanager")
+        if routing is None or routing.get("reason") == "RoutingNotConfigured":
+            return Check(f"{name}: selected by Alertmanager", SKIP, "no routing configured")
+        selected = routing.get("status") == "True"
+        return Check(
+            f"{name}: selected by Alertmanager",
+            OK if selected else FAIL,
+            routing.get("message", ""),
+            "" if selected else routing.get("message", ""),
+        )
+
+
+def _age_seconds(stamp: str) -> float | None:
+    try:
+        when = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (datetime.datetime.now(datetime.UTC) - when).total_seconds()
+
+
+MARKS = {OK: "[ok]  ", FAIL: "[FAIL]", SKIP: "[skip]"}
+
+
+def human(checks: list[Check]) -> str:
+    lines = []
+    for check in checks:
+        lines.append(f"{MARKS[check.status]} {check.name}: {check.detail}")
+        if check.fix and check.status != OK:
+            lines.append(f"       fix: {check.fix}")
+    failed = sum(1 for c in checks if c.status == FAIL)
+    lines.append(f"{failed} problem{'s' if failed != 1 else ''} found" if failed else "all good")
+    return "\n".join(lines) + "\n"
+
+
+def as_json(checks: list[Check]) -> str:
+    healthy = not any(c.status == FAIL for c in checks)
+    return json.dumps({"healthy": healthy, "checks": [asdict(c) for c in checks]}, indent=2) + "\n"
+
+
+def exit_code(checks: list[Check]) -> int:
+    return 1 if any(c.status == FAIL for c in checks) else 0

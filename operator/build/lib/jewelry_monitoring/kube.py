@@ -1,0 +1,488 @@
+"""The one module that talks to the Kubernetes API.
+
+Everything above it works with plain dicts and ``KubeError``; this keeps the reconciler
+testable and lets import-linter guarantee that builders never do I/O. Writes are server-side
+apply with our field manager; reads are plain GETs and LISTs. Every request has a timeout:
+a half-open connection must fail the call, not block a worker forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from jewelry_monitoring import metrics
+
+FIELD_MANAGER = "jewelry-monitoring"
+# (connect, read) seconds for one request; a LIST of a big namespace still fits in the read.
+REQUEST_TIMEOUT = (5.0, 30.0)
+# A watch asks the server to end it after this long, then resumes from where it was.
+WATCH_SECONDS = 270
+# Requests (other than watches) one client has in flight at once. The API server's priority
+# and fairness answers 429 when a client's queue overflows: measured at 16 reconciles, each
+# applying its children in parallel, hundreds of requests at once got 429 and their
+# reconciles backed off for up to a minute.
+MAX_IN_FLIGHT = 24
+# A 429 ("too many requests") is retried after a pause this many times before it fails.
+RETRIES_ON_429 = 5
+# Objects as PartialObjectMetadata: names and labels, never a Secret's data.
+METADATA_ONLY = "application/json;as=PartialObjectMetadata{};g=meta.k8s.io;v=v1"
+Obj = dict[str, Any]
+Objs = list[Obj]  # inside Kube, "list" is its method
+log = logging.getLogger(__name__)
+
+
+class KubeError(Exception):
+    """An API error, reduced to what callers decide on."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Where a kind lives in the REST API."""
+
+    api_version: str
+    plural: str
+    namespaced: bool = True
+
+    def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        parts = [prefix]
+        if self.namespaced and namespace:
+            parts.append(f"namespaces/{namespace}")
+        parts.append(self.plural)
+        if name:
+            parts.append(name)
+        return "/".join(parts)
+
+
+RESOURCES: dict[str, Resource] = {
+    "Deployment": Resource("apps/v1", "deployments"),
+    "DaemonSet": Resource("apps/v1", "daemonsets"),
+    "Service": Resource("v1", "services"),
+    "ConfigMap": Resource("v1", "configmaps"),
+    "NetworkPolicy": Resource("networking.k8s.io/v1", "networkpolicies"),
+    "Secret": Resource("v1", "secrets"),
+    "Event": Resource("v1", "events"),
+    "Namespace": Resource("v1", "namespaces", namespaced=False),
+    "ServiceMonitor": Resource("monitoring.coreos.com/v1", "servicemonitors"),
+    "PrometheusRule": Resource("monitoring.coreos.com/v1", "prometheusrules"),
+    "Prometheus": Resource("monitoring.coreos.com/v1", "prometheuses"),
+    "AlertmanagerConfig": Resource("monitoring.coreos.com/v1alpha1", "alertmanagerconfigs"),
+    "Alertmanager": Resource("monitoring.coreos.com/v1", "alertmanagers"),
+    "CustomResourceDefinition": Resource(
+        "apiextensions.k8s.io/v1", "customresourcedefinitions", namespaced=False
+    ),
+    "JewelryMonitoring": Resource("monitoring.jewelry.io/v1alpha1", "jewelrymonitorings"),
+    "Lease": Resource("coordination.k8s.io/v1", "leases"),
+    "EndpointSlice": Resource("discovery.k8s.io/v1", "endpointslices"),
+    "Pod": Resource("v1", "pods"),
+}
+_COLLECTIONS = {resource.plural for resource in RESOURCES.values()}
+_VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def _always_may_write() -> bool:
+    return True
+
+
+def load_api_client() -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig ($KUBECONFIG)."""
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=configuration)
+    # Connections kept open for reuse: one per reconcile running at once, plus the watches'.
+    configuration.connection_pool_maxsize = 32
+    return client.ApiClient(configuration)
+
+
+def kubeconfig_api_client(context: str | None = None) -> client.ApiClient:
+    """A client from the user's kubeconfig ($KUBECONFIG or ~/.kube/config), for a CLI."""
+    configuration = client.Configuration()
+    config.load_kube_config(context=context, client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+def kubeconfig_namespace(context: str | None = None) -> str:
+    """The namespace of a kubeconfig context, as kubectl uses it (default: "default")."""
+    contexts, current = config.list_kube_config_contexts()
+    chosen = next((c for c in contexts if c["name"] == context), current) if context else current
+    return str((chosen or {}).get("context", {}).get("namespace") or "default")
+
+
+class Kube:
+    """Typed-dict access to the few resources the operator reads and writes."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        component: str = FIELD_MANAGER,
+        timeout: tuple[float, float] = REQUEST_TIMEOUT,
+        may_write: Callable[[], bool] = _always_may_write,
+    ) -> None:
+        """``may_write`` is asked before every write: with leader election, it is the fence
+        that keeps a replica that no longer holds the Lease from writing anything."""
+        self._api = api
+        self._component = component
+        self._timeout = timeout
+        self._may_write = may_write
+        self._in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
+        self._writes = threading.Condition()
+        self._writing = 0  # writes let through the fence and not answered yet
+
+    @contextlib.contextmanager
+    def _fenced(self, verb: str, path: str) -> Iterator[None]:
+        """Let a write through only if ``may_write`` says so at the last moment, once it
+        has a slot (MAX_IN_FLIGHT) and after any pause for a 429, and count it until it is
+        answered: a leader that has closed its fence waits for these (``writes_settled``)
+        before handing the Lease over, so that none lands after the next leader's first."""
+        if verb in ("get", "list", "watch"):
+            yield
+            return
+        with self._writes:
+            if not self._may_write():
+                raise KubeError(
+                    0, "NotLeader", f"{verb} {path}: this replica does not hold the lease"
+                )
+            self._writing += 1
+        try:
+            yield
+        finally:
+            with self._writes:
+                self._writing -= 1
+                self._writes.notify_all()
+
+    def writes_settled(self, timeout: float) -> bool:
+        """Wait until every write let through the fence has been answered (call it once the
+        fence is closed); False if some are still out after ``timeout`` seconds."""
+        with self._writes:
+            return self._writes.wait_for(lambda: self._writing == 0, timeout)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+        timeout: tuple[float, float] | None = None,
+        stream: bool = False,
+    ) -> Any:
+        """One request: fenced if it writes, timed and counted by verb; at most
+        MAX_IN_FLIGHT at once (watches aside), and retried after a pause when the API server
+        answers 429, as client-go does."""
+        verb = _VERBS[method]
+        if method == "GET" and path.rsplit("/", 1)[-1] in _COLLECTIONS:
+            verb = "watch" if stream else "list"
+        limit = contextlib.nullcontext() if stream else self._in_flight
+        retries = 0
+        while True:
+            try:
+                with limit, self._fenced(verb, path), metrics.api_request(verb):
+                    return self._request(
+                        method,
+                        path,
+                        body,
+                        query,
+                        content_type,
+                        accept,
+                        timeout or self._timeout,
+                        stream,
+                    )
+            except KubeError as error:
+                retries += 1
+                if error.status != 429 or retries > RETRIES_ON_429:
+                    raise
+            time.sleep(random.uniform(0.5, 1.0) * retries)  # outside the limit
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        query: list[tuple[str, str]] | None,
+        content_type: str,
+        accept: str,
+        timeout: tuple[float, float],
+        stream: bool,
+    ) -> Any:
+        try:
+            return self._api.call_api(
+                path,
+                method,
+                query_params=query or [],
+                header_params={"Accept": accept, "Content-Type": content_type},
+                body=body,
+                response_type=None if stream else "object",
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _preload_content=not stream,
+                _request_timeout=timeout,
+            )
+        except ApiException as error:
+            raise _kube_error(error) from None
+        except urllib3.exceptions.HTTPError as error:  # timeouts, refused or reset connections
+            raise KubeError(0, type(error).__name__, str(error)) from None
+
+    def get(self, kind: str, namespace: str | None, name: str) -> Obj | None:
+        try:
+            result: Obj = self._call("GET", RESOURCES[kind].path(namespace, name))
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+        return result
+
+    def list(self, kind: str, namespace: str | None = None, label_selector: str = "") -> list[Obj]:
+        query = [("labelSelector", label_selector)] if label_selector else []
+        result = self._call("GET", RESOURCES[kind].path(namespace), query=query)
+        items: list[Obj] = result.get("items", [])
+        for item in items:  # list items omit these; give back whole objects, as GET does
+            item.setdefault("apiVersion", result.get("apiVersion", RESOURCES[kind].api_version))
+            item.setdefault("kind", kind)
+        return items
+
+    def apply(self, obj: Obj) -> Obj:
+        """Server-side apply with our field manager, taking fields back from hand edits."""
+        meta = obj["metadata"]
+        path = RESOURCES[obj["kind"]].path(meta.get("namespace"), meta["name"])
+        query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
+        result: Obj = self._call(
+            "PATCH", path, body=obj, query=query, content_type="application/apply-patch+yaml"
+        )
+        return result
+
+    def create(self, obj: Obj) -> Obj:
+        meta = obj["metadata"]
+        path = RESOURCES[obj["kind"]].path(meta.get("namespace"))
+        result: Obj = self._call("POST", path, body=obj)
+        return result
+
+    def replace(self, obj: Obj) -> Obj:
+        """PUT the whole object; its resourceVersion makes a concurrent change fail (409)."""
+        meta = obj["metadata"]
+        path = RESOURCES[obj["kind"]].path(meta.get("namespace"), meta["name"])
+        result: Obj = self._call("PUT", path, body=obj)
+        return result
+
+    def delete(self, obj: Obj) -> None:
+        """Delete exactly this object (UID precondition), letting its dependents be collected."""
+        meta = obj["metadata"]
+        body = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "propagationPolicy": "Background",
+            "preconditions": {"uid": meta["uid"]},
+        }
+        try:
+            self._call(
+                "DELETE", RESOURCES[obj["kind"]].path(meta.get("namespace"), meta["name"]), body
+            )
+        except KubeError as error:
+            if error.status not in (404, 409):
+                raise
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: Obj) -> None:
+        path = RESOURCES[kind].path(namespace, name) + "/status"
+        self._call(
+            "PATCH", path, body={"status": status}, content_type="application/merge-patch+json"
+        )
+
+    def event(self, involved: Obj, event_type: str, reason: str, message: str) -> None:
+        """Record a core/v1 Event on ``involved`` (best effort: events must never fail a run)."""
+        meta = involved["metadata"]
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                # A name is at most 253 characters, and so may the resource's be.
+                "name": f"{meta['name'][:240]}.{uuid.uuid4().hex[:12]}",
+                "namespace": meta["namespace"],
+            },
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"],
+                "kind": involved["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": event_type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": self._component},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self._call("POST", RESOURCES["Event"].path(meta["namespace"]), body=event)
+        except KubeError as error:
+            log.warning("could not record event %s on %s: %s", reason, meta["name"], error)
+
+    def mirror(
+        self,
+        kind: str,
+        listed: Callable[[Objs], None],
+        changed: Callable[[str, Obj], None],
+        stopping: threading.Event,
+        metadata_only: bool = False,
+        namespace: str | None = None,
+        label_selector: str = "",
+    ) -> None:
+        """Keep a caller's copy of every ``kind`` object in the cluster (or ``namespace``;
+        only those ``label_selector`` selects, filtered by the server): ``listed(objects)``
+        with all of them at the start and after a watch expired (410), then ``changed(type,
+        object)`` per event (type ADDED, MODIFIED or DELETED). Blocking: run it in a thread.
+
+        For what every reconcile would otherwise LIST or GET (CRDs, Prometheus resources,
+        namespaces, our children, Secrets' versions): the watch costs nothing while nothing
+        changes. ``metadata_only`` reads PartialObjectMetadata, so even watching Secrets
+        never brings their data to the operator."""
+
+        def start() -> str:
+            try:
+                items, version = self._list_all(kind, namespace, label_selector, metadata_only)
+            except KubeError as error:
+                if error.status == 404:  # a custom kind whose CRD is not installed (yet)
+                    listed([])
+                raise  # and try again later
+            listed(items)
+            return version
+
+        self._watch_forever(
+            kind, namespace, label_selector, start, changed, stopping, metadata_only
+        )
+
+    def _watch_forever(
+        self,
+        kind: str,
+        namespace: str | None,
+        label_selector: str,
+        start: Callable[[], str],
+        changed: Callable[[str, Obj], None],
+        stopping: threading.Event,
+        metadata_only: bool,
+    ) -> None:
+        """List (``start`` returns the version to watch from), then watch and resume until
+        ``stopping`` is set; a watch too old to resume (410) starts over with ``start``.
+        Errors back off, up to a minute."""
+        version, failures = "", 0
+        while not stopping.is_set():
+            try:
+                if not version:
+                    version = start()
+                events = self._watch(kind, namespace, label_selector, version, metadata_only)
+                for event_type, obj in events:
+                    version = obj.get("metadata", {}).get("resourceVersion") or version
+                    if event_type in ("ADDED", "MODIFIED", "DELETED"):
+                        changed(event_type, obj)
+                failures = 0
+            except KubeError as error:
+                if error.status == 410:  # too old to resume: start afresh
+                    version = ""
+                    continue
+                failures += 1
+                log.warning("watch of %s failed (%d in a row): %s", kind, failures, error)
+                stopping.wait(min(2.0**failures, 60.0))
+
+    def _list_all(
+        self, kind: str, namespace: str | None, label_selector: str, metadata_only: bool
+    ) -> tuple[Objs, str]:
+        """Every ``kind`` object in the cluster (or ``namespace``) that ``label_selector``
+        selects, in pages, and the version to watch from."""
+        items: Objs = []
+        accept = METADATA_ONLY.format("List") if metadata_only else "application/json"
+        selecting = [("labelSelector", label_selector)] if label_selector else []
+        page = ""
+        while True:
+            query = [("limit", "500"), *selecting] + ([("continue", page)] if page else [])
+            path = RESOURCES[kind].path(namespace)
+            result = self._call("GET", path, query=query, accept=accept)
+            items.extend(result.get("items") or [])  # null when empty, as metadata
+            page = result["metadata"].get("continue") or ""
+            if not page:
+                return items, str(result["metadata"]["resourceVersion"])
+
+    def _watch(
+        self,
+        kind: str,
+        namespace: str | None,
+        label_selector: str,
+        version: str,
+        metadata_only: bool,
+    ) -> Iterator[tuple[str, Obj]]:
+        """(type, object) of each event of one watch request, until the server ends it."""
+        query = [
+            ("watch", "true"),
+            ("resourceVersion", version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(WATCH_SECONDS)),
+        ] + ([("labelSelector", label_selector)] if label_selector else [])
+        response = self._call(
+            "GET",
+            RESOURCES[kind].path(namespace),
+            query=query,
+            accept=METADATA_ONLY.format("") if metadata_only else "application/json",
+            timeout=(self._timeout[0], WATCH_SECONDS + self._timeout[1]),
+            stream=True,
+        )
+        pending = b""
+        try:
+            for chunk in response.stream(4096, decode_content=True):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event["type"] == "ERROR":
+                        status = event["object"]
+                        raise KubeError(
+                            int(status.get("code", 0)),
+                            status.get("reason", ""),
+                            status.get("message", ""),
+                        )
+                    yield event["type"], event["object"]
+        except urllib3.exceptions.HTTPError as error:
+            raise KubeError(0, type(error).__name__, str(error)) from None
+        finally:
+            response.release_conn()
+
+    def crd_established(self, name: str) -> bool:
+        crd = self.get("CustomResourceDefinition", None, name)
+        if crd is None:
+            return False
+        return any(
+            c.get("type") == "Established" and c.get("status") == "True"
+            # A CRD just created has "status": {"conditions": null}
+            for c in (crd.get("status") or {}).get("conditions") or []
+        )
+
+
+def _kube_error(error: ApiException) -> KubeError:
+    message = error.reason or ""
+    with contextlib.suppress(ValueError, AttributeError):
+        message = json.loads(error.body or "{}").get("message", message)
+    return KubeError(int(error.status or 0), str(error.reason or ""), str(message))

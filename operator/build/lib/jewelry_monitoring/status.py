@@ -1,0 +1,74 @@
+"""The JewelryMonitoring status: its typed shape and pure helpers to compute it.
+
+The CRD's status schema is generated from ``JewelryMonitoringStatus``, so every field the
+operator writes is declared and the API server never prunes it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from jewelry_monitoring.spec import SpecModel
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(SpecModel):
+    """A standard Kubernetes condition (metav1.Condition)."""
+
+    type: str = Field(description="What the condition is about, e.g. Ready.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(description="One CamelCase word for why, e.g. InvalidSpec.")
+    message: str = Field("", description="What is wrong and what to change, for a person.")
+    last_transition_time: str = Field("", description="When status last changed (RFC 3339).")
+    observed_generation: int = Field(
+        0, description="The resource's generation the condition was computed for."
+    )
+
+
+class ChildRef(SpecModel):
+    """One object the operator created for this resource."""
+
+    api_version: str = Field(description="Its API version.")
+    kind: str = Field(description="Its kind.")
+    name: str = Field(description="Its name, in this resource's namespace.")
+
+
+class JewelryMonitoringStatus(SpecModel):
+    """What the operator made of the resource, and whether monitoring works."""
+
+    observed_generation: int = Field(
+        0, description="The generation of the spec the operator last acted on."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Degraded, SelectedByPrometheus, SelectedByAlertmanager, "
+        "ExportersAvailable, AppTargetsFound and TargetsHealthy.",
+    )
+    children: list[ChildRef] = Field(
+        default_factory=list, description="Every object the operator created for it."
+    )
+    exporters: str = Field("", description="Enabled exporters, comma-separated.")
+
+
+def merge_conditions(
+    current: list[Condition], wanted: list[Condition], now: str
+) -> list[Condition]:
+    """``wanted`` conditions with lastTransitionTime kept from ``current`` when status is unchanged.
+
+    Keeping the old timestamp when nothing changed is what makes an idle reconcile produce an
+    identical status, and so no write.
+    """
+    previous = {condition.type: condition for condition in current}
+    merged = []
+    for condition in wanted:
+        before = previous.get(condition.type)
+        stamp = (
+            before.last_transition_time
+            if before is not None and before.status == condition.status
+            else now
+        )
+        merged.append(condition.model_copy(update={"last_transition_time": stamp}))
+    return merged
