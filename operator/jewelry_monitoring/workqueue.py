@@ -147,8 +147,10 @@ class ReconcileQueue:
             self._failures.pop(key, None)
             self._index_secrets(key, outcome.secrets)
             if outcome.gone:
-                self.known.discard(key)
-                self._dirty.discard(key)
+                # Forgotten unless an event came while it ran: a resource recreated under
+                # the same name, whose ADDED event nothing would ever repeat.
+                if key not in self._dirty:
+                    self.known.discard(key)
                 continue
             if outcome.writes:
                 log.info("reconciled %s/%s: %s", *key, "; ".join(outcome.writes))

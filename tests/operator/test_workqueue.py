@@ -286,3 +286,37 @@ def test_secret_index_requests_only_the_resources_that_reference_it() -> None:
         await queue.close()
 
     run_virtual(main)
+
+
+def test_a_resource_recreated_while_its_deletion_is_reconciled_is_reconciled_again() -> None:
+    """Delete and recreate under the same name: the new resource's ADDED event comes while
+    the reconcile that finds the old one gone runs. Nothing else would ever ask for it again
+    (no status of ours on it; its old children's deletions concern a resource no longer
+    known), so that event must not be dropped with the old resource."""
+    outcomes = [Outcome(gone=True), Outcome()]
+    runs: list[tuple[str, str]] = []
+    queues: list[ReconcileQueue] = []
+
+    def reconcile(namespace: str, name: str) -> Outcome:
+        runs.append((namespace, name))
+        outcome = outcomes.pop(0)
+        if outcome.gone:  # the event arrives meanwhile, in the event loop
+            arrived = threading.Event()
+            loop.call_soon_threadsafe(lambda: (queues[0].request(SHOP), arrived.set()))
+            assert arrived.wait(30)
+        return outcome
+
+    async def main() -> None:
+        queue = ReconcileQueue(reconcile)
+        queues.append(queue)
+        queue.request(SHOP)
+        await asyncio.sleep(1)
+        await queue.close()
+        assert runs == [SHOP, SHOP]
+        assert SHOP in queue.known
+
+    loop = VirtualClockLoop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
