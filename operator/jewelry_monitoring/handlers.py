@@ -126,6 +126,18 @@ class Controller:
         if self.queue is not None:
             self.queue.request(key)
 
+    def deleted(self, key: Key) -> None:
+        """The resource's deletion event. A standby forgets it at once: it never reconciles,
+        so would never find it gone. The leader reconciles it once more, and its queue
+        forgets it when that reconcile finds it gone (with its timers and Secret index)."""
+        label = (key[0], instance_label(key[1]))
+        if self._by_label.get(label) == key:
+            del self._by_label[label]
+        if self.queue is not None:
+            self.queue.request(key)
+        else:
+            self.known.discard(key)
+
     def request_owners(self, owners: set[Key]) -> None:
         """Reconcile the resources whose children changed, by (namespace, owner label)."""
         for owner in sorted(owners):
@@ -424,8 +436,18 @@ async def reconciles_progress(memo: kopf.Memo, **_: Any) -> int:
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
-async def jewelry_monitoring_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    if namespace:  # always set for a namespaced resource; kopf's type allows None
+async def jewelry_monitoring_changed(
+    type: str | None,  # kopf's name for the watch event's type
+    namespace: str | None,
+    name: str,
+    memo: Any,
+    **_: Any,
+) -> None:
+    if not namespace:  # always set for a namespaced resource; kopf's type allows None
+        return
+    if type == "DELETED":
+        memo.controller.deleted((namespace, name))
+    else:
         memo.controller.request((namespace, name))
 
 

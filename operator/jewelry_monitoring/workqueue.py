@@ -69,8 +69,7 @@ class ReconcileQueue:
         if until is not None and until > self._now():
             self._schedule(key, until - self._now())  # no-op: the backoff deadline is pending
             return
-        task = self._running.get(key)
-        if task is None or task.done():
+        if key not in self._running:
             self._running[key] = asyncio.get_running_loop().create_task(self._run(key))
 
     def request_all(self, spread: float = 0.0) -> None:
@@ -130,6 +129,13 @@ class ReconcileQueue:
             pending.cancel()
 
     async def _run(self, key: Key) -> None:
+        try:
+            await self._run_while_dirty(key)
+        finally:  # nothing kept per resource once its reconciles are over
+            if self._running.get(key) is asyncio.current_task():
+                del self._running[key]
+
+    async def _run_while_dirty(self, key: Key) -> None:
         while key in self._dirty and key not in self._backoff_until:
             self._dirty.discard(key)
             metrics.QUEUE.started(key)
@@ -189,7 +195,7 @@ class ReconcileQueue:
     async def close(self) -> None:
         for key in list(self._deadlines):
             self._forget_deadline(key)
-        tasks = [task for task in self._running.values() if not task.done()]
+        tasks = list(self._running.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -225,15 +225,7 @@ def test_stuck_reconcile_fails_the_liveness_probe() -> None:
         loop = asyncio.get_running_loop()
         assert isinstance(loop, VirtualClockLoop)
         loop.threads_may_hang = True
-        facts = ClusterFacts(frozenset())
-        facts.set_crds({})  # every watch has listed: the controller need not wait
-        for kind in SELECTING:
-            facts.set_selecting(kind, [])
-        facts.set_namespaces([])
-        children = ChildCache([])  # no child watch: complete
-        controller = handlers.Controller(
-            load(env={}), handlers.Reconciles(hanging), print, facts, children
-        )
+        controller = _controller(hanging)
         await controller.start()
         memo = kopf.Memo(controller=controller)
         controller.request(SHOP)
@@ -320,3 +312,56 @@ def test_a_resource_recreated_while_its_deletion_is_reconciled_is_reconciled_aga
         loop.run_until_complete(main())
     finally:
         loop.close()
+
+
+def test_the_queue_keeps_nothing_for_resources_whose_reconciles_are_over() -> None:
+    """Hundreds of resources come and go over an operator's life: the queue must not keep a
+    finished task (or anything else) per resource it has ever seen."""
+    recorder = Recorder()
+    keys = [("jewelry", f"shop-{index}") for index in range(100)]
+
+    async def main() -> None:
+        recorder.loop = asyncio.get_running_loop()
+        queue = ReconcileQueue(recorder)
+        for key in keys:
+            queue.request(key)
+        await asyncio.sleep(1)
+        assert len(recorder.runs) == len(keys)
+        assert queue._running == {}
+        await queue.close()
+
+    run_virtual(main)
+
+
+def _controller(reconcile: Callable[[str, str], Outcome]) -> handlers.Controller:
+    """A Controller whose watches have all listed (nothing to wait for), not started yet (a
+    standby's)."""
+    facts = ClusterFacts(frozenset())
+    facts.set_crds({})
+    for kind in SELECTING:
+        facts.set_selecting(kind, [])
+    facts.set_namespaces([])
+    return handlers.Controller(
+        load(env={}), handlers.Reconciles(reconcile), print, facts, ChildCache([])
+    )
+
+
+def test_a_standby_forgets_deleted_resources() -> None:
+    """A standby never reconciles, so never finds a resource gone: the deletion event is
+    what tells it, else what it knows grows with every resource ever created."""
+    controller = _controller(Recorder())
+    memo = kopf.Memo(controller=controller)
+    names = [f"shop-{index}" for index in range(100)]
+
+    async def main() -> None:
+        for event in ("ADDED", "DELETED"):
+            for name in names:
+                await handlers.jewelry_monitoring_changed(
+                    type=event, namespace="jewelry", name=name, memo=memo
+                )
+            if event == "ADDED":
+                assert await handlers.reconciles_progress(memo=memo) == len(names)
+
+    asyncio.run(main())
+    assert controller.known == set()
+    assert controller._by_label == {}
