@@ -224,10 +224,10 @@ class Reconciler:
                 self._event(cr, "Warning", "ApplyFailed", failure, outcome)
             for problem in held:
                 self._event(cr, "Warning", "SecretMissing", problem, outcome)
+        # Missing CRDs need no retry: the CRD watch (every mode runs it) re-queues every
+        # resource when one of them becomes Established.
         if conflicts or failures:
             outcome.retry_after = 30.0
-        elif missing_crds:
-            outcome.retry_after = 15.0  # namespaced operators cannot watch CRDs appear
         if spec.prometheus:
             # The targets check polls through the queue's deadline: only while the resource
             # exists (a gone resource is forgotten with its deadline); reads only when the
