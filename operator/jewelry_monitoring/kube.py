@@ -387,7 +387,12 @@ class Kube:
     ) -> None:
         """List (``start`` returns the version to watch from), then watch and resume until
         ``stopping`` is set; a watch too old to resume (410) starts over with ``start``.
-        Errors back off, up to a minute."""
+
+        An event counts as handled only once ``changed`` has completed: the watch resumes
+        from the last event handled, so after an API error (in the watch or in a callback's
+        own request) the event comes again. Any other error (a bug in a callback, an
+        unreadable event) starts over with ``start``: nothing ends the watch but
+        ``stopping``. Errors back off, up to a minute."""
         version, failures = "", 0
         while not stopping.is_set():
             try:
@@ -395,17 +400,22 @@ class Kube:
                     version = start()
                 events = self._watch(kind, namespace, label_selector, version, metadata_only)
                 for event_type, obj in events:
-                    version = obj.get("metadata", {}).get("resourceVersion") or version
                     if event_type in ("ADDED", "MODIFIED", "DELETED"):
                         changed(event_type, obj)
+                    version = obj.get("metadata", {}).get("resourceVersion") or version
                 failures = 0
+                continue
             except KubeError as error:
                 if error.status == 410:  # too old to resume: start afresh
                     version = ""
                     continue
                 failures += 1
                 log.warning("watch of %s failed (%d in a row): %s", kind, failures, error)
-                stopping.wait(min(2.0**failures, 60.0))
+            except Exception:
+                version = ""
+                failures += 1
+                log.exception("watch of %s failed (%d in a row), listing again", kind, failures)
+            stopping.wait(min(2.0**failures, 60.0))
 
     def _list_all(
         self, kind: str, namespace: str | None, label_selector: str, metadata_only: bool
