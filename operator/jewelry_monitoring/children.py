@@ -12,6 +12,12 @@ record only while the watch still reports that version; any other change (a hand
 edit, a controller's status update, a change the watch has not shown yet) costs one GET
 and a full comparison, never a wrong "up to date".
 
+What the watch reported is never replaced by a reconcile's copy: resourceVersions are
+opaque (equal or not, never older or newer), so a copy that differs from the watch's may be
+older (a hand edit came in between) as well as newer. Only a child the watch has not
+reported at all (just created) is recorded from the reconcile's copy, unless the watch
+reported it deleted meanwhile.
+
 Pure and thread-safe: the watches write from their threads, reconciles read from theirs.
 """
 
@@ -20,6 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +46,10 @@ _STATUS_CHURN = frozenset({"Deployment", "DaemonSet"})
 _CONTROLLER_ANNOTATIONS = ("deployment.kubernetes.io/", "deprecated.daemonset.template.")
 # The replica counts ExportersAvailable reads, of Deployments and DaemonSets.
 _STATUS_COUNTS = ("desiredNumberScheduled", "numberAvailable", "availableReplicas")
+# How long a deletion the watch reported is remembered, so that a reconcile that read or
+# wrote the object just before cannot bring it back into the cache: far longer than a
+# request takes to be answered and marked.
+DELETIONS_KEPT_SECONDS = 300.0
 
 
 def content_version(obj: Obj) -> str:
@@ -117,8 +129,11 @@ class ChildCache:
         self._children: dict[ChildKey, Child] = {}
         # (namespace, owner label) -> keys of its children, so a reconcile reads only its own.
         self._by_owner: dict[tuple[str, str], set[ChildKey]] = {}
-        # ChildKey -> (content_version, spec hash) at which a reconcile found it up to date.
-        self._up_to_date: dict[ChildKey, tuple[str, str]] = {}
+        # ChildKey -> the child as a reconcile found it up to date, with the spec hash.
+        self._up_to_date: dict[ChildKey, tuple[Child, str]] = {}
+        # ChildKey -> (uid, monotonic time) of the objects the watches reported deleted
+        # lately, oldest first.
+        self._deleted: OrderedDict[ChildKey, tuple[str, float]] = OrderedDict()
         self.synced = {part: threading.Event() for part in parts}
 
     # -- reads, for reconciles --------------------------------------------------------------
@@ -138,7 +153,12 @@ class ChildCache:
         version the watch last reported."""
         key = (child.kind, child.namespace, child.name)
         with self._lock:
-            return self._up_to_date.get(key) == (child.version, spec_hash)
+            marked = self._up_to_date.get(key)
+        return (
+            marked is not None
+            and marked[1] == spec_hash
+            and (marked[0].uid, marked[0].version) == (child.uid, child.version)
+        )
 
     def wait_synced(self, timeout: float) -> bool:
         return all(event.wait(timeout) for event in self.synced.values())
@@ -148,13 +168,17 @@ class ChildCache:
     def mark_up_to_date(self, obj: Obj, spec_hash: str) -> None:
         """A reconcile compared ``obj`` (just read or written) with what it wants: equal.
 
-        Also recorded as the watch would record it: the watch event of our own write then
-        changes nothing (no GET while the event is on its way, no reconcile when it comes)."""
+        Trusted once the watch reports this very version; its event then re-queues nobody.
+        A child the watch has not reported yet (just created) is recorded at once, as its
+        watch will report it: no GET while the event is on its way. Anything the watch
+        reported stays as it was reported: it may be newer than ``obj``."""
         child = Child.of(obj)
         key = (child.kind, child.namespace, child.name)
         with self._lock:
-            self._put(child)
-            self._up_to_date[key] = (child.version, spec_hash)
+            self._up_to_date[key] = (child, spec_hash)
+            deleted = self._deleted.get(key)
+            if key not in self._children and (deleted is None or deleted[0] != child.uid):
+                self._put(child)
 
     def listed(self, part: str, kind: str, namespace: str, objects: list[Obj]) -> set[Key]:
         """Replace what one watch (``kind``, in ``namespace`` or everywhere if "") holds;
@@ -183,6 +207,10 @@ class ChildCache:
             return self._put(child)
 
     def _put(self, child: Child) -> set[Key]:
+        """Record ``child``; returns its owner unless nothing changed, or unless it brings
+        the very version at which a reconcile found it up to date (the event of our own
+        write: that reconcile acted on exactly this). A change of its status counts alone
+        always concerns its owner: another reconcile may have used the counts before."""
         key = (child.kind, child.namespace, child.name)
         before = self._children.get(key)
         if before == child:
@@ -190,11 +218,19 @@ class ChildCache:
         changed: set[Key] = set()
         if before is not None and before.owner_label != child.owner_label:
             changed = self._remove(key)
-        elif before is not None and before.uid != child.uid:
-            self._up_to_date.pop(key, None)  # another object of the same name
+        self._deleted.pop(key, None)
         self._children[key] = child
         owner = (child.namespace, child.owner_label)
         self._by_owner.setdefault(owner, set()).add(key)
+        marked = self._up_to_date.get(key)
+        if marked is not None and marked[0].uid != child.uid:
+            del self._up_to_date[key]  # marked for another object of the same name
+        elif (
+            marked is not None
+            and marked[0] == child
+            and (before is None or before.version != child.version)
+        ):
+            return changed
         return changed | {owner}
 
     def _remove(self, key: ChildKey) -> set[Key]:
@@ -206,5 +242,15 @@ class ChildCache:
         siblings.discard(key)
         if not siblings:
             self._by_owner.pop(owner, None)
-        self._up_to_date.pop(key, None)
+        marked = self._up_to_date.get(key)
+        if marked is not None and marked[0].uid == child.uid:
+            del self._up_to_date[key]
+        self._remember_deleted(key, child.uid)
         return {owner}
+
+    def _remember_deleted(self, key: ChildKey, uid: str) -> None:
+        now = time.monotonic()
+        self._deleted.pop(key, None)
+        self._deleted[key] = (uid, now)
+        while next(iter(self._deleted.values()))[1] < now - DELETIONS_KEPT_SECONDS:
+            self._deleted.popitem(last=False)

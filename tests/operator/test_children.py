@@ -134,3 +134,52 @@ def test_a_child_just_written_is_known_before_its_watch_event_which_then_concern
 def test_an_unchanged_event_concerns_nobody() -> None:
     cache = _cache()
     assert cache.event("Deployment", "MODIFIED", _deployment()) == set()
+
+
+def test_a_reconciles_older_copy_never_overwrites_what_the_watch_reported_since() -> None:
+    """A reconcile read a child (up to date); before it marked it so, the watch reported a
+    hand edit. Marking must not put the older copy back: the next reconcile would trust it
+    and never revert the edit (with the resync off, never at all)."""
+    cache = _cache()
+    read = _deployment(version="2")  # the reconcile's GET
+    assert cache.event("Deployment", "MODIFIED", _deployment(version="3", generation=2))
+    cache.mark_up_to_date(read, "h1")
+    child = cache.owned_by("ns", "shop")["Deployment", "shop-redis-exporter"]
+    assert child.version.startswith("2/")  # the edit, as the watch reported it
+    assert not cache.known_up_to_date(child, "h1")
+
+
+def test_a_child_deleted_before_the_reconcile_that_wrote_it_marked_it_stays_deleted() -> None:
+    """Created by a reconcile, then deleted (its ADDED and DELETED events both came before
+    the reconcile marked it): marking must not bring it back into the cache, where the next
+    reconcile would find it up to date and never create it again."""
+    cache = ChildCache([PART])
+    cache.listed(PART, "Deployment", "", [])
+    created = _deployment()
+    cache.event("Deployment", "ADDED", created)
+    cache.event("Deployment", "DELETED", created)
+    cache.mark_up_to_date(created, "h1")
+    assert cache.owned_by("ns", "shop") == {}
+
+
+def test_the_event_of_our_own_update_concerns_nobody_and_is_then_up_to_date() -> None:
+    """A reconcile updated a child: until the watch reports that update, the cache holds the
+    version before it (a GET if asked); the update's own event then re-queues nobody."""
+    cache = _cache()
+    updated = _deployment(version="2", generation=2)  # as apply returned it
+    cache.mark_up_to_date(updated, "h1")
+    before = cache.owned_by("ns", "shop")["Deployment", "shop-redis-exporter"]
+    assert not cache.known_up_to_date(before, "h1")
+    assert cache.event("Deployment", "MODIFIED", updated) == set()
+    child = cache.owned_by("ns", "shop")["Deployment", "shop-redis-exporter"]
+    assert cache.known_up_to_date(child, "h1")
+
+
+def test_status_counts_read_before_the_watch_brought_them_still_concern_the_owner() -> None:
+    """A reconcile read newer replica counts than the watch had shown (same spec version); a
+    reconcile after it may have used the watch's older counts for ExportersAvailable, so the
+    counts' own event must still re-queue the owner."""
+    cache = _cache()
+    read = _deployment(version="2", available=1)
+    cache.mark_up_to_date(read, "h1")
+    assert cache.event("Deployment", "MODIFIED", read) == {("ns", "shop")}
