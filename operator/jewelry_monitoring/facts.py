@@ -46,6 +46,7 @@ class ClusterFacts:
         self._established: dict[str, bool] = {}
         self._selecting: dict[str, dict[Key, Obj]] = {kind: {} for kind in SELECTING}
         self._namespace_labels: dict[str, dict[str, str]] = {}
+        self._terminating: set[str] = set()  # namespaces being deleted
         self._secret_versions: dict[Key, str] = {}
         # Key names of the Secrets a reconcile read, with the version it read.
         self._secret_keys: dict[Key, tuple[str, frozenset[str]]] = {}
@@ -66,6 +67,11 @@ class ClusterFacts:
     def namespace_labels(self) -> dict[str, dict[str, str]]:
         with self._lock:
             return dict(self._namespace_labels)
+
+    def namespace_terminating(self, name: str) -> bool:
+        """Whether the namespace is being deleted (it takes no new object)."""
+        with self._lock:
+            return name in self._terminating
 
     def secret_key_names(self, namespace: str, name: str) -> frozenset[str] | None:
         """The Secret's key names if a reconcile read them at the version its watch last
@@ -119,8 +125,12 @@ class ClusterFacts:
     def set_namespaces(self, namespaces: list[Obj]) -> set[str]:
         """Replace every namespace's labels; returns the namespaces whose labels changed."""
         state = {ns["metadata"]["name"]: ns["metadata"].get("labels") or {} for ns in namespaces}
+        terminating = {
+            ns["metadata"]["name"] for ns in namespaces if ns["metadata"].get("deletionTimestamp")
+        }
         with self._lock:
             before, self._namespace_labels = self._namespace_labels, state
+            self._terminating = terminating
         self.synced["namespaces"].set()
         return {
             name for name in before.keys() | state.keys() if before.get(name) != state.get(name)
@@ -171,6 +181,10 @@ class ClusterFacts:
                 self._namespace_labels.pop(name, None)
             else:
                 self._namespace_labels[name] = labels
+            if labels is not None and namespace["metadata"].get("deletionTimestamp"):
+                self._terminating.add(name)
+            else:
+                self._terminating.discard(name)
         return before != labels
 
 

@@ -162,6 +162,10 @@ class Reconciler:
         self.prometheus = prometheus
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
+        # A namespace being deleted takes nothing new, and its content goes in any order:
+        # children deleted before their resource must not be applied again.
+        if self.facts.namespace_terminating(namespace):
+            return Outcome(gone=True)
         cr = self.kube.get(KIND, namespace, name)
         if cr is None or cr["metadata"].get("deletionTimestamp"):
             return Outcome(gone=True)  # children go with it: they carry ownerReferences

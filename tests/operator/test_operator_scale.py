@@ -124,7 +124,10 @@ def _reconcile_reads(
     control_plane: Any,
 ) -> list[dict[str, Any]]:
     """The GETs and LISTs of one reconcile that changes nothing: the operator's requests
-    after touching the resource's labels, once its own writes have settled."""
+    after touching the resource's labels, once its own writes have settled.
+
+    Its writes are counted in its namespace only: the operator is shared, and a previous
+    test's namespace may still be going away."""
     audit = control_plane.audit_log
 
     def operator_writes(since: int) -> list[dict[str, Any]]:
@@ -132,6 +135,7 @@ def _reconcile_reads(
             e
             for e in audit_requests(audit, operator.user, since)
             if e["verb"] not in ("get", "list", "watch")
+            and e["objectRef"].get("namespace") == namespace
         ]
 
     for _ in range(20):  # until a few quiet seconds: the reconciles our own writes caused

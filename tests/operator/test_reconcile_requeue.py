@@ -1,5 +1,5 @@
-"""What a reconcile asks the queue for besides its writes (retries), against an in-memory
-API server: a reconcile that the watches will trigger again asks for nothing."""
+"""What a reconcile asks the queue for (retries) and when it writes nothing at all, against
+an in-memory API server: a reconcile that the watches will trigger again asks for nothing."""
 
 from __future__ import annotations
 
@@ -92,3 +92,36 @@ def test_missing_prometheus_operator_crds_ask_for_no_periodic_retry() -> None:
     assert _condition(kube, "Degraded")["reason"] == "PrometheusOperatorCRDsMissing"
     assert outcome.retry_after is None
     assert reconciler.reconcile("jewelry", "shop").writes == []  # and nothing else to do
+
+
+def test_a_resource_in_a_namespace_being_deleted_gets_no_writes() -> None:
+    """The namespace controller deletes its content in no particular order: children going
+    before their resource made the operator apply them again, patch the status and record
+    Events (measured: 12 writes in half a second, the creations refused with 403), into a
+    namespace that is going away. The resource counts as gone."""
+    kube = _Memory(_cr())
+    facts = _facts(WATCHED_CRDS)
+    facts.set_namespaces(
+        [{"metadata": {"name": "jewelry", "deletionTimestamp": "2026-01-01T00:00:00Z"}}]
+    )
+    before = copy.deepcopy(kube.objects)
+    outcome = Reconciler(kube, facts, ChildCache([])).reconcile("jewelry", "shop")
+    assert outcome.writes == []
+    assert outcome.gone
+    assert kube.objects == before
+
+
+def test_the_namespace_watch_says_which_namespaces_are_being_deleted() -> None:
+    facts = _facts(WATCHED_CRDS)
+    live: Obj = {"metadata": {"name": "jewelry"}}
+    deleting: Obj = {"metadata": {"name": "jewelry", "deletionTimestamp": "2026-01-01T00:00:00Z"}}
+    facts.namespace_event("ADDED", live)
+    assert not facts.namespace_terminating("jewelry")
+    facts.namespace_event("MODIFIED", deleting)
+    assert facts.namespace_terminating("jewelry")
+    facts.namespace_event("DELETED", deleting)
+    assert not facts.namespace_terminating("jewelry")
+    facts.set_namespaces([deleting])
+    assert facts.namespace_terminating("jewelry")
+    facts.set_namespaces([])
+    assert not facts.namespace_terminating("jewelry")
