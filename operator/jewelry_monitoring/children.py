@@ -160,9 +160,6 @@ class ChildCache:
             and (marked[0].uid, marked[0].version) == (child.uid, child.version)
         )
 
-    def wait_synced(self, timeout: float) -> bool:
-        return all(event.wait(timeout) for event in self.synced.values())
-
     # -- updates ----------------------------------------------------------------------------
 
     def mark_up_to_date(self, obj: Obj, spec_hash: str) -> None:

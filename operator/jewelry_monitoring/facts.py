@@ -81,9 +81,6 @@ class ClusterFacts:
             read = self._secret_keys.get((namespace, name))
         return read[1] if read is not None and read[0] == version else None
 
-    def wait_synced(self, timeout: float) -> bool:
-        return all(event.wait(timeout) for event in self.synced.values())
-
     # -- updates, from watches: each returns whether a reconcile could see a difference -----
 
     def set_crds(self, established: dict[str, bool]) -> bool:

@@ -56,8 +56,10 @@ APP_ENDPOINTS = _group_version_plural("EndpointSlice")
 # Sent to the API server with the child and EndpointSlice watches: only our own objects reach
 # the operator, however many Deployments or ConfigMaps the cluster holds.
 MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY},{OWNER_LABEL}"
-# How long a starting leader waits for the watches behind ClusterFacts to list once.
+# How long a starting leader waits, in all, for the first lists of its own watches (the
+# facts' and the children's), and how often it looks.
 FACTS_SYNC_SECONDS = 60.0
+SYNC_POLL_SECONDS = 0.1
 # A reconcile running longer than this is stuck (every API call has a timeout, so a healthy
 # one takes seconds): /healthz then fails and the kubelet restarts the operator.
 STUCK_AFTER_SECONDS = 300.0
@@ -165,12 +167,19 @@ class Controller:
             self.queue.secret_changed(namespace, name)
 
     async def start(self) -> None:
-        def synced() -> bool:
-            return self._facts.wait_synced(FACTS_SYNC_SECONDS) and self._children.wait_synced(
-                FACTS_SYNC_SECONDS
-            )
+        """Start the queue once every watch behind ``facts`` and ``children`` has listed, or
+        once FACTS_SYNC_SECONDS have passed for them all. Waits in the event loop, not in a
+        thread: a leader stopped or deposed meanwhile cancels it at once."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FACTS_SYNC_SECONDS
+        lists = [*self._facts.synced.values(), *self._children.synced.values()]
 
-        if not await asyncio.to_thread(synced):
+        def synced() -> bool:
+            return all(listed.is_set() for listed in lists)
+
+        while not synced() and loop.time() < deadline:
+            await asyncio.sleep(SYNC_POLL_SECONDS)
+        if not synced():
             logging.getLogger(__name__).warning(
                 "CRDs, Prometheus/Alertmanager resources, namespaces or our children not listed "
                 "after %.0fs: "

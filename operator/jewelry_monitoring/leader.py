@@ -115,8 +115,7 @@ class LeaderElector:
                     break
                 log.info("%s acquired lease %s", self.settings.identity, self._lease_name)
                 metrics.LEADER.set(1)
-                await on_started()
-                await self._lead()
+                await self._lead(on_started)
                 if self._stopping.is_set():
                     await self._renewing_while(on_stopped())
                     continue  # to the hand-back
@@ -167,17 +166,28 @@ class LeaderElector:
             await self._pause()
         return False
 
-    async def _lead(self) -> None:
-        """Renew every retry period; return when stopped or when the Lease is lost."""
-        while not self._stopping.is_set():
-            await self._pause()
-            if self._stopping.is_set():
-                return
-            claimed = await self._attempt(self._try_claim)
-            if not claimed and self._observed and self._held_by_other(self._observed):
-                self._renewed_at = None  # someone else holds it: stop writing now
-            if not self.may_write():
-                return
+    async def _lead(self, on_started: Callable[[], Awaitable[None]]) -> None:
+        """Start the leader's work (``on_started``, which may wait a while for the first
+        lists) and renew every retry period, from the start on; return when stopped or when
+        the Lease is lost, cancelling the start if it still runs."""
+        starting = asyncio.ensure_future(on_started())
+        try:
+            while not self._stopping.is_set():
+                await self._pause()
+                if starting.done():
+                    starting.result()  # a start that failed fails the election
+                if self._stopping.is_set():
+                    return
+                claimed = await self._attempt(self._try_claim)
+                if not claimed and self._observed and self._held_by_other(self._observed):
+                    self._renewed_at = None  # someone else holds it: stop writing now
+                if not self.may_write():
+                    return
+        finally:
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
 
     async def _renewing_while(self, stopping: Awaitable[Any]) -> None:
         """Keep renewing the Lease until ``stopping`` (the drain, then the wait for the writes

@@ -184,3 +184,49 @@ def test_a_stopping_leader_whose_writes_do_not_settle_leaves_the_lease_to_expire
     elector = LeaderElector(store, SETTINGS)
     _stop_at_once(elector, store, lambda timeout: False)
     assert store.holders[-1] == "me" and not elector.may_write()
+
+
+def test_a_new_leader_renews_while_it_waits_for_its_first_lists() -> None:
+    """Starting (``on_started``) waits for the watches' first lists, up to a minute when one
+    cannot list: the Lease must be renewed meanwhile, else the fence closes, a standby takes
+    over, gets stuck the same way, and leadership ping-pongs with nobody writing."""
+    store = _OneLease()
+    elector = LeaderElector(store, SETTINGS)
+    seen: dict[str, Any] = {}
+
+    async def started() -> None:
+        seen["renewals while starting"] = await asyncio.to_thread(_renewals, store, 3)
+        seen["may write"] = elector.may_write()
+        elector.stop()
+
+    async def stopped() -> None:
+        pass
+
+    asyncio.run(elector.run(started, stopped, lambda timeout: True))
+    assert seen == {"renewals while starting": 3, "may write": True}
+
+
+def test_a_leader_stopped_while_it_waits_for_its_first_lists_stops_and_hands_over() -> None:
+    """The first lists never come (a watch that cannot list): a stop must not wait for them."""
+    store = _OneLease()
+    elector = LeaderElector(store, SETTINGS)
+    stops: list[str] = []
+
+    async def main() -> None:
+        never = asyncio.Event()
+
+        async def started() -> None:
+            await never.wait()
+
+        async def stopped() -> None:
+            stops.append("stopped")
+
+        election = asyncio.create_task(elector.run(started, stopped, lambda timeout: True))
+        while not store.holders:
+            await asyncio.sleep(0.01)
+        elector.stop()
+        await asyncio.wait_for(election, WAIT)
+
+    asyncio.run(main())
+    assert stops == ["stopped"]
+    assert store.holders[-1] == ""  # released

@@ -365,3 +365,41 @@ def test_a_standby_forgets_deleted_resources() -> None:
     asyncio.run(main())
     assert controller.known == set()
     assert controller._by_label == {}
+
+
+def test_a_starting_leader_waits_for_all_first_lists_within_one_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """16 watches whose first lists come one after the other, each well within the deadline
+    of the one before: the queue starts once the deadline has passed for them all together,
+    not after up to 16 deadlines (16 minutes with a control plane that lists slowly)."""
+    monkeypatch.setattr(handlers, "FACTS_SYNC_SECONDS", 1.0)
+    facts = ClusterFacts(frozenset())
+    children = ChildCache([f"children-{index}" for index in range(12)])
+    lists = [*facts.synced.values(), *children.synced.values()]
+    assert len(lists) == 16
+    controller = handlers.Controller(
+        load(env={}), handlers.Reconciles(Recorder()), print, facts, children
+    )
+    stopping = threading.Event()
+
+    def list_one_after_the_other() -> None:
+        for listed in lists:
+            if stopping.wait(0.2):
+                return
+            listed.set()
+
+    lister = threading.Thread(target=list_one_after_the_other, daemon=True)
+    lister.start()
+
+    async def main() -> None:
+        await controller.start()
+        await controller.stop(drain_timeout=1)
+
+    try:
+        asyncio.run(main())
+        listed_when_started = sum(listed.is_set() for listed in lists)
+    finally:
+        stopping.set()
+        lister.join()
+    assert listed_when_started < len(lists)
