@@ -339,3 +339,16 @@ def test_notes_tell_how_to_apply_a_cr_and_check_it(
         f"2 replicas with leader election: the holder of Lease {NAMESPACE}/{NOTES_FULLNAME}-leader"
         in notes
     )
+
+
+def test_an_existing_service_account_must_be_named() -> None:
+    """serviceAccount.create false with no name bound the operator's cluster-wide roles to the
+    namespace's "default" ServiceAccount: to every pod there that names none."""
+    with pytest.raises(subprocess.CalledProcessError) as failure:
+        render({"serviceAccount": {"create": False}})
+    assert "serviceAccount.name" in failure.value.stderr
+    objects = render({"serviceAccount": {"create": False, "name": "ops-operator"}})
+    assert not by_kind(objects, "ServiceAccount")
+    subjects = [s for b in by_kind(objects, "ClusterRoleBinding") for s in b["subjects"]]
+    assert subjects and {s["name"] for s in subjects} == {"ops-operator"}
+

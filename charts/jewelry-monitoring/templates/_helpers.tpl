@@ -23,7 +23,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "jm.fullname" .) .Values.serviceAccount.name -}}
 {{- else -}}
-{{- default "default" .Values.serviceAccount.name -}}
+{{- required "serviceAccount.name: name the existing ServiceAccount to run as (serviceAccount.create is false); without one the operator's roles would go to the namespace's default ServiceAccount, so to every pod that names none" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
 
