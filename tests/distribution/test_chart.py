@@ -16,6 +16,7 @@ from devkit.kubetools import apply_crds
 from devkit.manifests import CHART, chart_crd_files
 from devkit.operator_process import render_chart, render_notes
 from devkit.toolchain import binary
+from jewelry_monitoring.kube import REQUEST_TIMEOUT
 from jewelry_monitoring.spec import DEFAULT_RUNBOOK_URL_BASE
 
 RELEASE, NAMESPACE = "jm", "ops"
@@ -352,3 +353,15 @@ def test_an_existing_service_account_must_be_named() -> None:
     subjects = [s for b in by_kind(objects, "ClusterRoleBinding") for s in b["subjects"]]
     assert subjects and {s["name"] for s in subjects} == {"ops-operator"}
 
+
+@pytest.mark.parametrize("values", [{}, {"replicas": 2}], ids=["one replica", "replicas=2"])
+def test_the_grace_period_covers_the_drain_and_the_hand_over(values: dict[str, Any]) -> None:
+    """On SIGTERM a leader drains its reconciles (up to the renew deadline), waits for the
+    writes it sent (up to a request's timeout), then releases the Lease (one request, within
+    the renew deadline). Killed before, it leaves the Lease to expire: the standby waits a
+    whole lease duration."""
+    objects = render(values)
+    (deployment,) = by_kind(objects, "Deployment")
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    renew_deadline = int(env(render({"replicas": 2}))["JM_RENEW_DEADLINE_SECONDS"])
+    assert grace >= renew_deadline + sum(REQUEST_TIMEOUT) + renew_deadline
