@@ -146,11 +146,11 @@ class Doctor:
                     fix,
                 )
             )
-            checks.append(self._leader(meta["namespace"], f"{meta['name']}-leader", want))
+            checks.append(self._leader(meta["namespace"], _lease_name(deployment), want))
         return checks
 
     def _leader(self, namespace: str, lease_name: str, replicas: int) -> Check:
-        lease = self.kube.get("Lease", namespace, lease_name)
+        lease = self.kube.get("Lease", namespace, lease_name) if lease_name else None
         if lease is None:
             detail = "one replica, no leader election" if replicas <= 1 else "no Lease yet"
             return Check("operator leader", OK if replicas <= 1 else FAIL, detail)
@@ -429,6 +429,16 @@ class Doctor:
             routing.get("message", ""),
             "" if selected else routing.get("message", ""),
         )
+
+
+def _lease_name(deployment: Obj) -> str:
+    """The Lease the operator's replicas compete for, as the chart tells them (JM_LEASE_NAME:
+    shortened for a long release name); "" without leader election."""
+    for container in deployment["spec"]["template"]["spec"].get("containers", []):
+        for variable in container.get("env") or []:
+            if variable.get("name") == "JM_LEASE_NAME":
+                return str(variable.get("value") or "")
+    return ""
 
 
 def _age_seconds(stamp: str) -> float | None:

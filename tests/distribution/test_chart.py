@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 from collections import Counter
@@ -16,7 +17,8 @@ from devkit.kubetools import apply_crds
 from devkit.manifests import CHART, chart_crd_files
 from devkit.operator_process import render_chart, render_notes
 from devkit.toolchain import binary
-from jewelry_monitoring.kube import REQUEST_TIMEOUT
+from jewelry_monitoring.doctor import Doctor
+from jewelry_monitoring.kube import REQUEST_TIMEOUT, Kube
 from jewelry_monitoring.spec import DEFAULT_RUNBOOK_URL_BASE
 
 RELEASE, NAMESPACE = "jm", "ops"
@@ -365,3 +367,34 @@ def test_the_grace_period_covers_the_drain_and_the_hand_over(values: dict[str, A
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     renew_deadline = int(env(render({"replicas": 2}))["JM_RENEW_DEADLINE_SECONDS"])
     assert grace >= renew_deadline + sum(REQUEST_TIMEOUT) + renew_deadline
+
+
+class _Installed(Kube):
+    """The API as doctor reads it: the chart's objects, the Deployment's replicas available,
+    its Lease renewed just now."""
+
+    def __init__(self, objects: list[dict[str, Any]]) -> None:
+        super().__init__(client.ApiClient(client.Configuration()))
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        (self.deployment,) = by_kind(objects, "Deployment")
+        self.deployment["status"] = {"availableReplicas": self.deployment["spec"]["replicas"]}
+        (self.lease,) = by_kind(objects, "Lease")
+        self.lease["spec"] = {"holderIdentity": "a", "leaseDurationSeconds": 15, "renewTime": now}
+
+    def list(
+        self, kind: str, namespace: str | None = None, label_selector: str = ""
+    ) -> list[dict[str, Any]]:
+        return [self.deployment] if kind == "Deployment" else []
+
+    def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        found = kind == "Lease" and name == self.lease["metadata"]["name"]
+        return self.lease if found else None
+
+
+def test_doctor_finds_the_lease_whatever_the_length_of_the_release_name() -> None:
+    """The chart shortens the Lease's name for a long release name (a name has at most 63
+    characters); doctor guessed it from the Deployment's name and reported no leader."""
+    release = "a-rather-long-release-name-for-the-shop-monitoring"
+    objects = render_chart(release, NAMESPACE, {"replicas": 2})
+    checks = {c.name: c for c in Doctor(_Installed(objects), NAMESPACE).operator()}
+    assert checks["operator leader"].status == "ok", checks["operator leader"]
