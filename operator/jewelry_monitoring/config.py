@@ -22,11 +22,6 @@ class LeaseSettings:
     renew_deadline: float = 10.0
     retry_period: float = 2.0
 
-    @property
-    def request_timeout(self) -> float:
-        """Per request: two attempts fit in the renew deadline."""
-        return self.renew_deadline / 2
-
 
 @dataclass(frozen=True)
 class OperatorConfig:

@@ -250,9 +250,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         # Not awaited: startup (and so /healthz) must not wait for the first lists.
         memo.starting = asyncio.get_running_loop().create_task(memo.controller.start())
         return
-    # The lease's requests must fit in the renew deadline, twice.
-    lease_timeout = (min(connect, lease.renew_deadline / 4), lease.renew_deadline / 4)
-    elector = memo.elector = LeaderElector(Kube(load_api_client(), timeout=lease_timeout), lease)
+    # A client of its own (its own connections and request slots): renewals never wait
+    # behind reconciles; the elector bounds each of its requests by the renew deadline.
+    elector = memo.elector = LeaderElector(Kube(load_api_client()), lease)
     kube = Kube(load_api_client(), may_write=elector.may_write)
     reconciler = Reconciler(kube, facts, children, config.allowed_images, config.runbook_url_base)
     reconciles = Reconciles(reconciler.reconcile)

@@ -245,9 +245,15 @@ class Kube:
         except urllib3.exceptions.HTTPError as error:  # timeouts, refused or reset connections
             raise KubeError(0, type(error).__name__, str(error)) from None
 
-    def get(self, kind: str, namespace: str | None, name: str) -> Obj | None:
+    def get(
+        self,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        timeout: tuple[float, float] | None = None,
+    ) -> Obj | None:
         try:
-            result: Obj = self._call("GET", RESOURCES[kind].path(namespace, name))
+            result: Obj = self._call("GET", RESOURCES[kind].path(namespace, name), timeout=timeout)
         except KubeError as error:
             if error.status == 404:
                 return None
@@ -273,17 +279,17 @@ class Kube:
         )
         return result
 
-    def create(self, obj: Obj) -> Obj:
+    def create(self, obj: Obj, timeout: tuple[float, float] | None = None) -> Obj:
         meta = obj["metadata"]
         path = RESOURCES[obj["kind"]].path(meta.get("namespace"))
-        result: Obj = self._call("POST", path, body=obj)
+        result: Obj = self._call("POST", path, body=obj, timeout=timeout)
         return result
 
-    def replace(self, obj: Obj) -> Obj:
+    def replace(self, obj: Obj, timeout: tuple[float, float] | None = None) -> Obj:
         """PUT the whole object; its resourceVersion makes a concurrent change fail (409)."""
         meta = obj["metadata"]
         path = RESOURCES[obj["kind"]].path(meta.get("namespace"), meta["name"])
-        result: Obj = self._call("PUT", path, body=obj)
+        result: Obj = self._call("PUT", path, body=obj, timeout=timeout)
         return result
 
     def delete(self, obj: Obj) -> None:

@@ -18,7 +18,11 @@ Timing, with client-go's meaning and defaults (15 s / 10 s / 2 s):
   ``lease_duration``, and never while one of the old leader's writes is still on its way.
 
 Every request has a timeout and every loop waits ``retry_period`` (with jitter) between
-attempts: no unbounded request loop, whatever the API server does.
+attempts: no unbounded request loop, whatever the API server does. As with client-go, one
+renewal may take until the renew deadline (a loaded API server answers in seconds); a
+renewal answered later would be of no use, the fence being closed by then. The leader
+renews with one request, an update of the Lease as it last wrote it (client-go's fast
+path), and reads it only when that update conflicts.
 """
 
 from __future__ import annotations
@@ -40,6 +44,15 @@ from jewelry_monitoring.kube import REQUEST_TIMEOUT, Kube, KubeError
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 JITTER = 0.2
+
+
+def _time_left(deadline: float) -> tuple[float, float]:
+    """(connect, read) timeouts of a request that must be answered by ``deadline``
+    (``time.monotonic``)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("no time left before the renew deadline")
+    return min(REQUEST_TIMEOUT[0], left), left
 
 
 def _micro_time(now: datetime.datetime) -> str:
@@ -84,6 +97,7 @@ class LeaderElector:
         # One thread of its own: reconciles blocked in the default pool never delay a renewal.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
         self._observed: Obj | None = None  # the Lease spec as last seen
+        self._written: Obj | None = None  # the Lease as our last successful claim left it
         self._observed_at = 0.0  # monotonic time it was first seen like that
         self._renewed_at: float | None = None  # monotonic time before our last successful claim
         self._handing_back = False  # stopped writing for good; the Lease is still renewed
@@ -206,12 +220,20 @@ class LeaderElector:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=period)
 
-    async def _attempt(self, step: Callable[[], bool]) -> bool:
-        """Run one bounded step in the lease thread; any failure is a failed attempt."""
+    async def _attempt(self, step: Callable[[float], bool]) -> bool:
+        """Run one step in the lease thread, its requests bounded by one deadline (which it is
+        given, as a ``time.monotonic`` time): while this replica holds the Lease, when its
+        fence would close; else a renew deadline from now. Any failure is a failed
+        attempt."""
         loop = asyncio.get_running_loop()
+        bound = self.settings.renew_deadline
+        renewed = self._renewed_at
+        if renewed is not None and self._holds():
+            bound = renewed + self.settings.renew_deadline - time.monotonic()
+        deadline = time.monotonic() + bound
         try:
             return await asyncio.wait_for(
-                loop.run_in_executor(self._executor, step), timeout=self.settings.renew_deadline
+                loop.run_in_executor(self._executor, step, deadline), timeout=bound
             )
         except (KubeError, TimeoutError, OSError) as error:
             log.warning("lease %s: %s", self._lease_name, error)
@@ -223,50 +245,75 @@ class LeaderElector:
         holder = spec.get("holderIdentity") or ""
         return bool(holder) and holder != self.settings.identity
 
-    def _try_claim(self) -> bool:
-        """One acquire-or-renew: GET, then create or update (resourceVersion-guarded)."""
-        started = time.monotonic()
+    def _try_claim(self, deadline: float) -> bool:
+        """One acquire-or-renew, every request done by ``deadline``: while we hold the Lease,
+        an update of it as we last wrote it; else (or when that conflicts) GET, then create
+        or update (resourceVersion-guarded). The Lease counts as renewed when the write that
+        succeeded was sent: a standby's clock starts only once it sees that write."""
         now = _micro_time(datetime.datetime.now(datetime.UTC))
         settings = self.settings
-        lease = self._kube.get("Lease", settings.namespace, settings.name)
+        if self._written is not None and self._holds():
+            spec = claimed_spec(
+                self._written["spec"], settings.identity, settings.lease_duration, now
+            )
+            if self._write(self._kube.replace, {**self._written, "spec": spec}, deadline):
+                return True
+            self._written = None  # someone else wrote it since: read it
+        read_at = time.monotonic()
+        lease = self._kube.get(
+            "Lease", settings.namespace, settings.name, timeout=_time_left(deadline)
+        )
         if lease is None:
             spec = claimed_spec({}, settings.identity, settings.lease_duration, now)
-            self._kube.create(
-                {
-                    "apiVersion": "coordination.k8s.io/v1",
-                    "kind": "Lease",
-                    "metadata": {"name": settings.name, "namespace": settings.namespace},
-                    "spec": spec,
-                }
-            )
-            self._observe(spec, started)
-            self._renewed_at = started
-            return True
+            lease = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": settings.name, "namespace": settings.namespace},
+                "spec": spec,
+            }
+            return self._write(self._kube.create, lease, deadline)
         current = lease.get("spec") or {}
         if current != self._observed:
-            self._observe(current, started)
+            self._observe(current, read_at)
         duration = float(current.get("leaseDurationSeconds") or settings.lease_duration)
-        if self._held_by_other(current) and started < self._observed_at + duration:
+        if self._held_by_other(current) and read_at < self._observed_at + duration:
             return False
         spec = claimed_spec(current, settings.identity, settings.lease_duration, now)
+        return self._write(self._kube.replace, {**lease, "spec": spec}, deadline)
+
+    def _write(
+        self,
+        write: Callable[[Obj, tuple[float, float]], Obj],
+        lease: Obj,
+        deadline: float,
+    ) -> bool:
+        """Create or update the Lease as ours; False if someone else wrote it first (409)."""
+        timeout = _time_left(deadline)
+        sent = time.monotonic()
         try:
-            self._kube.replace({**lease, "spec": spec})
+            written = write(lease, timeout)
         except KubeError as error:
-            if error.status == 409:  # someone else wrote it first
+            if error.status == 409:
                 return False
             raise
-        self._observe(spec, started)
-        self._renewed_at = started
+        self._written = written
+        self._observe(written.get("spec") or {}, sent)
+        self._renewed_at = sent
         return True
 
-    def _release(self) -> bool:
+    def _release(self, deadline: float) -> bool:
         """Hand the Lease back if it is still ours."""
         settings = self.settings
-        lease = self._kube.get("Lease", settings.namespace, settings.name)
+        lease = self._kube.get(
+            "Lease", settings.namespace, settings.name, timeout=_time_left(deadline)
+        )
         if lease is None or (lease.get("spec") or {}).get("holderIdentity") != settings.identity:
             return False
         now = _micro_time(datetime.datetime.now(datetime.UTC))
-        self._kube.replace({**lease, "spec": released_spec(lease["spec"], now)})
+        self._kube.replace(
+            {**lease, "spec": released_spec(lease["spec"], now)}, timeout=_time_left(deadline)
+        )
+        self._written = None
         log.info("%s released lease %s", settings.identity, self._lease_name)
         return True
 

@@ -14,11 +14,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import kopf
 import pytest
 from kubernetes import client
 
+from jewelry_monitoring import handlers
 from jewelry_monitoring import kube as kube_module
-from jewelry_monitoring.config import LeaseSettings
+from jewelry_monitoring.config import LeaseSettings, load
 from jewelry_monitoring.kube import Kube, KubeError
 from jewelry_monitoring.leader import LeaderElector
 
@@ -114,13 +116,15 @@ class _OneLease(Kube):
         self.lease: dict[str, Any] | None = None
         self.holders: list[str] = []
 
-    def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+    def get(
+        self, kind: str, namespace: str | None, name: str, timeout: Any = None
+    ) -> dict[str, Any] | None:
         return copy.deepcopy(self.lease)
 
-    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+    def create(self, obj: dict[str, Any], timeout: Any = None) -> dict[str, Any]:
         return self.replace(obj)
 
-    def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
+    def replace(self, obj: dict[str, Any], timeout: Any = None) -> dict[str, Any]:
         self.lease = copy.deepcopy(obj)
         self.holders.append(obj["spec"]["holderIdentity"])
         return obj
@@ -230,3 +234,74 @@ def test_a_leader_stopped_while_it_waits_for_its_first_lists_stops_and_hands_ove
     asyncio.run(main())
     assert stops == ["stopped"]
     assert store.holders[-1] == ""  # released
+
+
+class _SlowLeaseServer:
+    """An API server that holds one Lease and takes ``delay`` seconds to answer each request,
+    as a loaded one does; a request whose read timeout is shorter fails as urllib3's does.
+    Stands in for ``Kube._request`` of every client the operator makes."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.lease: dict[str, Any] | None = None
+        self.renewals = 0
+        self.reads = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, method: str, path: str, body: Any, *args: Any) -> dict[str, Any] | None:
+        timeout = args[3]  # after query, content type, accept
+        assert "/leases" in path, f"no request but the Lease's expected, got {method} {path}"
+        time.sleep(min(self.delay, timeout[1]))
+        if timeout[1] < self.delay:
+            raise KubeError(0, "ReadTimeoutError", f"read timed out. (read timeout={timeout[1]})")
+        with self.lock:
+            if method == "GET":
+                self.reads += 1
+                if self.lease is None:
+                    raise KubeError(404, "NotFound", "leases not found")
+                return copy.deepcopy(self.lease)
+            version = (self.lease or {}).get("metadata", {}).get("resourceVersion", "0")
+            if method == "PUT" and body["metadata"].get("resourceVersion") != version:
+                raise KubeError(409, "Conflict", "the object has been modified")
+            self.lease = copy.deepcopy(body)
+            self.lease["metadata"]["resourceVersion"] = str(int(version) + 1)
+            self.renewals += 1
+            return copy.deepcopy(self.lease)
+
+
+def test_renewals_slower_than_a_quarter_of_the_renew_deadline_keep_the_lease(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under load the API server takes seconds per request. A renewal that is answered
+    within the renew deadline renews the Lease, as with client-go: each request is bounded
+    by the time left until the deadline, not by a fixed fraction of it (a quarter: the
+    100-resource hand-over test lost its leader at load average 20)."""
+    server = _SlowLeaseServer(delay=1.2)
+    monkeypatch.setattr(Kube, "_request", server)
+    monkeypatch.setattr(handlers, "load_api_client", lambda: client.ApiClient())
+    monkeypatch.setattr(handlers, "_watch_cluster", lambda *watched: None)
+    monkeypatch.setattr(handlers, "FACTS_SYNC_SECONDS", 0.0)  # no watch: nothing to wait for
+    environment = {
+        "JM_LEADER_ELECTION": "true",
+        "JM_LEASE_NAMESPACE": "jm-system",
+        "JM_LEASE_DURATION_SECONDS": "8",
+        "JM_RENEW_DEADLINE_SECONDS": "4",
+        "JM_RETRY_PERIOD_SECONDS": "1",
+    }
+    memo = kopf.Memo(config=load(env=environment))
+    held: list[bool] = []
+
+    async def main() -> None:
+        await handlers.start(settings=kopf.OperatorSettings(), memo=memo)
+        for _ in range(60):  # three renew deadlines: 12 s
+            await asyncio.sleep(0.2)
+            held.append(memo.elector.may_write())
+        await handlers.stop(memo=memo)
+
+    asyncio.run(main())
+    taken = held.index(True) if True in held else len(held)
+    assert held[taken:] == [True] * (len(held) - taken), held
+    assert taken < len(held) and server.renewals >= 3
+    # A renewal is one request, an update of the Lease as last written: the only reads are
+    # the first claim's and the release's.
+    assert server.reads == 2
