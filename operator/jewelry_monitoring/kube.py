@@ -12,6 +12,7 @@ import contextlib
 import datetime
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -100,8 +101,8 @@ _COLLECTIONS = {resource.plural for resource in RESOURCES.values()}
 _VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
-def _always_may_write() -> bool:
-    return True
+def _always_may_write() -> float:
+    return math.inf
 
 
 def load_api_client() -> client.ApiClient:
@@ -138,10 +139,12 @@ class Kube:
         api: client.ApiClient,
         component: str = FIELD_MANAGER,
         timeout: tuple[float, float] = REQUEST_TIMEOUT,
-        may_write: Callable[[], bool] = _always_may_write,
+        may_write: Callable[[], float] = _always_may_write,
     ) -> None:
-        """``may_write`` is asked before every write: with leader election, it is the fence
-        that keeps a replica that no longer holds the Lease from writing anything."""
+        """``may_write`` is asked before every write: how many seconds a write sent now may
+        take to land (0: none may be sent). With leader election it is the fence that keeps
+        a replica that no longer holds the Lease from writing anything, and a write it sent
+        from landing once another replica may have taken the Lease."""
         self._api = api
         self._component = component
         self._timeout = timeout
@@ -151,22 +154,25 @@ class Kube:
         self._writing = 0  # writes let through the fence and not answered yet
 
     @contextlib.contextmanager
-    def _fenced(self, verb: str, path: str) -> Iterator[None]:
+    def _fenced(self, verb: str, path: str) -> Iterator[float]:
         """Let a write through only if ``may_write`` says so at the last moment, once it
         has a slot (MAX_IN_FLIGHT) and after any pause for a 429, and count it until it is
         answered: a leader that has closed its fence waits for these (``writes_settled``)
-        before handing the Lease over, so that none lands after the next leader's first."""
+        before handing the Lease over, so that none lands after the next leader's first.
+        Yields the seconds the request may take (infinite for a read)."""
         if verb in ("get", "list", "watch"):
-            yield
+            yield math.inf
             return
         with self._writes:
-            if not self._may_write():
+            left = self._may_write()
+            left = math.floor(left * 1000) / 1000 if left < math.inf else left  # milliseconds
+            if left <= 0:
                 raise KubeError(
                     0, "NotLeader", f"{verb} {path}: this replica does not hold the lease"
                 )
             self._writing += 1
         try:
-            yield
+            yield left
         finally:
             with self._writes:
                 self._writing -= 1
@@ -191,7 +197,8 @@ class Kube:
     ) -> Any:
         """One request: fenced if it writes, timed and counted by verb; at most
         MAX_IN_FLIGHT at once (watches aside), and retried after a pause when the API server
-        answers 429, as client-go does."""
+        answers 429, as client-go does. A write the fence gives a deadline is bounded by it,
+        here and on the API server (its ``timeout`` parameter: it drops the request then)."""
         verb = _VERBS[method]
         if method == "GET" and path.rsplit("/", 1)[-1] in _COLLECTIONS:
             verb = "watch" if stream else "list"
@@ -199,15 +206,19 @@ class Kube:
         retries = 0
         while True:
             try:
-                with limit, self._fenced(verb, path), metrics.api_request(verb):
+                with limit, self._fenced(verb, path) as left, metrics.api_request(verb):
+                    bound, bounded_query = timeout or self._timeout, query
+                    if left < math.inf:
+                        bound = (min(bound[0], left), min(bound[1], left))
+                        bounded_query = [*(query or []), ("timeout", f"{left:.3f}s")]
                     return self._request(
                         method,
                         path,
                         body,
-                        query,
+                        bounded_query,
                         content_type,
                         accept,
-                        timeout or self._timeout,
+                        bound,
                         stream,
                     )
             except KubeError as error:

@@ -103,10 +103,20 @@ class LeaderElector:
         self._handing_back = False  # stopped writing for good; the Lease is still renewed
         self._stopping = asyncio.Event()
 
-    def may_write(self) -> bool:
-        """Whether this replica holds the Lease now (by its own clock) and is not handing it
-        back; thread-safe."""
-        return self._holds() and not self._handing_back
+    def may_write(self) -> float:
+        """How many seconds a write sent now may take to land; 0 unless this replica holds
+        the Lease now (by its own clock) and is not handing it back. Thread-safe.
+
+        A standby may take the Lease a lease duration after it saw our last renewal, and a
+        write sent just before the fence closed (the renew deadline) could land after that
+        under load: each write must land by halfway between the renew deadline and the
+        lease duration after our last renewal, or not at all (the API server drops it)."""
+        renewed = self._renewed_at
+        if renewed is None or self._handing_back or not self._holds():
+            return 0.0
+        settings = self.settings
+        midway = (settings.renew_deadline + settings.lease_duration) / 2
+        return renewed + midway - time.monotonic()
 
     def _holds(self) -> bool:
         renewed = self._renewed_at

@@ -155,7 +155,7 @@ def _stop_at_once(
 
     async def drain() -> None:
         seen["renewals while draining"] = await asyncio.to_thread(_renewals, store, 3)
-        seen["may write after draining"] = elector.may_write()
+        seen["may write after draining"] = bool(elector.may_write())
 
     asyncio.run(elector.run(started, drain, writes_settled))
     return seen
@@ -171,7 +171,7 @@ def test_a_stopping_leader_renews_while_it_drains_and_releases_after_its_writes(
     at_settling: dict[str, Any] = {}
 
     def writes_settled(timeout: float) -> bool:
-        at_settling["may write"] = elector.may_write()
+        at_settling["may write"] = bool(elector.may_write())
         at_settling["renewals"] = _renewals(store, 3)
         assert store.lease is not None
         at_settling["holder"] = store.lease["spec"]["holderIdentity"]
@@ -200,7 +200,7 @@ def test_a_new_leader_renews_while_it_waits_for_its_first_lists() -> None:
 
     async def started() -> None:
         seen["renewals while starting"] = await asyncio.to_thread(_renewals, store, 3)
-        seen["may write"] = elector.may_write()
+        seen["may write"] = bool(elector.may_write())
         elector.stop()
 
     async def stopped() -> None:
@@ -295,7 +295,7 @@ def test_renewals_slower_than_a_quarter_of_the_renew_deadline_keep_the_lease(
         await handlers.start(settings=kopf.OperatorSettings(), memo=memo)
         for _ in range(60):  # three renew deadlines: 12 s
             await asyncio.sleep(0.2)
-            held.append(memo.elector.may_write())
+            held.append(bool(memo.elector.may_write()))
         await handlers.stop(memo=memo)
 
     asyncio.run(main())
@@ -305,3 +305,39 @@ def test_renewals_slower_than_a_quarter_of_the_renew_deadline_keep_the_lease(
     # A renewal is one request, an update of the Lease as last written: the only reads are
     # the first claim's and the release's.
     assert server.reads == 2
+
+
+class _Recording(Kube):
+    """A Kube that records the query and timeout of each request and answers it at once."""
+
+    def __init__(self, may_write: Any) -> None:
+        super().__init__(client.ApiClient(client.Configuration()), may_write=may_write)
+        self.sent: list[tuple[dict[str, str], tuple[float, float]]] = []
+
+    def _request(self, method: str, path: str, body: Any, query: Any, *args: Any) -> Any:
+        timeout = args[2]  # after content type, accept
+        self.sent.append((dict(query or []), timeout))
+        return {}
+
+
+def test_a_write_let_through_the_fence_must_land_before_anyone_else_may_take_the_lease() -> None:
+    """A leader that cannot renew stops writing at the renew deadline, but a write it sent
+    just before may take longer (a loaded API server takes seconds): landing after the
+    standby took the Lease (a lease duration after the last renewal), it would interleave
+    with the new leader's writes. Each write therefore carries a deadline: the client's
+    timeout and the API server's (its ``timeout`` parameter: the server drops the request
+    after it), both ending before the Lease may be taken."""
+    store = _OneLease()
+    elector = LeaderElector(store, SETTINGS)
+
+    async def claim() -> None:
+        assert await elector._attempt(elector._try_claim)
+
+    asyncio.run(claim())
+    kube = _Recording(elector.may_write)
+    kube.apply(CONFIG_MAP)
+    ((query, timeout),) = kube.sent
+    assert "timeout" in query, query
+    server_timeout = float(query["timeout"].removesuffix("s"))
+    assert 0 < server_timeout < SETTINGS.lease_duration
+    assert 0 < timeout[1] <= server_timeout
