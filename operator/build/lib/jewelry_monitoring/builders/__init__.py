@@ -1,1 +1,0 @@
-"""Pure builders: a validated spec in, plain Kubernetes object dicts out. No I/O here."""
