@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -237,6 +238,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.stopping = threading.Event()
     facts = ClusterFacts(WATCHED_CRDS)
     children = ChildCache([_child_watch(kind, ns) for kind, ns in _child_watches(config)])
+    metrics.READINESS.use(functools.partial(_unready_reason, facts, children, memo))
     if lease is None:
         kube = Kube(load_api_client())
         reconciler = Reconciler(
@@ -427,6 +429,23 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         return
     memo.elector.stop()
     await memo.election  # drains through the controller, then releases the Lease
+
+
+def _unready_reason(facts: ClusterFacts, children: ChildCache, memo: kopf.Memo) -> str:
+    """Readiness (/readyz on the metrics port), apart from liveness: every watch of ours has
+    listed once, and the replica leads or stands by (its election runs); not while stopping.
+    A rollout of several replicas then replaces one only when the next one knows the cluster.
+    Empty when ready, else why not (the probe's answer)."""
+    if memo.stopping.is_set():
+        return "stopping"
+    if not facts.wait_synced(0):
+        return "CRDs, Prometheus and Alertmanager resources or namespaces not listed yet"
+    if not children.wait_synced(0):
+        return "the operator's children not listed yet"
+    election: asyncio.Task[None] | None = memo.get("election")
+    if election is not None and election.done():
+        return "leader election ended"
+    return ""
 
 
 @kopf.on.probe(id="reconciles", errors=kopf.ErrorsMode.PERMANENT)

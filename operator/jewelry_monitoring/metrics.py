@@ -10,10 +10,14 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 RECONCILES = Counter(
     "jewelry_monitoring_reconciles",
@@ -123,6 +127,45 @@ Gauge(
 ).set_function(QUEUE.oldest_wait)
 
 
+class Readiness:
+    """What ``GET /readyz`` answers: 200 once ``check`` (given by the handlers at startup)
+    finds nothing missing, else 503 with the reason it returns."""
+
+    def __init__(self) -> None:
+        self._check: Callable[[], str] | None = None
+
+    def use(self, check: Callable[[], str]) -> None:
+        self._check = check
+
+    def unready_reason(self) -> str:
+        """Why this replica is not ready; empty when it is."""
+        return "starting" if self._check is None else self._check()
+
+
+READINESS = Readiness()
+
+
+def _app() -> WSGIApplication:
+    """/readyz, and the metrics on every other path (as prometheus-client serves them)."""
+    metrics_app = make_wsgi_app()
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/readyz":
+            return list(metrics_app(environ, start_response))
+        reason = READINESS.unready_reason()
+        status = "503 Service Unavailable" if reason else "200 OK"
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+        return [f"{reason or 'ready'}\n".encode()]
+
+    return app
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log: the kubelet and Prometheus ask every few seconds."""
+
+
 def serve(port: int) -> None:
-    """Serve /metrics on ``port`` (all interfaces) from a daemon thread."""
-    start_http_server(port, addr="0.0.0.0")
+    """Serve /metrics and /readyz on ``port`` (all interfaces) from a daemon thread."""
+    server = make_server("0.0.0.0", port, _app(), ThreadingWSGIServer, handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
