@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class ConfigError(ValueError):
@@ -24,6 +24,20 @@ class LeaseSettings:
 
 
 @dataclass(frozen=True)
+class ExporterPods:
+    """What every exporter pod gets from whoever installed the operator rather than from a
+    resource (the chart's imagePullSecrets and priorityClassName): a resource's author may
+    not choose which credentials pull images or which pods the scheduler evicts first."""
+
+    image_pull_secrets: tuple[str, ...] = ()
+    priority_class_name: str = ""
+
+
+# Neither pull secrets nor a priority class: what ``render`` and a bare operator use.
+PLAIN_EXPORTER_PODS = ExporterPods()
+
+
+@dataclass(frozen=True)
 class OperatorConfig:
     namespaces: tuple[str, ...]  # empty: all namespaces
     lease: LeaseSettings | None  # None: no leader election (a single replica)
@@ -36,6 +50,7 @@ class OperatorConfig:
     # Where alerts link their runbooks, for resources that do not say (the chart's value);
     # empty: this project's (spec.DEFAULT_RUNBOOK_URL_BASE).
     runbook_url_base: str = ""
+    exporter_pods: ExporterPods = field(default_factory=ExporterPods)
 
     @property
     def clusterwide(self) -> bool:
@@ -118,10 +133,15 @@ def load(
         metrics_port=metrics_port,
         resync_seconds=resync,
         log_level=level,
-        allowed_images=tuple(
-            entry.strip()
-            for entry in environ.get("JM_ALLOWED_IMAGES", "").split(",")
-            if entry.strip()
+        allowed_images=_list(environ, "JM_ALLOWED_IMAGES"),
+        exporter_pods=ExporterPods(
+            image_pull_secrets=_list(environ, "JM_EXPORTER_IMAGE_PULL_SECRETS"),
+            priority_class_name=environ.get("JM_EXPORTER_PRIORITY_CLASS_NAME", "").strip(),
         ),
         runbook_url_base=environ.get("JM_RUNBOOK_URL_BASE", "").strip(),
     )
+
+
+def _list(environ: dict[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list, blanks dropped."""
+    return tuple(entry.strip() for entry in environ.get(name, "").split(",") if entry.strip())

@@ -33,7 +33,10 @@ Obj = dict[str, Any]
 OUR_CRD = f"{PLURAL}.{API_GROUP}"
 PROMETHEUS_OPERATOR_CRDS = (*MONITORING_KINDS.values(), PROMETHEUS.crd)
 PROMETHEUS_OPERATOR_VERSION = "operator.prometheus.io/version"
-OPERATOR_SELECTOR = "app.kubernetes.io/name=jewelry-monitoring"
+# The chart's operator Deployment and pods, whatever the release and nameOverride.
+OPERATOR_SELECTOR = (
+    "app.kubernetes.io/component=operator,app.kubernetes.io/part-of=jewelry-monitoring"
+)
 OK, FAIL, SKIP = "ok", "fail", "skip"
 
 

@@ -242,7 +242,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     if lease is None:
         kube = Kube(load_api_client())
         reconciler = Reconciler(
-            kube, facts, children, config.allowed_images, config.runbook_url_base
+            kube,
+            facts,
+            children,
+            config.allowed_images,
+            config.runbook_url_base,
+            exporter_pods=config.exporter_pods,
         )
         reconciles = Reconciles(reconciler.reconcile)
         memo.controller = Controller(config, reconciles, reconciler.report_failure, facts, children)
@@ -256,7 +261,14 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # behind reconciles; the elector bounds each of its requests by the renew deadline.
     elector = memo.elector = LeaderElector(Kube(load_api_client()), lease)
     kube = Kube(load_api_client(), may_write=elector.may_write)
-    reconciler = Reconciler(kube, facts, children, config.allowed_images, config.runbook_url_base)
+    reconciler = Reconciler(
+        kube,
+        facts,
+        children,
+        config.allowed_images,
+        config.runbook_url_base,
+        exporter_pods=config.exporter_pods,
+    )
     reconciles = Reconciles(reconciler.reconcile)
     controller = memo.controller = Controller(
         config, reconciles, reconciler.report_failure, facts, children

@@ -33,6 +33,7 @@ from jewelry_monitoring.builders.exporters import component as exporter_componen
 from jewelry_monitoring.builders.routing import ROUTING_COMPONENT
 from jewelry_monitoring.builders.rules import KNOWN_ALERTS
 from jewelry_monitoring.children import Child, ChildCache
+from jewelry_monitoring.config import PLAIN_EXPORTER_PODS, ExporterPods
 from jewelry_monitoring.facts import ClusterFacts
 from jewelry_monitoring.kube import Kube, KubeError
 from jewelry_monitoring.promapi import PrometheusAPI, PrometheusError
@@ -153,6 +154,7 @@ class Reconciler:
         allowed_images: tuple[str, ...] = (),
         runbook_url_base: str = "",
         prometheus: Callable[[str], PrometheusAPI] = PrometheusAPI,
+        exporter_pods: ExporterPods = PLAIN_EXPORTER_PODS,
     ) -> None:
         self.kube = kube
         self.facts = facts
@@ -160,6 +162,7 @@ class Reconciler:
         self.allowed_images = allowed_images
         self.runbook_url_base = runbook_url_base
         self.prometheus = prometheus
+        self.exporter_pods = exporter_pods
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
         # A namespace being deleted takes nothing new, and its content goes in any order:
@@ -186,7 +189,7 @@ class Reconciler:
             kind for kind, crd in MONITORING_KINDS.items() if self.facts.established(crd)
         )
         missing_crds = sorted(needed_monitoring_kinds(spec) - available)
-        desired = desired_objects(owner, available)
+        desired = desired_objects(owner, available, self.exporter_pods)
         too_large = size_problems(desired)
         if too_large:  # the server would refuse them on every retry: nothing is applied
             self._refuse(cr, status, "ObjectTooLarge", "; ".join(too_large), outcome)

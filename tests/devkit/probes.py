@@ -24,15 +24,22 @@ def best_case_seconds_to_fail(probe: dict[str, Any]) -> float:
     return (_field(probe, "failureThreshold") - 1) * _field(probe, "periodSeconds")
 
 
+def _port(probe: dict[str, Any]) -> Any:
+    return (probe.get("httpGet") or probe.get("tcpSocket") or {}).get("port")
+
+
 def liveness_problems(container: dict[str, Any]) -> list[str]:
     """Why liveness could fail (restart the container) before readiness did, for any trouble
-    of the endpoint: both must ask the same thing; liveness waits longer for an answer (a slow
-    but answering endpoint only goes unready), starts no earlier, and its shortest time to fail
-    lies beyond readiness's longest."""
+    of the endpoint, or be the same probe: liveness asks less than readiness (only that the
+    port accepts a connection, where readiness asks for a page: kube-score flags identical
+    probes); it waits longer for an answer (a slow but answering endpoint only goes unready),
+    starts no earlier, and its shortest time to fail lies beyond readiness's longest."""
     liveness, readiness = container["livenessProbe"], container["readinessProbe"]
     problems = []
-    if liveness["httpGet"] != readiness["httpGet"]:
-        problems.append("liveness and readiness check different endpoints")
+    if liveness.get("httpGet") is not None and liveness.get("httpGet") == readiness.get("httpGet"):
+        problems.append("liveness and readiness are the same probe")
+    elif "tcpSocket" not in liveness or _port(liveness) != _port(readiness):
+        problems.append("liveness asks more than readiness, or of another port")
     if _field(liveness, "timeoutSeconds") <= _field(readiness, "timeoutSeconds"):
         problems.append("liveness times out no later than readiness: slow answers restart it")
     if _field(liveness, "initialDelaySeconds") < _field(readiness, "initialDelaySeconds"):

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
+import pytest
+
 from devkit.operator_process import render_chart
+from jewelry_monitoring.builders.common import Owner
+from jewelry_monitoring.builders.desired import desired_objects
+from jewelry_monitoring.config import load
+from jewelry_monitoring.doctor import OPERATOR_SELECTOR
+from jewelry_monitoring.spec import JewelryMonitoringSpec
 
 RELEASE, NAMESPACE = "jm", "ops"
 
@@ -27,3 +35,146 @@ def test_readiness_and_liveness_probes_are_distinct() -> None:
     liveness, readiness = container["livenessProbe"], container["readinessProbe"]
     assert liveness["httpGet"] == {"path": "/healthz", "port": "health"}
     assert readiness["httpGet"] == {"path": "/readyz", "port": "metrics"}
+
+
+DIGEST = "sha256:" + "ab" * 32
+STANDARD_VALUES: dict[str, Any] = {
+    "imagePullSecrets": [{"name": "regcred"}, {"name": "mirror"}],
+    "priorityClassName": "monitoring-high",
+    "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+    "topologySpreadConstraints": [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "DoNotSchedule",
+        }
+    ],
+    "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/jm"}},
+    "additionalLabels": {"team": "platform"},
+    "image": {"digest": DIGEST},
+    "global": {"imageRegistry": "mirror.example.com"},
+    "nodeExporter": {"enabled": True, "priorityClassName": "system-node-critical"},
+}
+
+
+def test_standard_values_reach_the_operator_pod() -> None:
+    objects = render(STANDARD_VALUES)
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+    assert pod["priorityClassName"] == "monitoring-high"
+    assert pod["topologySpreadConstraints"] == STANDARD_VALUES["topologySpreadConstraints"]
+    container = operator_container(objects)
+    # The registry host replaced, the digest in place of the tag.
+    assert container["image"] == (
+        f"mirror.example.com/jewelry-monitoring/jewelry-monitoring-operator@{DIGEST}"
+    )
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["HTTPS_PROXY"] == "http://proxy:3128"
+    # What the operator passes on to every exporter pod it makes.
+    assert env["JM_EXPORTER_IMAGE_PULL_SECRETS"] == "regcred,mirror"
+    assert env["JM_EXPORTER_PRIORITY_CLASS_NAME"] == "monitoring-high"
+    (account,) = [o for o in objects if o["kind"] == "ServiceAccount"]
+    assert account["metadata"]["annotations"] == STANDARD_VALUES["serviceAccount"]["annotations"]
+    for obj in objects:
+        assert obj["metadata"]["labels"]["team"] == "platform", obj["kind"]
+    (daemon_set,) = [o for o in objects if o["kind"] == "DaemonSet"]
+    node_pod = daemon_set["spec"]["template"]["spec"]
+    assert node_pod["priorityClassName"] == "system-node-critical"
+    assert node_pod["imagePullSecrets"] == STANDARD_VALUES["imagePullSecrets"]
+    assert (
+        node_pod["containers"][0]["image"] == "mirror.example.com/prometheus/node-exporter:v1.9.1"
+    )
+
+
+def test_defaults_set_no_pull_secret_priority_class_or_extra_label() -> None:
+    objects = render()
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert not {"imagePullSecrets", "priorityClassName", "topologySpreadConstraints"} & set(pod)
+    names = {e["name"] for e in operator_container(objects)["env"]}
+    assert not {"JM_EXPORTER_IMAGE_PULL_SECRETS", "JM_EXPORTER_PRIORITY_CLASS_NAME"} & names
+    assert operator_container(objects)["image"].endswith("jewelry-monitoring-operator:0.1.0")
+
+
+def test_exporter_pods_get_the_pull_secrets_and_priority_class_the_chart_passes() -> None:
+    """From the chart's values, through the operator's environment, to the pods it makes."""
+    env = {
+        e["name"]: e["value"]
+        for e in operator_container(render(STANDARD_VALUES))["env"]
+        if "value" in e
+    }
+    settings = load(env=env)
+    spec = JewelryMonitoringSpec.model_validate(
+        {"app": {"podSelector": {"app": "shop"}}, "exporters": {"redis": {"enabled": True}}}
+    )
+    owner = Owner(name="shop", namespace="shop", uid="u", spec=spec)
+    (deployment,) = [
+        o
+        for o in desired_objects(owner, frozenset(), settings.exporter_pods)
+        if o["kind"] == "Deployment"
+    ]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+    assert pod["priorityClassName"] == "monitoring-high"
+    (plain,) = [o for o in desired_objects(owner, frozenset()) if o["kind"] == "Deployment"]
+    assert not {"imagePullSecrets", "priorityClassName"} & set(plain["spec"]["template"]["spec"])
+
+
+def test_name_overrides_rename_every_object_and_keep_selectors_matching() -> None:
+    objects = render({"fullnameOverride": "mon", "nameOverride": "jm-op", "replicas": 2})
+    namespaced_names = {
+        o["metadata"]["name"] for o in objects if o["kind"] != "CustomResourceDefinition"
+    }
+    assert all(name.startswith("mon") for name in namespaced_names), namespaced_names
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels["app.kubernetes.io/name"] == "jm-op"
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    (service,) = [o for o in objects if o["kind"] == "Service"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    assert account == "mon"
+    for binding in [o for o in objects if o["kind"] in ("ClusterRoleBinding", "RoleBinding")]:
+        assert [s["name"] for s in binding["subjects"]] == [account]
+    # doctor finds the operator by these, whatever the names.
+    selector = dict(part.split("=") for part in OPERATOR_SELECTOR.split(","))
+    assert selector.items() <= pod_labels.items()
+    assert selector.items() <= deployment["metadata"]["labels"].items()
+
+
+def test_rbac_create_false_leaves_the_permissions_to_the_installer() -> None:
+    kinds = {o["kind"] for o in render({"rbac": {"create": False}, "replicas": 2})}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    assert {"ServiceAccount", "Deployment"} <= kinds
+
+
+def test_node_exporter_labels_follow_the_one_style() -> None:
+    objects = render(
+        {
+            "nodeExporter": {
+                "enabled": True,
+                "serviceMonitor": {"enabled": True, "additionalLabels": {"release": "kps"}},
+                "prometheusRule": {"enabled": True, "additionalLabels": {"release": "kps"}},
+            }
+        }
+    )
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        (obj,) = [o for o in objects if o["kind"] == kind]
+        assert obj["metadata"]["labels"]["release"] == "kps"
+
+
+@pytest.mark.parametrize(
+    "values, complaint",
+    [
+        ({"commonLabels": {"a": "b"}}, "additional properties 'commonLabels' not allowed"),
+        ({"image": {"digest": "latest"}}, "does not match"),
+        ({"imagePullSecrets": ["regcred"]}, "got string, want object"),
+        ({"additionalLabels": {"app.kubernetes.io/name": "x"}}, "invalid propertyName"),
+        ({"rbac": {"create": "no"}}, "got string, want boolean"),
+    ],
+)
+def test_the_schema_stays_strict(values: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        render(values)
+    assert complaint in failed.value.stderr

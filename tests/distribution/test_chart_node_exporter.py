@@ -87,7 +87,10 @@ def test_host_port_and_service_monitor_are_configurable() -> None:
         {
             **ON,
             "nodeExporter.port": 9200,
-            "nodeExporter.serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
+            "nodeExporter.serviceMonitor": {
+                "enabled": True,
+                "additionalLabels": {"release": "kps"},
+            },
         }
     )
     [daemonset] = of_kind(objects, "DaemonSet")

@@ -37,6 +37,18 @@ CHART_VALUE_SETS = {
         "nodeExporter.enabled=true,nodeExporter.serviceMonitor.enabled=true,"
         "nodeExporter.prometheusRule.enabled=true",
     ),
+    "standard-values": (
+        "--set",
+        "priorityClassName=high,nodeExporter.enabled=true,additionalLabels.team=platform,"
+        "serviceAccount.annotations.a=b,global.imageRegistry=mirror.example.com",
+        "--set-json",
+        'imagePullSecrets=[{"name":"regcred"}]',
+        "--set-json",
+        'extraEnv=[{"name":"HTTPS_PROXY","value":"http://proxy:3128"}]',
+        "--set-json",
+        'topologySpreadConstraints=[{"maxSkew":1,"topologyKey":"kubernetes.io/hostname",'
+        '"whenUnsatisfiable":"ScheduleAnyway"}]',
+    ),
 }
 
 

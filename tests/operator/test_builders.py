@@ -74,7 +74,7 @@ def test_postgres_exporter_objects_read_like_a_manifest() -> None:
         "requests": {"cpu": "10m", "memory": "32Mi", "ephemeral-storage": "16Mi"},
         "limits": {"cpu": "200m", "memory": "128Mi", "ephemeral-storage": "64Mi"},
     }
-    assert container["livenessProbe"]["httpGet"] == {"path": "/", "port": "metrics"}
+    assert container["livenessProbe"]["tcpSocket"] == {"port": "metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/", "port": "metrics"}
 
     service = objects["Service/shop-postgres-exporter"]["spec"]
@@ -299,7 +299,7 @@ def test_exporter_liveness_is_more_tolerant_than_readiness(exporter: str) -> Non
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert liveness_problems(container) == []
     # The check can fail: the probes as they were (identical but for the failure threshold).
-    identical = {"httpGet": container["livenessProbe"]["httpGet"], "periodSeconds": 10}
+    identical = {"httpGet": container["readinessProbe"]["httpGet"], "periodSeconds": 10}
     assert liveness_problems(
         {
             "livenessProbe": {**identical, "timeoutSeconds": 5, "failureThreshold": 6},

@@ -41,6 +41,7 @@ from devkit.kubetools import api_client, apply_crds
 from devkit.operator_process import OperatorProcess, render_chart
 from devkit.scrape_targets import fake_endpoints, metrics_target, prometheus_for
 from devkit.shopapp import ShopServer, gunicorn_server, shop_env
+from jewelry_monitoring.doctor import OPERATOR_SELECTOR
 
 pytestmark = pytest.mark.cluster
 SELECTING = {"matchLabels": {"release": "kps"}}
@@ -344,7 +345,7 @@ def test_doctor_exits_zero_when_all_is_well_and_names_a_dead_leader(
         apps = client.AppsV1Api(admin_api)
 
         def available() -> int:
-            pods.run_pods("app.kubernetes.io/name=jewelry-monitoring")
+            pods.run_pods(OPERATOR_SELECTOR)
             status = apps.read_namespaced_deployment(deployment, namespace).status
             return int(status.available_replicas or 0)
 
@@ -385,9 +386,7 @@ def test_doctor_exits_zero_when_all_is_well_and_names_a_dead_leader(
         code, checks = doctor(control_plane, name, "-n", namespace)
         leader = checks["operator leader"]
         assert (code, leader["status"]) == (1, "fail")
-        assert leader["fix"] == (
-            f"kubectl -n {namespace} get pods -l app.kubernetes.io/name=jewelry-monitoring"
-        )
+        assert leader["fix"] == (f"kubectl -n {namespace} get pods -l {OPERATOR_SELECTOR}")
 
 
 def test_doctor_on_a_cluster_without_the_crds(tmp_path: Path) -> None:

@@ -1,22 +1,66 @@
+{{- /* The chart's name in names and labels: nameOverride replaces it. */ -}}
+{{- define "jm.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- /* The prefix of every object's name: fullnameOverride, else the release name, followed
+       by the chart's name unless the release name contains it. */ -}}
 {{- define "jm.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "jm.name" . -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
+{{- /* On every object of the release; additionalLabels come last, so they may not replace
+       these (helm fails on a duplicate key). */ -}}
 {{- define "jm.labels" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/name: {{ include "jm.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- with .Values.additionalLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{- define "jm.selectorLabels" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/name: {{ include "jm.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- /* The operator's pods and Deployment: found by `jewelry-monitoring doctor` through these
+       two, which neither nameOverride nor the release name changes. */ -}}
+{{- define "jm.operatorLabels" -}}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: jewelry-monitoring
+{{- end -}}
+
+{{- /* An image of the chart: repository (with global.imageRegistry in place of its registry
+       host), then @digest if given, else :tag. Call with (dict "image" <values> "tag"
+       <default tag> "global" .Values.global). */ -}}
+{{- define "jm.image" -}}
+{{- $repository := .image.repository -}}
+{{- with (.global | default dict).imageRegistry -}}
+{{- $parts := splitList "/" $repository -}}
+{{- $host := first $parts -}}
+{{- if and (gt (len $parts) 1) (or (contains "." $host) (contains ":" $host) (eq $host "localhost")) -}}
+{{- $repository = join "/" (rest $parts) -}}
+{{- end -}}
+{{- $repository = printf "%s/%s" (trimSuffix "/" .) $repository -}}
+{{- end -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" $repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repository (.image.tag | default .tag) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "jm.serviceAccountName" -}}

@@ -30,6 +30,7 @@ from jewelry_monitoring.builders.dashboards import (
 from jewelry_monitoring.builders.exporters import exporter_objects
 from jewelry_monitoring.builders.routing import alertmanager_config_objects
 from jewelry_monitoring.builders.rules import rule_groups
+from jewelry_monitoring.config import PLAIN_EXPORTER_PODS, ExporterPods
 from jewelry_monitoring.spec import JewelryMonitoringSpec
 
 # Kinds that exist only when prometheus-operator's CRDs are installed, by CRD name.
@@ -141,11 +142,15 @@ def spec_hash(obj: Obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def desired_objects(owner: Owner, monitoring_kinds: frozenset[str]) -> list[Obj]:
+def desired_objects(
+    owner: Owner,
+    monitoring_kinds: frozenset[str],
+    exporter_pods: ExporterPods = PLAIN_EXPORTER_PODS,
+) -> list[Obj]:
     """All children for ``owner``; prometheus-operator's kinds only if their CRDs exist."""
     objects = [
         *app_objects(owner),
-        *exporter_objects(owner),
+        *exporter_objects(owner, exporter_pods),
         *_prometheus_rule(owner),
         *_dashboard_config_maps(owner),
         *alertmanager_config_objects(owner),

@@ -22,6 +22,7 @@ from jewelry_monitoring.builders.common import (
     monitor_metadata,
     selector_labels,
 )
+from jewelry_monitoring.config import PLAIN_EXPORTER_PODS, ExporterPods
 from jewelry_monitoring.spec import (
     CeleryExporterSpec,
     ExporterSpec,
@@ -47,9 +48,11 @@ DEFAULT_RESOURCES = {
 EPHEMERAL_STORAGE = "ephemeral-storage"
 DEFAULT_EPHEMERAL_STORAGE = {"requests": "16Mi", "limits": "64Mi"}
 
-# Readiness takes an exporter out of its Service after 3 failed probes (<= 45 s); liveness
-# restarts it only after 6 failures 20 s apart (>= 100 s) with a longer timeout: a slow scrape
-# under load makes it unready for a while, never restarted.
+# Readiness asks the exporter's page over HTTP and takes it out of its Service after 3 failed
+# probes (<= 45 s); liveness asks only that it still accepts connections (a probe that
+# differs from readiness: kube-score flags identical ones), and restarts it only after 6
+# failures 20 s apart (>= 100 s) with a longer timeout: a slow scrape under load makes it
+# unready for a while, never restarted.
 READINESS_PROBE = {"periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3}
 LIVENESS_PROBE = {"periodSeconds": 20, "timeoutSeconds": 10, "failureThreshold": 6}
 # Why each egress rule of an exporter's NetworkPolicy allows what it allows, for people.
@@ -165,15 +168,16 @@ def _resources(spec: ExporterSpec) -> Obj:
 
 
 def _container(name: str, spec: ExporterSpec, kind: ExporterKind) -> Obj:
-    check = {"httpGet": {"path": kind.probe_path, "port": METRICS_PORT_NAME}}
+    readiness = {"httpGet": {"path": kind.probe_path, "port": METRICS_PORT_NAME}}
+    liveness = {"tcpSocket": {"port": METRICS_PORT_NAME}}
     return {
         "name": name,
         "image": spec.image,
         "args": [*kind.args(spec), *spec.extra_args],
         "env": kind.env(spec),
         "ports": [{"name": METRICS_PORT_NAME, "containerPort": kind.port, "protocol": "TCP"}],
-        "livenessProbe": {**check, **LIVENESS_PROBE},
-        "readinessProbe": {**check, **READINESS_PROBE},
+        "livenessProbe": {**liveness, **LIVENESS_PROBE},
+        "readinessProbe": {**readiness, **READINESS_PROBE},
         "resources": _resources(spec),
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -184,10 +188,14 @@ def _container(name: str, spec: ExporterSpec, kind: ExporterKind) -> Obj:
     }
 
 
-def _workload(owner: Owner, exporter: str, spec: ExporterSpec, kind: ExporterKind) -> Obj:
+def _workload(
+    owner: Owner, exporter: str, spec: ExporterSpec, kind: ExporterKind, pods: ExporterPods
+) -> Obj:
     part = component(exporter)
     pod_spec: Obj = {
         "automountServiceAccountToken": False,
+        "imagePullSecrets": [{"name": name} for name in pods.image_pull_secrets],
+        "priorityClassName": pods.priority_class_name or None,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": NON_ROOT_UID,
@@ -350,13 +358,13 @@ def _network_policy(owner: Owner, exporter: str, kind: ExporterKind) -> Obj:
     }
 
 
-def exporter_objects(owner: Owner) -> list[Obj]:
+def exporter_objects(owner: Owner, pods: ExporterPods = PLAIN_EXPORTER_PODS) -> list[Obj]:
     """Workload, Service, ServiceMonitor and NetworkPolicy of every enabled exporter."""
     objects: list[Obj] = []
     for exporter, spec in owner.spec.exporters.enabled().items():
         kind = EXPORTERS[exporter]
         objects += [
-            _workload(owner, exporter, spec, kind),
+            _workload(owner, exporter, spec, kind, pods),
             _service(owner, exporter, kind),
             _service_monitor(owner, exporter, spec),
         ]
