@@ -79,10 +79,15 @@ def chart_crd_files() -> list[Path]:
 
 
 def helm_template(
-    release: str = RELEASE, namespace: str = NAMESPACE, extra_args: tuple[str, ...] = ()
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
+    extra_args: tuple[str, ...] = (),
+    tests: bool = False,
 ) -> str:
-    """``helm template`` of the chart (the CRD included: it is a template), as text."""
+    """``helm template`` of the chart (the CRD included: it is a template), as text: what
+    ``helm install`` applies, and with ``tests`` the ``helm test`` hooks too."""
     command = [str(binary("helm")), "template", release, str(CHART), "--namespace", namespace]
+    command += [] if tests else ["--skip-tests"]
     result = subprocess.run(
         [*command, *extra_args], check=True, capture_output=True, text=True, timeout=120
     )

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from devkit.kubetools import load_yaml_documents
+from devkit.manifests import helm_template
 from devkit.operator_process import render_chart
 from jewelry_monitoring.builders.common import Owner
 from jewelry_monitoring.builders.desired import desired_objects
@@ -178,3 +180,54 @@ def test_the_schema_stays_strict(values: dict[str, Any], complaint: str) -> None
     with pytest.raises(subprocess.CalledProcessError) as failed:
         render(values)
     assert complaint in failed.value.stderr
+
+
+def test_operator_network_policy_selects_the_operator_and_opens_only_its_ports() -> None:
+    assert not [o for o in render() if o["kind"] == "NetworkPolicy"]  # optional, off
+    objects = render({"networkPolicy": {"enabled": True}})
+    (policy,) = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    spec = policy["spec"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    ports = {p["name"]: p["containerPort"] for p in operator_container(objects)["ports"]}
+    opened = {p["port"] for rule in spec["ingress"] for p in rule["ports"]}
+    assert opened == {ports["metrics"], ports["health"]}
+    egress = {p["port"] for rule in spec["egress"] for p in rule["ports"]}
+    assert egress == {53, 443, 6443, 9090}  # DNS, the API server, Prometheus' API
+    (api_server,) = [r for r in spec["egress"] if {"port": 6443, "protocol": "TCP"} in r["ports"]]
+    assert "to" not in api_server  # no cidrs given: any address, on those ports only
+    narrowed = render({"networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["10.0.0.1/32"]}}})
+    (policy,) = [o for o in narrowed if o["kind"] == "NetworkPolicy"]
+    assert {"ipBlock": {"cidr": "10.0.0.1/32"}} in [
+        peer for rule in policy["spec"]["egress"] for peer in rule.get("to", [])
+    ]
+
+
+def test_helm_test_hook_asks_the_operator_and_the_api_server() -> None:
+    """`helm test`: a pod of the release (let through the operator's NetworkPolicy) that
+    is not one of the operator's (its Service and PodDisruptionBudget do not select it)."""
+    objects = render({"networkPolicy": {"enabled": True}, "replicas": 2})
+    assert not [o for o in objects if o["kind"] == "Pod"]  # helm install makes no test pod
+    (test_pod,) = load_yaml_documents(
+        helm_template("jm", NAMESPACE, ("--show-only", "templates/tests/installation.yaml"), True)
+    )
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    labels = test_pod["metadata"]["labels"]
+    (service,) = [o for o in objects if o["kind"] == "Service"]
+    (budget,) = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+    for selector in (service["spec"]["selector"], budget["spec"]["selector"]["matchLabels"]):
+        assert not selector.items() <= labels.items()
+    (policy,) = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    peers = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"]]
+    assert any(
+        "namespaceSelector" not in peer
+        and peer["podSelector"]["matchLabels"].items() <= labels.items()
+        for peer in peers
+    )
+    script = test_pod["spec"]["containers"][0]["args"][0]
+    metrics = service["metadata"]["name"], service["spec"]["ports"][0]["port"]
+    assert f"http://{metrics[0]}:{metrics[1]}/readyz" in script
+    assert "/apis/monitoring.jewelry.io/v1alpha1" in script
+    assert test_pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"]

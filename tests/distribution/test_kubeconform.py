@@ -37,6 +37,12 @@ CHART_VALUE_SETS = {
         "nodeExporter.enabled=true,nodeExporter.serviceMonitor.enabled=true,"
         "nodeExporter.prometheusRule.enabled=true",
     ),
+    "network-policy": (
+        "--set",
+        "networkPolicy.enabled=true",
+        "--set-json",
+        'networkPolicy.apiServer.cidrs=["10.0.0.0/24"]',
+    ),
     "standard-values": (
         "--set",
         "priorityClassName=high,nodeExporter.enabled=true,additionalLabels.team=platform,"
@@ -132,6 +138,13 @@ def test_chart_renders_are_valid(
     rendered.write_text(helm_template(extra_args=extra))
     kinds = assert_all_valid([rendered], schema_location, count(rendered))
     assert "Deployment" in kinds and "ClusterRole" in kinds
+
+
+def test_helm_test_hook_is_valid(schema_location: str, tmp_path: Path) -> None:
+    rendered = tmp_path / "test-hook.yaml"
+    only = ("--show-only", "templates/tests/installation.yaml")
+    rendered.write_text(helm_template(extra_args=only, tests=True))
+    assert assert_all_valid([rendered], schema_location, 1) == ["Pod"]
 
 
 def test_shipped_manifests_are_valid(schema_location: str) -> None:

@@ -49,8 +49,8 @@ def test_operator_pods_are_live_and_one_leads(
 ) -> None:
     core = client.CoreV1Api(e2e_api)
     for pod in operator_pods:
-        # The liveness endpoint the kubelet probes, through the API server's pod proxy. The
-        # chart has no readiness probe, so a Ready pod may not listen yet: wait for it.
+        # The liveness endpoint the kubelet probes, through the API server's pod proxy. Ready
+        # means the readiness probe (/readyz, another port) answered: wait for this one too.
         def healthz(name: str = pod.metadata.name) -> bool:
             try:
                 core.connect_get_namespaced_pod_proxy_with_path(
@@ -114,6 +114,27 @@ def test_operator_acts_as_the_charts_service_account(
         assert event["user"]["extra"][POD_NAME_KEY][0] in pod_names, event
     verbs = {(e["verb"], e["objectRef"].get("resource")) for e in requests if "objectRef" in e}
     assert ("watch", "jewelrymonitorings") in verbs, sorted(verbs)
+
+
+def test_helm_test_finds_the_operator_ready_and_its_api_served(
+    e2e_backend: Backend, operator_pods: list[client.V1Pod], stopwatch: Stopwatch
+) -> None:
+    """The chart's `helm test` hook: a pod of the release asks the operator's metrics
+    Service for /readyz and the API server for our API group, as a user checks an install."""
+    started = time.monotonic()
+    output = helm(
+        e2e_backend.kubeconfig,
+        "test",
+        RELEASE,
+        "-n",
+        OPERATOR_NAMESPACE,
+        "--logs",
+        "--timeout",
+        "5m",
+    )
+    stopwatch.step("helm test -> passed", started)
+    assert "operator: ready" in output, output
+    assert "API served: jewelrymonitorings" in output, output
 
 
 # -- the shop ----------------------------------------------------------------------------------

@@ -85,3 +85,15 @@ app.kubernetes.io/part-of: jewelry-monitoring
 app.kubernetes.io/component: operator-metrics
 {{- end -}}
 
+
+{{- /* A NetworkPolicy peer from {podSelector, namespaceSelector}: an empty or missing
+       namespaceSelector means every namespace. */ -}}
+{{- define "jm.networkPeer" -}}
+podSelector:
+  matchLabels: {{- toYaml .podSelector | nindent 4 }}
+namespaceSelector:
+  {{- with .namespaceSelector }}
+  matchLabels: {{- toYaml . | nindent 4 }}
+  {{- else }} {}
+  {{- end }}
+{{- end -}}
