@@ -10,7 +10,7 @@ jm-dev demo                the whole product on the local plane (see devkit.demo
 jm-dev demo --context NAME --yes-really-write-to-this-cluster
                            only the missing CRDs and namespaces, on a cluster you name
 jm-dev manifests           regenerate the chart's CRD and its reference, dashboards, alert
-                           catalogue and manifests/jewelry-monitoring.yaml
+                           catalogue and values table, and manifests/jewelry-monitoring.yaml
 jm-dev images              build (if changed) every image we deploy; list their tarballs
 jm-dev bench [--short]     operator latency (create -> Ready) and API quietness
 
@@ -268,6 +268,7 @@ def _dispatch(argv: list[str] | None) -> int:
         return images_main()
     if args.command == "manifests":
         from devkit.alert_catalogue import write_alert_catalogue
+        from devkit.chart_readme import write_chart_readme
         from devkit.crd_reference import write_crd_reference
         from devkit.manifests import (
             write_chart_crd,
@@ -277,7 +278,12 @@ def _dispatch(argv: list[str] | None) -> int:
         )
 
         written = [write_chart_crd(), *write_chart_dashboards(), write_chart_node_rules()]
-        for path in [*written, write_crd_reference(), write_alert_catalogue()]:
+        for path in [
+            *written,
+            write_crd_reference(),
+            write_alert_catalogue(),
+            write_chart_readme(),
+        ]:
             print(f"wrote {path}")
         print(f"wrote {write_release_manifest()}")
         return 0

@@ -133,3 +133,27 @@ def test_crd_reference_is_generated_from_the_model() -> None:
         f"{CRD_REFERENCE.relative_to(REPO)} is stale: regenerate it with `.venv/bin/jm-dev "
         "manifests` and commit it"
     )
+
+
+def test_chart_readme_lists_every_value_of_values_yaml() -> None:
+    from devkit.chart_readme import CHART_README, VALUES, render_chart_readme, undescribed
+
+    values = VALUES.read_text()
+    assert undescribed(values) == [], "describe them with a comment in values.yaml"
+    committed = CHART_README.read_text()
+    assert committed == render_chart_readme(committed, values), (
+        f"the values table of {CHART_README.relative_to(REPO)} is stale: regenerate it with "
+        "`.venv/bin/jm-dev manifests` and commit it"
+    )
+
+
+def test_chart_metadata_points_at_the_repository_and_its_icon() -> None:
+    import yaml
+
+    chart = yaml.safe_load((REPO / "charts/jewelry-monitoring/Chart.yaml").read_text())
+    home = chart["home"]
+    assert chart["sources"] == [home]
+    assert chart["maintainers"]
+    raw = home.replace("https://github.com/", "https://raw.githubusercontent.com/") + "/main/"
+    assert chart["icon"].startswith(raw)
+    assert chart["icon"].removeprefix(raw) in tracked_files()
