@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from kubernetes import client
 
+from devkit.cluster import ControlPlane
 from devkit.kubetools import load_yaml_documents
-from devkit.manifests import helm_template
+from devkit.manifests import CHART, helm_template
 from devkit.operator_process import render_chart
+from devkit.toolchain import binary
 from jewelry_monitoring.builders.common import Owner
 from jewelry_monitoring.builders.desired import desired_objects
 from jewelry_monitoring.config import load
@@ -231,3 +236,56 @@ def test_helm_test_hook_asks_the_operator_and_the_api_server() -> None:
     assert f"http://{metrics[0]}:{metrics[1]}/readyz" in script
     assert "/apis/monitoring.jewelry.io/v1alpha1" in script
     assert test_pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"]
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("extra", [{}, {"rbac": {"create": False}}], ids=["rbac", "no-rbac"])
+def test_a_real_api_server_takes_the_release_with_every_standard_value(
+    control_plane: ControlPlane,
+    admin_api: client.ApiClient,
+    prometheus_operator_crd_names: list[str],
+    jewelry_crd: list[str],
+    namespace: str,
+    tmp_path: Path,
+    extra: dict[str, Any],
+) -> None:
+    """helm install (the CRD left out: the session's plane has it already) with every
+    standard value, the NetworkPolicy, the node exporter and the operator's monitoring."""
+    values = {
+        **STANDARD_VALUES,
+        **extra,
+        "networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["127.0.0.1/32"]}},
+        "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+        "crds": {"install": False},
+        "replicas": 2,
+    }
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    release = f"jm-{namespace}"
+    helm = [str(binary("helm")), "--kubeconfig", str(control_plane.kubeconfig), "-n", namespace]
+    installed = subprocess.run(
+        [*helm, "install", release, str(CHART), "-f", str(values_file)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert installed.returncode == 0, installed.stderr
+    try:
+        stored = client.AppsV1Api(admin_api).read_namespaced_deployment(
+            f"{release}-jewelry-monitoring", namespace
+        )
+        pod = stored.spec.template.spec
+        assert [s.name for s in pod.image_pull_secrets] == ["regcred", "mirror"]
+        assert pod.priority_class_name == "monitoring-high"
+        assert pod.topology_spread_constraints[0].topology_key == "kubernetes.io/hostname"
+        policies = client.NetworkingV1Api(admin_api).list_namespaced_network_policy(namespace)
+        assert [p.metadata.name for p in policies.items] == [f"{release}-jewelry-monitoring"]
+        roles = client.RbacAuthorizationV1Api(admin_api).list_cluster_role(
+            label_selector=f"app.kubernetes.io/instance={release}"
+        )
+        assert len(roles.items) == (0 if extra else 2)
+    finally:
+        uninstalled = subprocess.run(
+            [*helm, "uninstall", release, "--wait"], capture_output=True, text=True, timeout=180
+        )
+        assert uninstalled.returncode == 0, uninstalled.stderr
