@@ -18,8 +18,8 @@
 {{- end -}}
 {{- end -}}
 
-{{- /* On every object of the release; additionalLabels come last, so they may not replace
-       these (helm fails on a duplicate key). */ -}}
+{{- /* On every object of the release, with additionalLabels (whose schema refuses the keys
+       the chart sets itself). */ -}}
 {{- define "jm.labels" -}}
 app.kubernetes.io/name: {{ include "jm.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -84,7 +84,6 @@ app.kubernetes.io/part-of: jewelry-monitoring
 {{ include "jm.selectorLabels" . }}
 app.kubernetes.io/component: operator-metrics
 {{- end -}}
-
 
 {{- /* A NetworkPolicy peer from {podSelector, namespaceSelector}: an empty or missing
        namespaceSelector means every namespace. */ -}}
