@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class ConfigError(ValueError):
@@ -50,7 +50,7 @@ class OperatorConfig:
     # Where alerts link their runbooks, for resources that do not say (the chart's value);
     # empty: this project's (spec.DEFAULT_RUNBOOK_URL_BASE).
     runbook_url_base: str = ""
-    exporter_pods: ExporterPods = field(default_factory=ExporterPods)
+    exporter_pods: ExporterPods = PLAIN_EXPORTER_PODS
 
     @property
     def clusterwide(self) -> bool:
