@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 CONTRIBUTING = REPO / "CONTRIBUTING.md"
 CI_RUN = REPO / ".ci" / "run"
-# The documents a user or contributor reads from the top of the repository.
+# Every document of the repository (Markdown), the generated ones included.
 DOCUMENTS = sorted(
     {
         README,
@@ -21,6 +21,7 @@ DOCUMENTS = sorted(
         REPO / "CHANGELOG.md",
         REPO / "SECURITY.md",
         *(REPO / "charts").glob("*/*.md"),
+        *(REPO / "app").glob("**/*.md"),
     }
 )
 # A Markdown link: [text](target), the target without a title.

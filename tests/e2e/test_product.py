@@ -25,6 +25,7 @@ from devkit.product import (
     RELEASE,
     SHOP,
     Backend,
+    ProductError,
     helm,
     is_ready,
     pods_of,
@@ -36,6 +37,7 @@ from .conftest import (
     LEASE,
     LIVENESS_FAILURE_WINDOW,
     LIVENESS_PORT,
+    REPLICAS,
     Stopwatch,
 )
 
@@ -116,25 +118,52 @@ def test_operator_acts_as_the_charts_service_account(
     assert ("watch", "jewelrymonitorings") in verbs, sorted(verbs)
 
 
-def test_helm_test_finds_the_operator_ready_and_its_api_served(
-    e2e_backend: Backend, operator_pods: list[client.V1Pod], stopwatch: Stopwatch
+def test_helm_test_passes_only_while_the_operator_answers(
+    e2e_backend: Backend,
+    e2e_api: client.ApiClient,
+    operator_pods: list[client.V1Pod],
+    stopwatch: Stopwatch,
 ) -> None:
-    """The chart's `helm test` hook: a pod of the release asks the operator's metrics
-    Service for /readyz and the API server for our API group, as a user checks an install."""
+    """The chart's `helm test` hook: a pod of the release asks the operator's metrics Service
+    for /readyz and the API server for our API group. With the operator scaled to nothing it
+    fails (its pod is kept, with the reason in its log); scaled back, it passes and leaves no
+    pod behind (deleted on success)."""
+    apps, core = client.AppsV1Api(e2e_api), client.CoreV1Api(e2e_api)
+    (operator,) = apps.list_namespaced_deployment(
+        OPERATOR_NAMESPACE, label_selector=f"{INSTANCE},app.kubernetes.io/component=operator"
+    ).items
+    deployment, selector = operator.metadata.name, selector_of(operator)
+    test = ("test", RELEASE, "-n", OPERATOR_NAMESPACE, "--timeout", "5m")
+
+    def scale(replicas: int) -> None:
+        apps.patch_namespaced_deployment_scale(
+            deployment, OPERATOR_NAMESPACE, {"spec": {"replicas": replicas}}
+        )
+
+        def settled() -> bool:
+            pods = pods_of(core, OPERATOR_NAMESPACE, selector)
+            ready = [p for p in pods if p.status.phase == "Running" and is_ready(p)]
+            return len(pods) == len(ready) == replicas
+
+        wait_for(settled, timeout=POD_TIMEOUT, interval=1, what=f"{replicas} operator pods")
+
+    scale(0)
+    try:
+        with pytest.raises(ProductError) as failed:
+            helm(e2e_backend.kubeconfig, *test)
+        assert "Phase:          Failed" in str(failed.value), failed.value
+        (test_pod,) = pods_of(
+            core, OPERATOR_NAMESPACE, f"{INSTANCE},app.kubernetes.io/component=test"
+        )
+        log = core.read_namespaced_pod_log(test_pod.metadata.name, OPERATOR_NAMESPACE)
+        assert "Connection refused" in log and "operator:" not in log, log
+    finally:
+        scale(REPLICAS)
     started = time.monotonic()
-    output = helm(
-        e2e_backend.kubeconfig,
-        "test",
-        RELEASE,
-        "-n",
-        OPERATOR_NAMESPACE,
-        "--logs",
-        "--timeout",
-        "5m",
-    )
-    stopwatch.step("helm test -> passed", started)
-    assert "operator: ready" in output, output
-    assert "API served: jewelrymonitorings" in output, output
+    passed = helm(e2e_backend.kubeconfig, *test)
+    stopwatch.step("helm test -> Succeeded", started)
+    assert "Phase:          Succeeded" in passed, passed
+    assert not pods_of(core, OPERATOR_NAMESPACE, f"{INSTANCE},app.kubernetes.io/component=test")
 
 
 # -- the shop ----------------------------------------------------------------------------------
@@ -293,10 +322,12 @@ def test_helm_uninstall_leaves_no_operator_objects(
 ) -> None:
     core = client.CoreV1Api(e2e_api)
     # Liveness kept passing all along: no probe failure, no restart, for its whole window.
-    oldest = min(pod.status.start_time for pod in operator_pods)
-    wait = LIVENESS_FAILURE_WINDOW - (datetime.now(UTC) - oldest).total_seconds()
+    # The pods running now (the helm test scenario replaced the first ones).
+    running = pods_of(core, OPERATOR_NAMESPACE, f"{INSTANCE},app.kubernetes.io/component=operator")
+    youngest = max(pod.status.start_time for pod in running)
+    wait = LIVENESS_FAILURE_WINDOW - (datetime.now(UTC) - youngest).total_seconds()
     time.sleep(max(0.0, wait))
-    for pod in pods_of(core, OPERATOR_NAMESPACE, INSTANCE):
+    for pod in running:
         assert pod.status.container_statuses[0].restart_count == 0, pod.status
         events = core.list_namespaced_event(
             OPERATOR_NAMESPACE, field_selector=f"involvedObject.name={pod.metadata.name}"
