@@ -20,7 +20,7 @@ DOCUMENTS = sorted(
         CONTRIBUTING,
         REPO / "CHANGELOG.md",
         REPO / "SECURITY.md",
-        *(REPO / "charts").glob("*/*.md"),
+        *(REPO / "charts").glob("**/*.md"),
         *(REPO / "app").glob("**/*.md"),
     }
 )
