@@ -450,9 +450,9 @@ def _unready_reason(facts: ClusterFacts, children: ChildCache, memo: kopf.Memo) 
     Empty when ready, else why not (the probe's answer)."""
     if memo.stopping.is_set():
         return "stopping"
-    if not facts.wait_synced(0):
+    if not all(listed.is_set() for listed in facts.synced.values()):
         return "CRDs, Prometheus and Alertmanager resources or namespaces not listed yet"
-    if not children.wait_synced(0):
+    if not children.complete():
         return "the operator's children not listed yet"
     election: asyncio.Task[None] | None = memo.get("election")
     if election is not None and election.done():
