@@ -241,14 +241,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     metrics.READINESS.use(functools.partial(_unready_reason, facts, children, memo))
     if lease is None:
         kube = Kube(load_api_client())
-        reconciler = Reconciler(
-            kube,
-            facts,
-            children,
-            config.allowed_images,
-            config.runbook_url_base,
-            exporter_pods=config.exporter_pods,
-        )
+        reconciler = _reconciler(kube, facts, children, config)
         reconciles = Reconciles(reconciler.reconcile)
         memo.controller = Controller(config, reconciles, reconciler.report_failure, facts, children)
         memo.elector = None
@@ -261,14 +254,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # behind reconciles; the elector bounds each of its requests by the renew deadline.
     elector = memo.elector = LeaderElector(Kube(load_api_client()), lease)
     kube = Kube(load_api_client(), may_write=elector.may_write)
-    reconciler = Reconciler(
-        kube,
-        facts,
-        children,
-        config.allowed_images,
-        config.runbook_url_base,
-        exporter_pods=config.exporter_pods,
-    )
+    reconciler = _reconciler(kube, facts, children, config)
     reconciles = Reconciles(reconciler.reconcile)
     controller = memo.controller = Controller(
         config, reconciles, reconciler.report_failure, facts, children
@@ -280,6 +266,20 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 
     memo.election = asyncio.get_running_loop().create_task(
         elector.run(controller.start, stopped, kube.writes_settled)
+    )
+
+
+def _reconciler(
+    kube: Kube, facts: ClusterFacts, children: ChildCache, config: OperatorConfig
+) -> Reconciler:
+    """The reconciler with what the installer configured (a lone replica's or a leader's)."""
+    return Reconciler(
+        kube,
+        facts,
+        children,
+        config.allowed_images,
+        config.runbook_url_base,
+        exporter_pods=config.exporter_pods,
     )
 
 
