@@ -6,6 +6,7 @@ when to ask again (the work queue's deadline for TargetsHealthy, once for doctor
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -36,6 +37,8 @@ class PrometheusAPI:
             raise PrometheusError(f"{address}: HTTP {error.code} {error.reason}") from None
         except (OSError, ValueError) as error:  # refused, timed out, unresolvable, bad URL
             raise PrometheusError(f"{address}: {error}") from None
+        except http.client.HTTPException as error:  # not HTTP (an SSH port), cut short
+            raise PrometheusError(f"{address}: not an HTTP answer ({error!r})") from None
         if len(body) > MAX_RESPONSE_BYTES:
             raise PrometheusError(f"{address}: answer larger than {MAX_RESPONSE_BYTES} bytes")
         try:
