@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from jewelry_monitoring.validation import DNS_LABEL, DNS_SUBDOMAIN, label_map_problems
 
 
 class ConfigError(ValueError):
@@ -38,6 +44,103 @@ PLAIN_EXPORTER_PODS = ExporterPods()
 
 
 @dataclass(frozen=True)
+class ResourceDefaults:
+    """What the chart sets for every JewelryMonitoring that does not set its own: the labels
+    that make kube-prometheus-stack select our objects (release: <its release>), and the
+    Prometheus the operator checks them against. Also the only Prometheus URLs the operator
+    may fetch: a resource's spec.prometheus.url must be one of them (a URL in a CR would
+    otherwise make the operator fetch anything, a cloud metadata address included)."""
+
+    monitor_labels: dict[str, str] = field(default_factory=dict)
+    alertmanager_config_labels: dict[str, str] = field(default_factory=dict)
+    # "namespace/name" of a prometheus-operator Prometheus resource, or "".
+    prometheus_ref: str = ""
+    prometheus_url: str = ""
+    allowed_prometheus_urls: tuple[str, ...] = ()
+
+    def url_allowed(self, url: str) -> bool:
+        wanted = normalized_url(url)
+        return any(
+            normalized_url(allowed) == wanted
+            for allowed in (self.prometheus_url, *self.allowed_prometheus_urls)
+            if allowed
+        )
+
+    def apply(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """A resource's spec (as written, before validation: the defaults are validated
+        with it) with the defaults in every place it leaves empty."""
+        effective = dict(spec)
+        if not effective.get("monitorLabels") and self.monitor_labels:
+            effective["monitorLabels"] = dict(self.monitor_labels)
+        routing = effective.get("routing")
+        if (
+            isinstance(routing, Mapping)
+            and not routing.get("alertmanagerConfigLabels")
+            and self.alertmanager_config_labels
+        ):
+            labels = dict(self.alertmanager_config_labels)
+            effective["routing"] = {**routing, "alertmanagerConfigLabels": labels}
+        if effective.get("prometheus") is None and (self.prometheus_ref or self.prometheus_url):
+            effective["prometheus"] = {}
+        return effective
+
+
+def normalized_url(url: str) -> str:
+    """A Prometheus base URL compared as the same address: scheme and host lower-case, no
+    trailing slash."""
+    scheme, _, rest = url.strip().partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme.lower()}://{host.lower()}{slash}{path}".rstrip("/")
+
+
+_URL = re.compile(r"https?://[^/?#\s]+[^?#\s]*")
+_REF = re.compile(rf"{DNS_LABEL}/{DNS_SUBDOMAIN}")
+
+
+def _labels(name: str, environ: dict[str, str]) -> dict[str, str]:
+    raw = environ.get(name, "").strip() or "{}"
+    try:
+        labels = json.loads(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a JSON object of labels, got {raw!r}") from None
+    if not isinstance(labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        raise ConfigError(f"{name} must be a JSON object of string labels, got {raw!r}")
+    problems = label_map_problems(name, labels)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return labels
+
+
+def resource_defaults(environ: dict[str, str]) -> ResourceDefaults:
+    """The chart's defaults for every resource, from JM_DEFAULT_* and JM_PROMETHEUS_*."""
+    ref = environ.get("JM_PROMETHEUS_REF", "").strip()
+    if ref and not _REF.fullmatch(ref):
+        raise ConfigError(f"JM_PROMETHEUS_REF must be <namespace>/<name>, got {ref!r}")
+    url = environ.get("JM_PROMETHEUS_URL", "").strip()
+    allowed = tuple(
+        entry.strip()
+        for entry in environ.get("JM_PROMETHEUS_ALLOWED_URLS", "").split(",")
+        if entry.strip()
+    )
+    for name, value in [("JM_PROMETHEUS_URL", url)] + [
+        ("JM_PROMETHEUS_ALLOWED_URLS", entry) for entry in allowed
+    ]:
+        if value and not _URL.fullmatch(value):
+            raise ConfigError(f"{name}: {value!r} is not an http(s) URL without query")
+    if ref and url:
+        raise ConfigError("JM_PROMETHEUS_REF and JM_PROMETHEUS_URL are exclusive: choose one")
+    return ResourceDefaults(
+        monitor_labels=_labels("JM_DEFAULT_MONITOR_LABELS", environ),
+        alertmanager_config_labels=_labels("JM_DEFAULT_ALERTMANAGER_CONFIG_LABELS", environ),
+        prometheus_ref=ref,
+        prometheus_url=url,
+        allowed_prometheus_urls=allowed,
+    )
+
+
+@dataclass(frozen=True)
 class OperatorConfig:
     namespaces: tuple[str, ...]  # empty: all namespaces
     lease: LeaseSettings | None  # None: no leader election (a single replica)
@@ -51,6 +154,7 @@ class OperatorConfig:
     # empty: this project's (spec.DEFAULT_RUNBOOK_URL_BASE).
     runbook_url_base: str = ""
     exporter_pods: ExporterPods = PLAIN_EXPORTER_PODS
+    defaults: ResourceDefaults = field(default_factory=ResourceDefaults)
 
     @property
     def clusterwide(self) -> bool:
@@ -139,6 +243,7 @@ def load(
             priority_class_name=environ.get("JM_EXPORTER_PRIORITY_CLASS_NAME", "").strip(),
         ),
         runbook_url_base=environ.get("JM_RUNBOOK_URL_BASE", "").strip(),
+        defaults=resource_defaults(environ),
     )
 
 

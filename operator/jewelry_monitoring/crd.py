@@ -114,9 +114,30 @@ def reference_schemas() -> dict[str, Schema]:
     }
 
 
+def _condition_column(name: str, condition: str, field: str = "status") -> Schema:
+    return {
+        "name": name,
+        "type": "string",
+        "jsonPath": f'.status.conditions[?(@.type=="{condition}")].{field}',
+    }
+
+
+# What `kubectl get jm` shows: whether monitoring works (READY) and, if not, why (REASON);
+# whether a Prometheus loads our objects (SELECTED), scrapes the targets (TARGETS), and the
+# error budget left of the SLO with the least (BUDGET). `-o wide` adds the exporters.
+PRINTER_COLUMNS: list[Schema] = [
+    _condition_column("Ready", "Ready"),
+    _condition_column("Reason", "Ready", "reason"),
+    _condition_column("Selected", "SelectedByPrometheus"),
+    _condition_column("Targets", "TargetsHealthy"),
+    {"name": "Budget", "type": "string", "jsonPath": ".status.budget"},
+    {"name": "Exporters", "type": "string", "priority": 1, "jsonPath": ".status.exporters"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
 def build_crd() -> dict[str, Any]:
     """The complete CustomResourceDefinition object."""
-    ready = '.status.conditions[?(@.type=="Ready")].status'
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -138,22 +159,7 @@ def build_crd() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "Ready", "type": "string", "jsonPath": ready},
-                        {
-                            "name": "Targets",
-                            "type": "string",
-                            "jsonPath": '.status.conditions[?(@.type=="TargetsHealthy")].status',
-                        },
-                        {"name": "Exporters", "type": "string", "jsonPath": ".status.exporters"},
-                        {
-                            "name": "Reason",
-                            "type": "string",
-                            "priority": 1,
-                            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
-                        },
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                    ],
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",

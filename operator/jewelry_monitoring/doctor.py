@@ -1,9 +1,13 @@
 """`jewelry-monitoring doctor`: why don't I see my metrics? Every check says what it found,
 and every failed one says how to fix it (the exact label, the exact command).
 
-Reads only, with the user's kubeconfig, and a Prometheus HTTP API when one is given (the
-flag, else the CR's spec.prometheus.url). It reuses what the operator decides with: the
-selection rules (``selection``), the target judgements (``targets``), the builders' names.
+Reads only, with the user's kubeconfig, and a Prometheus HTTP API: the ``--prometheus-url``
+the user gives, else the one the operator would ask for the resource, under the same rule
+(``which_prometheus``: a Prometheus resource, or a URL the chart allows, read from the
+operator Deployment's environment), so that a resource cannot point doctor elsewhere either.
+It reuses what the operator decides with: the selection rules (``selection``), the target,
+rule and budget judgements (``targets``, ``rule_health``, ``budgets``), the builders' names;
+where the operator's status lists the first few problems, doctor lists them all.
 """
 
 from __future__ import annotations
@@ -14,20 +18,46 @@ import shlex
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from jewelry_monitoring.builders.common import APP_COMPONENT, child_name, owner_selector
+from jewelry_monitoring.budgets import error_budget_left, slo_query, slo_statuses
+from jewelry_monitoring.builders.common import (
+    APP_COMPONENT,
+    OWNER_LABEL,
+    Owner,
+    child_name,
+    instance_label,
+    owner_selector,
+)
 from jewelry_monitoring.builders.desired import MONITORING_KINDS
 from jewelry_monitoring.builders.exporters import EGRESS_ANNOTATION, EXPORTERS, component
+from jewelry_monitoring.builders.rules import component_job
+from jewelry_monitoring.config import ConfigError, ResourceDefaults, resource_defaults
 from jewelry_monitoring.kube import Kube
+from jewelry_monitoring.observe import Questions, ask
 from jewelry_monitoring.promapi import PrometheusAPI, PrometheusError
+from jewelry_monitoring.rule_health import (
+    alert_needs,
+    cannot_fire,
+    present,
+    rule_groups_of,
+    rules_loaded,
+    series_query,
+)
 from jewelry_monitoring.selection import PROMETHEUS, evaluate
-from jewelry_monitoring.spec import API_GROUP, EXPORTER_NAMES, KIND, PLURAL
+from jewelry_monitoring.spec import API_GROUP, EXPORTER_NAMES, KIND, PLURAL, JewelryMonitoringSpec
 from jewelry_monitoring.targets import (
+    APP_403_FIX,
+    FAILING,
+    NOT_SCRAPED_YET,
     SERVICE_NAME_LABEL,
+    UP,
+    EndpointState,
     app_targets_found,
-    our_targets,
+    endpoint_states,
+    our_endpoints,
     scrape_pools,
     selector_text,
 )
+from jewelry_monitoring.which_prometheus import choose
 
 Obj = dict[str, Any]
 OUR_CRD = f"{PLURAL}.{API_GROUP}"
@@ -62,6 +92,8 @@ class Doctor:
         self.namespace = namespace
         self.prometheus_url = prometheus_url
         self._prometheus_resources: list[Obj] | None = None
+        # What the chart set for every resource, from the operator Deployment's environment.
+        self.defaults = ResourceDefaults()
 
     def run(self, name: str | None = None) -> list[Check]:
         checks = self.crds()
@@ -129,6 +161,7 @@ class Doctor:
             ]
         checks = []
         for deployment in deployments:
+            checks += self._chart_defaults(deployment)
             meta = deployment["metadata"]
             where = f"{meta['namespace']}/{meta['name']}"
             version = meta.get("labels", {}).get("app.kubernetes.io/version", "unknown")
@@ -151,6 +184,23 @@ class Doctor:
             )
             checks.append(self._leader(meta["namespace"], _lease_name(deployment), want))
         return checks
+
+    def _chart_defaults(self, deployment: Obj) -> list[Check]:
+        """The chart's defaults for every resource (monitorLabels, the Prometheus to ask and
+        the URLs allowed), as the operator reads them from its environment."""
+        containers = deployment["spec"].get("template", {}).get("spec", {}).get("containers")
+        env = {
+            item["name"]: str(item.get("value", ""))
+            for container in containers or []
+            for item in container.get("env") or []
+            if "value" in item
+        }
+        try:
+            self.defaults = resource_defaults(env)
+        except ConfigError as error:
+            where = f"{deployment['metadata']['namespace']}/{deployment['metadata']['name']}"
+            return [Check(f"operator {where} settings", FAIL, str(error), "check the chart values")]
+        return []
 
     def _leader(self, namespace: str, lease_name: str, replicas: int) -> Check:
         lease = self.kube.get("Lease", namespace, lease_name) if lease_name else None
@@ -278,45 +328,114 @@ class Doctor:
         return Check(f"{name}: app endpoints", FAIL, detail, fix)
 
     def _targets(self, cr: Obj, ours: list[Obj]) -> list[Check]:
-        name, namespace = cr["metadata"]["name"], cr["metadata"]["namespace"]
-        url = self.prometheus_url or (cr["spec"].get("prometheus") or {}).get("url")
+        """Every endpoint, rule group, alert and SLO of the resource as its Prometheus sees
+        them: the one the user names, else the one the operator would ask."""
+        meta = cr["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        try:
+            spec = JewelryMonitoringSpec.model_validate(self.defaults.apply(cr["spec"]))
+        except ValueError:
+            return [Check(f"{name}: Prometheus", SKIP, "the spec is invalid: see Ready above")]
+        url = self.prometheus_url
         if not url:
-            where = sorted({p["metadata"]["namespace"] for p in self._prometheuses()})
-            return [
+            asked = choose(spec.prometheus, self.defaults, self._prometheuses())
+            if not asked.url:
+                where = sorted({p["metadata"]["namespace"] for p in self._prometheuses()})
+                return [
+                    Check(
+                        f"{name}: targets",
+                        FAIL if asked.reason == "PrometheusNotAllowed" else SKIP,
+                        asked.message,
+                        f"kubectl -n {where[0] if len(where) == 1 else '<its namespace>'} "
+                        "port-forward svc/prometheus-operated 9090, then add "
+                        "--prometheus-url http://127.0.0.1:9090",
+                    )
+                ]
+            url = asked.url
+        owner = Owner(name=name, namespace=namespace, uid=meta.get("uid", ""), spec=spec)
+        services = self.kube.list("Service", namespace, owner_selector(name))
+        objects = [{"kind": "Service", **s} for s in services] + ours
+        slices = self.kube.list("EndpointSlice", namespace, f"{OWNER_LABEL}={instance_label(name)}")
+        pools = scrape_pools(ours)
+        endpoints = our_endpoints(objects, slices)
+        groups = rule_groups_of(ours)
+        alerts = alert_needs(groups)
+        jobs = [
+            component_job(owner, component)
+            for component in ("app", *EXPORTER_NAMES)
+            if (component == "app" and spec.app.enabled) or component in spec.exporters.enabled()
+        ]
+        app_job = component_job(owner, "app")
+        api = PrometheusAPI(url)
+        answers = ask(
+            api,
+            Questions(
+                url=url,
+                pools=tuple(pools),
+                groups=tuple(str(g["name"]) for g in groups),
+                series=series_query(namespace, jobs, alerts),
+                slos=slo_query(namespace, app_job),
+                endpoints=(),
+            ),
+        )
+        if answers.error:
+            return [Check(f"{name}: Prometheus", FAIL, answers.error, "check --prometheus-url")]
+        checks = [Check(f"{name}: Prometheus", OK, f"asking {url}")]
+        app_pools = frozenset(scrape_pools(ours, APP_COMPONENT))
+        states = endpoint_states(endpoints, pools, answers.targets, "", app_pools)
+        checks += [self._target(name, namespace, s, s.pool in app_pools) for s in states]
+        if pools and not states:
+            checks.append(
                 Check(
                     f"{name}: targets",
-                    SKIP,
-                    "no Prometheus to ask",
-                    f"kubectl -n {where[0] if len(where) == 1 else '<its namespace>'} "
-                    "port-forward svc/prometheus-operated 9090, then add "
-                    "--prometheus-url http://127.0.0.1:9090",
+                    FAIL,
+                    f"Prometheus at {url} has no target of {', '.join(pools)}",
+                    "see 'selected by Prometheus' and 'app endpoints' above",
                 )
-            ]
-        api = PrometheusAPI(url)
-        pools = scrape_pools(ours)
-        try:
-            active = [target for pool in pools for target in api.active_targets(pool)]
-            groups = api.rule_groups()
-        except PrometheusError as error:
-            return [Check(f"{name}: targets", FAIL, str(error), "check --prometheus-url")]
-        checks = []
-        targets = our_targets(pools, active)
-        app_pool = f"serviceMonitor/{namespace}/{child_name(name, APP_COMPONENT)}/0"
-        for pool in pools:
-            found = [t for t in targets if t.pool == pool]
-            if not found:
-                checks.append(
-                    Check(
-                        f"{name}: targets {pool}",
-                        FAIL,
-                        f"Prometheus at {url} has no target in this job",
-                        "see 'selected by Prometheus' and 'app endpoints' above",
-                    )
+            )
+        rule_name = next((o["metadata"]["name"] for o in ours if o["kind"] == "PrometheusRule"), "")
+        verdict = rules_loaded(
+            url, [str(g["name"]) for g in groups], answers.groups, f"{namespace}-{rule_name}-"
+        )
+        checks.append(
+            Check(
+                f"{name}: rule groups",
+                {"True": OK, "False": FAIL}.get(verdict.status, SKIP),
+                verdict.message,
+                "see 'selected by Prometheus' above (its ruleSelector must select the "
+                "PrometheusRule)"
+                if verdict.reason == "RulesNotLoaded"
+                else "",
+            )
+        )
+        blocked = cannot_fire(alerts, present(answers.series))
+        checks += [
+            Check(
+                f"{name}: alert {alert}",
+                FAIL if why.certain else SKIP,
+                f"cannot fire: {why.text}",
+                "enable what it names",
+            )
+            for alert, why in blocked.items()
+        ]
+        if alerts and not blocked:
+            checks.append(Check(f"{name}: alerts", OK, f"all {len(alerts)} can fire"))
+        slos = slo_statuses(spec, answers.slo_series, [])
+        budget = error_budget_left(spec, slos)
+        if budget.reason != "NoSLOs":
+            checks.append(
+                Check(
+                    f"{name}: error budget",
+                    {"True": OK, "False": FAIL}.get(budget.status, SKIP),
+                    budget.message
+                    + "".join(
+                        f"; {slo.name} burn rates {slo.burn_rates}"
+                        for slo in slos
+                        if slo.burn_rates
+                    ),
                 )
-            for target in found:
-                checks.append(self._target(name, namespace, target, pool == app_pool))
+            )
         checks += self._exporters_reach(cr, api)
-        checks.append(self._rules(name, namespace, groups))
         return checks
 
     def _exporters_reach(self, cr: Obj, api: PrometheusAPI) -> list[Check]:
@@ -375,51 +494,32 @@ class Doctor:
             + f" (or networkPolicy.enabled: false); else see why: {logs}",
         )
 
-    def _target(self, name: str, namespace: str, target: Any, is_app: bool) -> Check:
-        check = f"{name}: target {target.url}"
-        if target.health == "up":
-            return Check(check, OK, f"up ({target.pool})")
-        if target.health != "down":
-            return Check(check, SKIP, f"not scraped yet ({target.pool})")
-        if is_app and "403" in target.last_error:
+    def _target(self, name: str, namespace: str, state: EndpointState, is_app: bool) -> Check:
+        check = f"{name}: target {state.address}"
+        if state.state == UP:
+            return Check(check, OK, f"up ({state.pool})")
+        if state.state == NOT_SCRAPED_YET:
+            return Check(check, SKIP, f"not scraped yet ({state.pool})")
+        detail = f"{state.state} ({state.pool}): {state.why}"
+        if state.state != FAILING:
+            return Check(check, FAIL, detail, "see the reason; 'selected by Prometheus' above")
+        if is_app and "403" in state.why:
             return Check(
                 check,
                 FAIL,
-                f"down: the app's /metrics refuses Prometheus ({target.last_error}): "
-                "PROMETHEUS_METRICS_ALLOWED_IPS does not allow the Prometheus pod's IP",
-                "add the Prometheus pods' network (find their IPs with: kubectl get pods -A "
-                "-l app.kubernetes.io/name=prometheus -o wide) to PROMETHEUS_METRICS_ALLOWED_IPS "
-                f"in the Django pods' environment, e.g. kubectl -n {namespace} set env "
-                "deployment/<django deployment> PROMETHEUS_METRICS_ALLOWED_IPS=10.244.0.0/16",
+                detail,
+                f"{APP_403_FIX} (find their IPs with: kubectl get pods -A "
+                "-l app.kubernetes.io/name=prometheus -o wide), e.g. kubectl -n "
+                f"{namespace} set env deployment/<django deployment> "
+                "PROMETHEUS_METRICS_ALLOWED_IPS=10.244.0.0/16",
             )
         return Check(
             check,
             FAIL,
-            f"down: {target.last_error}",
+            detail,
             f"kubectl -n {namespace} get pods -o wide (is the pod up, does it listen on the "
             "metrics port?)",
         )
-
-    def _rules(self, name: str, namespace: str, groups: list[Obj]) -> Check:
-        prefix = f"jewelry.{namespace}.{name}."
-        ours = [g for g in groups if str(g.get("name", "")).startswith(prefix)]
-        if not ours:
-            return Check(
-                f"{name}: rule groups",
-                FAIL,
-                f"no rule group {prefix}* is loaded",
-                "see 'selected by Prometheus' above (its ruleSelector must select the "
-                "PrometheusRule)",
-            )
-        broken = [
-            f"{g['name']}/{r.get('name')}: {r.get('lastError', '')}"
-            for g in ours
-            for r in g.get("rules", [])
-            if r.get("health", "ok") not in ("ok", "unknown")
-        ]
-        if broken:
-            return Check(f"{name}: rule groups", FAIL, "; ".join(broken), "")
-        return Check(f"{name}: rule groups", OK, f"{len(ours)} groups loaded, all healthy")
 
     def _alertmanager(self, name: str, conditions: dict[str, Obj]) -> Check:
         routing = conditions.get("SelectedByAlertmanager")

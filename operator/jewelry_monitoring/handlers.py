@@ -91,6 +91,7 @@ class Reconciles:
         result = "success" if outcome.retry_after is None else "requeue_after"
         metrics.RECONCILES.labels(result=result).inc()
         metrics.count_child_writes(outcome.writes)
+        metrics.PROMETHEUS_REQUESTS.inc(outcome.prometheus_requests)
         return outcome
 
     async def wait_idle(self, timeout: float) -> None:
@@ -280,6 +281,7 @@ def _reconciler(
         config.allowed_images,
         config.runbook_url_base,
         exporter_pods=config.exporter_pods,
+        defaults=config.defaults,
     )
 
 

@@ -52,6 +52,11 @@ API_REQUEST_ERRORS = Counter(
     "answered 404 is an answer (the object does not exist), not an error.",
     ["verb", "code"],
 )
+PROMETHEUS_REQUESTS = Counter(
+    "jewelry_monitoring_prometheus_requests",
+    "Requests to the Prometheus HTTP API for the checks of JewelryMonitorings (targets, rules, "
+    "series, SLOs): one per scrape pool plus 3 per resource and check interval, at most.",
+)
 LEADER = Gauge(
     "jewelry_monitoring_leader",
     "1 while this replica may write (it holds the leader Lease, or runs without leader "

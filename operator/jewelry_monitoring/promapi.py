@@ -1,7 +1,9 @@
-"""Reads from a Prometheus HTTP API: active targets, rule groups, instant queries. Reads only.
+"""Reads from a Prometheus HTTP API: targets, rule groups and instant queries. Reads only.
 
 Every request has a timeout and a size bound, and nothing here loops: the caller decides
-when to ask again (the work queue's deadline for TargetsHealthy, once for doctor).
+when to ask again (the work queue's deadline for the checks, once for doctor). Each answer
+is filtered on the server where the API allows (one scrape pool, named rule groups) so that
+its size follows our objects, not the whole Prometheus.
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ class PrometheusAPI:
     def __init__(self, url: str, timeout: float = TIMEOUT_SECONDS) -> None:
         self.url = url.rstrip("/")
         self._timeout = timeout
+        # Requests made, for the operator's count of its load on Prometheus.
+        self.requests = 0
 
-    def _get(self, path: str, params: dict[str, str]) -> Any:
+    def _get(self, path: str, params: dict[str, str] | list[tuple[str, str]]) -> Any:
         address = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
+        self.requests += 1
         try:
             with urllib.request.urlopen(address, timeout=self._timeout) as reply:
                 body = reply.read(MAX_RESPONSE_BYTES + 1)
@@ -51,17 +56,24 @@ class PrometheusAPI:
             )
         return payload.get("data")
 
-    def active_targets(self, scrape_pool: str) -> list[Obj]:
-        """Active targets of one scrape pool (older versions ignore the filter and return
-        every target: callers filter by ``scrapePool`` again)."""
-        data = self._get("/api/v1/targets", {"state": "active", "scrapePool": scrape_pool})
-        return list((data or {}).get("activeTargets") or [])
+    def targets(self, scrape_pool: str) -> Obj:
+        """Active and dropped targets of one scrape pool (a Prometheus that ignores the
+        filter returns every target: callers filter by pool and address again)."""
+        data = self._get("/api/v1/targets", {"state": "any", "scrapePool": scrape_pool})
+        return {
+            "activeTargets": list((data or {}).get("activeTargets") or []),
+            "droppedTargets": list((data or {}).get("droppedTargets") or []),
+        }
 
-    def rule_groups(self) -> list[Obj]:
-        data = self._get("/api/v1/rules", {})
+    def rule_groups(self, names: list[str] | None = None) -> list[Obj]:
+        """Rule groups, only those named when ``names`` is given, without their alerts."""
+        params = [("exclude_alerts", "true"), *(("rule_group[]", name) for name in names or [])]
+        data = self._get("/api/v1/rules", params)
         return list((data or {}).get("groups") or [])
 
     def query(self, expr: str) -> list[Obj]:
-        """The samples of an instant vector query (``metric`` labels and ``value``)."""
+        """The instant vector ``expr`` gives now."""
         data = self._get("/api/v1/query", {"query": expr})
-        return list((data or {}).get("result") or [])
+        if not isinstance(data, dict) or data.get("resultType") != "vector":
+            raise PrometheusError(f"{self.url}: {expr} did not give an instant vector")
+        return list(data.get("result") or [])

@@ -17,6 +17,7 @@ from typing import Any
 
 from jewelry_monitoring.builders.common import (
     APP_COMPONENT,
+    OWNER_LABEL,
     SPEC_HASH_ANNOTATION,
     Owner,
     child_name,
@@ -33,10 +34,11 @@ from jewelry_monitoring.builders.exporters import component as exporter_componen
 from jewelry_monitoring.builders.routing import ROUTING_COMPONENT
 from jewelry_monitoring.builders.rules import KNOWN_ALERTS
 from jewelry_monitoring.children import Child, ChildCache
-from jewelry_monitoring.config import PLAIN_EXPORTER_PODS, ExporterPods
+from jewelry_monitoring.config import PLAIN_EXPORTER_PODS, ExporterPods, ResourceDefaults
 from jewelry_monitoring.facts import ClusterFacts
 from jewelry_monitoring.kube import Kube, KubeError
-from jewelry_monitoring.promapi import PrometheusAPI, PrometheusError
+from jewelry_monitoring.observe import Observer
+from jewelry_monitoring.promapi import PrometheusAPI
 from jewelry_monitoring.selection import ALERTMANAGER, PROMETHEUS, Selecting, evaluate
 from jewelry_monitoring.spec import (
     KIND,
@@ -48,20 +50,16 @@ from jewelry_monitoring.spec import (
     with_operator_defaults,
 )
 from jewelry_monitoring.status import ChildRef, Condition, JewelryMonitoringStatus, merge_conditions
-from jewelry_monitoring.targets import (
-    SERVICE_NAME_LABEL,
-    Verdict,
-    app_targets_found,
-    our_targets,
-    scrape_pools,
-    targets_healthy,
-)
+from jewelry_monitoring.targets import SERVICE_NAME_LABEL, Verdict, app_targets_found
+from jewelry_monitoring.which_prometheus import Asked, choose
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 # For a reconcile's independent requests (GET per Secret, GET and apply per child), which it
 # makes in parallel; shared by all reconciles (the queue runs 16).
 _CHILD_REQUESTS = ThreadPoolExecutor(32, thread_name_prefix="child")
+# Ready's and Degraded's reason when a Prometheus exists and none selects our objects.
+NOT_SELECTED = "NotSelectedByPrometheus"
 # Every CRD whose presence changes what a reconcile does.
 WATCHED_CRDS = frozenset({*MONITORING_KINDS.values(), PROMETHEUS.crd, ALERTMANAGER.crd})
 
@@ -78,6 +76,8 @@ class Outcome:
     # Names of the Secrets (in the resource's namespace) its spec references: a change to
     # one of them must reconcile it again.
     secrets: frozenset[str] = frozenset()
+    # Requests made to Prometheus (the checks' load on it).
+    prometheus_requests: int = 0
 
 
 def is_subset(wanted: Any, current: Any, path: tuple[str, ...] = ()) -> bool:
@@ -155,14 +155,16 @@ class Reconciler:
         runbook_url_base: str = "",
         prometheus: Callable[[str], PrometheusAPI] = PrometheusAPI,
         exporter_pods: ExporterPods = PLAIN_EXPORTER_PODS,
+        defaults: ResourceDefaults | None = None,
     ) -> None:
         self.kube = kube
         self.facts = facts
         self.children = children
         self.allowed_images = allowed_images
         self.runbook_url_base = runbook_url_base
-        self.prometheus = prometheus
         self.exporter_pods = exporter_pods
+        self.observer = Observer(prometheus)
+        self.defaults = defaults or ResourceDefaults()
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
         # A namespace being deleted takes nothing new, and its content goes in any order:
@@ -171,12 +173,15 @@ class Reconciler:
             return Outcome(gone=True)
         cr = self.kube.get(KIND, namespace, name)
         if cr is None or cr["metadata"].get("deletionTimestamp"):
+            self.observer.forget((namespace, name))
             return Outcome(gone=True)  # children go with it: they carry ownerReferences
         outcome = Outcome()
         generation = int(cr["metadata"].get("generation", 0))
         status = JewelryMonitoringStatus.model_validate(cr.get("status") or {})
 
-        problems, spec = validate(cr.get("spec") or {}, KNOWN_ALERTS, self.allowed_images)
+        # The chart's defaults fill what the spec leaves empty, and are validated with it.
+        raw = self.defaults.apply(cr.get("spec") or {})
+        problems, spec = validate(raw, KNOWN_ALERTS, self.allowed_images)
         missing_secrets = self._missing_secrets(spec, namespace, outcome) if spec else {}
         if problems or spec is None:
             message = "; ".join(problems + list(missing_secrets.values()))
@@ -208,13 +213,25 @@ class Reconciler:
             f"{problem}: {_component_of(where)} is held back until it does"
             for where, problem in missing_secrets.items()
         ]
+        asked = choose(spec.prometheus, self.defaults, self.facts.selecting(PROMETHEUS.kind))
+        selected = self._selected(spec, desired, available, asked, generation)
+        slices = self.kube.list("EndpointSlice", namespace, f"{OWNER_LABEL}={instance_label(name)}")
+        interval = duration_seconds(spec.prometheus.check_interval if spec.prometheus else "1m")
+        not_selected = "" if selected[0].status == "True" else selected[0].message
+        observation = self.observer.observe(
+            owner, desired, slices, asked, not_selected, status, interval
+        )
+        outcome.prometheus_requests = observation.requests
         conditions = [
-            self._ready(conflicts, failures, held, generation),
-            self._degraded(missing_crds, conflicts, failures, held, generation),
-            *self._selected(spec, desired, available, generation),
+            self._ready(conflicts, failures, held, selected[0], generation),
+            self._degraded(missing_crds, conflicts, failures, held, selected[0], generation),
+            *selected,
             self._exporters_available(observed, generation),
-            self._app_targets_found(owner, generation),
-            self._targets_healthy(spec, desired, generation),
+            self._app_targets_found(owner, slices, generation),
+            *(
+                _condition(kind, *_fields(verdict), generation)
+                for kind, verdict in observation.conditions.items()
+            ),
         ]
         children = [
             ChildRef(api_version=o["apiVersion"], kind=o["kind"], name=o["metadata"]["name"])
@@ -222,8 +239,15 @@ class Reconciler:
             if o["metadata"]["name"] not in held_names
             or (o["kind"], o["metadata"]["name"]) in labelled
         ]
-        exporters = ",".join(spec.exporters.enabled())
-        if self._set_status(cr, status, conditions, children, exporters, outcome):
+        fields = {
+            "children": children,
+            "exporters": ",".join(spec.exporters.enabled()),
+            "budget": observation.budget,
+            "slos": observation.slos,
+            "targets": observation.targets,
+            "alerts_that_cannot_fire": observation.cannot_fire,
+        }
+        if self._set_status(cr, status, conditions, outcome, fields):
             # Warn once per change of state, not on every retry of the same problem.
             for conflict in conflicts:
                 self._event(cr, "Warning", "OwnershipConflict", conflict, outcome)
@@ -235,11 +259,11 @@ class Reconciler:
         # resource when one of them becomes Established.
         if conflicts or failures:
             outcome.retry_after = 30.0
-        if spec.prometheus:
-            # The targets check polls through the queue's deadline: only while the resource
+        if asked.url:
+            # The Prometheus check polls through the queue's deadline: only while the resource
             # exists (a gone resource is forgotten with its deadline); reads only when the
             # answer is unchanged.
-            outcome.check_again_after = duration_seconds(spec.prometheus.check_interval)
+            outcome.check_again_after = interval
         return outcome
 
     def report_failure(self, namespace: str, name: str, message: str) -> None:
@@ -252,7 +276,7 @@ class Reconciler:
         status = JewelryMonitoringStatus.model_validate(cr.get("status") or {})
         ready = _condition("Ready", "False", "ReconcileError", message, generation)
         outcome = Outcome()
-        if self._set_status(cr, status, [ready], status.children, status.exporters, outcome):
+        if self._set_status(cr, status, [ready], outcome):
             self._event(cr, "Warning", "ReconcileError", message, outcome)
 
     # -- steps -----------------------------------------------------------------------------
@@ -375,8 +399,15 @@ class Reconciler:
             self._event(cr, "Normal", verb, f"{verb} {', '.join(objects)}", outcome)
 
     def _ready(
-        self, conflicts: list[str], failures: list[str], held: list[str], generation: int
+        self,
+        conflicts: list[str],
+        failures: list[str],
+        held: list[str],
+        selected: Condition,
+        generation: int,
     ) -> Condition:
+        """True when our objects are applied and, if a Prometheus exists, one loads them:
+        applied objects that no Prometheus selects monitor nothing."""
         if conflicts:
             return _condition(
                 "Ready",
@@ -389,6 +420,8 @@ class Reconciler:
             return _condition("Ready", "False", "ApplyFailed", "; ".join(failures), generation)
         if held:
             return _condition("Ready", "False", "SecretMissing", "; ".join(held), generation)
+        if selected.status == "False":
+            return _condition("Ready", "False", NOT_SELECTED, selected.message, generation)
         return _condition("Ready", "True", "Reconciled", "all children are up to date", generation)
 
     def _degraded(
@@ -397,6 +430,7 @@ class Reconciler:
         conflicts: list[str],
         failures: list[str],
         held: list[str],
+        selected: Condition,
         generation: int,
     ) -> Condition:
         if missing_crds:
@@ -416,6 +450,8 @@ class Reconciler:
             )
         if held:
             return _condition("Degraded", "True", "SecretMissing", "; ".join(held), generation)
+        if selected.status == "False":
+            return _condition("Degraded", "True", NOT_SELECTED, selected.message, generation)
         return _condition("Degraded", "False", "AsExpected", "", generation)
 
     def _selected(
@@ -423,12 +459,16 @@ class Reconciler:
         spec: JewelryMonitoringSpec,
         desired: list[Obj],
         available: frozenset[str],
+        asked: Asked,
         generation: int,
     ) -> list[Condition]:
-        """SelectedByPrometheus, and SelectedByAlertmanager: that one only while routing is
-        configured (else there is nothing to select)."""
+        """SelectedByPrometheus (by the Prometheus resource the operator asks, when it asks
+        one), and SelectedByAlertmanager: that one only while routing is configured (else
+        there is nothing to select)."""
         conditions = [
-            self._selected_by(PROMETHEUS, "ServiceMonitor", desired, available, generation)
+            self._selected_by(
+                PROMETHEUS, "ServiceMonitor", desired, available, generation, asked.resource
+            )
         ]
         if spec.routing is None:
             conditions.append(
@@ -455,13 +495,19 @@ class Reconciler:
         desired: list[Obj],
         available: frozenset[str],
         generation: int,
+        only: tuple[str, str] | None = None,
     ) -> Condition:
-        """The ``SelectedBy<kind>`` condition: does a ``selecting.kind`` resource load ours?"""
+        """The ``SelectedBy<kind>`` condition: does a ``selecting.kind`` resource (``only``
+        that one, when given and it exists) load ours?"""
         kind = selecting.kind
         if our_kind not in available or not self.facts.established(selecting.crd):
             result = ("Unknown", f"No{kind}CRD", f"the {kind} CRD is not installed")
         else:
             selectors = self.facts.selecting(kind)
+            chosen = [
+                s for s in selectors if (s["metadata"]["namespace"], s["metadata"]["name"]) == only
+            ]
+            selectors = chosen or selectors
             namespaces = self.facts.namespace_labels() if selectors else {}
             selection = evaluate(selectors, desired, namespaces, selecting)
             result = (selection.status, selection.reason, selection.message)
@@ -490,41 +536,20 @@ class Reconciler:
             generation,
         )
 
-    def _app_targets_found(self, owner: Owner, generation: int) -> Condition:
+    def _app_targets_found(self, owner: Owner, slices: list[Obj], generation: int) -> Condition:
         """Whether the app Service has endpoints: Ready says our objects are applied, this
-        says whether there is anything to scrape (a typo in the pod selector: nothing)."""
+        says whether there is anything to scrape (a typo in the pod selector: nothing).
+        ``slices``: the EndpointSlices of all our Services (they carry the owner label)."""
         if not owner.spec.app.enabled:
             return _condition(
                 "AppTargetsFound", "Unknown", "AppDisabled", "app.enabled is false", generation
             )
         service = child_name(owner.name, APP_COMPONENT)
-        slices = self.kube.list("EndpointSlice", owner.namespace, f"{SERVICE_NAME_LABEL}={service}")
-        verdict = app_targets_found(service, owner.namespace, owner.spec.app.pod_selector, slices)
+        of_app = [
+            s for s in slices if s["metadata"].get("labels", {}).get(SERVICE_NAME_LABEL) == service
+        ]
+        verdict = app_targets_found(service, owner.namespace, owner.spec.app.pod_selector, of_app)
         return _condition("AppTargetsFound", *_fields(verdict), generation)
-
-    def _targets_healthy(
-        self, spec: JewelryMonitoringSpec, desired: list[Obj], generation: int
-    ) -> Condition:
-        """Whether the Prometheus named in spec.prometheus scrapes our targets successfully."""
-        if spec.prometheus is None:
-            return _condition(
-                "TargetsHealthy",
-                "Unknown",
-                "NoPrometheusURL",
-                "set spec.prometheus.url to have the operator check that the targets are scraped",
-                generation,
-            )
-        url = spec.prometheus.url
-        pools = scrape_pools(desired)
-        api = self.prometheus(url)
-        try:
-            active = [target for pool in pools for target in api.active_targets(pool)]
-        except PrometheusError as error:
-            return _condition(
-                "TargetsHealthy", "Unknown", "PrometheusUnreachable", str(error), generation
-            )
-        verdict = targets_healthy(url, pools, our_targets(pools, active))
-        return _condition("TargetsHealthy", *_fields(verdict), generation)
 
     # -- writes to the CR itself -----------------------------------------------------------
 
@@ -535,7 +560,7 @@ class Reconciler:
         before anything can be done, so there is nothing to retry."""
         generation = int(cr["metadata"].get("generation", 0))
         ready = _condition("Ready", "False", reason, message, generation)
-        if self._set_status(cr, status, [ready], status.children, status.exporters, outcome):
+        if self._set_status(cr, status, [ready], outcome):
             self._event(cr, "Warning", reason, message, outcome)
 
     def _set_status(
@@ -543,19 +568,20 @@ class Reconciler:
         cr: Obj,
         status: JewelryMonitoringStatus,
         conditions: list[Condition],
-        children: list[ChildRef],
-        exporters: str,
         outcome: Outcome,
+        fields: dict[str, Any] | None = None,
     ) -> bool:
-        """Patch the status only if it changes; returns whether it did."""
+        """Patch the status only if it changes; returns whether it did. ``conditions`` replace
+        those of their types, ``fields`` the status fields they name; the rest is kept."""
         wanted_types = {c.type for c in conditions}
         kept = [c for c in status.conditions if c.type not in wanted_types]
         merged = merge_conditions(status.conditions, conditions, _now()) + kept
-        new = JewelryMonitoringStatus(
-            observed_generation=int(cr["metadata"].get("generation", 0)),
-            conditions=sorted(merged, key=lambda c: c.type),
-            children=children,
-            exporters=exporters,
+        new = status.model_copy(
+            update={
+                "observed_generation": int(cr["metadata"].get("generation", 0)),
+                "conditions": sorted(merged, key=lambda c: c.type),
+                **(fields or {}),
+            }
         )
         if new == status:
             return False

@@ -30,14 +30,15 @@ class Selecting:
     labels_from: str  # the spec field that sets our objects' labels, for the hint
     # Why a resource that selects an object still rejects it (None: it does not).
     rejects: Callable[[Obj, Obj], str | None] = lambda resource, obj: None
-    # The other fields of its spec that ``rejects`` reads.
-    rejects_reads: tuple[str, ...] = ()
+    # The other fields of its spec that ``rejects`` or the operator reads (a Prometheus's
+    # routePrefix: where its HTTP API is, see which_prometheus).
+    other_reads: tuple[str, ...] = ()
 
     @property
     def spec_fields(self) -> tuple[str, ...]:
-        """Every field of the resource's spec that ``evaluate`` reads: all a cache keeps."""
+        """Every field of the resource's spec that the operator reads: all a cache keeps."""
         selectors = tuple(field for pair in self.fields.values() for field in pair)
-        return (*selectors, *self.rejects_reads)
+        return (*selectors, *self.other_reads)
 
 
 # Receiver integrations prometheus-operator refuses to render for an older Alertmanager: it
@@ -73,6 +74,7 @@ PROMETHEUS = Selecting(
         "PrometheusRule": ("ruleSelector", "ruleNamespaceSelector"),
     },
     "spec.monitorLabels",
+    other_reads=("routePrefix",),
 )
 ALERTMANAGER = Selecting(
     "Alertmanager",

@@ -621,19 +621,39 @@ class RoutingSpec(SpecModel):
 MIN_TARGETS_CHECK_SECONDS = 10
 
 
-class PrometheusSpec(SpecModel):
-    """The Prometheus that scrapes this resource's targets, for the TargetsHealthy condition.
+class PrometheusRef(SpecModel):
+    """A prometheus-operator Prometheus resource, read through its governing Service
+    ``prometheus-operated`` (port 9090, its routePrefix)."""
 
-    The operator reads its ``/api/v1/targets`` (reads only) every ``checkInterval`` while the
-    resource exists; without this section TargetsHealthy stays Unknown.
+    namespace: str = Field(
+        max_length=63, pattern=f"^{DNS_LABEL}$", description="The Prometheus' namespace."
+    )
+    name: str = Field(
+        max_length=253, pattern=f"^{DNS_SUBDOMAIN}$", description="The Prometheus' name."
+    )
+
+
+class PrometheusSpec(SpecModel):
+    """The Prometheus that scrapes this resource's targets and loads its rules, for the
+    conditions that say whether monitoring works (TargetsHealthy, RulesLoaded, AlertsCanFire,
+    ErrorBudgetLeft) and for ``status.slos``.
+
+    The operator reads its HTTP API (reads only) every ``checkInterval`` while the resource
+    exists. It asks only a Prometheus the cluster admin allows: a Prometheus resource, or a
+    URL listed in the chart (``prometheus.url``, ``prometheus.allowedUrls``). Without
+    ``url`` and ``prometheusRef``, the chart's ``prometheus`` default is asked.
     """
 
-    url: str = Field(
+    url: str | None = Field(
+        None,
         pattern=r"^https?://[^/?#]+",
         description=(
-            "Base URL of its HTTP API as the operator reaches it, e.g. "
-            "http://prometheus-operated.monitoring.svc:9090 (plus a routePrefix if it has one)."
+            "Base URL of its HTTP API as the operator reaches it (plus a routePrefix if it has "
+            "one); it must be one of the chart's prometheus.url and prometheus.allowedUrls."
         ),
+    )
+    prometheus_ref: PrometheusRef | None = Field(
+        None, description="A prometheus-operator Prometheus resource (instead of url)."
     )
     check_interval: Duration = Field(
         "1m", description="How often to check the targets (at least 10s)."
@@ -939,6 +959,8 @@ def semantic_problems(
         )
     if spec.routing is not None:
         problems += routing_problems(spec.routing, known_alerts | users_alerts(spec))
+    if spec.prometheus and spec.prometheus.url and spec.prometheus.prometheus_ref:
+        problems.append("prometheus.url and prometheus.prometheusRef are exclusive: choose one")
     if (
         spec.prometheus
         and duration_seconds(spec.prometheus.check_interval) < MIN_TARGETS_CHECK_SECONDS

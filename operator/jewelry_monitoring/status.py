@@ -36,6 +36,42 @@ class ChildRef(SpecModel):
     name: str = Field(description="Its name, in this resource's namespace.")
 
 
+class SLOStatus(SpecModel):
+    """One SLO as Prometheus' recording rules last reported it. Written only when a value
+    moved by a meaningful step (see ``budgets``), not at every check."""
+
+    name: str = Field(description="availability or latency.")
+    objective: float = Field(description="The objective, in percent.")
+    sli: float | None = Field(
+        None, description="The SLI over the SLO window, in percent (none without traffic)."
+    )
+    budget_remaining: float | None = Field(
+        None,
+        description="Percent of the error budget left over the SLO window (below 0: overspent).",
+    )
+    burn_rates: dict[str, float] = Field(
+        default_factory=dict,
+        description="Burn rate per recorded window: how many times faster than the SLO "
+        "window allows the budget is spent (1: exactly spent at its end).",
+    )
+
+
+class TargetsStatus(SpecModel):
+    """The endpoints of this resource's Services as Prometheus sees them."""
+
+    endpoints: int = Field(0, description="Endpoints (address and port) of our Services.")
+    up: int = Field(0, description="Scraped successfully at the last scrape.")
+    failing: int = Field(0, description="Scraped, but the scrape fails.")
+    dropped: int = Field(0, description="Discovered, but dropped by relabeling.")
+    not_discovered: int = Field(0, description="Not among Prometheus' targets at all.")
+    not_scraped_yet: int = Field(0, description="Discovered, not scraped yet.")
+    problems: list[str] = Field(
+        default_factory=list,
+        description="The first few endpoints that are not up, each with why; "
+        "`jewelry-monitoring doctor` lists all.",
+    )
+
+
 class JewelryMonitoringStatus(SpecModel):
     """What the operator made of the resource, and whether monitoring works."""
 
@@ -51,6 +87,21 @@ class JewelryMonitoringStatus(SpecModel):
         default_factory=list, description="Every object the operator created for it."
     )
     exporters: str = Field("", description="Enabled exporters, comma-separated.")
+    budget: str = Field(
+        "", description="Error budget left of the SLO with the least, e.g. 87% (the BUDGET column)."
+    )
+    slos: list[SLOStatus] = Field(
+        default_factory=list,
+        description="Each SLO's state as Prometheus records it (with a Prometheus to ask).",
+    )
+    targets: TargetsStatus | None = Field(
+        None, description="Our endpoints as Prometheus sees them (with a Prometheus to ask)."
+    )
+    alerts_that_cannot_fire: list[str] = Field(
+        default_factory=list,
+        description="Our alerts whose input series do not exist for this app, with what to "
+        "enable (the first few; doctor lists all).",
+    )
 
 
 def merge_conditions(

@@ -117,6 +117,21 @@ def condition(cr: dict[str, Any], kind: str) -> dict[str, Any]:
     return {}
 
 
+def printer_columns(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    """The row ``kubectl get jm`` prints, by column name (the server's Table rendering, as
+    kubectl asks for it; ``-o wide`` columns included)."""
+    table = api.call_api(
+        f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}",
+        "GET",
+        header_params={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+        response_type="object",
+        auth_settings=["BearerToken"],
+        _return_http_data_only=True,
+    )
+    columns = [column["name"] for column in table["columnDefinitions"]]
+    return dict(zip(columns, table["rows"][0]["cells"], strict=True))
+
+
 def wait_condition(
     admin_api: client.ApiClient,
     namespace: str,

@@ -15,6 +15,8 @@ Public API::
     generated_config(api, namespace, prometheus) -> dict | None
     rule_config_maps(api, namespace, prometheus) -> {ConfigMap: {file name: YAML}}
     materialize(api, namespace, prometheus, directory) -> Path  # checkable prometheus.yaml
+    prometheus_of(plane, api, namespace, prometheus) -> Prometheus  # context manager: a real
+        # Prometheus 3 running that output, reloaded as it changes, discovering from the plane
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ import base64
 import contextlib
 import gzip
 import itertools
+import os
+import shutil
+import signal
+import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +39,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from devkit.cluster import ControlPlane
-from devkit.prometheus import LOOPBACK, Process, process
+from devkit.prometheus import LOOPBACK, Process, Prometheus, process
+from devkit.services import free_port
 from devkit.toolchain import built_binary
 
 # Where the Prometheus pod mounts what the operator generates (prometheus-operator's
@@ -154,3 +162,86 @@ def _relocate(value: Any, root: str) -> Any:
     if isinstance(value, list):
         return [_relocate(item, root) for item in value]
     return value
+
+
+def _discover_from(config: dict[str, Any], plane: ControlPlane) -> dict[str, Any]:
+    """``config`` with its Kubernetes service discovery pointed at ``plane`` as its admin (a
+    Prometheus pod uses its in-cluster credentials instead)."""
+    for job in config.get("scrape_configs") or []:
+        for discovery in job.get("kubernetes_sd_configs") or []:
+            discovery["api_server"] = plane.server
+            discovery["tls_config"] = {
+                "ca_file": str(plane.ca_cert),
+                "cert_file": str(plane.admin_cert),
+                "key_file": str(plane.admin_key),
+            }
+    return config
+
+
+@contextlib.contextmanager
+def prometheus_of(
+    plane: ControlPlane, api: client.ApiClient, namespace: str, prometheus: str
+) -> Iterator[Prometheus]:
+    """A real Prometheus 3 (the setup's build) running what prometheus-operator generates for
+    the Prometheus resource ``namespace/prometheus``: its config and rule files, laid out
+    again and reloaded (SIGHUP) within a second of each change, as prometheus-config-reloader
+    does in the pod; its Kubernetes discovery reads ``plane``. Stopped and deleted on exit."""
+    tmp = Path(tempfile.mkdtemp(prefix="devkit-generated-prometheus-"))
+    config_path = tmp / "prometheus.yml"
+    config_path.write_text(yaml.safe_dump({"global": {"scrape_interval": "15s"}}))
+    port = free_port()
+    proc = Process(
+        name="prometheus",
+        argv=[
+            str(built_binary("prometheus")),
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address={LOOPBACK}:{port}",
+            "--log.level=warn",
+        ],
+        ready_url=f"http://{LOOPBACK}:{port}/-/ready",
+        workdir=tmp,
+        port=port,
+        startup_timeout=60,
+    )
+    stop = threading.Event()
+
+    def follow() -> None:
+        shown = ""
+        for generation in itertools.count():
+            if stop.wait(1.0):
+                return
+            with contextlib.suppress(ApiException, FileNotFoundError):
+                state = yaml.safe_dump(
+                    [
+                        generated_config(api, namespace, prometheus),
+                        rule_config_maps(api, namespace, prometheus),
+                    ]
+                )
+                if state == shown:
+                    continue
+                directory = tmp / f"generated-{generation}"
+                directory.mkdir()
+                laid_out = materialize(api, namespace, prometheus, directory)
+                # What prometheus-config-reloader substitutes from the pod's environment.
+                text = laid_out.read_text().replace("$(SHARD)", "0")
+                text = text.replace("$(POD_NAME)", f"prometheus-{prometheus}-0")
+                config = _discover_from(yaml.safe_load(text), plane)
+                config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+                os.kill(proc.pid, signal.SIGHUP)
+                shown = state
+                for older in tmp.glob("generated-*"):
+                    if older != directory and int(older.name.split("-")[1]) < generation - 1:
+                        shutil.rmtree(older, ignore_errors=True)
+
+    reloader = threading.Thread(target=follow, name="prometheus-config-reloader", daemon=True)
+    try:
+        proc.start()
+        reloader.start()
+        yield Prometheus(f"http://{LOOPBACK}:{port}", config_path, proc)
+    finally:
+        stop.set()
+        if reloader.is_alive():
+            reloader.join(timeout=30)
+        proc.stop()
+        shutil.rmtree(tmp, ignore_errors=True)

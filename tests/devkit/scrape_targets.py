@@ -8,15 +8,20 @@ of ``jewelry-monitoring doctor`` on the local control plane (which has no node).
   a Node *object* is registered (no kubelet behind it) and the pods are bound to it with an
   IP set through their status, as a kubelet would report it;
 * ``prometheus_for(...)``: a real local Prometheus scraping a CR's objects as read from the
-  cluster, each Service's endpoints replaced by local addresses.
+  cluster, each Service's endpoints replaced by local addresses;
+* ``request_recorder()``: an HTTP server that only counts what it is asked, where a URL
+  nobody should fetch points (in a cluster: a cloud metadata address).
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from kubernetes import client
@@ -55,7 +60,9 @@ class FakeEndpoints:
         self.node = f"no-kubelet-{uuid.uuid4().hex[:6]}"
         self.pods: list[str] = []
 
-    def add_pod(self, labels: Mapping[str, str], ip: str, port: int = 8000) -> str:
+    def add_pod(
+        self, labels: Mapping[str, str], ip: str, port: int = 8000, port_name: str = "http"
+    ) -> str:
         name = f"pod-{uuid.uuid4().hex[:6]}"
         pod = client.V1Pod(
             metadata=client.V1ObjectMeta(name=name, labels=dict(labels)),
@@ -65,7 +72,7 @@ class FakeEndpoints:
                     client.V1Container(
                         name="app",
                         image="localhost/never-pulled:0",
-                        ports=[client.V1ContainerPort(container_port=port, name="http")],
+                        ports=[client.V1ContainerPort(container_port=port, name=port_name)],
                     )
                 ],
             ),
@@ -79,9 +86,10 @@ class FakeEndpoints:
         )
         return name
 
-    def run_pods(self, selector: str, ip_prefix: str = "10.244.9.") -> list[str]:
+    def run_pods(self, selector: str, ip_prefix: str = "10.244.9.", first: int = 10) -> list[str]:
         """Do what a scheduler and kubelet would for the pods ``selector`` picks (a
-        controller's pods): bind each to the Node, then report it Running and Ready."""
+        controller's pods): bind each to the Node, then report it Running and Ready, with
+        the IPs ``ip_prefix`` + ``first``, ``first`` + 1..."""
         pods = self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
         for index, pod in enumerate(pods):
             name = pod.metadata.name
@@ -94,7 +102,7 @@ class FakeEndpoints:
                 self.core.create_namespaced_pod_binding(
                     name, self.namespace, binding, _preload_content=False
                 )
-            ip = f"{ip_prefix}{10 + index}"
+            ip = f"{ip_prefix}{first + index}"
             ready = {"type": "Ready", "status": "True", "lastTransitionTime": None}
             self.core.patch_namespaced_pod_status(
                 name,
@@ -154,3 +162,46 @@ def prometheus_for(
     """A real Prometheus with prometheus-operator's jobs for the CR's ServiceMonitors."""
     config = prom.prometheus_config(cr_objects(api, namespace, owner), targets, rule_files=[])
     return prom.prometheus_server(config, rule_groups)
+
+
+@dataclass
+class RequestRecorder:
+    """The paths asked of a loopback HTTP server (each answered 200, empty)."""
+
+    url: str
+    requests: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def request_recorder(path: str = "/latest/meta-data") -> Iterator[RequestRecorder]:
+    """A recorder on a free loopback port; ``url`` ends in ``path``."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    recorder = RequestRecorder(f"http://127.0.0.1:{server.server_address[1]}{path}")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            recorder.requests.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server.RequestHandlerClass = Handler
+    with serving(server):
+        yield recorder
+
+
+@contextlib.contextmanager
+def serving(server: ThreadingHTTPServer) -> Iterator[ThreadingHTTPServer]:
+    """``server`` answering from a thread of its own until exit (then closed)."""
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2})
+    thread.daemon = True
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -17,6 +17,7 @@ from devkit.kubetools import apply_crds
 from devkit.manifests import CHART, chart_crd_files
 from devkit.operator_process import render_chart, render_notes
 from devkit.toolchain import binary
+from jewelry_monitoring import config as operator_config
 from jewelry_monitoring.doctor import Doctor
 from jewelry_monitoring.kube import REQUEST_TIMEOUT, Kube
 from jewelry_monitoring.spec import DEFAULT_RUNBOOK_URL_BASE
@@ -73,7 +74,7 @@ def test_defaults_render_the_expected_objects() -> None:
         "ClusterRoleBinding": 2,
         "Deployment": 1,
         "Service": 1,  # the operator's metrics
-        "ConfigMap": 4,  # the shared Grafana dashboards
+        "ConfigMap": 5,  # the shared Grafana dashboards
         "CustomResourceDefinition": 1,  # a template, so that helm upgrade upgrades it
     }
     for obj in objects:
@@ -102,6 +103,11 @@ def test_defaults_render_the_expected_objects() -> None:
         "JM_METRICS_PORT": "8081",
         "JM_ALLOWED_IMAGES": "",
         "JM_RUNBOOK_URL_BASE": DEFAULT_RUNBOOK_URL_BASE,
+        "JM_DEFAULT_MONITOR_LABELS": "{}",
+        "JM_DEFAULT_ALERTMANAGER_CONFIG_LABELS": "{}",
+        "JM_PROMETHEUS_REF": "",
+        "JM_PROMETHEUS_URL": "",
+        "JM_PROMETHEUS_ALLOWED_URLS": "",
     }
     for kind in ("requests", "limits"):
         assert "ephemeral-storage" in operator["resources"][kind], kind
@@ -131,6 +137,28 @@ def test_defaults_render_the_expected_objects() -> None:
     (service,) = by_kind(objects, "Service")
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 8081, "targetPort": "metrics"}]
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+
+
+def test_chart_defaults_reach_the_operator_as_it_reads_them() -> None:
+    """kube-prometheus-stack's release label and Prometheus set once in the chart: the
+    operator's configuration holds them (config.load reads the rendered environment)."""
+    values = {
+        "defaults": {"monitorLabels": {"release": "kps"}, "alertmanagerConfigLabels": {"a": "b"}},
+        "prometheus": {
+            "ref": "monitoring/kps-kube-prometheus-prometheus",
+            "allowedUrls": ["http://prometheus.other.svc:9090", "http://thanos.svc:9090/p"],
+        },
+    }
+    environment = {k: v for k, v in env(render(values)).items() if v is not None}
+    defaults = operator_config.load(env=environment).defaults
+    assert defaults == operator_config.ResourceDefaults(
+        monitor_labels={"release": "kps"},
+        alertmanager_config_labels={"a": "b"},
+        prometheus_ref="monitoring/kps-kube-prometheus-prometheus",
+        allowed_prometheus_urls=("http://prometheus.other.svc:9090", "http://thanos.svc:9090/p"),
+    )
+    assert defaults.url_allowed("http://THANOS.svc:9090/p/")
+    assert not defaults.url_allowed("http://169.254.169.254/latest/meta-data#")
 
 
 def test_watch_namespaces_bind_per_namespace_and_nothing_cluster_wide() -> None:
@@ -298,6 +326,9 @@ def test_helm_lint_strict(values: dict[str, Any]) -> None:
         ({"metrics": {"port": 0}}, "/metrics/port"),
         ({"metrics": {"serviceMonitor": {"enabled": "yes"}}}, "/metrics/serviceMonitor/enabled"),
         ({"replica": 2}, "replica"),  # a typo is an error, not a silent no-op
+        ({"prometheus": {"ref": "kps-kube-prometheus-prometheus"}}, "/prometheus/ref"),
+        ({"prometheus": {"allowedUrls": ["169.254.169.254"]}}, "/prometheus/allowedUrls/0"),
+        ({"defaults": {"monitorLabels": {"release": 1}}}, "/defaults/monitorLabels/release"),
     ],
 )
 def test_values_schema_rejects_bad_values(values: dict[str, Any], complaint: str) -> None:

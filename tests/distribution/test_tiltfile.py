@@ -237,7 +237,7 @@ def test_grafana_loads_the_charts_dashboard_configmaps(tilt: Recorder) -> None:
         if o["kind"] == "ConfigMap"
         and o["metadata"]["name"].startswith("jewelry-monitoring-dashboard")
     ]
-    assert len(dashboards) == 4
+    assert len(dashboards) == 5
     values = yaml.safe_load(CHART_VALUES.read_text())["dashboards"]
     for configmap in dashboards:
         labels = configmap["metadata"]["labels"]

@@ -213,7 +213,7 @@ def generated(
             "prometheuses",
             prometheus_name,
         )
-        for name in crs:
+        for name in SELECTED:
             wait_condition(admin_api, namespace, name, "Ready", "True", timeout=90)
         monitors = {name: _owned(admin_api, namespace, "servicemonitors", name) for name in crs}
         rules = {name: _owned(admin_api, namespace, "prometheusrules", name) for name in crs}
@@ -363,6 +363,19 @@ def test_unselected_cr_gets_no_job_and_says_not_selected(generated: Generated) -
         generated.admin_api, generated.namespace, UNSELECTED, "SelectedByPrometheus", "False"
     )
     assert condition(cr, "SelectedByPrometheus")["reason"] == "NotSelected"
+    # Applied, and monitored by nothing: not Ready, with the label that is missing.
+    cr = wait_condition(
+        generated.admin_api,
+        generated.namespace,
+        UNSELECTED,
+        "Ready",
+        "False",
+        "NotSelectedByPrometheus",
+    )
+    assert (
+        "add release=kube-prometheus-stack to spec.monitorLabels"
+        in condition(cr, "Ready")["message"]
+    )
     (monitor,) = generated.monitors[UNSELECTED]
     assert generated.job_name(monitor) not in generated.jobs
     unselected_groups = {

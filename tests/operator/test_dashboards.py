@@ -231,9 +231,9 @@ def shared_exprs() -> list[str]:
     return [expr for model in shared_dashboards().values() for expr in _exprs_of(model)]
 
 
-def test_four_dashboards_as_json_with_panels() -> None:
+def test_five_dashboards_as_json_with_panels() -> None:
     models = dashboards(owner(FULL_SPEC))
-    assert sorted(models) == ["cache", "database", "django", "system"]
+    assert sorted(models) == ["cache", "database", "django", "slo", "system"]
     for model in models.values():
         assert json.loads(json.dumps(model)) == model
         assert panels(model)
@@ -346,10 +346,10 @@ def test_dashboards_read_the_recording_rules() -> None:
 def test_slo_panels_show_every_recorded_window(window: str) -> None:
     """One query picks every SLO window a CR records, whichever its SLO window is."""
     spec = {**FULL_SPEC, "slos": {**FULL_SPEC["slos"], "window": window}}
-    [slo_query] = [e for e in dashboard_exprs(spec) if "slo_availability" in e]
+    [slo_query] = [e for e in dashboard_exprs(spec) if "slo_availability_errors:ratio_rate.+" in e]
     pattern = re.search(r'__name__=~"([^"]+)"', slo_query).group(1)  # type: ignore[union-attr]
-    slo_records = {r for r in recorded(spec) if "slo_availability" in r}
-    assert len(slo_records) == 7
+    slo_records = {r for r in recorded(spec) if "slo_availability_errors:ratio_rate" in r}
+    assert len(slo_records) == 8  # the 7 alerting windows and the SLO window
     assert all(re.fullmatch(pattern, record) for record in slo_records)
     assert not re.fullmatch(pattern, "job:django_http_requests:rate5m")
 
@@ -414,7 +414,7 @@ def config_maps(spec: dict[str, Any], name: str, namespace: str) -> list[dict[st
 def test_per_cr_dashboards_are_an_opt_in() -> None:
     assert config_maps(FULL_SPEC, "shop", "jewelry") == []
     opted_in = config_maps({**FULL_SPEC, "dashboards": {"enabled": True}}, "shop", "jewelry")
-    assert len(opted_in) == 4
+    assert len(opted_in) == 5
 
 
 def test_dashboards_of_different_crs_never_share_a_file_name_or_uid() -> None:
@@ -429,15 +429,15 @@ def test_dashboards_of_different_crs_never_share_a_file_name_or_uid() -> None:
             keys.append(key)
             uids.append(json.loads(text)["uid"])
             assert key == f"{json.loads(text)['uid']}.json"
-    assert len(keys) == len(set(keys)) == 12
-    assert len(uids) == len(set(uids)) == 12
+    assert len(keys) == len(set(keys)) == 15
+    assert len(uids) == len(set(uids)) == 15
     shared = {file_name(model) for model in shared_dashboards().values()}
     assert shared.isdisjoint(keys)
 
 
 def test_shared_dashboards_let_the_viewer_pick_namespace_and_jobs() -> None:
     models = shared_dashboards()
-    assert sorted(models) == ["cache", "database", "django", "system"]
+    assert sorted(models) == ["cache", "database", "django", "slo", "system"]
     for slug, model in models.items():
         assert model["uid"] == f"jewelry-{slug}"
         assert file_name(model) == f"jewelry-{slug}.json"

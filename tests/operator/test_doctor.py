@@ -140,10 +140,10 @@ def test_doctor_names_each_failure_and_its_fix(
         endpoints = checks[f"{name}: app endpoints"]
         assert endpoints["status"] == "fail" and "app.podSelector app=shop" in endpoints["detail"]
         assert f"kubectl -n {namespace} get pods --show-labels" in endpoints["fix"]
-        target = checks[f"{name}: target {shop.url}/metrics"]
+        target = checks[f"{name}: target {shop.host}:{shop.port}"]
         assert target["status"] == "fail"
         assert "PROMETHEUS_METRICS_ALLOWED_IPS" in target["detail"]
-        assert "403" in target["detail"]
+        assert "refused (403)" in target["detail"]
         assert "PROMETHEUS_METRICS_ALLOWED_IPS=" in target["fix"]
         rules = checks[f"{name}: rule groups"]
         assert rules["status"] == "fail"
@@ -153,7 +153,9 @@ def test_doctor_names_each_failure_and_its_fix(
         # The operator runs beside the plane here, not as a Deployment.
         assert checks["operator"]["status"] == "fail"
         assert "helm install" in checks["operator"]["fix"]
-        assert checks[f"{name}: Ready"]["status"] == "ok"
+        # Applied, and loaded by no Prometheus: not Ready, and why.
+        ready = checks[f"{name}: Ready"]
+        assert ready["status"] == "fail" and "add release=kps to spec.monitorLabels" in ready["fix"]
 
         code, text = doctor(
             control_plane, name, "-n", namespace, "--prometheus-url", prometheus.url, output="human"
@@ -369,7 +371,7 @@ def test_doctor_exits_zero_when_all_is_well_and_names_a_dead_leader(
                     f"version {version}, 2/2 replicas available"
                 )
                 assert "held by jm-jewelry-monitoring-abc" in checks["operator leader"]["detail"]
-                target = f"{name}: target {shop.url}/metrics"
+                target = f"{name}: target {shop.host}:{shop.port}"
                 assert checks[target]["status"] == "ok"
                 assert checks[f"{name}: rule groups"]["status"] == "ok"
 
@@ -377,7 +379,7 @@ def test_doctor_exits_zero_when_all_is_well_and_names_a_dead_leader(
                 prom.api.wait_for(f'up{{job="{service}"}} == 0', 60)
                 code, checks = doctor(control_plane, name, "-n", namespace, *url)
                 assert (code, checks[target]["status"]) == (1, "fail")
-                assert checks[target]["detail"].startswith("down: ")
+                assert checks[target]["detail"].startswith("failing (")
                 assert "connection refused" in checks[target]["detail"]
 
         # The leader stopped renewing a minute ago: nobody leads.

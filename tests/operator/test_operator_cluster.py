@@ -24,10 +24,14 @@ from devkit.crs import (
     full_spec,
     get_cr,
     make_secrets,
+    printer_columns,
     wait_condition,
 )
 from devkit.kubetools import wait_for
 from devkit.operator_process import WRITE_VERBS, OperatorProcess, audit_position, audit_writes
+from devkit.scrape_targets import request_recorder
+from jewelry_monitoring.doctor import FAIL, Doctor
+from jewelry_monitoring.kube import Kube
 
 pytestmark = pytest.mark.cluster
 
@@ -359,14 +363,53 @@ def test_selected_by_prometheus_explains_missing_label(
         message = condition(cr, "SelectedByPrometheus")["message"]
         assert prometheus["metadata"]["name"] in message
         assert "add release=kps to spec.monitorLabels" in message
+        # Applied objects that no Prometheus loads monitor nothing: not Ready, and why.
+        ready = condition(cr, "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "NotSelectedByPrometheus")
+        assert "add release=kps to spec.monitorLabels" in ready["message"]
+        assert condition(cr, "Degraded")["status"] == "True"
+        row = printer_columns(admin_api, namespace, "sel")
+        assert (row["Ready"], row["Reason"], row["Selected"]) == (
+            "False",
+            "NotSelectedByPrometheus",
+            "False",
+        )
 
         patch_spec(admin_api, namespace, "sel", {"monitorLabels": {"release": "kps"}})
         cr = wait_condition(admin_api, namespace, "sel", "SelectedByPrometheus", "True", "Selected")
         assert prometheus["metadata"]["name"] in condition(cr, "SelectedByPrometheus")["message"]
+        cr = wait_condition(admin_api, namespace, "sel", "Ready", "True", "Reconciled")
     finally:
         custom.delete_namespaced_custom_object(
             *MONITORING, namespace, "prometheuses", prometheus["metadata"]["name"]
         )
+
+
+def test_a_url_the_chart_does_not_allow_is_never_fetched(
+    admin_api: client.ApiClient, namespace: str, operator: OperatorProcess, control_plane: Any
+) -> None:
+    """Issue 17 item 14: a resource cannot make the operator (nor doctor) fetch a URL of its
+    choice, a cloud metadata address for one, and read the answer in its status. Here the
+    URL points at a local recorder; the session's operator allows no URL."""
+    with request_recorder() as recorder:
+        spec = {
+            "app": {"podSelector": {"app": "x"}},
+            "prometheus": {"url": recorder.url, "checkInterval": "10s"},
+        }
+        CustomApi(admin_api).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, cr_body("ssrf", spec)
+        )
+        wait_condition(admin_api, namespace, "ssrf", "Ready", "True")
+        time.sleep(12)  # longer than the check interval: nothing polls it either
+        checks = Doctor(Kube(admin_api), namespace).run("ssrf")
+        assert recorder.requests == []
+        cr = wait_condition(
+            admin_api, namespace, "ssrf", "TargetsHealthy", "Unknown", "PrometheusNotAllowed"
+        )
+        message = condition(cr, "TargetsHealthy")["message"]
+        assert f"spec.prometheus.url {recorder.url} is not a Prometheus URL the chart" in message
+        [targets] = [c for c in checks if c.name == "ssrf: targets"]
+        assert targets.status == FAIL and "prometheus.allowedUrls" in targets.detail
 
 
 def _events(api: client.ApiClient, namespace: str, name: str) -> list[tuple[str, str, str]]:

@@ -67,9 +67,8 @@ def header_garbage(connection: socket.socket) -> None:
 def test_an_answer_that_is_not_http_is_a_prometheus_error(
     reply: Callable[[socket.socket], None],
 ) -> None:
-    with answering(reply) as url:
-        with pytest.raises(PrometheusError) as raised:
-            PrometheusAPI(url, timeout=5).active_targets("serviceMonitor/shop/app/0")
+    with answering(reply) as url, pytest.raises(PrometheusError) as raised:
+        PrometheusAPI(url, timeout=5).targets("serviceMonitor/shop/app/0")
     assert str(raised.value).startswith(f"{url}/api/v1/targets?")
 
 

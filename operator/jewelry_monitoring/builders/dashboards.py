@@ -33,7 +33,7 @@ import hashlib
 import json
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from grafana_foundation_sdk.builders import common as sdk_common
 from grafana_foundation_sdk.builders import dashboard as sdk_dashboard
@@ -46,7 +46,7 @@ from grafana_foundation_sdk.models.dashboard import DataSourceRef
 from jewelry_monitoring.builders import rules
 from jewelry_monitoring.builders.common import APP_COMPONENT, Owner
 from jewelry_monitoring.builders.exporters import component
-from jewelry_monitoring.spec import EXPORTER_NAMES
+from jewelry_monitoring.spec import EXPORTER_NAMES, SLOSpec
 
 DATASOURCE_VARIABLE = "datasource"
 RATE = "$__rate_interval"
@@ -139,6 +139,50 @@ def _slo_section(kind: str, requires: str) -> SectionDef:
                 width=24,
                 description="Burn-rate alerts fire when both windows of a pair exceed "
                 "factor x error budget.",
+            ),
+        ),
+    )
+
+
+# The ratio over the whole SLO window, whichever window a resource chose.
+_SLO_WINDOWS = "|".join(get_args(SLOSpec.model_fields["window"].annotation))
+
+
+def _budget_section(kind: str, requires: str) -> SectionDef:
+    """One SLO's state against its objective: what the SLO recording rules hold."""
+    ratio = rules.slo_error_ratio_record(kind, "")
+    budget = rules.slo_budget_remaining_record(kind)
+    burn = rules.slo_burn_rate_record(kind, "")
+    return SectionDef(
+        f"{kind.capitalize()} SLO",
+        requires,
+        (
+            _stat("Objective", f"{rules.slo_objective_record(kind)}{{{{sel}}}}", "percentunit"),
+            _stat(
+                "SLI over the SLO window",
+                f'1 - {{__name__=~"{ratio}({_SLO_WINDOWS})",{{sel}}}}',
+                "percentunit",
+            ),
+            _stat("Error budget left", f"{budget}{{{{sel}}}}", "percentunit"),
+            _stat("Burn rate now", f'{{__name__=~"{burn}.+",{{sel}}}}', "short"),
+            PanelDef(
+                "Error budget left over time",
+                (_q(f"{budget}{{{{sel}}}}", "budget left"),),
+                "percentunit",
+                description="1 is the whole budget of the SLO window, 0 spent, below 0 overspent.",
+            ),
+            PanelDef(
+                "Burn rate",
+                (
+                    _q(
+                        f'label_replace({{__name__=~"{burn}.+",{{sel}}}}, '
+                        f'"window", "$1", "__name__", ".+:ratio_rate(.+)")',
+                        "{{window}}",
+                    ),
+                ),
+                "short",
+                description="1 spends exactly the budget over the SLO window; the page "
+                "alerts fire at 14.4 and 6 (over 1h and 6h of a 30-day SLO).",
             ),
         ),
     )
@@ -749,6 +793,15 @@ DASHBOARDS: tuple[DashboardDef, ...] = (
                     ),
                 ),
             ),
+        ),
+    ),
+    DashboardDef(
+        "slo",
+        "SLOs and error budgets",
+        ("slo",),
+        (
+            _budget_section("availability", SLO_AVAILABILITY),
+            _budget_section("latency", SLO_LATENCY),
         ),
     ),
 )

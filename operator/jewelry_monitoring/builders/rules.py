@@ -59,8 +59,30 @@ DB_DURATION_P95 = "job:django_db_query_duration_seconds:p95_5m"
 
 
 def slo_error_ratio_record(kind: str, window: str) -> str:
-    """Name of the recorded share of *bad* events of one SLI over one window."""
+    """Name of the recorded share of *bad* events of one SLI over one window (the SLO window
+    included: 1 - that is the SLI over the whole window)."""
     return f"job:jewelry_slo_{kind}_errors:ratio_rate{window}"
+
+
+# The error budget: what the SLO window's errors leave of it (1 = untouched, 0 = spent, less
+# = overspent); the current burn rate (1 = the budget lasts exactly the SLO window); the
+# objective as a ratio, for dashboards. Each ``job:jewelry_slo_<kind>_…``.
+def slo_budget_remaining_record(kind: str) -> str:
+    return f"job:jewelry_slo_{kind}_error_budget:remaining_ratio"
+
+
+def slo_burn_rate_record(kind: str, window: str) -> str:
+    return f"job:jewelry_slo_{kind}_burn_rate:ratio_rate{window}"
+
+
+def slo_objective_record(kind: str) -> str:
+    return f"job:jewelry_slo_{kind}_objective:ratio"
+
+
+def slo_events_record(kind: str, which: str) -> str:
+    """Bad (``errors``) or all (``events``) events per second over 5 minutes: the terms the
+    SLO window's ratio is summed from."""
+    return f"job:jewelry_slo_{kind}_{which}:rate5m"
 
 
 def _sum(expr: str, by: str = "namespace, job") -> str:
@@ -627,11 +649,17 @@ def _slo_error_ratio(spec: JewelryMonitoringSpec, kind: str, sel: str, window: s
         bad = _sum(f'rate({HTTP_RESPONSES}{{{sel},status=~"5.."}}[{window}])')
         total = _sum(f"rate({HTTP_RESPONSES}{{{sel}}}[{window}])")
         return _share(bad, total)
+    good, total = _latency_good_and_total(spec, sel, window)
+    return f"1 - (\n{good}\n/\n{total}\n)"
+
+
+def _latency_good_and_total(spec: JewelryMonitoringSpec, sel: str, window: str) -> tuple[str, str]:
+    """Requests faster than the latency SLO's bucket, and all requests, per second."""
     assert spec.slos.latency is not None
     le = le_matcher(spec.slos.latency.threshold_seconds)
     good = _sum(f"rate({HTTP_LATENCY}_bucket{{{sel},{le}}}[{window}])")
     total = _sum(f"rate({HTTP_LATENCY}_count{{{sel}}}[{window}])")
-    return f"1 - (\n{good}\n/\n{total}\n)"
+    return good, total
 
 
 def burn_condition(factor: float, budget: float) -> tuple[float, str]:
@@ -647,7 +675,51 @@ def burn_condition(factor: float, budget: float) -> tuple[float, str]:
     return factor, f"> ({_format_threshold(factor)} * {_format_threshold(budget)})"
 
 
-def _slo_objectives(spec: JewelryMonitoringSpec) -> dict[str, float]:
+def _slo_budget_rules(owner: Owner, kind: str, objective: float) -> list[Rule]:
+    """The SLI over the whole SLO window, the budget it leaves and the current burn rate.
+
+    The window's ratio is not ``rate(...[30d])``, which would read every raw sample of 30
+    days at each evaluation: it sums the 5-minute rates of bad and of all events recorded
+    here over the window, so each evaluation reads one sample per evaluation interval of two
+    series, and busy minutes weigh as much as their traffic (an average of 5-minute ratios
+    would weigh a quiet night like a sale). Minutes without traffic add nothing."""
+    spec = owner.spec
+    sel = selector(owner, APP)
+    window = spec.slos.window
+    budget = _format_threshold(error_budget(objective))
+    if kind == "availability":
+        errors = _sum(f'rate({HTTP_RESPONSES}{{{sel},status=~"5.."}}[5m])')
+        events = _sum(f"rate({HTTP_RESPONSES}{{{sel}}}[5m])")
+        errors = f"{errors}\nor\n{events} * 0"
+    else:
+        good, events = _latency_good_and_total(spec, sel, "5m")
+        errors = f"{events}\n-\n{good}"
+    errors_record, events_record = (slo_events_record(kind, w) for w in ("errors", "events"))
+    ratio = slo_error_ratio_record(kind, window)
+    current = slo_windows(window)[0]
+    return [
+        {"record": errors_record, "expr": errors},
+        {"record": events_record, "expr": events},
+        {
+            "record": ratio,
+            "expr": f"sum_over_time({errors_record}{{{sel}}}[{window}])\n/\n"
+            f"sum_over_time({events_record}{{{sel}}}[{window}])",
+        },
+        {"record": slo_budget_remaining_record(kind), "expr": f"1 - {ratio}{{{sel}}} / {budget}"},
+        {
+            "record": slo_burn_rate_record(kind, current),
+            "expr": f"{slo_error_ratio_record(kind, current)}{{{sel}}} / {budget}",
+        },
+        {
+            "record": slo_objective_record(kind),
+            "expr": f"vector({_format_threshold(round(objective / 100, 12))})",
+            "labels": {"namespace": owner.namespace, "job": component_job(owner, APP)},
+        },
+    ]
+
+
+def slo_objectives(spec: JewelryMonitoringSpec) -> dict[str, float]:
+    """The objective of each SLO the spec sets, in percent, by kind."""
     objectives = {}
     if spec.slos.availability is not None:
         objectives["availability"] = spec.slos.availability.objective
@@ -825,7 +897,7 @@ def _our_rule_groups(owner: Owner, dashboard_urls: Mapping[str, str] | None) -> 
     components = _enabled_components(spec)
     prefix = f"jewelry.{owner.namespace}.{owner.name}"
     groups: list[Group] = []
-    slos = _slo_objectives(spec) if APP in components else {}
+    slos = slo_objectives(spec) if APP in components else {}
     if APP in components:
         groups += _group(f"{prefix}.app.recording", _app_recording_rules(selector(owner, APP)))
     if slos:
@@ -839,6 +911,11 @@ def _our_rule_groups(owner: Owner, dashboard_urls: Mapping[str, str] | None) -> 
                 }
                 for kind in slos
                 for window in slo_windows(spec.slos.window)
+            ]
+            + [
+                rule
+                for kind, objective in slos.items()
+                for rule in _slo_budget_rules(owner, kind, objective)
             ],
         )
     if not spec.alerts.enabled:
