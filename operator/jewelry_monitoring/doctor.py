@@ -18,7 +18,7 @@ import shlex
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from jewelry_monitoring.budgets import error_budget_left, slo_query, slo_statuses
+from jewelry_monitoring.budgets import error_budget_left, slo_statuses
 from jewelry_monitoring.builders.common import (
     APP_COMPONENT,
     OWNER_LABEL,
@@ -29,10 +29,9 @@ from jewelry_monitoring.builders.common import (
 )
 from jewelry_monitoring.builders.desired import MONITORING_KINDS
 from jewelry_monitoring.builders.exporters import EGRESS_ANNOTATION, EXPORTERS, component
-from jewelry_monitoring.builders.rules import component_job
 from jewelry_monitoring.config import ConfigError, ResourceDefaults, resource_defaults
 from jewelry_monitoring.kube import Kube
-from jewelry_monitoring.observe import Questions, ask
+from jewelry_monitoring.observe import ask, questions
 from jewelry_monitoring.promapi import PrometheusAPI, PrometheusError
 from jewelry_monitoring.rule_health import (
     alert_needs,
@@ -40,7 +39,6 @@ from jewelry_monitoring.rule_health import (
     present,
     rule_groups_of,
     rules_loaded,
-    series_query,
 )
 from jewelry_monitoring.selection import PROMETHEUS, evaluate
 from jewelry_monitoring.spec import API_GROUP, EXPORTER_NAMES, KIND, PLURAL, JewelryMonitoringSpec
@@ -55,6 +53,7 @@ from jewelry_monitoring.targets import (
     endpoint_states,
     our_endpoints,
     scrape_pools,
+    scraped_jobs,
     selector_text,
 )
 from jewelry_monitoring.which_prometheus import choose
@@ -360,24 +359,8 @@ class Doctor:
         endpoints = our_endpoints(objects, slices)
         groups = rule_groups_of(ours)
         alerts = alert_needs(groups)
-        jobs = [
-            component_job(owner, component)
-            for component in ("app", *EXPORTER_NAMES)
-            if (component == "app" and spec.app.enabled) or component in spec.exporters.enabled()
-        ]
-        app_job = component_job(owner, "app")
         api = PrometheusAPI(url)
-        answers = ask(
-            api,
-            Questions(
-                url=url,
-                pools=tuple(pools),
-                groups=tuple(str(g["name"]) for g in groups),
-                series=series_query(namespace, jobs, alerts),
-                slos=slo_query(namespace, app_job),
-                endpoints=(),
-            ),
-        )
+        answers = ask(api, questions(owner, ours, [], url))
         if answers.error:
             return [Check(f"{name}: Prometheus", FAIL, answers.error, "check --prometheus-url")]
         checks = [Check(f"{name}: Prometheus", OK, f"asking {url}")]
@@ -408,7 +391,7 @@ class Doctor:
                 else "",
             )
         )
-        blocked = cannot_fire(alerts, present(answers.series))
+        blocked = cannot_fire(alerts, present(answers.series), scraped_jobs(answers.targets))
         checks += [
             Check(
                 f"{name}: alert {alert}",

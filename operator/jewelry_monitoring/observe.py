@@ -46,10 +46,12 @@ from jewelry_monitoring.targets import (
     NOT_DISCOVERED,
     NOT_SCRAPED_YET,
     UP,
+    Endpoint,
     Verdict,
     endpoint_states,
     our_endpoints,
     scrape_pools,
+    scraped_jobs,
     tally,
     targets_healthy,
 )
@@ -97,12 +99,24 @@ class Questions:
     endpoints: tuple[str, ...]
 
 
-def _jobs(owner: Owner) -> list[str]:
+def questions(owner: Owner, objects: list[Obj], endpoints: list[Endpoint], url: str) -> Questions:
+    """What one check asks about ``owner``, whose ServiceMonitors and PrometheusRule are
+    among ``objects`` (the desired ones, or doctor's as found in the cluster)."""
     spec = owner.spec
     components = (["app"] if spec.app.enabled else []) + [
         name for name in EXPORTER_NAMES if name in spec.exporters.enabled()
     ]
-    return [component_job(owner, component) for component in components]
+    jobs = [component_job(owner, component) for component in components]
+    groups = rule_groups_of(objects)
+    app_job = component_job(owner, "app")
+    return Questions(
+        url=url,
+        pools=tuple(scrape_pools(objects)),
+        groups=tuple(str(g["name"]) for g in groups),
+        series=series_query(owner.namespace, jobs, alert_needs(groups)),
+        slos=slo_query(owner.namespace, app_job) if objectives(spec) else None,
+        endpoints=tuple(f"{e.pool} {e.address}" for e in endpoints),
+    )
 
 
 def ask(api: PrometheusAPI, questions: Questions) -> Answers:
@@ -153,18 +167,9 @@ class Observer:
             return Observation({kind: unknown for kind in CHECKED})
         pools = scrape_pools(desired)
         endpoints = our_endpoints(desired, slices)
-        groups = rule_groups_of(desired)
-        alerts = alert_needs(groups)
-        app_job = component_job(owner, "app")
-        questions = Questions(
-            url=asked.url,
-            pools=tuple(pools),
-            groups=tuple(str(g["name"]) for g in groups),
-            series=series_query(owner.namespace, _jobs(owner), alerts),
-            slos=slo_query(owner.namespace, app_job) if objectives(spec) else None,
-            endpoints=tuple(f"{e.pool} {e.address}" for e in endpoints),
-        )
-        answers = self._answers_for((owner.namespace, owner.name), questions, interval)
+        alerts = alert_needs(rule_groups_of(desired))
+        asking = questions(owner, desired, endpoints, asked.url)
+        answers = self._answers_for((owner.namespace, owner.name), asking, interval)
         if answers.error:
             unknown = Verdict("Unknown", "PrometheusUnreachable", answers.error)
             return Observation({kind: unknown for kind in CHECKED}, requests=answers.requests)
@@ -181,14 +186,14 @@ class Observer:
             not_scraped_yet=counts[NOT_SCRAPED_YET],
             problems=[s.line for s in problems[:LISTED_TARGETS]],
         )
-        blocked = cannot_fire(alerts, present(answers.series))
+        blocked = cannot_fire(alerts, present(answers.series), scraped_jobs(answers.targets))
         rule_file = f"{owner.namespace}-{_rule_name(desired)}-"
         slos = slo_statuses(spec, answers.slo_series, previous.slos)
         return Observation(
             {
                 "TargetsHealthy": targets_healthy(asked.url, pools, states),
                 "RulesLoaded": rules_loaded(
-                    asked.url, list(questions.groups), answers.groups, rule_file, not_selected
+                    asked.url, list(asking.groups), answers.groups, rule_file, not_selected
                 ),
                 "AlertsCanFire": alerts_can_fire(alerts, blocked),
                 "ErrorBudgetLeft": error_budget_left(spec, slos),
@@ -205,17 +210,17 @@ class Observer:
             requests=answers.requests,
         )
 
-    def _answers_for(self, key: Key, questions: Questions, interval: float) -> Answers:
-        """The answers to ``questions``: kept ones if younger than half ``interval`` (their
+    def _answers_for(self, key: Key, asking: Questions, interval: float) -> Answers:
+        """The answers to ``asking``: kept ones if younger than half ``interval`` (their
         request count then 0), else asked now."""
         now = self._clock()
         with self._lock:
             kept = self._answers.get(key)
-        if kept is not None and kept[1] == questions and now - kept[0] < interval / 2:
+        if kept is not None and kept[1] == asking and now - kept[0] < interval / 2:
             return dataclasses.replace(kept[2], requests=0)
-        answers = ask(self._prometheus(questions.url), questions)
+        answers = ask(self._prometheus(asking.url), asking)
         with self._lock:
-            self._answers[key] = (now, questions, answers)
+            self._answers[key] = (now, asking, answers)
         return answers
 
 

@@ -192,13 +192,17 @@ def present(answer: list[Obj]) -> set[Atom]:
     return {(s["metric"].get("__name__", ""), s["metric"].get("job", "")) for s in answer}
 
 
-def _missing(atom: Atom, have: set[Atom]) -> Blocked | None:
-    """Why ``atom`` is missing, or None if it exists or will with its first event."""
+def _missing(atom: Atom, have: set[Atom], scraped: set[str] | None) -> Blocked | None:
+    """Why ``atom`` is missing, or None if it exists or will with its first event.
+    ``scraped``: the jobs of which a scrape succeeds (None: not known); of any other job
+    nothing can be said."""
     name, job = atom
     jobs = {j for _, j in have} if not job else {job}
     if any((name, j) in have for j in jobs):
         return None
     source = f" from job {job}" if job else ""
+    if job and scraped is not None and job not in scraped:
+        return Blocked(f"job {job} is not scraped successfully (see TargetsHealthy)", False)
     family = _family(name)
     if family is None:
         return Blocked(f"no series {name}{source}", certain=True)
@@ -208,14 +212,17 @@ def _missing(atom: Atom, have: set[Atom]) -> Blocked | None:
     return Blocked(f"no {family.marker}{source}: {family.enable}{unused}", family.at_start)
 
 
-def cannot_fire(alerts: dict[str, Needs], have: set[Atom]) -> dict[str, Blocked]:
+def cannot_fire(
+    alerts: dict[str, Needs], have: set[Atom], scraped: set[str] | None = None
+) -> dict[str, Blocked]:
     """The alerts none of whose alternatives can be met, with what is missing of the one
-    closest to it (certain if anything missing there surely is)."""
+    closest to it (certain if anything missing there surely is); ``scraped`` as for
+    ``_missing``."""
     found = {}
     for alert, needed in sorted(alerts.items()):
         reasons: list[list[Blocked]] = []
         for alternative in needed:
-            missing = {why for atom in alternative if (why := _missing(atom, have))}
+            missing = {why for atom in alternative if (why := _missing(atom, have, scraped))}
             if not missing:
                 break
             reasons.append(sorted(missing, key=lambda b: b.why))

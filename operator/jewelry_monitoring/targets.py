@@ -309,6 +309,17 @@ def _active_state(pool: str, target: Obj, is_app: bool) -> EndpointState:
     return EndpointState(pool, address, NOT_SCRAPED_YET)
 
 
+def scraped_jobs(answers: dict[str, Obj]) -> set[str]:
+    """The jobs of which at least one target was scraped successfully, from the targets of
+    our scrape pools."""
+    return {
+        str(target.get("labels", {}).get("job", ""))
+        for answer in answers.values()
+        for target in answer.get("activeTargets") or []
+        if target.get("health") == "up"
+    }
+
+
 def targets_healthy(url: str, pools: list[str], states: list[EndpointState]) -> Verdict:
     """TargetsHealthy from where each endpoint stands: True only when every one is up."""
     if not pools:

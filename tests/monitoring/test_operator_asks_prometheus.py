@@ -244,7 +244,8 @@ CASES = (
         {"app": _app("budget-spent"), "slos": {"availability": {"objective": 99.9}}},
         (Pod(errors=0.5),),
         expect=(
-            ("ErrorBudgetLeft", "False", "BudgetSpent", "availability: SLI 50.0% over 30d"),
+            # Half the requests fail (the SLI is 50 % give or take rate()'s extrapolation).
+            ("ErrorBudgetLeft", "False", "BudgetSpent", "against 99.9%, the error budget is spent"),
             ("Ready", "True", "Reconciled", ""),
         ),
     ),

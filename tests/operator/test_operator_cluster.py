@@ -108,7 +108,8 @@ def test_cr_creates_every_child_accepted_by_real_schemas(
         ),
     }
     assert expected <= set(found)
-    assert sum(1 for key in found if key.startswith("ConfigMap/shop-dashboard-")) == 4
+    # Django, Database, Cache, System, SLOs.
+    assert sum(1 for key in found if key.startswith("ConfigMap/shop-dashboard-")) == 5
     uid = shop["metadata"]["uid"]
     for key, obj in found.items():
         meta = obj["metadata"]

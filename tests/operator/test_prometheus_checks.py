@@ -11,6 +11,7 @@ from jewelry_monitoring.budgets import budget_column, error_budget_left, slo_sta
 from jewelry_monitoring.config import ConfigError, ResourceDefaults, resource_defaults
 from jewelry_monitoring.promql import PromQLError, expand, needs
 from jewelry_monitoring.rule_health import (
+    Blocked,
     alert_needs,
     alerts_can_fire,
     cannot_fire,
@@ -210,6 +211,17 @@ def test_alerts_whose_inputs_never_exist_are_named_with_what_to_enable() -> None
     later = exported | {("celery_task_received_total", "c")}
     assert cannot_fire(alerts, later) == {}
     assert alerts_can_fire(alerts, {}).status == "True"
+
+
+def test_nothing_is_said_of_the_inputs_of_a_job_that_is_not_scraped() -> None:
+    """A target refusing Prometheus (403) has no series at all: that is TargetsHealthy's
+    finding, not a missing setting of the app."""
+    alerts = alert_needs(GROUPS)
+    blocked = cannot_fire(alerts, {("up", "app"), ("up", "c")}, scraped={"c"})
+    assert blocked["Migrations"] == Blocked(
+        "job app is not scraped successfully (see TargetsHealthy)", certain=False
+    )
+    assert not blocked["Cache"].certain
 
 
 def _group(name: str, *health: str, error: str = "") -> dict[str, Any]:
