@@ -170,6 +170,7 @@ class Reconciler:
         # A namespace being deleted takes nothing new, and its content goes in any order:
         # children deleted before their resource must not be applied again.
         if self.facts.namespace_terminating(namespace):
+            self.observer.forget((namespace, name))
             return Outcome(gone=True)
         cr = self.kube.get(KIND, namespace, name)
         if cr is None or cr["metadata"].get("deletionTimestamp"):
