@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -67,22 +68,39 @@ except Stopped as stop:
     assert result.stdout.strip() == "['cleaned up'] True", result.stderr
 
 
-def test_the_handlers_that_were_there_before_come_back_after_a_command() -> None:
-    """A test that runs ``cli.main`` in-process keeps pytest's own Ctrl-C afterwards."""
+@pytest.mark.parametrize("inherited_sigint", ["default", "ignored"])
+def test_the_handlers_that_were_there_before_come_back_after_a_command(
+    inherited_sigint: str,
+) -> None:
+    """A test that runs ``cli.main`` in-process keeps pytest's own Ctrl-C afterwards, and a
+    process started with SIGINT ignored (a background job of a shell, as CI and nohup'd
+    runs start them) keeps it ignored: whatever each stop signal's handler was, it is back.
+    """
     script = """
 import signal
-from devkit.stopping import stop_on_signals
+from devkit.stopping import STOP_SIGNALS, stop_on_signals
 
 def mine(signum, frame):
     pass
 
 signal.signal(signal.SIGTERM, mine)
+before = {each: signal.getsignal(each) for each in STOP_SIGNALS}
 with stop_on_signals():
-    inside = signal.getsignal(signal.SIGTERM)
-print(inside is not mine, signal.getsignal(signal.SIGTERM) is mine,
-      signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    inside = {each: signal.getsignal(each) for each in STOP_SIGNALS}
+after = {each: signal.getsignal(each) for each in STOP_SIGNALS}
+print(
+    all(inside[each] is not before[each] for each in STOP_SIGNALS),
+    all(after[each] is before[each] for each in STOP_SIGNALS),
+    before[signal.SIGINT] is signal.SIG_IGN,
+)
 """
+    disposition = signal.SIG_IGN if inherited_sigint == "ignored" else signal.SIG_DFL
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        # What the shell does to a background job, whatever the test process inherited.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, disposition),
     )
-    assert result.stdout.strip() == "True True True", result.stderr
+    assert result.stdout.strip() == f"True True {inherited_sigint == 'ignored'}", result.stderr
