@@ -16,11 +16,13 @@ from hypothesis import settings
 from hypothesis.configuration import set_hypothesis_home_dir
 from kubernetes import client
 
+from devkit import ports
 from devkit.cluster import ControlPlane
 from devkit.kubetools import api_client, apply_crds, service_account_kubeconfig
 from devkit.manifests import chart_crd_files
 from devkit.node import Node, probe_image_archive, why_no_node
 from devkit.operator_process import OperatorProcess, install_rbac, start_operator
+from devkit.port_thief import PortThief
 from devkit.toolchain import prometheus_operator_crds
 
 # Property tests: the same examples on every run (CI stays reproducible and bounded, no
@@ -104,6 +106,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section(section)
         for what, value in lines.items():
             terminalreporter.write_line(f"{value}  {what}")
+
+
+@pytest.fixture
+def port_thief(monkeypatch: pytest.MonkeyPatch) -> Iterator[PortThief]:
+    """``port_thief.steal(n)``: the next n ports the devkit chooses are taken right after."""
+    thief = PortThief()
+    monkeypatch.setattr(ports, "_bindable", thief.watching(ports._bindable))
+    try:
+        yield thief
+    finally:
+        thief.release()
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from devkit.services import free_port, nginx_service
+from devkit.services import nginx_service
 from devkit.shopapp import APP_DIR, ShopServer
 
 pytestmark = pytest.mark.services
@@ -27,16 +27,18 @@ def render(template: Path, values: dict[str, str]) -> str:
 
 
 def test_nginx_proxies_the_shop_and_exposes_stub_status(shop: ShopServer) -> None:
-    port, status_port = free_port(), free_port()
-    conf = render(
-        TEMPLATE,
-        {
-            "APP_UPSTREAM": f"127.0.0.1:{shop.port}",
-            "NGINX_PORT": f"127.0.0.1:{port}",
-            "NGINX_STATUS_LISTEN": f"127.0.0.1:{status_port}",
-        },
-    )
-    with nginx_service(conf, port=port) as ngx:
+    def site(port: int, status_port: int) -> str:
+        return render(
+            TEMPLATE,
+            {
+                "APP_UPSTREAM": f"127.0.0.1:{shop.port}",
+                "NGINX_PORT": f"127.0.0.1:{port}",
+                "NGINX_STATUS_LISTEN": f"127.0.0.1:{status_port}",
+            },
+        )
+
+    with nginx_service(site) as ngx:
+        status_port = ngx.status_port
         page = requests.get(ngx.url + "/", timeout=10)
         assert page.status_code == 200 and "Products" in page.text
         api = requests.get(ngx.url + "/api/materials/", timeout=10)
@@ -87,9 +89,11 @@ def get_from(source_ip: str, host: str, port: int, path: str, **headers: str) ->
 def test_metrics_through_an_ingress_is_refused_and_a_direct_scrape_is_not(shop: ShopServer) -> None:
     """The default allow-list holds the private ranges, so it admits the Ingress's own pod
     address: only the forwarding header tells that the scrape came from outside."""
-    port = free_port()
-    conf = INGRESS % {"port": port, "app_port": shop.port, "ingress_ip": INGRESS_IP}
-    with nginx_service(conf, port=port) as ingress:
+
+    def site(port: int, _: int) -> str:
+        return INGRESS % {"port": port, "app_port": shop.port, "ingress_ip": INGRESS_IP}
+
+    with nginx_service(site) as ingress:
         page, _ = get_from("127.0.0.1", ingress.host, ingress.port, "/api/materials/")
         assert page == 200  # the Ingress works for the shop
         for headers in ({}, {"X-Forwarded-For": "203.0.113.50"}):  # an outside client

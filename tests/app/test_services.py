@@ -9,7 +9,7 @@ import urllib.request
 import psycopg
 import pytest
 
-from devkit.services import free_port, nginx_service, postgres_service, redis_service
+from devkit.services import nginx_service, postgres_service, redis_service
 
 pytestmark = pytest.mark.services
 
@@ -51,12 +51,13 @@ def test_redis_starts_without_persistence_and_cleans_up() -> None:
 
 
 def test_nginx_runs_given_server_block_and_cleans_up() -> None:
-    port = free_port()
-    conf = f"server {{ listen 127.0.0.1:{port}; location / {{ return 200 'hi'; }} }}"
-    with nginx_service(conf, port=port) as ngx:
+    def site(port: int, _: int) -> str:
+        return f"server {{ listen 127.0.0.1:{port}; location / {{ return 200 'hi'; }} }}"
+
+    with nginx_service(site) as ngx:
         assert urllib.request.urlopen(ngx.url).read() == b"hi"
         pid = int((ngx.prefix / "nginx.pid").read_text())
-        prefix = ngx.prefix
+        prefix, port = ngx.prefix, ngx.port
     assert not _alive(pid)
     assert not prefix.exists()
     assert not _listening(port)

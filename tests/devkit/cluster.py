@@ -6,21 +6,21 @@ an audit log; the controller manager runs garbage collection, Deployment -> Repl
 service-account controllers. There is no kubelet or scheduler, so pods stay Pending, unless a
 node (devkit.node: kubelet, kube-proxy, kube-scheduler, CoreDNS) is started beside it.
 
-Ports are chosen free at start, so two control planes on one machine never collide, and
-``stop()`` kills every process it started and removes its working directory.
+Ports are chosen free, so two control planes on one machine never collide; a component that
+loses one of its ports to another process before binding it starts again on fresh ones
+(devkit.ports). ``stop()`` kills every process it started and removes its working directory.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import ipaddress
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -30,7 +30,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from cryptography import x509
@@ -38,6 +38,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from devkit.ports import (
+    PortTaken,
+    StartOutput,
+    exited_during_start,
+    free_port,
+    start_on_free_ports,
+)
 from devkit.toolchain import binary
 
 SERVICE_CIDR = "10.96.0.0/16"
@@ -52,57 +59,6 @@ AUDIT_POLICY = {
     "omitStages": ["RequestReceived"],
     "rules": [{"level": "Metadata"}],
 }
-
-
-EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
-# Ports below this are left to well-known system services.
-LOWEST_CHOSEN_PORT = 10000
-
-
-def ephemeral_port_range(source: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
-    """The kernel's range for outgoing connections' local ports (Linux default 32768-60999)."""
-    try:
-        low, high = source.read_text().split()
-    except (OSError, ValueError):
-        return 32768, 60999
-    return int(low), int(high)
-
-
-def ports_outside(ephemeral: tuple[int, int]) -> list[range]:
-    """The ports from LOWEST_CHOSEN_PORT up that the kernel never picks for a client socket."""
-    low, high = ephemeral
-    candidates = [range(LOWEST_CHOSEN_PORT, low), range(high + 1, 65536)]
-    return [ports for ports in candidates if ports]
-
-
-def free_port(candidates: list[range] | None = None) -> int:
-    """A loopback TCP port nobody listens on right now, outside the ephemeral range.
-
-    A port is chosen now and bound later by another process. Inside the ephemeral range the
-    kernel may meanwhile hand it to any outgoing connection (the components' own clients
-    included) and the bind fails with "address already in use"; outside it, only another
-    explicit bind can take it.
-    """
-    if candidates is None:
-        candidates = ports_outside(ephemeral_port_range())
-    if candidates:
-        for _ in range(100):
-            port = random.choice(random.choice(candidates))
-            if _bindable(port):
-                return port
-    # Every port is ephemeral, or every try was taken: any free port is the best left.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _write_pem(path: Path, data: bytes) -> Path:
@@ -240,6 +196,13 @@ def kubeconfig_document(server: str, ca_file: Path, user: dict[str, str]) -> dic
     }
 
 
+class _Component(NamedTuple):
+    name: str
+    command: Callable[[], list[str]]
+    ready: Callable[[], bool]
+    ports: tuple[str, ...]  # the ControlPlane fields that hold its ports
+
+
 @dataclass
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager rooted in ``workdir``."""
@@ -292,9 +255,11 @@ class ControlPlane:
         deadline = time.monotonic() + timeout
         try:
             self._prepare()
-            for name, command, ready in self._components():
-                self._spawn(name, command())
-                self._wait(name, ready, deadline)
+            for component in self._components():
+                start_on_free_ports(
+                    functools.partial(self._start, component, deadline),
+                    functools.partial(self._repick, component),
+                )
         except BaseException:
             self.stop()
             raise
@@ -303,18 +268,20 @@ class ControlPlane:
     def restart(self, name: str, down_seconds: float = 0.0, timeout: float = 60.0) -> None:
         """Stop one component ("etcd", "kube-apiserver", "kube-controller-manager"), keep
         it down for ``down_seconds``, start it again with the same flags and data, and wait
-        until it is ready: what a crash and restart of that process looks like to clients."""
-        components = {entry[0]: entry for entry in self._components()}
-        _, command, ready = components[name]
+        until it is ready: what a crash and restart of that process looks like to clients
+        (on the same ports: its clients know them)."""
+        components = {component.name: component for component in self._components()}
         _terminate(self.pids.pop(name))
         time.sleep(down_seconds)
-        self._spawn(name, command())
+        self._start(components[name], time.monotonic() + timeout)
         # Keep the start order: stop() stops in reverse.
         self.pids = {n: self.pids[n] for n in components if n in self.pids}
-        self._wait(name, ready, time.monotonic() + timeout)
         if name == "etcd":  # the API server notices etcd is back on its own, in a moment
             self._wait(
-                "kube-apiserver", lambda: self._api_ok("/readyz"), time.monotonic() + timeout
+                "kube-apiserver",
+                lambda: self._api_ok("/readyz"),
+                time.monotonic() + timeout,
+                StartOutput(self._log("kube-apiserver")),
             )
 
     def compact_etcd(self) -> int:
@@ -334,7 +301,7 @@ class ControlPlane:
             _remove_tree(self.workdir)
 
     def log_tail(self, name: str, lines: int = 30) -> str:
-        path = self.workdir / f"{name}.log"
+        path = self._log(name)
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -372,6 +339,9 @@ class ControlPlane:
         (self.workdir / "pki").mkdir(parents=True, exist_ok=True)
         self._certs.generate()
         (self.workdir / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY))
+        self._write_kubeconfig()
+
+    def _write_kubeconfig(self) -> None:
         user = {
             "client-certificate": str(self._certs.admin_cert),
             "client-key": str(self._certs.admin_key),
@@ -445,38 +415,65 @@ class ControlPlane:
             "--v=0",
         ]
 
-    def _components(self) -> list[tuple[str, Callable[[], list[str]], Callable[[], bool]]]:
-        """Each process, in start order: its name, its command line, and whether it is ready."""
+    def _components(self) -> list[_Component]:
+        """Each process, in start order."""
         return [
-            (
+            _Component(
                 "etcd",
                 self._etcd_command,
                 lambda: _http_ok(f"http://127.0.0.1:{self.etcd_port}/health"),
+                ("etcd_port", "etcd_peer_port"),
             ),
-            ("kube-apiserver", self._apiserver_command, lambda: self._api_ok("/readyz")),
-            (
+            _Component(
+                "kube-apiserver",
+                self._apiserver_command,
+                lambda: self._api_ok("/readyz"),
+                ("apiserver_port",),
+            ),
+            _Component(
                 "kube-controller-manager",
                 self._controller_manager_command,
                 lambda: _https_ok(f"https://127.0.0.1:{self.controller_manager_port}/healthz"),
+                ("controller_manager_port",),
             ),
         ]
 
-    def _spawn(self, name: str, command: list[str]) -> None:
-        log = (self.workdir / f"{name}.log").open("ab")
+    def _start(self, component: _Component, deadline: float) -> None:
+        output = self._spawn(component.name, component.command())
+        self._wait(component.name, component.ready, deadline, output)
+
+    def _repick(self, component: _Component, _: PortTaken) -> None:
+        """Fresh ports for a component that lost one (it has exited), and what names them."""
+        for port in component.ports:
+            setattr(self, port, free_port())
+        if component.name == "etcd":  # a data directory made for the old URLs
+            _remove_tree(self.workdir / "etcd")
+        if component.name == "kube-apiserver":
+            self._write_kubeconfig()
+
+    def _log(self, name: str) -> Path:
+        return self.workdir / f"{name}.log"
+
+    def _spawn(self, name: str, command: list[str]) -> StartOutput:
+        output = StartOutput(self._log(name))
+        log = output.log.open("ab")
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
         self.pids[name] = process.pid
+        return output
 
-    def _wait(self, name: str, ready: Callable[[], bool], deadline: float) -> None:
+    def _wait(
+        self, name: str, ready: Callable[[], bool], deadline: float, output: StartOutput
+    ) -> None:
         while time.monotonic() < deadline:
             if not _alive(self.pids[name]):
-                raise RuntimeError(f"{name} exited during start:\n{self.log_tail(name)}")
+                raise exited_during_start(name, output.text())
             if ready():
                 return
             time.sleep(0.2)
-        raise TimeoutError(f"{name} not ready in time:\n{self.log_tail(name)}")
+        raise TimeoutError(f"{name} not ready in time:\n{output.tail()}")
 
     def _api_ok(self, path: str) -> bool:
         context = ssl.create_default_context(cafile=str(self._certs.ca_cert))

@@ -37,13 +37,16 @@ import io
 import json
 import logging
 import os
+import random
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,9 +61,16 @@ from devkit.cluster import (
     _http_ok,
     _https_ok,
     _terminate,
-    free_port,
 )
 from devkit.kubetools import api_client, wait_for
+from devkit.ports import (
+    PortTaken,
+    StartOutput,
+    exited_during_start,
+    free_port,
+    lost_bind,
+    start_on_free_ports,
+)
 from devkit.toolchain import SETUP_HINT, binary, cache_dir
 
 log = logging.getLogger(__name__)
@@ -88,6 +98,14 @@ IMPORTED_RECORD = "jm-imported.json"
 # In containerd's root: the CRI plugin's per-sandbox and per-container files (no image data).
 CRI_ROOT = "io.containerd.grpc.v1.cri"
 API_RELAY_SLICE = "kubernetes-node-relay"
+# The Node fields that hold each process's ports (containerd's are a socket file and port 0;
+# CoreDNS has only the node IP's port 53).
+COMPONENT_PORTS = {
+    "kube-scheduler": ("scheduler_port",),
+    "kubelet": ("kubelet_port",),
+    "kube-proxy": ("proxy_healthz_port", "proxy_metrics_port"),
+    "api-relay": ("api_relay_port",),
+}
 
 # Host-wide kernel settings that kubelet (setupKernelTunables) and the bridge plugin
 # (isGateway) change; recorded at start, put back at stop.
@@ -235,11 +253,9 @@ class Node:
     plane: ControlPlane
     workdir: Path
     kubelet_port: int = field(default_factory=free_port)
-    kubelet_healthz_port: int = field(default_factory=free_port)
     proxy_healthz_port: int = field(default_factory=free_port)
     proxy_metrics_port: int = field(default_factory=free_port)
     scheduler_port: int = field(default_factory=free_port)
-    dns_ready_port: int = field(default_factory=free_port)
     api_relay_port: int = field(default_factory=free_port)
     pids: dict[str, int] = field(default_factory=dict)
     saved_sysctls: dict[str, str] = field(default_factory=dict)
@@ -247,6 +263,8 @@ class Node:
     nft_tables_before: list[str] | None = None
     footprint_before: dict[str, list[str]] = field(default_factory=dict)
     loaded_images: list[str] = field(default_factory=list)
+    # What each process wrote since its last start (not state: only the starter reads it).
+    outputs: dict[str, StartOutput] = field(default_factory=dict, repr=False)
 
     @classmethod
     def for_plane(cls, plane: ControlPlane) -> Node:
@@ -289,23 +307,8 @@ class Node:
                     self._import(Path(archive))
                 else:  # deleted since (a test's image): the next stop prunes it from the store
                     self.loaded_images.remove(archive)
-            self._spawn("kube-scheduler", self._scheduler_command())
-            self._spawn("kubelet", self._kubelet_command())
-            self._spawn("kube-proxy", self._proxy_command())
-            self._spawn("coredns", self._coredns_command())
-            self._spawn("api-relay", self._relay_command())
-            self._wait("kubelet", self._ready_and_schedulable, deadline)
+            start_on_free_ports(lambda: self._start_components(deadline), self._repick)
             self._point_kubernetes_service_at_relay()
-            self._wait(
-                "coredns",
-                lambda: _http_ok(f"http://127.0.0.1:{self.dns_ready_port}/ready"),
-                deadline,
-            )
-            self._wait(
-                "kube-scheduler",
-                lambda: _https_ok(f"https://127.0.0.1:{self.scheduler_port}/healthz"),
-                deadline,
-            )
         except BaseException:
             self.stop()
             raise
@@ -378,7 +381,7 @@ class Node:
         state = {
             name: getattr(self, name)
             for name in self.__dataclass_fields__
-            if name not in ("plane", "workdir")
+            if name not in ("plane", "workdir", "outputs")
         }
         state["workdir"] = str(self.workdir)
         (self.workdir / "state.json").write_text(json.dumps(state))
@@ -387,7 +390,8 @@ class Node:
     def load_state(cls, plane: ControlPlane, workdir: Path) -> Node:
         data = json.loads((workdir / "state.json").read_text())
         data["workdir"] = Path(data["workdir"])
-        return cls(plane=plane, **data)
+        # A state written by an older devkit may name ports this one no longer uses.
+        return cls(plane=plane, **{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     # -- host claim --------------------------------------------------------------------------
 
@@ -605,8 +609,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "address": NODE_IP,
             "port": self.kubelet_port,
             "readOnlyPort": 0,
-            "healthzBindAddress": "127.0.0.1",
-            "healthzPort": self.kubelet_healthz_port,
+            # No healthz server: nothing reads it, and kubelet does not exit when its port is
+            # taken (it retries every 5 s), so a lost port would go unnoticed.
+            "healthzPort": 0,
             "authentication": {
                 "anonymous": {"enabled": False},
                 "webhook": {"enabled": True},
@@ -630,7 +635,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def _corefile(self) -> str:
         return f"""cluster.local:53 {{
     bind {NODE_IP}
-    ready 127.0.0.1:{self.dns_ready_port}
     errors
     cache 5
     kubernetes cluster.local {{
@@ -665,6 +669,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             f"--nodeport-addresses={NODE_IP}/32",
             f"--healthz-bind-address=127.0.0.1:{self.proxy_healthz_port}",
             f"--metrics-bind-address=127.0.0.1:{self.proxy_metrics_port}",
+            # Exit when a port is taken (it would retry in the background), so the start
+            # chooses fresh ports instead (devkit.ports).
+            "--bind-address-hard-fail",
             # Leave the host's conntrack settings alone.
             "--conntrack-max-per-core=0",
             "--conntrack-tcp-timeout-established=0",
@@ -711,7 +718,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         environment = None
         if clean_env:
             environment = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
-        log_file = (self.workdir / f"{name}.log").open("ab")
+        self.outputs[name] = StartOutput(self.workdir / f"{name}.log")
+        log_file = self.outputs[name].log.open("ab")
         process = subprocess.Popen(
             command,
             stdout=log_file,
@@ -724,16 +732,74 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self._update_claim()
         self.save_state()
 
-    def _wait(self, name: str, ready: object, deadline: float) -> None:
-        assert callable(ready)
+    def _wait(self, name: str, ready: Callable[[], bool], deadline: float) -> None:
         while time.monotonic() < deadline:
             for process, pid in self.pids.items():
                 if not _alive(pid):
-                    raise RuntimeError(f"{process} exited during start:\n{self.log_tail(process)}")
+                    raise exited_during_start(process, self._output(process))
             if ready():
                 return
             time.sleep(0.2)
         raise TimeoutError(f"{name} not ready in time:\n{self.log_tail(name)}")
+
+    def _runs(self, name: str) -> bool:
+        return name in self.pids and _alive(self.pids[name])
+
+    def _output(self, name: str) -> str:
+        started = self.outputs.get(name)
+        return started.text() if started else self.log_tail(name)
+
+    def _components(self) -> dict[str, Callable[[], list[str]]]:
+        """The node's processes beside containerd, by name: their command lines."""
+        return {
+            "kube-scheduler": self._scheduler_command,
+            "kubelet": self._kubelet_command,
+            "kube-proxy": self._proxy_command,
+            "coredns": self._coredns_command,
+            "api-relay": self._relay_command,
+        }
+
+    def _start_components(self, deadline: float) -> None:
+        """Start the processes that do not run (all of them, or one that lost its port) and
+        wait until the node is Ready and schedulable, the relay listens and DNS answers."""
+        for name, command in self._components().items():
+            if not self._runs(name):
+                self._spawn(name, command())
+        self._wait("kubelet", self._ready_and_schedulable, deadline)
+        # Through the relay to the API server (whatever else listens there answers no TLS).
+        self._wait(
+            "api-relay",
+            lambda: _https_ok(f"https://{NODE_IP}:{self.api_relay_port}/healthz"),
+            deadline,
+        )
+        self._wait("coredns", _cluster_dns_answers, deadline)
+        self._wait(
+            "kube-scheduler",
+            lambda: _https_ok(f"https://127.0.0.1:{self.scheduler_port}/healthz"),
+            deadline,
+        )
+        self._wait(
+            "kube-proxy",
+            lambda: _http_ok(f"http://127.0.0.1:{self.proxy_healthz_port}/livez"),
+            deadline,
+        )
+
+    def _repick(self, error: PortTaken) -> None:
+        """Fresh ports for the processes that lost one (they have exited: ``error``'s, and
+        any other that started beside it), in what names them."""
+        if error.what not in COMPONENT_PORTS:
+            raise error
+        lost = [
+            name
+            for name in COMPONENT_PORTS
+            if name == error.what or (not self._runs(name) and lost_bind(self._output(name)))
+        ]
+        for name in lost:
+            for port in COMPONENT_PORTS[name]:
+                setattr(self, port, free_port())
+        (self.workdir / "kubelet.yaml").write_text(yaml.safe_dump(self._kubelet_config()))
+        (self.workdir / "Corefile").write_text(self._corefile())
+        self.save_state()
 
     def _ctr(self, *arguments: str, check: bool = True) -> str:
         result = subprocess.run(
@@ -1013,6 +1079,28 @@ def host_leftovers(footprint_before: Mapping[str, list[str]], workdir: Path) -> 
     if HOST_CLAIM.exists():
         found.append(f"claim {HOST_CLAIM}")
     return found
+
+
+def _cluster_dns_answers(name: str = "kubernetes.default.svc.cluster.local") -> bool:
+    """Whether CoreDNS on the node IP answers an A query for ``name`` (its kubernetes plugin
+    has synced). Asked in DNS itself: CoreDNS's ``ready`` plugin would need a port of its
+    own, and keeps running silently without its endpoint when another process took it."""
+    query_id = random.randrange(1 << 16)
+    labels = b"".join(bytes([len(label)]) + label.encode() for label in name.split("."))
+    # Header: id, flags (recursion desired), one question; the question: name, A, IN.
+    query = struct.pack("!HHHHHH", query_id, 0x0100, 1, 0, 0, 0) + labels + b"\0"
+    query += struct.pack("!HH", 1, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as resolver:
+        resolver.settimeout(1)
+        try:
+            resolver.sendto(query, (NODE_IP, 53))
+            reply = resolver.recv(512)
+        except OSError:
+            return False
+    if len(reply) < 8:
+        return False
+    reply_id, flags, _, answers = struct.unpack("!HHHH", reply[:8])
+    return reply_id == query_id and flags & 0x000F == 0 and answers > 0
 
 
 def _command_has(pid: int, marker: bytes) -> bool:

@@ -22,8 +22,9 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from devkit.cluster import ControlPlane, free_port
+from devkit.cluster import ControlPlane
 from devkit.kubetools import load_yaml_documents, service_account_kubeconfig
+from devkit.ports import StartOutput, exited_during_start, start_on_fresh_ports
 from devkit.stopping import shielded
 from devkit.toolchain import binary
 
@@ -180,39 +181,45 @@ def start_operator(
     env: dict[str, str] | None = None,
     timeout: float = 30.0,
 ) -> OperatorProcess:
-    """Start ``jewelry-monitoring run`` and wait until its liveness endpoint answers."""
-    port, metrics_port = free_port(), free_port()
-    environment = {
-        **os.environ,
-        "KUBECONFIG": str(kubeconfig),
-        "JM_LIVENESS_PORT": str(port),
-        "JM_METRICS_PORT": str(metrics_port),
-        "JM_LOG_LEVEL": "DEBUG",
-        **(env or {}),
-    }
-    log = log_path.open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jewelry_monitoring.cli", "run", *args],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=environment,
-    )
-    log.close()
-    handle = OperatorProcess(process, log_path, port, metrics_port, user)
-    try:
-        _wait_live(handle, timeout)
-    except BaseException:  # a stop signal (devkit.stopping) too: the caller has no handle yet
-        with shielded():
-            handle.stop()
-        raise
-    return handle
+    """Start ``jewelry-monitoring run`` and wait until its liveness endpoint answers (on
+    fresh ports again when another process took one of its two first)."""
+
+    def start(ports: list[int]) -> OperatorProcess:
+        port, metrics_port = ports
+        environment = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "JM_LIVENESS_PORT": str(port),
+            "JM_METRICS_PORT": str(metrics_port),
+            "JM_LOG_LEVEL": "DEBUG",
+            **(env or {}),
+        }
+        output = StartOutput(log_path)
+        log = log_path.open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jewelry_monitoring.cli", "run", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+        )
+        log.close()
+        handle = OperatorProcess(process, log_path, port, metrics_port, user)
+        try:
+            _wait_live(handle, output, timeout)
+        except BaseException:  # a stop signal (devkit.stopping) too: the caller has no handle
+            with shielded():
+                handle.stop()
+            raise
+        return handle
+
+    return start_on_fresh_ports(start, count=2)
 
 
-def _wait_live(handle: OperatorProcess, timeout: float) -> None:
+def _wait_live(handle: OperatorProcess, output: StartOutput, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not handle.alive():
-            raise RuntimeError(f"operator exited:\n{handle.logs()[-4000:]}")
+            raise exited_during_start("operator", output.text())
         try:
             url = f"http://127.0.0.1:{handle.liveness_port}/healthz"
             with urllib.request.urlopen(url, timeout=1) as reply:
@@ -221,7 +228,7 @@ def _wait_live(handle: OperatorProcess, timeout: float) -> None:
         except OSError:
             pass
         time.sleep(0.2)
-    raise TimeoutError(f"operator not live in {timeout}s:\n{handle.logs()[-4000:]}")
+    raise TimeoutError(f"operator not live in {timeout}s:\n{output.tail(60)}")
 
 
 def audit_writes(audit_log: Path, user: str, since_line: int = 0) -> list[str]:

@@ -35,7 +35,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -51,7 +50,8 @@ from typing import Any
 
 import yaml
 
-from devkit.services import LOOPBACK, ServiceError, free_port
+from devkit.ports import StartOutput, exited_during_start, start_on_fresh_ports
+from devkit.services import LOOPBACK, ServiceError, stop_process_group
 from devkit.shopapp import http_status
 from devkit.toolchain import cache_dir
 
@@ -253,16 +253,18 @@ def dashboard_exprs(model: Any) -> list[str]:
 class Process:
     """A local process that can be stopped and started again (to take an exporter down).
 
-    Runs in its own session; ``ready_url`` must answer 200 before ``start`` returns.
+    Runs in its own session; ``ready_path`` on its port must answer 200 before ``start``
+    returns. Its first start chooses the port, a fresh one again when another process took
+    it first (devkit.ports); a restart keeps it, since its clients know it.
     """
 
     name: str
-    argv: list[str]
-    ready_url: str
+    argv_for_port: Callable[[int], list[str]]
+    ready_path: str
     workdir: Path
     env: dict[str, str] | None = None
-    port: int = 0
     startup_timeout: float = 30
+    port: int = 0  # 0 until the first start chose one
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -286,9 +288,18 @@ class Process:
     def start(self) -> Process:
         if self.running:
             return self
+        if self.port:
+            self._start_on([self.port])
+        else:
+            start_on_fresh_ports(self._start_on)
+        return self
+
+    def _start_on(self, ports: list[int]) -> None:
+        (port,) = ports
+        output = StartOutput(self.log_path)
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
-                self.argv,
+                self.argv_for_port(port),
                 cwd=self.workdir,
                 env=self.env,
                 stdout=log,
@@ -296,32 +307,20 @@ class Process:
                 start_new_session=True,
             )
         deadline = time.monotonic() + self.startup_timeout
-        while http_status(self.ready_url) != 200:
+        url = f"http://{LOOPBACK}:{port}{self.ready_path}"
+        while http_status(url) != 200:
             if self._proc.poll() is not None:
-                raise ServiceError(
-                    f"{self.name} exited {self._proc.returncode}:\n{self.log_tail()}"
-                )
+                raise exited_during_start(self.name, output.text(), ServiceError)
             if time.monotonic() > deadline:
                 self.stop()
                 raise ServiceError(f"{self.name} not ready in {self.startup_timeout}s")
             time.sleep(0.1)
-        return self
+        self.port = port
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        if proc is not None:
+            stop_process_group(proc)
 
 
 @contextlib.contextmanager
@@ -335,14 +334,12 @@ def process(
 ) -> Iterator[Process]:
     """Start ``argv_for_port(free port)`` in a temp dir; stop it and delete the dir on exit."""
     tmp = Path(tempfile.mkdtemp(prefix=f"devkit-{name}-"))
-    port = free_port()
     proc = Process(
         name=name,
-        argv=argv_for_port(port),
-        ready_url=f"http://{LOOPBACK}:{port}{ready_path}",
+        argv_for_port=argv_for_port,
+        ready_path=ready_path,
         workdir=tmp,
         env=None if env is None else {"PATH": os.environ.get("PATH", ""), **env},
-        port=port,
         startup_timeout=startup_timeout,
     )
     try:
@@ -470,10 +467,9 @@ def prometheus_server(
             config["rule_files"] = [str(rules_path)]
         config_path = tmp / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        port = free_port()
         proc = Process(
             name="prometheus",
-            argv=[
+            argv_for_port=lambda port: [
                 PROMETHEUS,
                 f"--config.file={config_path}",
                 f"--storage.tsdb.path={tmp / 'data'}",
@@ -482,13 +478,13 @@ def prometheus_server(
                 "--rules.alert.resend-delay=1s",
                 "--log.level=warn",
             ],
-            ready_url=f"http://{LOOPBACK}:{port}/-/ready",
+            ready_path="/-/ready",
             workdir=tmp,
-            port=port,
             startup_timeout=startup_timeout,
         )
         try:
-            yield Prometheus(f"http://{LOOPBACK}:{port}", config_path, proc.start())
+            proc.start()
+            yield Prometheus(f"http://{LOOPBACK}:{proc.port}", config_path, proc)
         finally:
             proc.stop()
     finally:
@@ -524,10 +520,9 @@ def alertmanager_with_config(config: Obj, *, startup_timeout: float = 30) -> Ite
     try:
         config_path = tmp / "alertmanager.yml"
         config_path.write_text(yaml.safe_dump(config))
-        port = free_port()
         proc = Process(
             name="alertmanager",
-            argv=[
+            argv_for_port=lambda port: [
                 ALERTMANAGER,
                 f"--config.file={config_path}",
                 f"--storage.path={tmp / 'data'}",
@@ -535,9 +530,8 @@ def alertmanager_with_config(config: Obj, *, startup_timeout: float = 30) -> Ite
                 "--cluster.listen-address=",
                 "--log.level=warn",
             ],
-            ready_url=f"http://{LOOPBACK}:{port}/-/ready",
+            ready_path="/-/ready",
             workdir=tmp,
-            port=port,
             startup_timeout=startup_timeout,
         )
         try:
@@ -593,7 +587,7 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer((LOOPBACK, free_port()), Handler)
+    server = ThreadingHTTPServer((LOOPBACK, 0), Handler)  # the kernel's choice: no race
     holder.append(WebhookReceiver(server))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2})
     thread.daemon = True

@@ -2,7 +2,8 @@
 
 Every launcher is a context manager that
 
-* picks a free port on the loopback interface,
+* picks a free port on the loopback interface (and a fresh one when another process took it
+  before the service could bind it: devkit.ports),
 * creates a private temporary directory for data, sockets, pid and log files,
 * starts the real Debian-packaged binary in the foreground (no daemonizing),
 * waits until the service answers, yields a small frozen description of it,
@@ -15,7 +16,7 @@ Public API::
     free_port(host="127.0.0.1") -> int
     postgres_service(*, user, password, database, bindir, startup_timeout) -> PostgresService
     redis_service(*, startup_timeout) -> RedisService
-    nginx_service(http_config, *, port, startup_timeout) -> NginxService
+    nginx_service(site, *, startup_timeout) -> NginxService  # site(port, status_port) -> conf
     ServiceError
 
 PostgreSQL refuses to run as root. When the current user is root the server runs as the
@@ -34,11 +35,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from devkit.cluster import free_port as free_loopback_port
+from devkit.ports import StartOutput, exited_during_start, start_on_fresh_ports
+from devkit.ports import free_port as free_loopback_port
 
 __all__ = [
     "NginxService",
@@ -49,6 +51,7 @@ __all__ = [
     "nginx_service",
     "postgres_service",
     "redis_service",
+    "stop_process_group",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -62,10 +65,10 @@ class ServiceError(RuntimeError):
 def free_port(host: str = LOOPBACK) -> int:
     """Return a TCP port that is currently free on ``host``.
 
-    The port is released before returning, so another process could grab it in between;
-    callers start their service right away and the launchers fail loudly if that happens. On
-    the IPv4 loopback it lies outside the kernel's ephemeral range (devkit.cluster.free_port),
-    where no outgoing connection can take it meanwhile.
+    The port is released before returning, so another process could grab it in between: the
+    launchers here start again on a fresh port when that happens (devkit.ports). On the IPv4
+    loopback it lies outside the kernel's ephemeral range (devkit.ports.free_port), where no
+    outgoing connection can take it meanwhile.
     """
     if host == "127.0.0.1":
         return free_loopback_port()
@@ -80,15 +83,19 @@ def _port_open(host: str, port: int) -> bool:
     return False
 
 
-def _log_tail(path: Path, lines: int = 30) -> str:
+def _has_forked(pid: int) -> bool:
+    """Whether process ``pid`` has a child (an nginx master its worker)."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return bool(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
     except OSError:
-        return "(no log)"
+        return False
 
 
-def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-    """Stop ``proc`` and everything in its process group (it runs in its own session)."""
+def stop_process_group(
+    proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15
+) -> None:
+    """Stop ``proc`` and everything in its process group (it runs in its own session):
+    ``sig``, SIGKILL after ``timeout`` seconds, then SIGKILL to what is left of the group."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
@@ -104,16 +111,22 @@ def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: flo
 
 
 def _wait_until(
-    check: object, proc: subprocess.Popen[bytes], log: Path, what: str, timeout: float
+    check: Callable[[], bool],
+    proc: subprocess.Popen[bytes],
+    output: StartOutput,
+    what: str,
+    timeout: float,
 ) -> None:
+    """Wait for ``check``; a process that exits first raises ServiceError, or PortTaken when
+    its output says that another process took its port."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ServiceError(f"{what} exited with {proc.returncode}:\n{_log_tail(log)}")
-        if check():  # type: ignore[operator]
+            raise exited_during_start(what, output.text(), ServiceError)
+        if check():
             return
         time.sleep(0.1)
-    raise ServiceError(f"{what} did not become ready in {timeout}s:\n{_log_tail(log)}")
+    raise ServiceError(f"{what} did not become ready in {timeout}s:\n{output.tail()}")
 
 
 def _unprivileged_user() -> pwd.struct_passwd | None:
@@ -193,7 +206,7 @@ def postgres_service(
     account = _unprivileged_user()
     run_as = account.pw_name if account else None
     tmp = Path(tempfile.mkdtemp(prefix="devkit-pg-"))
-    proc: subprocess.Popen[bytes] | None = None
+    started: list[subprocess.Popen[bytes]] = []
     try:
         datadir, sockdir, log = tmp / "data", tmp / "run", tmp / "postgres.log"
         sockdir.mkdir()
@@ -222,42 +235,49 @@ def postgres_service(
             timeout=120,
         )
         pwfile.unlink()
-        port = free_port()
-        with open(log, "wb") as logf:
-            proc = subprocess.Popen(
-                [
-                    str(bindir / "postgres"),
-                    "-D",
-                    str(datadir),
-                    "-p",
-                    str(port),
-                    "-k",
-                    str(sockdir),
-                    "-c",
-                    f"listen_addresses={LOOPBACK}",
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
-                    "-c",
-                    "max_connections=100",
-                ],
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                user=run_as,
-                cwd=tmp,
-                start_new_session=True,
+
+        def start(ports: list[int]) -> int:
+            (port,) = ports
+            output = StartOutput(log)
+            with open(log, "ab") as logf:
+                proc = subprocess.Popen(
+                    [
+                        str(bindir / "postgres"),
+                        "-D",
+                        str(datadir),
+                        "-p",
+                        str(port),
+                        "-k",
+                        str(sockdir),
+                        "-c",
+                        f"listen_addresses={LOOPBACK}",
+                        "-c",
+                        "fsync=off",
+                        "-c",
+                        "synchronous_commit=off",
+                        "-c",
+                        "full_page_writes=off",
+                        "-c",
+                        "max_connections=100",
+                    ],
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    user=run_as,
+                    cwd=tmp,
+                    start_new_session=True,
+                )
+            started.append(proc)
+            sock_file = sockdir / f".s.PGSQL.{port}"
+            _wait_until(
+                lambda: sock_file.exists() and _port_open(LOOPBACK, port),
+                proc,
+                output,
+                "postgres",
+                startup_timeout,
             )
-        sock_file = sockdir / f".s.PGSQL.{port}"
-        _wait_until(
-            lambda: sock_file.exists() and _port_open(LOOPBACK, port),
-            proc,
-            log,
-            "postgres",
-            startup_timeout,
-        )
+            return port
+
+        port = start_on_fresh_ports(start)
         svc = PostgresService(
             host=LOOPBACK,
             port=port,
@@ -281,9 +301,9 @@ def postgres_service(
                 time.sleep(0.2)
         yield svc
     finally:
-        if proc is not None:
+        for proc in started:
             # SIGINT = "fast shutdown": disconnects clients, no checkpoint wait on SIGTERM.
-            _stop(proc, signal.SIGINT)
+            stop_process_group(proc, signal.SIGINT)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -321,45 +341,51 @@ def redis_service(*, startup_timeout: float = 30) -> Iterator[RedisService]:
     """Run a throw-away ``redis-server`` on a free loopback port (no RDB/AOF files)."""
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     tmp = Path(tempfile.mkdtemp(prefix="devkit-redis-"))
-    proc: subprocess.Popen[bytes] | None = None
+    started: list[subprocess.Popen[bytes]] = []
     try:
-        port = free_port()
         conf, log = tmp / "redis.conf", tmp / "redis.log"
-        conf.write_text(
-            "\n".join(
-                [
-                    f"bind {LOOPBACK}",
-                    f"port {port}",
-                    "protected-mode yes",
-                    "daemonize no",
-                    f"dir {tmp}",
-                    'save ""',
-                    "appendonly no",
-                    f"logfile {log}",
-                    "databases 16",
-                    "",
-                ]
+
+        def start(ports: list[int]) -> RedisService:
+            (port,) = ports
+            conf.write_text(
+                "\n".join(
+                    [
+                        f"bind {LOOPBACK}",
+                        f"port {port}",
+                        "protected-mode yes",
+                        "daemonize no",
+                        f"dir {tmp}",
+                        'save ""',
+                        "appendonly no",
+                        f"logfile {log}",
+                        "databases 16",
+                        "",
+                    ]
+                )
             )
-        )
-        proc = subprocess.Popen(
-            [binary, str(conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=tmp,
-            start_new_session=True,
-        )
-        svc = RedisService(host=LOOPBACK, port=port)
+            output = StartOutput(log)
+            proc = subprocess.Popen(
+                [binary, str(conf)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=tmp,
+                start_new_session=True,
+            )
+            started.append(proc)
+            svc = RedisService(host=LOOPBACK, port=port)
 
-        def ping() -> bool:
-            with contextlib.suppress(OSError):
-                return svc.command("PING") == b"+PONG"
-            return False
+            def ping() -> bool:
+                with contextlib.suppress(OSError):
+                    return svc.command("PING") == b"+PONG"
+                return False
 
-        _wait_until(ping, proc, log, "redis-server", startup_timeout)
-        yield svc
+            _wait_until(ping, proc, output, "redis-server", startup_timeout)
+            return svc
+
+        yield start_on_fresh_ports(start)
     finally:
-        if proc is not None:
-            _stop(proc)
+        for proc in started:
+            stop_process_group(proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -370,12 +396,14 @@ def redis_service(*, startup_timeout: float = 30) -> Iterator[RedisService]:
 class NginxService:
     """A running nginx master process.
 
-    ``port`` is the port the launcher waited for (the first ``listen`` you told it about);
-    ``config_path`` is the generated top-level nginx.conf, ``prefix`` its directory.
+    ``port`` is the port the launcher waited for (the site's first), ``status_port`` the
+    second port it gave the site; ``config_path`` is the generated top-level nginx.conf,
+    ``prefix`` its directory.
     """
 
     host: str
     port: int
+    status_port: int
     prefix: Path
     config_path: Path
 
@@ -387,35 +415,36 @@ class NginxService:
 
 @contextlib.contextmanager
 def nginx_service(
-    http_config: str, *, port: int, startup_timeout: float = 30
+    site: Callable[[int, int], str], *, startup_timeout: float = 30
 ) -> Iterator[NginxService]:
-    """Run nginx with ``http_config`` placed inside its ``http {}`` block.
+    """Run nginx with ``site(port, status_port)`` placed inside its ``http {}`` block.
 
-    ``http_config`` holds ``upstream``/``server`` blocks (what goes in ``conf.d/*.conf``)
-    and must ``listen`` on ``127.0.0.1:<port>``; allocate ports with :func:`free_port`
-    first. The launcher supplies everything else: pid file, logs and temp paths inside a
+    ``site`` returns ``upstream``/``server`` blocks (what goes in ``conf.d/*.conf``) that
+    ``listen`` on ``127.0.0.1:<port>`` (and, if they need a second one, on
+    ``127.0.0.1:<status_port>``); both are free ports, fresh ones when another process took
+    one first. The launcher supplies everything else: pid file, logs and temp paths inside a
     private prefix, ``daemon off`` and one worker process.
     """
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     tmp = Path(tempfile.mkdtemp(prefix="devkit-nginx-"))
-    proc: subprocess.Popen[bytes] | None = None
+    started: list[subprocess.Popen[bytes]] = []
     try:
         (tmp / "logs").mkdir()
         (tmp / "conf.d").mkdir()
-        (tmp / "conf.d" / "site.conf").write_text(http_config)
         temp_dirs = "\n".join(
             f"    {name}_temp_path {tmp / 'temp' / name};"
             for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         )
         user_line = "user nobody nogroup;" if os.geteuid() == 0 else ""
         conf = tmp / "nginx.conf"
+        log = tmp / "logs" / "error.log"
         conf.write_text(
             f"""{user_line}
 daemon off;
 master_process on;
 worker_processes 1;
 pid {tmp / "nginx.pid"};
-error_log {tmp / "logs" / "error.log"} info;
+error_log {log} info;
 events {{ worker_connections 256; }}
 http {{
     access_log {tmp / "logs" / "access.log"};
@@ -432,22 +461,42 @@ http {{
                 os.chown(d, nobody.pw_uid, nobody.pw_gid)
         if os.geteuid() == 0:
             os.chmod(tmp, 0o755)
-        check = subprocess.run(
-            [binary, "-t", "-p", str(tmp), "-c", str(conf)], capture_output=True, text=True
-        )
-        if check.returncode != 0:
-            raise ServiceError(f"nginx config test failed:\n{check.stderr}")
-        log = tmp / "logs" / "error.log"
-        proc = subprocess.Popen(
-            [binary, "-p", str(tmp), "-c", str(conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=tmp,
-            start_new_session=True,
-        )
-        _wait_until(lambda: _port_open(LOOPBACK, port), proc, log, "nginx", startup_timeout)
-        yield NginxService(host=LOOPBACK, port=port, prefix=tmp, config_path=conf)
+
+        def start(ports: list[int]) -> NginxService:
+            port, status_port = ports
+            (tmp / "conf.d" / "site.conf").write_text(site(port, status_port))
+            check = subprocess.run(
+                [binary, "-t", "-p", str(tmp), "-c", str(conf)], capture_output=True, text=True
+            )
+            if check.returncode != 0:
+                raise ServiceError(f"nginx config test failed:\n{check.stderr}")
+            output = StartOutput(log)
+            # Its output goes to its error log too: a bind that fails before the log is open
+            # is reported there.
+            with open(log, "ab") as errors:
+                proc = subprocess.Popen(
+                    [binary, "-p", str(tmp), "-c", str(conf)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=errors,
+                    cwd=tmp,
+                    start_new_session=True,
+                )
+            started.append(proc)
+            # nginx forks its worker once it holds its ports: until then whatever answers on
+            # the port may be the process that took it.
+            _wait_until(
+                lambda: _has_forked(proc.pid) and _port_open(LOOPBACK, port),
+                proc,
+                output,
+                "nginx",
+                startup_timeout,
+            )
+            return NginxService(
+                host=LOOPBACK, port=port, status_port=status_port, prefix=tmp, config_path=conf
+            )
+
+        yield start_on_fresh_ports(start, count=2)
     finally:
-        if proc is not None:
-            _stop(proc, signal.SIGQUIT)
+        for proc in started:
+            stop_process_group(proc, signal.SIGQUIT)
         shutil.rmtree(tmp, ignore_errors=True)

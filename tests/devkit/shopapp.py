@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from devkit.services import LOOPBACK, ServiceError, free_port
+from devkit.ports import StartOutput, exited_during_start, start_on_fresh_ports
+from devkit.services import LOOPBACK, ServiceError, free_port, stop_process_group
 
 APP_DIR = Path(__file__).resolve().parents[2] / "app"
 PYTHON = sys.executable
@@ -118,25 +118,27 @@ def gunicorn_server(
     host: str = LOOPBACK,
 ) -> Iterator[ShopServer]:
     """Start ``gunicorn -c app/gunicorn.conf.py`` on a free port of ``host`` (loopback;
-    ``"::1"`` for IPv6).
+    ``"::1"`` for IPv6), a fresh one when another process took it first.
 
     Uses a private ``PROMETHEUS_MULTIPROC_DIR`` (unless ``env`` sets one). Waits until
     ``ready_path`` answers 200 and every worker has booted; stops the whole process group
     on exit.
     """
     tmp = Path(tempfile.mkdtemp(prefix="devkit-shop-"))
-    port = free_port(host)
-    full_env = dict(env)
-    full_env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(tmp / "prom"))
-    full_env.update(
-        BIND=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
-        WEB_CONCURRENCY=str(workers),
-        GUNICORN_THREADS=str(threads),
-    )
     log = tmp / "gunicorn.log"
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        with open(log, "wb") as logf:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(ports: list[int]) -> ShopServer:
+        (port,) = ports
+        full_env = dict(env)
+        full_env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(tmp / "prom"))
+        full_env.update(
+            BIND=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            WEB_CONCURRENCY=str(workers),
+            GUNICORN_THREADS=str(threads),
+        )
+        output = StartOutput(log)
+        with open(log, "ab") as logf:
             proc = subprocess.Popen(
                 [PYTHON, "-m", "gunicorn", "-c", str(APP_DIR / "gunicorn.conf.py")],
                 cwd=APP_DIR,
@@ -145,6 +147,7 @@ def gunicorn_server(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        started.append(proc)
         server = ShopServer(
             host=host,
             port=port,
@@ -155,30 +158,24 @@ def gunicorn_server(
         deadline = time.monotonic() + startup_timeout
         while True:
             if proc.poll() is not None:
-                raise ServiceError(f"gunicorn exited {proc.returncode}:\n{server.log()[-4000:]}")
+                raise exited_during_start("gunicorn", output.text(), ServiceError)
+            # Workers are forked once the master holds the port: before, whatever answers
+            # there may be the process that took it (gunicorn then retries for 5 s, exits).
             forked = len(server.worker_pids())
             # A generous timeout: a probe abandoned by the client is still served later
             # from the listen backlog, and would count in the app's metrics after the
             # caller's first scrape (test_multiprocess counted 91 of 90 under load).
             if forked >= workers and http_status(server.url + ready_path, timeout=30) == 200:
-                break
+                return server
             if time.monotonic() > deadline:
-                raise ServiceError(f"gunicorn not ready:\n{server.log()[-4000:]}")
+                raise ServiceError(f"gunicorn not ready:\n{output.tail()}")
             time.sleep(0.2)
-        yield server
+
+    try:
+        yield start_on_fresh_ports(start, choose=lambda: free_port(host))
     finally:
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        if proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        for proc in started:
+            stop_process_group(proc, timeout=30)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -258,12 +255,4 @@ def celery_worker(
     try:
         yield worker
     finally:
-        if worker.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
+        stop_process_group(worker, timeout=30)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 
 from devkit import services
-from devkit.cluster import LOWEST_CHOSEN_PORT, ephemeral_port_range, free_port, ports_outside
+from devkit.ports import LOWEST_CHOSEN_PORT, ephemeral_port_range, free_port, ports_outside
 
 
 def test_chosen_ports_lie_outside_the_kernels_ephemeral_range() -> None:

@@ -19,6 +19,7 @@ the version the CR's default image pins), in its own virtualenv, on the worker's
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 from collections.abc import Iterator
@@ -34,7 +35,6 @@ from devkit.services import (
     NginxService,
     PostgresService,
     RedisService,
-    free_port,
     nginx_service,
     postgres_service,
     redis_service,
@@ -230,16 +230,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         shop = es.enter_context(gunicorn_server(env, workers=2))
         pending_shop = es.enter_context(gunicorn_server(pending_env, workers=1))
         es.enter_context(celery_worker(env, work / "celery-worker.log", loglevel="warning"))
-        port, status_port = free_port(), free_port()
         nginx = es.enter_context(
-            nginx_service(_nginx_site(f"{LOOPBACK}:{shop.port}", port, status_port), port=port)
+            nginx_service(functools.partial(_nginx_site, f"{LOOPBACK}:{shop.port}"))
         )
         pg_dsn = f"postgresql://{pg.user}:{pg.password}@{pg.host}:{pg.port}/shop?sslmode=disable"
         exporters = {
             "postgres": es.enter_context(prom.postgres_exporter(pg_dsn)),
             "redis": es.enter_context(prom.redis_exporter(f"redis://{redis.host}:{redis.port}")),
             "nginx": es.enter_context(
-                prom.nginx_exporter(f"http://{LOOPBACK}:{status_port}/stub_status")
+                prom.nginx_exporter(f"http://{LOOPBACK}:{nginx.status_port}/stub_status")
             ),
             "celery": es.enter_context(prom.celery_exporter(broker)),
         }

@@ -17,6 +17,7 @@ from kubernetes import client
 from devkit import cli
 from devkit.kubetools import wait_for
 from devkit.node import (
+    COMPONENT_PORTS,
     NODE_NAME,
     PROBE_IMAGE,
     Node,
@@ -24,6 +25,8 @@ from devkit.node import (
     host_leftovers,
     write_image_archive,
 )
+from devkit.port_thief import PortThief
+from devkit.ports import lost_bind
 from devkit.toolchain import binary
 
 pytestmark = pytest.mark.cluster
@@ -132,3 +135,24 @@ def test_cluster_up_gains_a_node_and_down_leaves_nothing(
         assert cli.main(["cluster", "down"]) == 0
 
     assert host_leftovers(before, state) == []
+
+
+def test_each_node_process_starts_again_on_fresh_ports(
+    node: Node, host_without_node: None, port_thief: PortThief
+) -> None:
+    """kubelet, kube-proxy, kube-scheduler, CoreDNS and the API relay each find their first
+    ports taken (issue 17: a port found free may be bound by another process before ours)."""
+    fields = [port for ports in COMPONENT_PORTS.values() for port in ports]
+    port_thief.steal(len(fields))
+    fresh = Node.for_plane(node.plane)
+    assert sorted(getattr(fresh, port) for port in fields) == sorted(port_thief.stolen)
+    fresh.start()
+    try:
+        assert not {getattr(fresh, port) for port in fields} & set(port_thief.stolen)
+        for name in COMPONENT_PORTS:
+            assert lost_bind(fresh.log_tail(name, lines=10_000)), f"{name} never lost its port"
+    finally:
+        fresh.stop()
+    # Nothing of the processes it started twice stays behind (what other users of this host
+    # removed meanwhile is theirs).
+    assert [item for item in fresh.leftovers() if not item.endswith("(gone)")] == []

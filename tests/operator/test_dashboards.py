@@ -14,8 +14,7 @@ import shutil
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -522,27 +521,15 @@ def _scrape_names(url: str, timeout: float = 20) -> set[str]:
             time.sleep(0.3)
 
 
-@contextmanager
-def _exporter(argv: list[str], env: dict[str, str] | None = None) -> Iterator[None]:
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-
-
-def _scrape_exporter(
-    argv: list[str], port: int, ready: str, env: dict[str, str] | None = None
-) -> set[str]:
-    """Start an exporter, wait until ``ready`` reports 1 (it reached its server), scrape."""
-    with _exporter(argv, env):
-        deadline = time.monotonic() + 30
-        while True:
-            names = _scrape_names(f"http://127.0.0.1:{port}/metrics")
-            if ready in names or time.monotonic() > deadline:
-                return names
-            time.sleep(0.5)
+def _scrape_exporter(port: int, ready: str) -> set[str]:
+    """The names an exporter on ``port`` serves once ``ready`` is among them (it reached its
+    server), or after 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        names = _scrape_names(f"http://127.0.0.1:{port}/metrics")
+        if ready in names or time.monotonic() > deadline:
+            return names
+        time.sleep(0.5)
 
 
 def _exporter_binary(exporter: str) -> str:
@@ -559,54 +546,34 @@ def _exporter_binary(exporter: str) -> str:
 @pytest.mark.services
 @pytest.mark.parametrize("exporter", sorted(EXPORTER_METRICS))
 def test_exporters_really_export_the_inventoried_names(exporter: str) -> None:
-    from devkit.services import free_port, nginx_service, postgres_service, redis_service
+    from devkit import prometheus as prom
+    from devkit.services import nginx_service, postgres_service, redis_service
 
     binary = _exporter_binary(exporter)
     if not shutil.which(binary):
         pytest.fail(f"{binary} is not installed: run tests/toolchain/setup")
-    port = free_port()
-    listen = f"127.0.0.1:{port}"
-    names: set[str]
-    if exporter == "postgres":
-        with postgres_service() as pg:
-            env = {"DATA_SOURCE_NAME": f"{pg.dsn}?sslmode=disable", "PATH": "/usr/bin:/bin"}
-            names = _scrape_exporter(
-                [binary, f"--web.listen-address={listen}"], port, "pg_settings_max_connections", env
+    with ExitStack() as stack:
+        if exporter == "postgres":
+            pg = stack.enter_context(postgres_service())
+            running = stack.enter_context(prom.postgres_exporter(f"{pg.dsn}?sslmode=disable"))
+            ready = "pg_settings_max_connections"
+        elif exporter == "redis":
+            redis = stack.enter_context(redis_service())
+            running = stack.enter_context(prom.redis_exporter(redis.url))
+            ready = "redis_memory_max_bytes"
+        elif exporter == "nginx":
+            nginx = stack.enter_context(
+                nginx_service(
+                    lambda port, _: (
+                        f"server {{ listen 127.0.0.1:{port}; "
+                        "location /stub_status { stub_status; } }"
+                    )
+                )
             )
-    elif exporter == "redis":
-        with redis_service() as redis:
-            names = _scrape_exporter(
-                [binary, f"--redis.addr={redis.url}", f"--web.listen-address={listen}"],
-                port,
-                "redis_memory_max_bytes",
-            )
-    elif exporter == "nginx":
-        nginx_port = free_port()
-        server = (
-            f"server {{ listen 127.0.0.1:{nginx_port}; location /stub_status {{ stub_status; }} }}"
-        )
-        with nginx_service(server, port=nginx_port):
-            names = _scrape_exporter(
-                [
-                    binary,
-                    f"-nginx.scrape-uri=http://127.0.0.1:{nginx_port}/stub_status",
-                    f"-web.listen-address={listen}",
-                ],
-                port,
-                "nginx_connections_accepted",
-            )
-    else:
-        names = _scrape_exporter(
-            [
-                binary,
-                f"--web.listen-address={listen}",
-                "--collector.disable-defaults",
-                *(
-                    f"--collector.{c}"
-                    for c in ("cpu", "meminfo", "filesystem", "netdev", "diskstats", "loadavg")
-                ),
-            ],
-            port,
-            "node_cpu_seconds_total",
-        )
+            running = stack.enter_context(prom.nginx_exporter(f"{nginx.url}/stub_status"))
+            ready = "nginx_connections_accepted"
+        else:
+            running = stack.enter_context(prom.node_exporter())
+            ready = "node_cpu_seconds_total"
+        names = _scrape_exporter(running.port, ready)
     assert EXPORTER_METRICS[exporter] - names == set()

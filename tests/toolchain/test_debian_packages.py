@@ -18,8 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from devkit.cluster import free_port
-
 SCRIPT = Path(__file__).with_name("debian-packages")
 POLICY = Path("/usr/sbin/policy-rc.d")
 # `at`: 159 kB, no dependencies beyond base, ships /etc/init.d/atd, which its postinst starts
@@ -40,9 +38,9 @@ def _installed(package: str) -> bool:
     return "install ok installed" in status
 
 
-def _redis_answers(port: int) -> bool:
+def _redis_answers(unix_socket: Path) -> bool:
     reply = subprocess.run(
-        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), "ping"], capture_output=True, text=True
+        ["redis-cli", "-s", str(unix_socket), "ping"], capture_output=True, text=True
     )
     return reply.stdout.strip() == "PONG"
 
@@ -51,8 +49,9 @@ def _redis_answers(port: int) -> bool:
 def owners_redis(tmp_path: Path) -> Iterator[Callable[[], bool]]:
     """A redis-server running as the machine's redis-server service: says if it still runs.
 
-    Where that service really runs, it is the one watched; otherwise the test starts one on a
-    loopback port with the service's pidfile, which is what `service redis-server stop` goes by.
+    Where that service really runs, it is the one watched; otherwise the test starts one with
+    the service's pidfile, which is what `service redis-server stop` goes by, on a unix socket
+    only (no TCP port another process could take first).
     """
     if SERVICE_PIDFILE.exists():
         pid = int(SERVICE_PIDFILE.read_text())
@@ -61,18 +60,18 @@ def owners_redis(tmp_path: Path) -> Iterator[Callable[[], bool]]:
         return
     made_run_dir = not SERVICE_PIDFILE.parent.exists()
     SERVICE_PIDFILE.parent.mkdir(exist_ok=True)
-    port = free_port()
+    unix_socket = tmp_path / "redis.sock"
     server = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+        ["redis-server", "--port", "0", "--unixsocket", str(unix_socket), "--save", "",
          "--appendonly", "no", "--dir", str(tmp_path), "--pidfile", str(SERVICE_PIDFILE)],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
-        while not (_redis_answers(port) and SERVICE_PIDFILE.exists()):
+        while not (_redis_answers(unix_socket) and SERVICE_PIDFILE.exists()):
             assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.1)
-        yield lambda: _redis_answers(port)
+        yield lambda: _redis_answers(unix_socket)
     finally:
         server.terminate()
         server.wait(timeout=30)
