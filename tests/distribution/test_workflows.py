@@ -33,9 +33,12 @@ def workflow(name: str) -> dict[str, Any]:
     return loaded
 
 
-def steps(document: dict[str, Any]) -> list[dict[str, Any]]:
-    (job,) = document["jobs"].values()
-    return list(job["steps"])
+def steps(document: dict[str, Any], job: str | None = None) -> list[dict[str, Any]]:
+    """The steps of ``job``, or of the workflow's one job."""
+    if job is None:
+        (only,) = document["jobs"].values()
+        return list(only["steps"])
+    return list(document["jobs"][job]["steps"])
 
 
 def pinned(name: str) -> str:
@@ -80,8 +83,26 @@ def test_the_release_runs_on_version_tags_only_with_the_least_permissions() -> N
     document = workflow("release.yaml")
     assert document["on"] == {"push": {"tags": ["v*"]}}
     assert document["permissions"] == {"contents": "read"}
-    (job,) = document["jobs"].values()
-    assert job["permissions"] == {"contents": "read", "packages": "write"}
+    jobs = document["jobs"]
+    assert jobs["release"]["permissions"] == {"contents": "read", "packages": "write"}
+    # The test jobs keep the workflow's read-only token.
+    assert [name for name, job in jobs.items() if "permissions" in job] == ["release"]
+
+
+def test_the_release_publishes_only_once_the_tests_passed() -> None:
+    """issue 18: the release workflow runs the tests before it publishes."""
+    jobs = workflow("release.yaml")["jobs"]
+    assert sorted(jobs["release"]["needs"]) == ["e2e-kind", "tests"]
+    (run,) = [s["run"] for s in steps(workflow("release.yaml"), "tests") if "run" in s]
+    assert "debian:bookworm" in run
+    assert run.index("bash tests/toolchain/setup") < run.index("bash tests/check")
+    # Every suite but the local node's, which needs a cgroup v1 host (kind covers pods).
+    ignored = re.findall(r"--ignore=(\S+)", run)
+    assert sorted(ignored) == ["tests/e2e", "tests/node"]
+    assert jobs["e2e-kind"] == {"uses": "./.github/workflows/e2e-kind.yaml"}
+    assert "workflow_call" in workflow("e2e-kind.yaml")["on"]
+    header = (WORKFLOWS / "release.yaml").read_text().split("\nname:")[0]
+    assert "Change visibility -> Public" in header  # the one-time step of a fork
 
 
 def test_the_release_builds_the_images_built_here_from_the_same_dockerfiles() -> None:
@@ -93,7 +114,7 @@ def test_the_release_builds_the_images_built_here_from_the_same_dockerfiles() ->
         if recipe.short_name in (release.OPERATOR_IMAGE, release.SHOP_IMAGE)
     }
     pushed = {}
-    for step in steps(workflow("release.yaml")):
+    for step in steps(workflow("release.yaml"), "release"):
         if step.get("uses", "").startswith("docker/build-push-action@"):
             settings = step["with"]
             name, _, tag = settings["tags"].rpartition(":")
@@ -113,7 +134,7 @@ def test_the_release_builds_the_images_built_here_from_the_same_dockerfiles() ->
 
 
 def test_the_release_pushes_the_chart_pointing_at_the_pushed_operator() -> None:
-    release_steps = steps(workflow("release.yaml"))
+    release_steps = steps(workflow("release.yaml"), "release")
     (chart_step,) = [s for s in release_steps if "helm push" in s.get("run", "")]
     script = chart_step["run"]
     assert (

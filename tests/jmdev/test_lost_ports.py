@@ -28,6 +28,7 @@ from devkit.operator_process import install_rbac, start_operator
 from devkit.port_thief import PortThief
 from devkit.ports import lost_bind
 from devkit.prometheus_operator import prometheus_operator
+from devkit.registry import registry_server
 from devkit.services import nginx_service, postgres_service, redis_service
 from devkit.shopapp import gunicorn_server, http_status, shop_env
 
@@ -113,16 +114,23 @@ def _alertmanager() -> Iterator[prom.Process]:
         yield server
 
 
+@contextlib.contextmanager
+def _registry() -> Iterator[prom.Process]:
+    with registry_server() as registry:
+        yield registry.process
+
+
 PROCESSES: dict[str, Callable[[], contextlib.AbstractContextManager[prom.Process]]] = {
     "prometheus": _prometheus,
     "alertmanager": _alertmanager,
     "node-exporter": prom.node_exporter,
+    "registry": _registry,
 }
 
 
 @pytest.mark.services
 @pytest.mark.parametrize("what", sorted(PROCESSES))
-def test_prometheus_alertmanager_and_an_exporter_start_again_on_a_fresh_port(
+def test_a_monitoring_process_or_the_registry_starts_again_on_a_fresh_port(
     what: str, port_thief: PortThief, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="devkit.ports")

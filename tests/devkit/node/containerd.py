@@ -37,6 +37,9 @@ IMPORTED_RECORD = "jm-imported.json"
 CRI_ROOT = "io.containerd.grpc.v1.cri"
 
 
+LOOPBACK_ADDRESSES = ("127.0.0.1", "localhost")
+
+
 def _hosts_toml(endpoint: str) -> str:
     """containerd's registry host file sending pulls to ``endpoint``. containerd 1.6 ignores
     one without a [host] table (and then dials the image's own registry), so the endpoint
@@ -73,11 +76,27 @@ class Containerd:
         """Its configuration, and registry hosts that send every pull to a dead port."""
         (self.workdir / "containerd").mkdir(parents=True, exist_ok=True)
         (self.workdir / "registry" / "_default").mkdir(parents=True, exist_ok=True)
-        # Every registry host resolves to a dead loopback port: nothing is ever pulled.
+        # Every registry host resolves to a dead loopback port: nothing is ever pulled
+        # (but from the registries ``allow_registry`` names).
         (self.workdir / "registry" / "_default" / "hosts.toml").write_text(
             _hosts_toml(DEAD_REGISTRY)
         )
         self._config_file.write_text(self._config(cni_dir))
+
+    def allow_registry(self, host: str) -> None:
+        """Let the images named ``<host>/...`` be pulled from the registry there (plain HTTP,
+        loopback only: a registry on this machine). containerd reads its registry hosts at
+        each pull, so this takes effect at once; other names still go to the dead port."""
+        address = host.rsplit(":", 1)[0]
+        if address not in LOOPBACK_ADDRESSES:
+            raise ValueError(f"{host}: the node pulls only from a registry on loopback")
+        directory = self.workdir / "registry" / host
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "hosts.toml").write_text(_hosts_toml(f"http://{host}"))
+
+    def forget_registry(self, host: str) -> None:
+        """Images named ``<host>/...`` are pulled from nowhere again."""
+        shutil.rmtree(self.workdir / "registry" / host, ignore_errors=True)
 
     def _config(self, cni_dir: Path) -> str:
         state = self.workdir / "containerd"

@@ -155,6 +155,20 @@ class Node:
         """References of the images in the node's containerd (the CRI namespace)."""
         return self.containerd.images()
 
+    def allow_registry(self, host: str) -> None:
+        """Pods may pull images named ``<host>/...`` from that loopback registry (e.g. one of
+        devkit.registry); every other registry stays unreachable."""
+        self.containerd.allow_registry(host)
+
+    def forget_registry(self, host: str) -> None:
+        """Images named ``<host>/...`` go to the dead port again, and those pulled from there
+        are removed (their layers stay while an imported image shares them)."""
+        self.containerd.forget_registry(host)
+        if _alive(self.pids.get("containerd", 0)):
+            pulled = [image for image in self.images() if image.startswith(f"{host}/")]
+            if pulled:
+                self.containerd.ctr("images", "remove", *pulled, check=False)
+
     def stop(self) -> None:
         """Stop everything and remove every trace on the host (see devkit.node)."""
         # A dead node's recorded pids may belong to other processes by now: keep only ours.
