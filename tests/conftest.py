@@ -17,7 +17,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from kubernetes import client
 
 from devkit import ports
-from devkit.cluster import ControlPlane
+from devkit.cluster import KUBE_RELEASES, ControlPlane
 from devkit.kubetools import api_client, apply_crds, service_account_kubeconfig
 from devkit.manifests import chart_crd_files
 from devkit.node import Node, probe_image_archive, why_no_node
@@ -119,10 +119,32 @@ def port_thief(monkeypatch: pytest.MonkeyPatch) -> Iterator[PortThief]:
         thief.release()
 
 
+# -- the control plane, at each Kubernetes release the chart claims -------------------------
+# The cluster tests of these directories run against every release of KUBE_RELEASES (the
+# newest and the oldest minor of Chart.yaml's kubeVersion); the others against the newest.
+EVERY_RELEASE_DIRECTORIES = ("tests/operator/", "tests/controlplane/")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    uses_plane = {"control_plane", "own_plane"} & set(metafunc.fixturenames)
+    if uses_plane and metafunc.definition.nodeid.startswith(EVERY_RELEASE_DIRECTORIES):
+        metafunc.parametrize("kube_release", KUBE_RELEASES, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    """One real etcd + kube-apiserver + kube-controller-manager for the whole session."""
-    plane = ControlPlane.create(tmp_path_factory.mktemp("control-plane")).start()
+def kube_release(request: pytest.FixtureRequest) -> str:
+    """The Kubernetes release (KUBE_RELEASES) of the test's control plane."""
+    return str(getattr(request, "param", "newest"))
+
+
+@pytest.fixture(scope="session")
+def control_plane(
+    kube_release: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
+    """One real etcd + kube-apiserver + kube-controller-manager for the whole session (one
+    per release the session's tests run against)."""
+    directory = tmp_path_factory.mktemp(f"control-plane-{kube_release}")
+    plane = ControlPlane.create(directory, release=kube_release).start()
     try:
         yield plane
     finally:
@@ -130,10 +152,10 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 
 
 @pytest.fixture
-def own_plane(tmp_path: Path) -> Iterator[tuple[ControlPlane, client.ApiClient]]:
+def own_plane(kube_release: str, tmp_path: Path) -> Iterator[tuple[ControlPlane, client.ApiClient]]:
     """A control plane of the test's own, with a cluster-admin client: for tests that
     disturb it (faults, leader elections, missing CRDs)."""
-    plane = ControlPlane.create(tmp_path).start()
+    plane = ControlPlane.create(tmp_path, release=kube_release).start()
     try:
         yield plane, api_client(plane.kubeconfig)
     finally:

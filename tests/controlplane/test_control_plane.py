@@ -205,6 +205,27 @@ def test_prometheus_operator_crds_validate_servicemonitors(
     assert accepted["spec"]["endpoints"][0]["interval"] == "15s"
 
 
+TOOLCHAIN = Path(__file__).resolve().parents[1] / "toolchain"
+RELEASE_GO_MODS = {
+    "newest": TOOLCHAIN / "kube" / "go.mod",
+    "oldest": TOOLCHAIN / "kube-oldest" / "go.mod",
+}
+
+
+def test_the_api_server_is_the_kubernetes_release_asked_for(
+    admin_api: client.ApiClient, kube_release: str
+) -> None:
+    """The cluster tests run against each release the chart claims (Chart.yaml kubeVersion:
+    the oldest minor, and the newest): each plane reports the version its go.mod pins."""
+    go_mod = RELEASE_GO_MODS[kube_release].read_text()
+    (pinned,) = [
+        line.split()[-1] for line in go_mod.splitlines() if "require k8s.io/kubernetes" in line
+    ]
+    served = client.VersionApi(admin_api).get_code()
+    assert served.git_version == pinned
+    assert f"1.{served.minor}" == ".".join(pinned.lstrip("v").split(".")[:2])
+
+
 def test_two_control_planes_do_not_collide_and_stop_cleanly(tmp_path: Path) -> None:
     first = ControlPlane.create(tmp_path)
     second = ControlPlane.create(tmp_path)

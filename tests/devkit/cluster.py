@@ -45,9 +45,13 @@ from devkit.ports import (
     free_port,
     start_on_free_ports,
 )
-from devkit.toolchain import binary
+from devkit.toolchain import binary, built_binary
 
 SERVICE_CIDR = "10.96.0.0/16"
+# The Kubernetes releases a control plane runs: the newest (tests/toolchain/kube, the node's
+# too) and the oldest minor the chart claims in its kubeVersion (tests/toolchain/kube-oldest,
+# kube-apiserver and kube-controller-manager built as <name>-oldest).
+KUBE_RELEASES = ("newest", "oldest")
 ADMIN_USER = "jm-admin"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
@@ -208,6 +212,7 @@ class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager rooted in ``workdir``."""
 
     workdir: Path
+    release: str = "newest"  # one of KUBE_RELEASES
     etcd_port: int = field(default_factory=free_port)
     etcd_peer_port: int = field(default_factory=free_port)
     apiserver_port: int = field(default_factory=free_port)
@@ -215,10 +220,13 @@ class ControlPlane:
     pids: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, parent: Path | None = None) -> ControlPlane:
-        """A control plane in a fresh temporary directory (under ``parent`` if given)."""
+    def create(cls, parent: Path | None = None, release: str = "newest") -> ControlPlane:
+        """A control plane in a fresh temporary directory (under ``parent`` if given), of
+        the Kubernetes ``release`` (KUBE_RELEASES)."""
+        if release not in KUBE_RELEASES:
+            raise ValueError(f"no Kubernetes release {release!r}: one of {KUBE_RELEASES}")
         workdir = Path(tempfile.mkdtemp(prefix="jm-cluster-", dir=parent))
-        return cls(workdir=workdir)
+        return cls(workdir=workdir, release=release)
 
     @property
     def server(self) -> str:
@@ -314,6 +322,7 @@ class ControlPlane:
             json.dumps(
                 {
                     "workdir": str(self.workdir),
+                    "release": self.release,
                     "etcd_port": self.etcd_port,
                     "etcd_peer_port": self.etcd_peer_port,
                     "apiserver_port": self.apiserver_port,
@@ -350,6 +359,9 @@ class ControlPlane:
         self.kubeconfig.write_text(yaml.safe_dump(document))
         self.kubeconfig.chmod(0o600)
 
+    def _kube_binary(self, name: str) -> Path:
+        return binary(name) if self.release == "newest" else built_binary(f"{name}-oldest")
+
     def _etcd_command(self) -> list[str]:
         client = f"http://127.0.0.1:{self.etcd_port}"
         peer = f"http://127.0.0.1:{self.etcd_peer_port}"
@@ -368,7 +380,7 @@ class ControlPlane:
     def _apiserver_command(self) -> list[str]:
         certs = self._certs
         return [
-            str(binary("kube-apiserver")),
+            str(self._kube_binary("kube-apiserver")),
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
@@ -400,7 +412,7 @@ class ControlPlane:
     def _controller_manager_command(self) -> list[str]:
         certs = self._certs
         return [
-            str(binary("kube-controller-manager")),
+            str(self._kube_binary("kube-controller-manager")),
             f"--kubeconfig={self.kubeconfig}",
             f"--authentication-kubeconfig={self.kubeconfig}",
             f"--authorization-kubeconfig={self.kubeconfig}",

@@ -203,8 +203,10 @@ def _kind_default_node_minor() -> int:
     return int(found[1])
 
 
-def _control_plane_minor() -> int:
-    go_mod = (TOOLCHAIN / "kube" / "go.mod").read_text()
+def _control_plane_minor(toolchain: str = "kube") -> int:
+    """The Kubernetes minor a control plane of the tests is built at: tests/toolchain/kube
+    (the newest) or tests/toolchain/kube-oldest (the oldest the chart claims)."""
+    go_mod = (TOOLCHAIN / toolchain / "go.mod").read_text()
     found = re.search(r"^require k8s\.io/kubernetes v1\.(\d+)\.", go_mod, re.M)
     assert found
     return int(found[1])
@@ -212,7 +214,7 @@ def _control_plane_minor() -> int:
 
 def test_kube_version_starts_at_the_oldest_kubernetes_the_tests_run_on() -> None:
     chart = yaml.safe_load((release.CHART / "Chart.yaml").read_text())
-    oldest = min(_kind_default_node_minor(), _control_plane_minor())
+    oldest = min(_kind_default_node_minor(), _control_plane_minor("kube-oldest"))
     assert chart["kubeVersion"] == f">=1.{oldest}.0-0"
 
     def renders_on(version: str) -> bool:
