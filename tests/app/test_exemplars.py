@@ -25,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from devkit.prometheus import Process
-from devkit.services import LOOPBACK, RedisService, free_port
+from devkit.services import LOOPBACK, RedisService
 from devkit.shopapp import APP_DIR, gunicorn_server, shop_env
 from devkit.toolchain import cache_dir
 
@@ -159,10 +159,9 @@ def prometheus_3(target: str) -> Iterator[str]:
             "scrape_configs": [job],
         }
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-        port = free_port()
         process = Process(
             name="prometheus",
-            argv=[
+            argv_for_port=lambda port: [
                 str(cache_dir() / "bin" / "prometheus"),
                 f"--config.file={workdir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={workdir / 'data'}",
@@ -170,13 +169,12 @@ def prometheus_3(target: str) -> Iterator[str]:
                 "--enable-feature=exemplar-storage",
                 "--log.level=warn",
             ],
-            ready_url=f"http://{LOOPBACK}:{port}/-/ready",
+            ready_path="/-/ready",
             workdir=workdir,
-            port=port,
             startup_timeout=60,
         )
         try:
             process.start()
-            yield f"http://{LOOPBACK}:{port}"
+            yield f"http://{LOOPBACK}:{process.port}"
         finally:
             process.stop()
