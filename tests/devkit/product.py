@@ -233,6 +233,11 @@ def helm(kubeconfig: Path, *args: str) -> str:
     return result.stdout
 
 
+def helm_set(values: Mapping[str, str]) -> list[str]:
+    """``--set key=value`` for each value (helm's --set syntax: ``{a,b}`` is a list)."""
+    return [argument for key, value in values.items() for argument in ("--set", f"{key}={value}")]
+
+
 def is_ready(pod: client.V1Pod) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
@@ -271,16 +276,15 @@ def install_operator(
         "--namespace",
         OPERATOR_NAMESPACE,
         "--create-namespace",
-        "--set",
-        f"image.repository={repository}",
-        "--set",
-        f"image.tag={tag}",
-        "--set",
-        "image.pullPolicy=Never",
-        "--set",
-        f"replicas={replicas}",
-        "--set",
-        f"exporterImageAllowlist={{{registry}/}}",
+        *helm_set(
+            {
+                "image.repository": repository,
+                "image.tag": tag,
+                "image.pullPolicy": "Never",
+                "replicas": str(replicas),
+                "exporterImageAllowlist": f"{{{registry}/}}",
+            }
+        ),
     )
     core = client.CoreV1Api(api)
 

@@ -19,7 +19,7 @@ from devkit.images import build_images
 from devkit.kubetools import api_client, apply_crds, wait_for
 from devkit.manifests import chart_crd_files
 from devkit.node import Node
-from devkit.product import CHART, POD_TIMEOUT, delete_namespace, helm, is_ready
+from devkit.product import CHART, POD_TIMEOUT, delete_namespace, helm, helm_set, is_ready
 from devkit.registry import Registry, registry_server
 from devkit.toolchain import prometheus_operator_crds
 
@@ -82,17 +82,17 @@ def test_the_chart_installs_and_its_operator_runs_from_the_registry(
             "--namespace",
             NAMESPACE,
             "--create-namespace",
-            "--set",
-            f"image.repository={repository}",
-            "--set",
-            f"image.tag={tag}",
-            # Pulled even if the node holds an image of that name: the registry is the source.
-            "--set",
-            "image.pullPolicy=Always",
-            "--set",
-            "crds.install=false",
-            "--set",
-            f"watchNamespaces={{{NAMESPACE}}}",
+            *helm_set(
+                {
+                    "image.repository": repository,
+                    "image.tag": tag,
+                    # Pulled even if the node holds an image of that name: the registry is
+                    # the source.
+                    "image.pullPolicy": "Always",
+                    "crds.install": "false",
+                    "watchNamespaces": f"{{{NAMESPACE}}}",
+                }
+            ),
         )
 
         def running_and_ready() -> client.V1Pod | None:
