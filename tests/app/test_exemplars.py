@@ -57,12 +57,16 @@ def test_without_opentelemetry_nothing_changes_and_nothing_is_imported(tmp_path:
     script = """
 import sys
 import django
+from django.core.management import call_command
 from django.test import Client
 django.setup()
+call_command("migrate", verbosity=0)
 client = Client()
-assert client.get("/healthz").status_code == 200
+# a view the app counts: the latency histogram observes it (the probes' views are uncounted)
+assert client.get("/api/materials/").status_code == 200
 response = client.get("/metrics", HTTP_ACCEPT="application/openmetrics-text;version=1.0.0")
 assert response.status_code == 200
+assert b'view="material-list"' in response.content
 print(response["Content-Type"])
 print(sorted(m for m in sys.modules if m.startswith("opentelemetry")))
 """

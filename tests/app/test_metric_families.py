@@ -93,12 +93,12 @@ def test_responses_by_status_and_by_status_view_method(shop: ShopServer) -> None
         assert requests.get(shop.url + "/api/orders/987654321/", timeout=10).status_code == 404
     assert requests.get(shop.url + "/no/such/route", timeout=10).status_code == 404
     assert requests.get(shop.url + "/debug/error", timeout=10).status_code == 500
-    assert requests.get(shop.url + "/healthz", timeout=10).status_code == 200
+    assert requests.get(shop.url + "/api/collections/", timeout=10).status_code == 200
     after = metrics(shop)
     by_status = "django_http_responses_total_by_status_total"
     assert delta(before, after, by_status, status="404") == 3
     assert delta(before, after, by_status, status="500") == 1
-    # 200: healthz only (the scrapes are not app traffic)
+    # 200: the collection list only (the scrapes are not app traffic)
     assert delta(before, after, by_status, status="200") == 1
     svm = "django_http_responses_total_by_status_view_method_total"
     assert delta(before, after, svm, status="404", view="order-detail", method="GET") == 2

@@ -38,6 +38,8 @@ def test_bearer_token_from_mounted_file(shop_db: str, tmp_path: Path) -> None:
     token.write_text("s3cr3t-token\n")
     env = shop_env(shop_db, PROMETHEUS_METRICS_BEARER_TOKEN_FILE=str(token))
     with gunicorn_server(env, workers=1) as app:
+        # a request of the app's (its probe's /healthz is not counted): the family exists
+        assert requests.get(app.url + "/api/materials/", timeout=10).status_code == 200
         resp = requests.get(app.url + "/metrics", timeout=10)
         assert resp.status_code == 401
         assert resp.headers["WWW-Authenticate"] == 'Bearer realm="metrics"'

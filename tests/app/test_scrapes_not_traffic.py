@@ -1,4 +1,5 @@
-"""A Prometheus scrape of /metrics is not app traffic (issue 17's suspicion, confirmed).
+"""A Prometheus scrape of /metrics is not app traffic (issue 17's suspicion, confirmed), nor
+is a kubelet probe of the shop's /healthz and /readyz.
 
 Upstream's after-middleware counted every scrape as a request and a 200 response, so an idle
 app scraped every 15 s by two Prometheus replicas answered 0.13 "requests" per second: more
@@ -44,32 +45,58 @@ def test_scrapes_of_metrics_are_not_counted_as_requests(client) -> None:  # type
     assert counts() == before
 
 
+def test_kubelet_probes_are_not_counted_as_requests(client) -> None:  # type: ignore[no-untyped-def]
+    """The shop's liveness and readiness views are not app traffic either: the kubelet probing
+    them as manifests/dev/app.yaml says (readiness every 10 s, liveness every 20 s) would add
+    0.15 requests/s per pod, above the alerts' traffic floor, on an app nobody uses."""
+    probes = {"healthz", "readyz"}
+    probe_series = [
+        (name, {**labels, "view": view})
+        for name, labels in TRAFFIC
+        if "view" in labels
+        for view in probes
+    ]
+
+    def observed() -> dict[str, float]:
+        found = counts()
+        for name, labels in probe_series:
+            found[f"{name}{labels}"] = REGISTRY.get_sample_value(name, labels) or 0.0
+        return found
+
+    before = observed()
+    for _ in range(3):
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/readyz").status_code == 200
+    assert observed() == before
+
+
 def test_the_apps_own_requests_are_still_counted_once(client) -> None:  # type: ignore[no-untyped-def]
     name = "django_http_responses_total_by_status_view_method_total"
-    labels = {"status": "200", "view": "healthz", "method": "GET"}
+    labels = {"status": "200", "view": "material-list", "method": "GET"}
     latency = "django_http_requests_latency_seconds_by_view_method_count"
     before = {
-        "healthz": REGISTRY.get_sample_value(name, labels) or 0.0,
+        "view": REGISTRY.get_sample_value(name, labels) or 0.0,
         "by_method": REGISTRY.get_sample_value(
             "django_http_requests_total_by_method_total", {"method": "GET"}
         )
         or 0.0,
-        "latency": REGISTRY.get_sample_value(latency, {"view": "healthz", "method": "GET"}) or 0.0,
+        "latency": REGISTRY.get_sample_value(latency, {"view": "material-list", "method": "GET"})
+        or 0.0,
         "missing": REGISTRY.get_sample_value(
             "django_http_responses_total_by_status_total", {"status": "404"}
         )
         or 0.0,
     }
     for _ in range(3):
-        assert client.get("/healthz").status_code == 200
+        assert client.get("/api/materials/").status_code == 200
     assert client.get("/no/such/page").status_code == 404
-    assert REGISTRY.get_sample_value(name, labels) == before["healthz"] + 3
+    assert REGISTRY.get_sample_value(name, labels) == before["view"] + 3
     assert (
         REGISTRY.get_sample_value("django_http_requests_total_by_method_total", {"method": "GET"})
         == before["by_method"] + 4
     )
     assert (
-        REGISTRY.get_sample_value(latency, {"view": "healthz", "method": "GET"})
+        REGISTRY.get_sample_value(latency, {"view": "material-list", "method": "GET"})
         == before["latency"] + 3
     )
     assert (

@@ -187,6 +187,29 @@ def load_generator_run(shop_url: str, stopwatch: Stopwatch) -> dict[str, Any]:
     return stats
 
 
+def test_the_kubelets_probes_are_not_counted_as_requests(
+    example_cr: dict[str, Any],
+    prometheus_api: prom.PrometheusAPI,
+    load_generator_run: dict[str, Any],
+) -> None:
+    """The kubelet has probed the shop's /readyz and /healthz (manifests/dev/app.yaml) since
+    its pod started, and Prometheus scrapes only a ready pod, whose /readyz Django served.
+    The load generator's traffic (through nginx, which keeps the probes' paths from the
+    outside) is counted by view; the probes are not."""
+    job = child_name(example_cr["metadata"]["name"], "app-metrics")
+    by_view = (
+        "count by (view) (django_http_requests_total_by_view_transport_method_total"
+        f'{{namespace="{SHOP}",job="{job}"}})'
+    )
+
+    def views() -> set[str] | None:
+        found = {series["metric"]["view"] for series in prometheus_api.query(by_view)}
+        return found if "product-list" in found else None
+
+    counted = wait_for(views, timeout=POD_TIMEOUT, interval=2, what="the traffic, by view")
+    assert not counted & {"healthz", "readyz"}, counted
+
+
 def _firing(api: prom.PrometheusAPI, alertname: str) -> list[dict[str, Any]]:
     return api.query(f'ALERTS{{alertname="{alertname}",alertstate="firing"}}')
 

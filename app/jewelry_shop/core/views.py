@@ -7,8 +7,12 @@ from django.db import DatabaseError, connections
 from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from jewelry_monitoring_django.middleware import uncounted
 
 
+# The kubelet's probes are not app traffic: uncounted keeps them out of the request metrics,
+# whose rates the alerts' traffic floor and the SLOs' denominators read.
+@uncounted
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -17,6 +21,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok", "pid": os.getpid()})
 
 
+@uncounted
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
