@@ -9,6 +9,8 @@ availability SLO made of nothing but successes. The shop's other requests are st
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from prometheus_client import REGISTRY
 
@@ -116,3 +118,23 @@ def test_a_decorated_metrics_view_stays_uncounted() -> None:
         return metrics_view(request)
 
     assert getattr(wrapped, UNCOUNTED) is True
+
+
+def test_a_counted_view_answering_the_kubelets_probes_is_named_once(
+    client,  # type: ignore[no-untyped-def]
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The kubelet sends ``User-Agent: kube-probe/<major>.<minor>`` with every HTTP probe that
+    does not set its own: a probe that reaches a counted view is told apart exactly, and the
+    view is named in the log once, with the fix."""
+    probe = {"HTTP_USER_AGENT": "kube-probe/1.35"}
+    logger = "jewelry_monitoring_django.middleware"
+    with caplog.at_level(logging.WARNING, logger=logger):
+        for _ in range(2):
+            assert client.get("/api/collections/", **probe).status_code == 200
+            assert client.get("/healthz", **probe).status_code == 200  # uncounted: silent
+            assert client.get("/api/collections/").status_code == 200  # not a probe
+    [record] = [r for r in caplog.records if r.name == logger]
+    assert "/api/collections/" in record.getMessage()
+    assert "'collection-list'" in record.getMessage()
+    assert "jewelry_monitoring_django.middleware.uncounted" in record.getMessage()

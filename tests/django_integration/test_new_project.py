@@ -13,6 +13,7 @@ The steps are the ones the package README gives a user:
    writes as well as reads)
 4. ``path("", include("jewelry_monitoring_django.urls"))``
 5. optional: ``PROMETHEUS_METRICS_ALLOWED_IPS``, ``PROMETHEUS_METRICS_BEARER_TOKEN_FILE``
+6. the probes' views marked ``jewelry_monitoring_django.middleware.uncounted``
 """
 
 from __future__ import annotations
@@ -77,10 +78,16 @@ URLS = """\
 from django.core.cache import cache
 from django.http import HttpResponse
 from django.urls import include, path
+from jewelry_monitoring_django.middleware import uncounted
 
 
 def hello(request):
     return HttpResponse("hello")
+
+
+@uncounted  # the kubelet's probes are not app traffic
+def healthz(request):
+    return HttpResponse("ok")
 
 
 def remember(request):
@@ -93,6 +100,7 @@ def remember(request):
 urlpatterns = [
     path("hello/", hello, name="hello"),
     path("remember/", remember, name="remember"),
+    path("healthz", healthz, name="healthz"),
     path("", include("jewelry_monitoring_django.urls")),
 ]
 """
@@ -322,6 +330,7 @@ def test_metrics_protected_and_correct(project) -> None:  # type: ignore[no-unty
     with runserver(site, env) as url:
         for _ in range(3):
             assert _get(url + "/hello/")[0] == 200
+            assert _get(url + "/healthz")[0] == 200
         status, body = _get(url + "/metrics")
         assert status == 401 and "django_" not in body
         assert _get(url + "/metrics", {"Authorization": "Bearer wrong"})[0] == 401
@@ -344,6 +353,7 @@ def test_metrics_protected_and_correct(project) -> None:  # type: ignore[no-unty
             and 'view="hello"' in line
         ]
         assert hello and float(hello[0].rsplit(" ", 1)[1]) >= 3, hello
+        assert 'view="healthz"' not in body  # marked uncounted, as the README says
         # computed at scrape time, one series (django-prometheus's start-time copy dropped)
         migrations = [line for line in body.splitlines() if line.startswith("django_migrations_")]
         assert 'django_migrations_unapplied_total{connection="default"} 0.0' in migrations

@@ -21,6 +21,11 @@ Three corrections to upstream, same metrics and names:
   leaves instead, once the view is known. django-prometheus's before-middleware
   (``django_http_requests_before_middlewares_total`` and the latency including middlewares)
   still counts every request that reaches the process, as its names say.
+
+Probes are the views the app marks uncounted too, which only the app knows: the kubelet's probe
+configuration is in the pod spec, out of Django's sight. But each probe request says what it
+is: the kubelet sends ``User-Agent: kube-probe/<major>.<minor>`` unless the probe sets its own.
+A probe that reaches a counted view is logged once per view, with the fix.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ View = TypeVar("View", bound=Callable[..., Any])
 
 # The attribute :func:`uncounted` sets; ``functools.wraps`` copies it onto decorated views.
 UNCOUNTED = "prometheus_uncounted"
+# The kubelet's User-Agent on HTTP probes (k8s.io/kubernetes pkg/probe/http), unless overridden.
+PROBE_USER_AGENT = "kube-probe/"
 MAX_VIEWS = "PROMETHEUS_MAX_VIEWS"
 DEFAULT_MAX_VIEWS = 300
 OTHER_VIEW = "<other view>"
@@ -78,6 +85,33 @@ class ViewLabels:
 
 
 view_labels = ViewLabels()
+
+
+class CountedProbes:
+    """The counted views this process has seen the kubelet probe, each logged once."""
+
+    def __init__(self) -> None:
+        self._views: set[str] = set()
+        self._lock = threading.Lock()
+
+    def note(self, request: HttpRequest, view: str) -> None:
+        agent = request.headers.get("User-Agent", "")
+        if not agent.startswith(PROBE_USER_AGENT) or view in self._views:
+            return
+        with self._lock:
+            if view in self._views:
+                return
+            self._views.add(view)
+        logger.warning(
+            "%s (view %r) answers the kubelet's probes (User-Agent %r) and is counted as app "
+            "traffic: mark the view with jewelry_monitoring_django.middleware.uncounted",
+            request.path,
+            view,
+            agent,
+        )
+
+
+counted_probes = CountedProbes()
 
 
 def uncounted(view: View) -> View:
@@ -126,6 +160,7 @@ class PrometheusAfterMiddleware(_Upstream):
     def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         if is_uncounted(request):
             return response
+        counted_probes.note(request, self._get_view_name(request))
         self._count_arrival(request)
         return super().process_response(request, response)  # type: ignore[no-any-return]
 
