@@ -354,16 +354,6 @@ class ExportersSpec(SpecModel):
         json_schema_extra={"default": {}},
         description="Celery exporter; needs brokerUrl, and task events enabled in Celery.",
     )
-    # Kept in the schema only so that the API server does not prune it from old resources:
-    # the operator must see it to say why it no longer acts on it (see semantic_problems).
-    node: PassThrough | None = Field(
-        None,
-        description=(
-            "Not supported: a namespaced resource must not run a privileged DaemonSet on every "
-            "node. The node exporter is a chart option (nodeExporter.enabled); `enabled: true` "
-            "here makes the resource invalid."
-        ),
-    )
 
     def enabled(self) -> dict[str, ExporterSpec]:
         """The enabled exporters by name, in a stable order."""
@@ -946,12 +936,6 @@ def semantic_problems(
                 " (a secretKeyRef) is not set"
             )
     problems += image_problems(spec, allowed_images)
-    if (spec.exporters.node or {}).get("enabled"):
-        problems.append(
-            "exporters.node was removed: the node exporter is now a chart option "
-            "(nodeExporter.enabled) owned by the cluster admin; remove exporters.node here "
-            "(and delete the DaemonSet an older version made for it)"
-        )
     unknown = sorted(set(spec.alerts.overrides) - known_alerts)
     if unknown:
         problems.append(

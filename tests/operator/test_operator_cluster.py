@@ -166,7 +166,7 @@ def test_update_changes_children_and_disable_prunes(
         {
             "app": {"interval": "30s"},
             "alerts": {"overrides": {"HighErrorRate": {"threshold": 0.2}}},
-            "exporters": {"redis": {"enabled": False}, "node": {"enabled": False}},
+            "exporters": {"redis": {"enabled": False}},
             "dashboards": {"enabled": False},
             "routing": None,
         },
@@ -181,7 +181,7 @@ def test_update_changes_children_and_disable_prunes(
     assert "0.2" in alerts["HighErrorRate"]["expr"]
     assert not any(name.startswith("Redis") for name in alerts)
     found = children(admin_api, namespace, "shop")
-    assert not [key for key in found if "redis-exporter" in key or "node-exporter" in key]
+    assert not [key for key in found if "redis-exporter" in key]
     assert not [key for key in found if key.startswith(("ConfigMap/", "AlertmanagerConfig/"))]
     assert "Deployment/shop-postgres-exporter" in found
     after = children(admin_api, namespace, "neighbour")

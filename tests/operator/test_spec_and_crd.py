@@ -14,6 +14,7 @@ from jewelry_monitoring.builders.rules import KNOWN_ALERTS
 from jewelry_monitoring.config import load
 from jewelry_monitoring.crd import build_crd
 from jewelry_monitoring.spec import (
+    EXPORTER_NAMES,
     LATENCY_BUCKETS,
     OPERATOR_LABELS,
     JewelryMonitoringSpec,
@@ -276,27 +277,22 @@ def test_allowlist_comes_from_the_environment() -> None:
     assert load(env={}).allowed_images == ()
 
 
-def test_node_exporter_is_no_longer_a_cr_field() -> None:
-    """Old resources keep the field (the schema preserves it): enabled is an error, not a
-    silently ignored request; the old defaults (enabled: false) are harmless."""
-    enabled = parse({"exporters": {"node": {"enabled": True, "image": "attacker/evil"}}})
-    [problem] = semantic_problems(enabled, KNOWN_ALERTS)
-    assert problem.startswith("exporters.node was removed")
-    assert "nodeExporter.enabled" in problem
-    assert "node" not in enabled.exporters.enabled()
-    old_defaults = parse({"exporters": {"node": {"enabled": False, "interval": "30s"}}})
-    assert semantic_problems(old_defaults, KNOWN_ALERTS) == []
+def test_the_exporters_of_a_resource_are_its_four() -> None:
+    """The node exporter is the chart's (nodeExporter.enabled): a namespaced resource has no
+    field for it, so `exporters.node` is an unknown field like any other, to the model and to
+    the server's schema (which prunes it, or refuses it under strict field validation)."""
     schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    node = schema["properties"]["spec"]["properties"]["exporters"]["properties"]["node"]
-    assert node["x-kubernetes-preserve-unknown-fields"] is True
-    assert "default" not in node
+    exporters = schema["properties"]["spec"]["properties"]["exporters"]
+    assert set(exporters["properties"]) == set(EXPORTER_NAMES)
+    assert "x-kubernetes-preserve-unknown-fields" not in exporters
+    with pytest.raises(ValidationError, match=r"exporters\.node"):
+        parse({"exporters": {"node": {"enabled": True}}})
 
 
 @pytest.mark.cluster
-def test_image_allowlist_and_removed_node_exporter_on_a_real_api_server(tmp_path: Path) -> None:
+def test_image_allowlist_on_a_real_api_server(tmp_path: Path) -> None:
     """The chart's exporterImageAllowlist reaches the operator, which refuses other images
-    with InvalidSpec naming the field and creates nothing; an old resource asking for the
-    node exporter keeps the field on the server and gets InvalidSpec too.
+    with InvalidSpec naming the field and creates nothing.
 
     A control plane of its own: the operator runs with the environment the chart renders for
     an allowlist, which the session's operator (default values) does not have.
@@ -338,27 +334,20 @@ def test_image_allowlist_and_removed_node_exporter_on_a_real_api_server(tmp_path
 
             create("dev", {"redis": {"enabled": True, "image": "localhost/jm/redis:dev"}})
             create("mirror", {"redis": {"enabled": True, "image": "registry.example/mirror/r:1"}})
-            create("old-node", {"node": {"enabled": True, "image": "attacker/anything:1"}})
-            create("old-defaults", {"node": {"enabled": False, "interval": "30s"}})
 
             dev = wait_condition(api, namespace, "dev", "Ready", "False", "InvalidSpec")
             assert condition(dev, "Ready")["message"].startswith(
                 "exporters.redis.image 'localhost/jm/redis:dev' is not allowed"
             )
-            old = wait_condition(api, namespace, "old-node", "Ready", "False", "InvalidSpec")
-            assert condition(old, "Ready")["message"].startswith("exporters.node was removed")
-            assert old["spec"]["exporters"]["node"]["enabled"] is True  # kept by the server
             wait_condition(api, namespace, "mirror", "Ready", "True")
-            wait_condition(api, namespace, "old-defaults", "Ready", "True")
 
             images = {
                 d.metadata.name: d.spec.template.spec.containers[0].image
                 for d in apps.list_namespaced_deployment(namespace).items
             }
             assert images == {"mirror-redis-exporter": "registry.example/mirror/r:1"}
-            assert apps.list_namespaced_daemon_set(namespace).items == []
             events = core.list_namespaced_event(namespace, field_selector="reason=InvalidSpec")
-            assert sorted(e.involved_object.name for e in events.items) == ["dev", "old-node"]
+            assert [e.involved_object.name for e in events.items] == ["dev"]
 
             # Back to the pinned image's repository (another tag): accepted, and created.
             custom.patch_namespaced_custom_object(
