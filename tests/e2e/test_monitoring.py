@@ -6,7 +6,7 @@ Alertmanager HTTP APIs, port-forwarded to 127.0.0.1 (devkit.product.port_forward
 
 The tests run in file order on the session's product (see conftest): the targets up at the
 CR's intervals and the rules loaded, the load generator's traffic, the 5xx endpoint switched
-on (HighErrorRate fires and reaches Alertmanager), then the seed's queries and every
+on (HighErrorRate fires and reaches Alertmanager), then the example queries and every
 dashboard panel, which by then have every kind of traffic behind them. Every wait polls
 with a bound.
 """
@@ -54,11 +54,12 @@ APP_INTERVAL, EXPORTER_INTERVAL = "15s", "30s"  # the example CR's (the spec's d
 RATE_INTERVAL = "2m"
 APP_PODS, APP_PORT = "app.kubernetes.io/name=jewelry-shop", 8000  # manifests/dev/app.yaml
 
-# The seed's "Example Queries", with the metric names the app really exports (app/METRICS.md):
-# the seed reads django_http_requests_latency_seconds_bucket and django_cache_hits_total /
-# _misses_total, which do not exist (django-prometheus labels latency by view and method, and
-# names cache counters django_cache_get_*); its per-view buckets are summed by le for one p95.
-SEED_QUERIES = {
+# Queries a user writes first for a django-prometheus app, with the metric names the app
+# exports as measured (app/METRICS.md, from a real scrape): there is no
+# django_http_requests_latency_seconds_bucket and no django_cache_hits_total / _misses_total
+# (django-prometheus labels latency by view and method, and names its cache counters
+# django_cache_get_*); the per-view buckets are summed by le for one p95.
+EXAMPLE_QUERIES = {
     "requests per second": "rate(django_http_requests_total_by_method_total[5m])",
     "requests per second by view": (
         "rate(django_http_requests_total_by_view_transport_method_total[5m])"
@@ -312,7 +313,7 @@ def _dashboard_queries(cr_name: str, exporters: list[str]) -> dict[str, str]:
     return queries
 
 
-def test_the_seeds_queries_and_every_dashboard_panel_return_data(
+def test_the_example_queries_and_every_dashboard_panel_return_data(
     example_cr: dict[str, Any],
     prometheus_api: prom.PrometheusAPI,
     shop_url: str,
@@ -322,7 +323,7 @@ def test_the_seeds_queries_and_every_dashboard_panel_return_data(
     NO_DATA_IN_THIS_STACK names (with its reason)."""
     load_generator(shop_url, requests=400, duration=60)
     exporters = sorted(example_cr["spec"]["exporters"])
-    queries = {f"seed: {name}": expr for name, expr in SEED_QUERIES.items()}
+    queries = {f"example: {name}": expr for name, expr in EXAMPLE_QUERIES.items()}
     queries.update(_dashboard_queries(example_cr["metadata"]["name"], exporters))
     excused: dict[str, str] = {}
     to_check: dict[str, str] = {}

@@ -1,10 +1,9 @@
 """Grafana dashboards, built with the Grafana Foundation SDK: the chart's and a CR's own.
 
-The four dashboards the design document recommends (Django application, database, cache,
-system) are described as data: each is a list of sections, each section a list of panels,
-each panel a handful of PromQL templates. One function turns that table into SDK builders, so
-every panel gets the same datasource variable, scoping and layout rules. A ``Scope`` decides
-what the templates select:
+Four dashboards (Django application, database, cache, system) are described as data: each
+is a list of sections, each section a list of panels, each panel a handful of PromQL
+templates. One function turns that table into SDK builders, so every panel gets the same
+datasource variable, scoping and layout rules. A ``Scope`` decides what the templates select:
 
 * ``shared_scope``: the chart ships one set for every CR (``jm-dev manifests`` writes it to
   charts/jewelry-monitoring/dashboards/); the viewer picks namespace and jobs with Grafana

@@ -229,7 +229,7 @@ CATALOG: tuple[AlertDef, ...] = (
     AlertDef(
         "HighErrorRate",
         APP,
-        # A share, not a rate as in the design document: 0.05/s of 5xx is nothing for a busy
+        # A share of the responses, not a rate of 5xx: 0.05/s of 5xx is nothing for a busy
         # shop and everything for a quiet one. The request-rate floor keeps one 5xx of a
         # quiet app (a large share of very little) from paging.
         f"{RESPONSES_5XX_RATIO}{{{{selector}}}} > {{threshold}}\nand\n"
