@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
@@ -24,6 +25,8 @@ DOCUMENTS = sorted(
         *(REPO / "app").glob("**/*.md"),
     }
 )
+# The repository's address, as the chart gives it (Chart.yaml home and sources).
+REPOSITORY_URL = yaml.safe_load((REPO / "charts/jewelry-monitoring/Chart.yaml").read_text())["home"]
 # A Markdown link: [text](target), the target without a title.
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
@@ -64,18 +67,33 @@ def commands(document: Path, heading: str) -> list[str]:
     return block.group(1).strip().splitlines()
 
 
+def local_target(document: Path, target: str) -> tuple[Path, str] | None:
+    """The file or directory of this checkout a link of ``document`` points at, and its
+    anchor: a relative link, or one to the repository's own address on its main branch. None
+    for a link elsewhere (https:, mailto:: not checked offline)."""
+    for kind in ("blob", "tree"):
+        prefix = f"{REPOSITORY_URL}/{kind}/main/"
+        if target.startswith(prefix):
+            path, _, anchor = target.removeprefix(prefix).partition("#")
+            return REPO / path, anchor
+    if re.match(r"^[a-z]+:", target):
+        return None
+    path, _, anchor = target.partition("#")
+    return ((document.parent / path).resolve() if path else document), anchor
+
+
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_link_resolves(document: Path) -> None:
     files = tracked_files()
     broken = []
     for target in links(document):
-        if re.match(r"^[a-z]+:", target):  # https:, mailto:: not checked offline
+        local = local_target(document, target)
+        if local is None:
             continue
-        path, _, anchor = target.partition("#")
-        resolved = (document.parent / path).resolve() if path else document
+        resolved, anchor = local
         relative = str(resolved.relative_to(REPO))
         is_dir = any(f.startswith(relative + "/") for f in files)
-        if path and relative not in files and not is_dir:
+        if resolved != document and relative not in files and not is_dir:
             broken.append(f"{target}: no such file in the repository")
         elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
             broken.append(f"{target}: no heading with that anchor in {relative}")
@@ -136,21 +154,24 @@ def test_crd_reference_is_generated_from_the_model() -> None:
     )
 
 
-def test_chart_readme_lists_every_value_of_values_yaml() -> None:
+def test_chart_readme_lists_every_value_and_links_absolutely() -> None:
+    """The chart's README is generated: its values table from values.yaml, and its links
+    absolute to the repository (Artifact Hub shows the README away from it, where a relative
+    link leads nowhere)."""
     from devkit.chart_readme import CHART_README, VALUES, render_chart_readme, undescribed
 
     values = VALUES.read_text()
     assert undescribed(values) == [], "describe them with a comment in values.yaml"
     committed = CHART_README.read_text()
     assert committed == render_chart_readme(committed, values), (
-        f"the values table of {CHART_README.relative_to(REPO)} is stale: regenerate it with "
-        "`.venv/bin/jm-dev manifests` and commit it"
+        f"the values table or a link of {CHART_README.relative_to(REPO)} is stale: regenerate "
+        "it with `.venv/bin/jm-dev manifests` and commit it"
     )
+    outside = [t for t in links(CHART_README) if not t.startswith(("#", REPOSITORY_URL + "/"))]
+    assert not outside, f"links that lead nowhere on Artifact Hub: {outside}"
 
 
 def test_chart_metadata_points_at_the_repository_and_its_icon() -> None:
-    import yaml
-
     chart = yaml.safe_load((REPO / "charts/jewelry-monitoring/Chart.yaml").read_text())
     home = chart["home"]
     assert chart["sources"] == [home]
