@@ -40,7 +40,6 @@ from kubernetes.client.rest import ApiException
 
 from devkit.cluster import ControlPlane
 from devkit.prometheus import LOOPBACK, Process, Prometheus, process
-from devkit.services import free_port
 from devkit.toolchain import built_binary
 
 # Where the Prometheus pod mounts what the operator generates (prometheus-operator's
@@ -189,19 +188,17 @@ def prometheus_of(
     tmp = Path(tempfile.mkdtemp(prefix="devkit-generated-prometheus-"))
     config_path = tmp / "prometheus.yml"
     config_path.write_text(yaml.safe_dump({"global": {"scrape_interval": "15s"}}))
-    port = free_port()
     proc = Process(
         name="prometheus",
-        argv=[
+        argv_for_port=lambda port: [
             str(built_binary("prometheus")),
             f"--config.file={config_path}",
             f"--storage.tsdb.path={tmp / 'data'}",
             f"--web.listen-address={LOOPBACK}:{port}",
             "--log.level=warn",
         ],
-        ready_url=f"http://{LOOPBACK}:{port}/-/ready",
+        ready_path="/-/ready",
         workdir=tmp,
-        port=port,
         startup_timeout=60,
     )
     stop = threading.Event()
@@ -238,7 +235,7 @@ def prometheus_of(
     try:
         proc.start()
         reloader.start()
-        yield Prometheus(f"http://{LOOPBACK}:{port}", config_path, proc)
+        yield Prometheus(f"http://{LOOPBACK}:{proc.port}", config_path, proc)
     finally:
         stop.set()
         if reloader.is_alive():
