@@ -42,9 +42,12 @@ LOWEST_CHOSEN_PORT = 10000
 START_ATTEMPTS = 5
 # How the programs we launch say that a bind failed because the port is taken: Go's net
 # package ("bind: address already in use"), strerror(EADDRINUSE) in C (PostgreSQL, Redis,
-# nginx: "Address already in use"), Python's OSError, and gunicorn, which logs only
-# "Connection in use" at its default level.
-BIND_LOST = re.compile(r"address already in use|connection in use", re.IGNORECASE)
+# nginx: "Address already in use"), Python's OSError, gunicorn, which logs only
+# "Connection in use" at its default level, and Django's runserver ("That port is already in
+# use.").
+BIND_LOST = re.compile(
+    r"address already in use|connection in use|port is already in use", re.IGNORECASE
+)
 
 Started = TypeVar("Started")
 

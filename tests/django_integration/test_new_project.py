@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import subprocess
@@ -27,13 +28,16 @@ import sys
 import time
 import tomllib
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from devkit.services import LOOPBACK, free_port
+from devkit import prometheus as prom
+from devkit.port_thief import PortThief
+from devkit.services import LOOPBACK
 from devkit.toolchain import cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -291,37 +295,22 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
 
 @contextlib.contextmanager
 def runserver(site: Path, env: dict[str, str]) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(_python(site)), "manage.py", "runserver", "--noreload", f"{LOOPBACK}:{port}"],
-        cwd=site,
+    """``manage.py runserver`` on a free loopback port (a fresh one when another process took
+    it first: devkit.ports), ready when the user's view answers; yields its URL."""
+    with prom.process(
+        "runserver",
+        lambda port: [
+            str(_python(site)),
+            str(site / "manage.py"),
+            "runserver",
+            "--noreload",
+            f"{LOOPBACK}:{port}",
+        ],
+        ready_path="/hello/",
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    url = f"http://{LOOPBACK}:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if _get(url + "/hello/")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            assert time.monotonic() < deadline, "runserver did not answer"
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+        startup_timeout=60,
+    ) as server:
+        yield f"http://{LOOPBACK}:{server.port}"
 
 
 def test_metrics_protected_and_correct(project) -> None:  # type: ignore[no-untyped-def]
@@ -365,3 +354,16 @@ def test_metrics_protected_and_correct(project) -> None:  # type: ignore[no-unty
     with runserver(site, {**env, "DJANGO_SETTINGS_MODULE": "mysite.cluster_only"}) as url:
         status, body = _get(url + "/metrics", auth)  # loopback is not in this allow-list
         assert status == 403 and "django_" not in body
+
+
+def test_runserver_starts_again_on_a_fresh_port(  # type: ignore[no-untyped-def]
+    project, port_thief: PortThief, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process binds the port chosen for runserver first (issue 17 item 15)."""
+    site, env = project
+    caplog.set_level(logging.WARNING, logger="devkit.ports")
+    port_thief.steal(1)
+    with runserver(site, env) as url:
+        assert urllib.parse.urlsplit(url).port not in port_thief.stolen
+        assert _get(url + "/hello/") == (200, "hello")
+    assert any(record.name == "devkit.ports" for record in caplog.records), caplog.text
