@@ -520,6 +520,11 @@ def _https_ok(url: str) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs; an exited child of ours is reaped. A pid of 0 or less
+    names no process (none recorded): ``waitpid`` would take it for a process group and reap
+    whichever other child of ours had exited, stealing its exit status from its owner."""
+    if pid <= 0:
+        return False
     try:
         waited, _ = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:

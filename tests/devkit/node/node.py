@@ -164,7 +164,7 @@ class Node:
         """Images named ``<host>/...`` go to the dead port again, and those pulled from there
         are removed (their layers stay while an imported image shares them)."""
         self.containerd.forget_registry(host)
-        if _alive(self.pids.get("containerd", 0)):
+        if self._runs("containerd"):
             pulled = [image for image in self.images() if image.startswith(f"{host}/")]
             if pulled:
                 self.containerd.ctr("images", "remove", *pulled, check=False)
@@ -179,7 +179,7 @@ class Node:
             if name in self.pids:
                 _terminate(self.pids.pop(name))
         self._remove_containers()
-        if _alive(self.pids.get("containerd", 0)):
+        if self._runs("containerd"):
             self.containerd.prune_image_store()
         if "containerd" in self.pids:
             _terminate(self.pids.pop("containerd"))
@@ -333,7 +333,7 @@ class Node:
         pods stay Pending."""
         if "kube-scheduler" in self.pids:
             _terminate(self.pids.pop("kube-scheduler"))
-        if _alive(self.pids.get("kubelet", 0)) and self.plane.running():
+        if self._runs("kubelet") and self.plane.running():
             components.stop_pods_through_kubelet(self)
 
     def _remove_containers(self) -> None:
@@ -342,7 +342,7 @@ class Node:
         A dead node's containerd is started again first: it reconnects to the shims that
         outlived it, so their containers are stopped the same way.
         """
-        if not _alive(self.pids.get("containerd", 0)):
+        if not self._runs("containerd"):
             if not self.containerd.has_tasks():
                 return
             self._spawn("containerd", self.containerd.command(), clean_env=True)
