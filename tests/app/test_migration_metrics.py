@@ -12,7 +12,9 @@ import uuid
 import pytest
 import requests
 
-from devkit.services import PostgresService, free_port
+from devkit.port_thief import PortThief
+from devkit.ports import refusing_port
+from devkit.services import PostgresService
 from devkit.shopapp import gunicorn_server, manage, scrape, shop_env
 
 pytestmark = pytest.mark.services
@@ -44,17 +46,21 @@ def test_pod_started_before_migrate_job(postgres: PostgresService) -> None:
         postgres.dropdb(name)
 
 
-def test_app_starts_while_database_is_down() -> None:
-    dead = f"postgresql://shop:pw@127.0.0.1:{free_port()}/shop"
-    with gunicorn_server(shop_env(dead), workers=1) as server:
-        assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
-        ready = requests.get(server.url + "/readyz", timeout=10)
-        assert ready.status_code == 503
-        assert ready.json()["databases"]["default"] == "OperationalError"
-        s = scrape(server.url + "/metrics")
-        assert s.status == 200  # the scrape itself never fails because of the DB
-        assert not s.samples("django_migrations_unapplied_total")
-        assert s.value("django_db_new_connection_errors_total", vendor="postgresql") >= 1
+def test_app_starts_while_database_is_down(port_thief: PortThief) -> None:
+    # Another process takes the next port the devkit chooses: the database's dead port must
+    # not be one that can be taken (a listener that never answers made /readyz hang).
+    port_thief.steal(1)
+    with refusing_port() as port:
+        dead = shop_env(f"postgresql://shop:pw@127.0.0.1:{port}/shop")
+        with gunicorn_server(dead, workers=1) as server:
+            assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
+            ready = requests.get(server.url + "/readyz", timeout=10)
+            assert ready.status_code == 503
+            assert ready.json()["databases"]["default"] == "OperationalError"
+            s = scrape(server.url + "/metrics")
+            assert s.status == 200  # the scrape itself never fails because of the DB
+            assert not s.samples("django_migrations_unapplied_total")
+            assert s.value("django_db_new_connection_errors_total", vendor="postgresql") >= 1
 
 
 UPSTREAM_PROBE = """

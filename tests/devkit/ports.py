@@ -12,6 +12,7 @@ and starts again, a few times, instead of failing the run.
 Public API::
 
     free_port(candidates=None) -> int        # a loopback port nobody listens on right now
+    refusing_port() -> int                   # context manager: a port that refuses, held
     PortTaken                                # a start that lost the bind of one of its ports
     StartOutput(log)                         # what a process wrote since this start
     lost_bind(output) -> bool                # ``output`` says a bind failed: port taken
@@ -27,7 +28,8 @@ import random
 import re
 import socket
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -95,6 +97,18 @@ def _bindable(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+@contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses every connection while the block runs: a dead address
+    (a database that is down, a target nothing serves). A port found free would not do:
+    any process may bind it meanwhile and answer, or accept and never answer. This one is
+    bound and never listens, so connecting gets "connection refused" and nobody else can
+    bind it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        yield int(held.getsockname()[1])
 
 
 class PortTaken(RuntimeError):

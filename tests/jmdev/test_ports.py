@@ -2,15 +2,25 @@
 
 A port chosen free and bound a moment later by etcd or kube-apiserver could meanwhile be taken
 as the local port of some outgoing connection if it lay in that range (issue 9: "bind: address
-already in use" on 127.0.0.1:32981).
+already in use" on 127.0.0.1:32981). A dead address (a database that is down) is a port held
+by the test, which no other process can take and answer on.
 """
 
 from __future__ import annotations
 
+import errno
 import socket
 
+import pytest
+
 from devkit import services
-from devkit.ports import LOWEST_CHOSEN_PORT, ephemeral_port_range, free_port, ports_outside
+from devkit.ports import (
+    LOWEST_CHOSEN_PORT,
+    ephemeral_port_range,
+    free_port,
+    ports_outside,
+    refusing_port,
+)
 
 
 def test_chosen_ports_lie_outside_the_kernels_ephemeral_range() -> None:
@@ -48,3 +58,15 @@ def test_the_services_port_chooser_keeps_out_of_the_ephemeral_range_too() -> Non
     low, high = ephemeral_port_range()
     chosen = {services.free_port() for _ in range(200)}
     assert not [port for port in chosen if low <= port <= high]
+
+
+def test_a_refusing_port_refuses_and_nobody_else_can_take_it() -> None:
+    with refusing_port() as port:
+        with socket.socket() as client:
+            assert client.connect_ex(("127.0.0.1", port)) == errno.ECONNREFUSED
+        for address in ("127.0.0.1", "0.0.0.0"):
+            with socket.socket() as other, pytest.raises(OSError) as lost:
+                # As servers bind (gunicorn, Python's http.server, Go's net package).
+                other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                other.bind((address, port))
+            assert lost.value.errno == errno.EADDRINUSE

@@ -50,8 +50,9 @@ from devkit.crs import (
     wait_condition,
 )
 from devkit.operator_process import OperatorProcess
+from devkit.ports import refusing_port
 from devkit.prometheus_operator import prometheus_operator
-from devkit.services import LOOPBACK, free_port
+from devkit.services import LOOPBACK
 from jewelry_monitoring.builders.common import OWNER_LABEL, Owner
 from jewelry_monitoring.builders.desired import desired_objects
 from jewelry_monitoring.spec import JewelryMonitoringSpec
@@ -404,13 +405,14 @@ def test_alertmanager_delivers_our_alerts_as_routed_and_inhibits_the_warning(
     config = routed.configs["live"]
     assert our_route(config, "live") is not None
     objects = _owned_objects(routed.api, "live")
-    # Every target of the CR on a loopback port nothing listens on: all down.
-    targets = {
-        o["metadata"]["name"]: [f"{LOOPBACK}:{free_port()}"]
-        for o in objects
-        if o["kind"] == "Service"
-    }
     with contextlib.ExitStack() as stack:
+        # Every target of the CR on a loopback port that refuses (held, so no other process
+        # can serve on it meanwhile): all down.
+        targets = {
+            o["metadata"]["name"]: [f"{LOOPBACK}:{stack.enter_context(refusing_port())}"]
+            for o in objects
+            if o["kind"] == "Service"
+        }
         alertmanager = stack.enter_context(prom.alertmanager_with_config(config))
         prometheus_config = prom.prometheus_config(
             objects, targets, rule_files=[], alertmanager=f"{LOOPBACK}:{alertmanager.port}"
