@@ -50,7 +50,7 @@ from typing import Any
 
 import yaml
 
-from devkit.ports import StartOutput, exited_during_start, start_on_fresh_ports
+from devkit.ports import StartOutput, exited_during_start, lost_bind, start_on_fresh_ports
 from devkit.services import LOOPBACK, ServiceError, stop_process_group
 from devkit.shopapp import http_status
 from devkit.toolchain import cache_dir
@@ -309,7 +309,10 @@ class Process:
         deadline = time.monotonic() + self.startup_timeout
         url = f"http://{LOOPBACK}:{port}{self.ready_path}"
         while http_status(url) != 200:
-            if self._proc.poll() is not None:
+            # A lost bind may leave the process running (the Celery exporter serves from a
+            # thread, which dies alone, and never answers): its words count as its exit.
+            if self._proc.poll() is not None or lost_bind(output.text()):
+                self.stop()
                 raise exited_during_start(self.name, output.text(), ServiceError)
             if time.monotonic() > deadline:
                 self.stop()

@@ -26,7 +26,7 @@ from devkit.cluster import ControlPlane
 from devkit.kubetools import api_client
 from devkit.operator_process import install_rbac, start_operator
 from devkit.port_thief import PortThief
-from devkit.ports import lost_bind
+from devkit.ports import lost_bind, refusing_port
 from devkit.prometheus_operator import prometheus_operator
 from devkit.registry import registry_server
 from devkit.services import nginx_service, postgres_service, redis_service
@@ -103,27 +103,44 @@ def test_a_service_starts_again_on_a_fresh_port(
 
 
 @contextlib.contextmanager
-def _prometheus() -> Iterator[prom.Process]:
+def _prometheus(_: contextlib.ExitStack) -> Iterator[prom.Process]:
     with prom.prometheus_server({"global": {"scrape_interval": "15s"}}) as server:
         yield server.process
 
 
 @contextlib.contextmanager
-def _alertmanager() -> Iterator[prom.Process]:
-    with prom.webhook_receiver() as receiver, prom.alertmanager_server(receiver.url) as server:
-        yield server
-
-
-@contextlib.contextmanager
-def _registry() -> Iterator[prom.Process]:
+def _registry(_: contextlib.ExitStack) -> Iterator[prom.Process]:
     with registry_server() as registry:
         yield registry.process
 
 
-PROCESSES: dict[str, Callable[[], contextlib.AbstractContextManager[prom.Process]]] = {
+def _postgres_exporter(
+    needs: contextlib.ExitStack,
+) -> contextlib.AbstractContextManager[prom.Process]:
+    # A database that is down: the exporter serves /metrics (pg_up 0) all the same.
+    port = needs.enter_context(refusing_port())
+    return prom.postgres_exporter(f"postgresql://nobody@127.0.0.1:{port}/none?sslmode=disable")
+
+
+def _nginx_exporter(needs: contextlib.ExitStack) -> contextlib.AbstractContextManager[prom.Process]:
+    # Debian's 0.11 exits at start when stub_status does not answer: a real nginx.
+    nginx = needs.enter_context(nginx_service(_site))
+    return prom.nginx_exporter(f"http://127.0.0.1:{nginx.status_port}/")
+
+
+# Each launcher, given what it needs, started into ``needs`` before the theft (so that the
+# thief takes the launcher's own port).
+Launcher = Callable[[contextlib.ExitStack], contextlib.AbstractContextManager[prom.Process]]
+PROCESSES: dict[str, Launcher] = {
     "prometheus": _prometheus,
-    "alertmanager": _alertmanager,
-    "node-exporter": prom.node_exporter,
+    "alertmanager": lambda needs: prom.alertmanager_server(
+        needs.enter_context(prom.webhook_receiver()).url
+    ),
+    "node-exporter": lambda _: prom.node_exporter(),
+    "postgres-exporter": _postgres_exporter,
+    "redis-exporter": lambda needs: prom.redis_exporter(needs.enter_context(redis_service()).url),
+    "nginx-exporter": _nginx_exporter,
+    "celery-exporter": lambda needs: prom.celery_exporter(needs.enter_context(redis_service()).url),
     "registry": _registry,
 }
 
@@ -134,8 +151,10 @@ def test_a_monitoring_process_or_the_registry_starts_again_on_a_fresh_port(
     what: str, port_thief: PortThief, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="devkit.ports")
-    port_thief.steal(1)
-    with PROCESSES[what]() as running:
+    with contextlib.ExitStack() as needs:
+        launcher = PROCESSES[what](needs)
+        port_thief.steal(1)
+        running = needs.enter_context(launcher)
         assert running.port not in port_thief.stolen
         assert _retried(caplog, what), caplog.text
         # A restart (an exporter taken down and back) keeps the port its scrapers know.
