@@ -4,8 +4,9 @@ tests, to ``etcd exited during start: listen tcp 127.0.0.1:62094: bind: address 
 use``). ``port_thief`` (devkit.port_thief) binds the next chosen ports right after the
 chooser found them free; each launcher must still start, on other ports, and say why.
 
-The node's processes (kubelet, kube-proxy, kube-scheduler, CoreDNS, the API relay) are
-proved in tests/node/test_node_ports.py, under the host's one node.
+The node's processes (kubelet, kube-proxy, kube-scheduler, the API relay) are proved in
+tests/node/test_node_lifecycle.py, under the host's one node; CoreDNS binds only the node
+IP's port 53, which no chooser picks.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from devkit.port_thief import PortThief
 from devkit.ports import lost_bind, refusing_port
 from devkit.prometheus_operator import prometheus_operator
 from devkit.registry import registry_server
+from devkit.scrape_targets import metrics_target
 from devkit.services import nginx_service, postgres_service, redis_service
 from devkit.shopapp import gunicorn_server, http_status, shop_env
 
@@ -141,6 +143,7 @@ PROCESSES: dict[str, Launcher] = {
     "redis-exporter": lambda needs: prom.redis_exporter(needs.enter_context(redis_service()).url),
     "nginx-exporter": _nginx_exporter,
     "celery-exporter": lambda needs: prom.celery_exporter(needs.enter_context(redis_service()).url),
+    "metrics-target": lambda _: metrics_target(),
     "registry": _registry,
 }
 

@@ -140,8 +140,8 @@ def test_cluster_up_gains_a_node_and_down_leaves_nothing(
 def test_each_node_process_starts_again_on_fresh_ports(
     node: Node, host_without_node: None, port_thief: PortThief
 ) -> None:
-    """kubelet, kube-proxy, kube-scheduler, CoreDNS and the API relay each find their first
-    ports taken (issue 17: a port found free may be bound by another process before ours)."""
+    """kubelet, kube-proxy, kube-scheduler and the API relay each find their first ports
+    taken (issue 17: a port found free may be bound by another process before ours)."""
     fields = [port for ports in COMPONENT_PORTS.values() for port in ports]
     port_thief.steal(len(fields))
     fresh = Node.for_plane(node.plane)
