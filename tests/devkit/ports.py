@@ -18,6 +18,7 @@ Public API::
     lost_bind(output) -> bool                # ``output`` says a bind failed: port taken
     exited_during_start(what, output, error) # PortTaken when ``output`` says bind lost
     start_on_free_ports(start, repick)       # start; on PortTaken, repick ports and again
+                                             # (RuntimeError after START_ATTEMPTS losses)
     start_on_fresh_ports(start, count)       # the same, for ports that live in the start only
 """
 
@@ -163,7 +164,8 @@ def start_on_free_ports(
 ) -> Started:
     """``start()``; when it raises PortTaken, ``repick(error)`` chooses fresh ports for what
     lost its bind (its process has exited), then ``start()`` again. Each process (by its
-    PortTaken's ``what``) may lose its ports ``attempts - 1`` times."""
+    PortTaken's ``what``) may lose its ports ``attempts - 1`` times; at the next loss a
+    RuntimeError says so, with what its last start wrote."""
     losses: Counter[str] = Counter()
     while True:
         try:
@@ -171,7 +173,12 @@ def start_on_free_ports(
         except PortTaken as error:
             losses[error.what] += 1
             if losses[error.what] >= attempts:
-                raise
+                raise RuntimeError(
+                    f"{error.what} lost its port to another process at each of its {attempts}"
+                    " starts, on fresh ports each time: something on this machine binds the"
+                    " ports the devkit chooses as fast as it chooses them (see `ss -ltnp`)."
+                    f" Its last start: {error}"
+                ) from error
             log.warning("%s lost a port to another process; starting it on fresh ports", error.what)
             repick(error)
 

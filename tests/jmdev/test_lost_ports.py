@@ -27,7 +27,7 @@ from devkit.cluster import ControlPlane
 from devkit.kubetools import api_client
 from devkit.operator_process import install_rbac, start_operator
 from devkit.port_thief import PortThief
-from devkit.ports import lost_bind, refusing_port
+from devkit.ports import START_ATTEMPTS, lost_bind, refusing_port
 from devkit.prometheus_operator import prometheus_operator
 from devkit.registry import registry_server
 from devkit.scrape_targets import metrics_target
@@ -166,6 +166,17 @@ def test_a_monitoring_process_or_the_registry_starts_again_on_a_fresh_port(
         running.start()
         assert running.port == port
         assert http_status(f"http://127.0.0.1:{port}{running.ready_path}") == 200
+
+
+@pytest.mark.services
+def test_a_launcher_that_loses_its_port_at_every_start_gives_up_and_says_why(
+    port_thief: PortThief,
+) -> None:
+    port_thief.steal(START_ATTEMPTS)
+    lost = f"node-exporter lost its port to another process at each of its {START_ATTEMPTS} starts"
+    with pytest.raises(RuntimeError, match=lost), prom.node_exporter():
+        pass
+    assert len(port_thief.stolen) == START_ATTEMPTS
 
 
 @pytest.mark.cluster

@@ -16,10 +16,13 @@ import pytest
 from devkit import services
 from devkit.ports import (
     LOWEST_CHOSEN_PORT,
+    START_ATTEMPTS,
+    PortTaken,
     ephemeral_port_range,
     free_port,
     ports_outside,
     refusing_port,
+    start_on_free_ports,
 )
 
 
@@ -70,3 +73,22 @@ def test_a_refusing_port_refuses_and_nobody_else_can_take_it() -> None:
                 other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 other.bind((address, port))
             assert lost.value.errno == errno.EADDRINUSE
+
+
+def test_a_start_that_keeps_losing_its_ports_gives_up_and_says_why() -> None:
+    starts: list[int] = []
+    repicks: list[str] = []
+
+    def start() -> None:
+        starts.append(len(starts))
+        raise PortTaken("etcd", "listen tcp 127.0.0.1:62094: bind: address already in use")
+
+    with pytest.raises(RuntimeError) as gave_up:
+        start_on_free_ports(start, lambda error: repicks.append(error.what))
+    assert len(starts) == START_ATTEMPTS
+    assert repicks == ["etcd"] * (START_ATTEMPTS - 1)
+    message = str(gave_up.value)
+    assert (
+        f"etcd lost its port to another process at each of its {START_ATTEMPTS} starts" in message
+    )
+    assert "bind: address already in use" in message  # what the last start said
