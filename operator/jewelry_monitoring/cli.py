@@ -4,6 +4,8 @@ jewelry-monitoring run [--namespace NS ...] [--leader-elect]
 jewelry-monitoring render -f cr.yaml [--uid UID] [--without-prometheus-operator]
 jewelry-monitoring crd
 jewelry-monitoring doctor [NAME] [-n NS] [--context CTX] [--prometheus-url URL] [-o json]
+                          [--fire-drill --alertmanager-url URL [--yes]]
+jewelry-monitoring fire-drill NAME [-n NS] [--context CTX] --alertmanager-url URL [--yes]
 """
 
 from __future__ import annotations
@@ -91,11 +93,83 @@ def _doctor(args: argparse.Namespace) -> int:
         api = kubeconfig_api_client(args.context)
         namespace = args.namespace or kubeconfig_namespace(args.context)
         checks = doctor.Doctor(Kube(api), namespace, args.prometheus_url).run(args.name)
+        if args.fire_drill:
+            checks += _drill_checks(Kube(api), namespace, args)
     except (KubeError, OSError, ValueError) as error:  # no kubeconfig, cluster unreachable
         print(f"doctor: cannot read the cluster: {error}", file=sys.stderr)
         return 2
     sys.stdout.write(doctor.as_json(checks) if args.output == "json" else doctor.human(checks))
     return doctor.exit_code(checks)
+
+
+def _drill_checks(kube: Any, namespace: str, args: argparse.Namespace) -> list[Any]:
+    """doctor --fire-drill: the drill of the named resource, one check per receiver."""
+    from jewelry_monitoring import doctor, firedrill
+
+    name = args.name
+    cr = kube.get(KIND, namespace, name) if name else None
+    if cr is None:
+        return [doctor.Check("fire drill", doctor.FAIL, "--fire-drill needs a NAME that exists")]
+    try:
+        report = firedrill.drill(kube, cr, args.alertmanager_url, args.yes, args.timeout)
+    except (firedrill.DrillError, firedrill.AlertmanagerError) as error:
+        return [doctor.Check(f"{name}: fire drill", doctor.FAIL, str(error))]
+    status = {firedrill.SENT: doctor.OK, firedrill.DISCARDS: doctor.OK}
+    return [doctor.Check(f"{name}: fire drill", doctor.OK, report.header())] + [
+        doctor.Check(
+            f"{name}: fire drill {outcome.receiver}",
+            status.get(outcome.verdict, doctor.SKIP if outcome.passed else doctor.FAIL),
+            f"{outcome.verdict}: {outcome.alert}: {outcome.detail}",
+        )
+        for outcome in report.outcomes
+    ]
+
+
+def _fire_drill(args: argparse.Namespace) -> int:
+    from jewelry_monitoring import firedrill
+    from jewelry_monitoring.kube import (
+        Kube,
+        KubeError,
+        kubeconfig_api_client,
+        kubeconfig_namespace,
+    )
+
+    try:
+        api = kubeconfig_api_client(args.context)
+        namespace = args.namespace or kubeconfig_namespace(args.context)
+        kube = Kube(api)
+        cr = kube.get(KIND, namespace, args.name)
+        if cr is None:
+            print(f"fire-drill: no JewelryMonitoring {namespace}/{args.name}", file=sys.stderr)
+            return 2
+        report = firedrill.drill(kube, cr, args.alertmanager_url, args.yes, args.timeout)
+    except (KubeError, OSError, ValueError) as error:  # no kubeconfig, cluster unreachable
+        print(f"fire-drill: cannot read the cluster: {error}", file=sys.stderr)
+        return 2
+    except (firedrill.DrillError, firedrill.AlertmanagerError) as error:
+        print(f"fire-drill: {error}", file=sys.stderr)
+        return 2
+    if args.output == "json":
+        sys.stdout.write(firedrill.as_json(report))
+    else:
+        sys.stdout.write(report.header() + "\n" + firedrill.human(report.outcomes))
+    return firedrill.exit_code(report)
+
+
+def _drill_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--alertmanager-url",
+        help="HTTP API of the Alertmanager that selects the resource's AlertmanagerConfig "
+        "(e.g. after kubectl port-forward svc/alertmanager-operated 9093)",
+    )
+    parser.add_argument(
+        "--yes",
+        action="store_true",
+        help="really send the drill's alerts: its receivers get notified (without it: the plan)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds the whole drill may take"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,12 +206,30 @@ def main(argv: list[str] | None = None) -> int:
         help="Prometheus HTTP API to read targets and rules from (default: spec.prometheus.url)",
     )
     doctor.add_argument("-o", "--output", choices=("human", "json"), default="human")
+    doctor.add_argument(
+        "--fire-drill",
+        action="store_true",
+        help="also run the fire drill of NAME (see the fire-drill command)",
+    )
+    _drill_options(doctor)
+    drill = commands.add_parser(
+        "fire-drill",
+        help="send a synthetic alert through every route of a resource's routing and report, "
+        "per receiver, whether Alertmanager delivered it; resolved at the end",
+    )
+    drill.add_argument("name", help="the JewelryMonitoring")
+    drill.add_argument("-n", "--namespace", help="default: the kubeconfig context's")
+    drill.add_argument("--context", help="kubeconfig context (default: the current one)")
+    drill.add_argument("-o", "--output", choices=("human", "json"), default="human")
+    _drill_options(drill)
     args = parser.parse_args(argv)
 
     if args.command == "run":
         return _run(args)
     if args.command == "doctor":
         return _doctor(args)
+    if args.command == "fire-drill":
+        return _fire_drill(args)
     if args.command == "crd":
         sys.stdout.write(dump_yaml([build_crd()]))
         return 0

@@ -24,7 +24,7 @@ Public API::
     prometheus_server(config, ...) -> Prometheus     # context manager, real /usr/bin/prometheus
     alertmanager_server(webhook_url) -> Process      # context manager, real alertmanager
     alertmanager_with_config(config) -> Process      # the same, running a given config
-    webhook_receiver() -> WebhookReceiver            # context manager, records notifications
+    webhook_receiver(failing) -> WebhookReceiver     # context manager, records notifications
     PrometheusAPI(url).query / .wait_for / .firing_alerts
 """
 
@@ -575,13 +575,20 @@ class WebhookReceiver:
 
 
 @contextlib.contextmanager
-def webhook_receiver() -> Iterator[WebhookReceiver]:
+def webhook_receiver(failing: Sequence[str] = ()) -> Iterator[WebhookReceiver]:
+    """Records every notification POSTed to it, except on ``failing`` paths (below ``url``,
+    e.g. "broken"), which answer 500 and record nothing: a receiver that is down."""
     holder: list[WebhookReceiver] = []
+    refused = {f"/alerts/{path}" for path in failing}
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
+            if self.path in refused:
+                self.send_response(500)
+                self.end_headers()
+                return
             with contextlib.suppress(ValueError):
                 holder[0].record(json.loads(body))
             self.send_response(200)

@@ -10,6 +10,10 @@ On the local control plane, our operator (subprocess, chart RBAC) reconciles two
   Alertmanager ``live`` whose version is Debian's Alertmanager (0.25), so the configuration
   prometheus-operator generates for it is one that binary loads.
 
+The fire drill (``jewelry-monitoring fire-drill``) runs against that Alertmanager too: every
+receiver of ``live`` gets its synthetic alert, the broken one is reported failed, and an
+Alertmanager that has not loaded the routing is refused before anything is sent.
+
 The real prometheus-operator (built from its Go module by the setup) runs on the host and
 writes each Alertmanager's ``alertmanager-<name>-generated`` Secret (gzip). The live test runs
 Debian's Prometheus with the operator's PrometheusRule and the CR's ServiceMonitors pointed at
@@ -25,6 +29,9 @@ import base64
 import contextlib
 import gzip
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -55,6 +62,7 @@ from devkit.prometheus_operator import prometheus_operator
 from devkit.services import LOOPBACK
 from jewelry_monitoring.builders.common import OWNER_LABEL, Owner
 from jewelry_monitoring.builders.desired import desired_objects
+from jewelry_monitoring.firedrill import Outcome, human
 from jewelry_monitoring.spec import JewelryMonitoringSpec
 
 pytestmark = pytest.mark.cluster
@@ -64,8 +72,11 @@ MONITORING = "monitoring.coreos.com"
 GRAFANA = "https://grafana.jewelry.example"
 # Debian's prometheus-alertmanager, the binary the live test runs.
 LIVE_ALERTMANAGER_VERSION = "v0.25.0"
-# Where each live receiver's webhook points (a path on the test's receiver).
-LIVE_RECEIVERS = ("pager", "tickets", "orders", "catchall")
+# Where each live receiver's webhook points (a path on the test's receiver); "broken" answers
+# 500 (a receiver that is down) and is routed only alerts of severity info, which none of the
+# CR's alerts has: only the fire drill sends it one.
+LIVE_RECEIVERS = ("pager", "tickets", "orders", "catchall", "broken")
+BROKEN_RECEIVER = "broken"
 # An alert of the user's own (extraRuleGroups) that fires as soon as any target is down.
 USERS_ALERT = "ShopTargetsDown"
 
@@ -137,6 +148,7 @@ LIVE_SPEC: dict[str, Any] = {
             {"receiver": "pager", "severities": ["critical"]},
             {"receiver": "tickets", "alertNames": ["RedisExporterDown"], "teams": ["shop"]},
             {"receiver": "orders", "alertNames": [USERS_ALERT]},
+            {"receiver": BROKEN_RECEIVER, "severities": ["info"]},
         ],
         # Long enough for Alertmanager's inhibitor to have taken in the critical before the
         # warning's first notification is due: with 1s, under load, the warning went out
@@ -194,6 +206,7 @@ class Routed:
     crs: dict[str, dict[str, Any]]  # name -> the CR as the operator left it
     configs: dict[str, Any]  # Alertmanager name -> its generated configuration
     webhook: prom.WebhookReceiver
+    kubeconfig: str  # the admin's, as a user of the CLI would have
 
     def receiver(self, cr: str, name: str) -> str:
         return f"{NAMESPACE}/{cr}-alert-routing/{name}"
@@ -205,7 +218,7 @@ def routed(
 ) -> Iterator[Routed]:
     core, custom = client.CoreV1Api(admin_api), CustomApi(admin_api)
     with contextlib.ExitStack() as cleanup:
-        webhook = cleanup.enter_context(prom.webhook_receiver())
+        webhook = cleanup.enter_context(prom.webhook_receiver(failing=(BROKEN_RECEIVER,)))
         for name in (NAMESPACE, AM_NAMESPACE):
             core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
             cleanup.callback(core.delete_namespace, name)
@@ -249,7 +262,13 @@ def routed(
                 f"no routes of ours in {configs}\nprometheus-operator log:\n{running.log_tail(60)}"
             )
             time.sleep(0.5)
-        yield Routed(api=admin_api, crs=crs, configs=configs, webhook=webhook)
+        yield Routed(
+            api=admin_api,
+            crs=crs,
+            configs=configs,
+            webhook=webhook,
+            kubeconfig=str(control_plane.kubeconfig),
+        )
 
 
 def _stored_config(api: client.ApiClient, cr: str) -> dict[str, Any]:
@@ -478,3 +497,96 @@ def test_alertmanager_delivers_our_alerts_as_routed_and_inhibits_the_warning(
     annotations = json.loads(page)
     assert annotations["dashboard_url"].startswith(f"{GRAFANA}/d/jewelry-system?viewPanel=")
     assert "var-namespace=routing-shop" in annotations["dashboard_url"]
+
+
+def _fire_drill(routed: Routed, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``jewelry-monitoring fire-drill live`` as a user runs it, with the admin kubeconfig."""
+    command = [sys.executable, "-m", "jewelry_monitoring.cli", "fire-drill", "live"]
+    return subprocess.run(
+        [*command, "-n", NAMESPACE, "--alertmanager-url", url, *args],
+        env={**os.environ, "KUBECONFIG": routed.kubeconfig},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _drill_notes(routed: Routed) -> list[tuple[str, str, str]]:
+    """(receiver, status, severity) of every drill alert the webhook received so far."""
+    return [
+        (note["receiver"], alert["status"], alert["labels"]["severity"])
+        for note in list(routed.webhook.notifications)
+        for alert in note.get("alerts", [])
+        if "fire_drill" in alert["labels"]
+    ]
+
+
+def test_fire_drill_reports_each_receiver_and_pages_nobody_without_yes(routed: Routed) -> None:
+    assert not _drill_notes(routed)
+    with prom.alertmanager_with_config(routed.configs["live"]) as alertmanager:
+        url = f"http://{LOOPBACK}:{alertmanager.port}"
+        planned = _fire_drill(routed, url)
+        assert planned.returncode == 0, planned.stderr
+        assert f"through Alertmanager {AM_NAMESPACE}/live at {url}" in planned.stdout
+        assert "nothing sent" in planned.stdout
+        planned_receivers = {
+            line.split()[1] for line in planned.stdout.splitlines() if line.startswith("[plan]")
+        }
+        assert planned_receivers == set(LIVE_RECEIVERS)
+        assert not _alertmanager_alerts(alertmanager.port, "JewelryFireDrill")
+
+        started = time.monotonic()
+        result = _fire_drill(routed, url, "--yes", "-o", "json")
+        took = time.monotonic() - started
+        assert result.returncode == 1, result.stderr  # one receiver is broken
+        report = json.loads(result.stdout)
+        verdicts = {o["receiver"]: (o["verdict"], o["detail"]) for o in report["outcomes"]}
+        assert {name: verdict for name, (verdict, _) in verdicts.items()} == {
+            "pager": "sent",
+            "tickets": "sent",
+            "orders": "sent",
+            "catchall": "sent",
+            BROKEN_RECEIVER: "failed",
+        }, f"{verdicts}\n{alertmanager.log_tail()}"
+        assert "webhook: " in verdicts[BROKEN_RECEIVER][1]
+        assert report["version"] == "0.25.0" and report["still_active"] == 0
+        print(f"\n{planned.stdout}fire drill of 5 webhook receivers (5 batches): {took:.1f}s")
+        outcomes = [
+            Outcome(**{**o, "integrations": tuple(o["integrations"])}) for o in report["outcomes"]
+        ]
+        print(human(outcomes))
+
+        # Each working receiver got its alert once, firing, then resolved once the drill
+        # resolved it (group interval 1s); the broken one recorded nothing (it answers 500).
+        deadline = time.monotonic() + 30
+        while {r for r, status, _ in _drill_notes(routed) if status == "resolved"} != {
+            routed.receiver("live", name) for name in LIVE_RECEIVERS if name != BROKEN_RECEIVER
+        }:
+            assert time.monotonic() < deadline, _drill_notes(routed)
+            time.sleep(0.5)
+        firing = sorted((r, s) for r, status, s in _drill_notes(routed) if status == "firing")
+        assert firing == sorted(
+            [
+                # info is the broken receiver's route: the default gets a warning.
+                (routed.receiver("live", "catchall"), "warning"),
+                (routed.receiver("live", "orders"), "info"),
+                (routed.receiver("live", "pager"), "critical"),
+                (routed.receiver("live", "tickets"), "info"),
+            ]
+        )
+        active = _alertmanager_alerts(alertmanager.port, "JewelryFireDrill")
+        active += _alertmanager_alerts(alertmanager.port, "RedisExporterDown")
+        assert not [a for a in active if "fire_drill" in a["labels"]], active
+
+
+def test_fire_drill_refuses_an_alertmanager_without_our_routing(routed: Routed) -> None:
+    """Its default receiver would get the alerts: somebody else's pager. Nothing is sent."""
+    with prom.alertmanager_server(routed.webhook.url) as elsewhere:
+        before = len(routed.webhook.notifications)
+        result = _fire_drill(routed, f"http://{LOOPBACK}:{elsewhere.port}", "--yes")
+        assert result.returncode == 2
+        assert "has not loaded the routing of routing-shop/live" in result.stderr
+        assert "Nothing was sent" in result.stderr
+        assert not _alertmanager_alerts(elsewhere.port, "JewelryFireDrill")
+        time.sleep(2)  # its group wait is 1s: anything sent would have arrived
+        assert len(routed.webhook.notifications) == before
