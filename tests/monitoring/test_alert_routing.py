@@ -534,6 +534,21 @@ def test_fire_drill_reports_each_receiver_and_pages_nobody_without_yes(routed: R
         }
         assert planned_receivers == set(LIVE_RECEIVERS)
         assert not _alertmanager_alerts(alertmanager.port, "JewelryFireDrill")
+        # doctor --fire-drill: the same plan, one check per receiver (skipped: not sent).
+        command = [sys.executable, "-m", "jewelry_monitoring.cli", "doctor", "live"]
+        doctor = subprocess.run(
+            [*command, "-n", NAMESPACE, "--fire-drill", "--alertmanager-url", url, "-o", "json"],
+            env={**os.environ, "KUBECONFIG": routed.kubeconfig},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+        assert checks["live: fire drill"]["status"] == "ok"
+        for name in LIVE_RECEIVERS:
+            drilled = checks[f"live: fire drill {name}"]
+            assert (drilled["status"], drilled["detail"][:8]) == ("skip", "planned:"), drilled
+        assert not _alertmanager_alerts(alertmanager.port, "JewelryFireDrill")
 
         started = time.monotonic()
         result = _fire_drill(routed, url, "--yes", "-o", "json")
