@@ -35,6 +35,9 @@ if os.environ.get("POD_IP"):
 # wrappers, model mixins and /metrics are all removed (same views, same data).
 PROMETHEUS_ENABLED = env_bool("PROMETHEUS_ENABLED", True)
 ENABLE_ERROR_ENDPOINT = env_bool("ENABLE_ERROR_ENDPOINT", False)
+# Test-only: this many series of one extra family (jewelry_shop_test_series), for the
+# cardinality guard's tests (a target nearing its sampleLimit). 0: none.
+TEST_METRIC_SERIES = int(os.environ.get("TEST_METRIC_SERIES") or 0)
 
 INSTALLED_APPS = [
     "django.contrib.contenttypes",

@@ -78,6 +78,13 @@ _ENDPOINT_FIELDS = {
     "scheme": "scheme",
     "honorLabels": "honor_labels",
 }
+# ServiceMonitor spec fields that apply to all of its endpoints' jobs (the scrape limits).
+_MONITOR_FIELDS = {
+    "sampleLimit": "sample_limit",
+    "labelLimit": "label_limit",
+    "labelNameLengthLimit": "label_name_length_limit",
+    "labelValueLengthLimit": "label_value_length_limit",
+}
 
 
 # --------------------------------------------------------------------------- translation
@@ -115,6 +122,9 @@ def scrape_configs(objects: Sequence[Obj], targets: Mapping[str, Sequence[str]])
         service_name = service["metadata"]["name"]
         if service_name not in targets:
             continue
+        unknown = set(spec) - {"selector", "namespaceSelector", "endpoints", *_MONITOR_FIELDS}
+        if unknown:
+            raise NotImplementedError(f"ServiceMonitor fields {sorted(unknown)} not supported")
         for index, endpoint in enumerate(spec["endpoints"]):
             unsupported = set(endpoint) - set(_ENDPOINT_FIELDS)
             if unsupported:
@@ -129,6 +139,9 @@ def scrape_configs(objects: Sequence[Obj], targets: Mapping[str, Sequence[str]])
             for key, prom_key in _ENDPOINT_FIELDS.items():
                 if prom_key and key in endpoint:
                     job[prom_key] = endpoint[key]
+            for key, prom_key in _MONITOR_FIELDS.items():
+                if key in spec:
+                    job[prom_key] = spec[key]
             job["static_configs"] = [
                 {
                     "targets": [address],
@@ -458,9 +471,14 @@ class Prometheus:
 
 @contextlib.contextmanager
 def prometheus_server(
-    config: Obj, rule_groups: Obj | None = None, *, startup_timeout: float = 60
+    config: Obj,
+    rule_groups: Obj | None = None,
+    *,
+    startup_timeout: float = 60,
+    binary: str = PROMETHEUS,
 ) -> Iterator[Prometheus]:
-    """Real Prometheus on a free port, TSDB in a temp dir, ``config`` (rules: ``rule_groups``)."""
+    """Real Prometheus on a free port, TSDB in a temp dir, ``config`` (rules: ``rule_groups``);
+    Debian's 2.42 unless ``binary`` names another (the setup's Prometheus 3)."""
     tmp = Path(tempfile.mkdtemp(prefix="devkit-prometheus-"))
     try:
         config = dict(config)
@@ -473,7 +491,7 @@ def prometheus_server(
         proc = Process(
             name="prometheus",
             argv_for_port=lambda port: [
-                PROMETHEUS,
+                binary,
                 f"--config.file={config_path}",
                 f"--storage.tsdb.path={tmp / 'data'}",
                 f"--web.listen-address={LOOPBACK}:{port}",

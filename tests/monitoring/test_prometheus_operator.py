@@ -270,6 +270,16 @@ def test_jobs_scrape_what_our_endpoints_say(generated: Generated) -> None:
         assert job["scrape_timeout"] == endpoint["scrapeTimeout"]
         assert job["metrics_path"] == endpoint["path"]
         assert job.get("scheme", "http") == endpoint.get("scheme", "http")
+        # The cardinality guard (spec scrapeLimits) reaches the scrape job.
+        limits = {
+            "sample_limit": "sampleLimit",
+            "label_limit": "labelLimit",
+            "label_name_length_limit": "labelNameLengthLimit",
+            "label_value_length_limit": "labelValueLengthLimit",
+        }
+        assert {key: job.get(key) for key in limits} == {
+            key: monitor["spec"][field] for key, field in limits.items()
+        }
         (discovery,) = job["kubernetes_sd_configs"]
         assert discovery["namespaces"]["names"] == [generated.namespace]
         relabel = job["relabel_configs"]

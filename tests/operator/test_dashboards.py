@@ -143,7 +143,12 @@ CELERY_METRICS = {
 }
 # Not exported by anything we run: series Prometheus makes for every target, and the
 # kubelet's cAdvisor series (kube-prometheus-stack scrapes them) for pod CPU and memory.
-PROMETHEUS_SYNTHETIC = {"up", "scrape_duration_seconds", "ALERTS"}
+PROMETHEUS_SYNTHETIC = {
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_post_metric_relabeling",
+    "ALERTS",
+}
 CADVISOR_METRICS = {"container_cpu_usage_seconds_total", "container_memory_working_set_bytes"}
 
 

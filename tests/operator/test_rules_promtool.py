@@ -420,6 +420,22 @@ CASES: list[Case] = [
             s(f"{HTTP_LAT}_count", "app", f"0+300x{N}", **VIEW),
         ],
     ),
+    # The cardinality guard: 85 % of the default sampleLimit (20,000) for 20 minutes, while
+    # the Postgres exporter stays small; then 75 %.
+    Case(
+        "TargetNearSampleLimit",
+        "20m",
+        [
+            s("scrape_samples_post_metric_relabeling", "app", "17000x25"),
+            s("scrape_samples_post_metric_relabeling", "postgres", "900x25"),
+        ],
+        [inst("app")],
+    ),
+    Case(
+        "TargetNearSampleLimit",
+        "20m",
+        [s("scrape_samples_post_metric_relabeling", "app", "15000x25")],
+    ),
 ]
 
 FS = {"device": "/dev/sda1", "fstype": "ext4", "mountpoint": "/"}

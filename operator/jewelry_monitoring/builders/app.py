@@ -9,7 +9,14 @@ publish endpoints, so it needs no cluster IP.
 
 from __future__ import annotations
 
-from jewelry_monitoring.builders.common import APP_COMPONENT, Obj, Owner, metadata, monitor_metadata
+from jewelry_monitoring.builders.common import (
+    APP_COMPONENT,
+    Obj,
+    Owner,
+    metadata,
+    monitor_metadata,
+    scrape_limit_fields,
+)
 from jewelry_monitoring.spec import AppSpec, SecretKeyRef
 
 METRICS_PORT_NAME = "metrics"
@@ -90,6 +97,7 @@ def app_objects(owner: Owner) -> list[Obj]:
             },
             "namespaceSelector": {"matchNames": [owner.namespace]},
             "endpoints": [_endpoint(app)],
+            **scrape_limit_fields(app.scrape_limits),
         },
     }
     return [service, service_monitor]

@@ -7,7 +7,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from jewelry_monitoring.spec import API_GROUP, API_VERSION, KIND, JewelryMonitoringSpec
+from jewelry_monitoring.spec import (
+    API_GROUP,
+    API_VERSION,
+    KIND,
+    JewelryMonitoringSpec,
+    ScrapeLimits,
+)
 
 PART_OF = "jewelry-monitoring"
 MANAGED_BY = "jewelry-monitoring-operator"
@@ -131,3 +137,15 @@ def metadata(
 def monitor_metadata(owner: Owner, component: str) -> Obj:
     """Metadata of a ServiceMonitor or PrometheusRule: also carries ``monitorLabels``."""
     return metadata(owner, component, labels=owner.spec.monitor_labels)
+
+
+def scrape_limit_fields(limits: ScrapeLimits) -> Obj:
+    """A ServiceMonitor's limit fields; a limit of 0 (none) is left out, so that a
+    Prometheus's own enforced limits, if any, apply."""
+    fields = {
+        "sampleLimit": limits.sample_limit,
+        "labelLimit": limits.label_limit,
+        "labelNameLengthLimit": limits.label_name_length_limit,
+        "labelValueLengthLimit": limits.label_value_length_limit,
+    }
+    return {name: value for name, value in fields.items() if value}

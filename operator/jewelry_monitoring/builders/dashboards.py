@@ -687,6 +687,21 @@ DASHBOARDS: tuple[DashboardDef, ...] = (
                         width=8,
                         description="Alerts of this JewelryMonitoring's PrometheusRule.",
                     ),
+                    PanelDef(
+                        "Samples per scrape, share of sampleLimit",
+                        (
+                            _q(
+                                f"max by (job, instance) ({rules.SAMPLE_LIMIT_RATIO}{{{{sel}}}})",
+                                "{{job}} {{instance}}",
+                            ),
+                        ),
+                        "percentunit",
+                        component="all",
+                        width=24,
+                        description="Cardinality guard: past 100% Prometheus refuses the "
+                        "whole scrape (spec scrapeLimits.sampleLimit); TargetNearSampleLimit "
+                        "warns at 80%.",
+                    ),
                 ),
             ),
             SectionDef(
@@ -1124,11 +1139,18 @@ ALERT_PANELS: dict[str, tuple[str, str, str]] = {
         "Availability SLI: share of bad requests",
     ),
     rules.SLO_ALERTS["latency"]: ("django", "SLO: latency", "Latency SLI: share of bad requests"),
+    rules.SAMPLE_LIMIT_ALERT.name: (
+        "system",
+        "Scrape targets",
+        "Samples per scrape, share of sampleLimit",
+    ),
 }
 # Which component's job an alert is about, for the shared dashboards' job variable.
 _ALERT_COMPONENTS = {
     **{alert.name: alert.component for alert in rules.CATALOG},
     **{name: rules.APP for name in rules.SLO_ALERTS.values()},
+    # Any job's targets; the link presets the app's (the panel shows the namespace's jobs).
+    rules.SAMPLE_LIMIT_ALERT.name: rules.APP,
 }
 
 

@@ -20,6 +20,7 @@ from jewelry_monitoring.builders.common import (
     Owner,
     metadata,
     monitor_metadata,
+    scrape_limit_fields,
     selector_labels,
 )
 from jewelry_monitoring.config import PLAIN_EXPORTER_PODS, ExporterPods
@@ -258,6 +259,7 @@ def _service_monitor(owner: Owner, exporter: str, spec: ExporterSpec) -> Obj:
                     "scrapeTimeout": spec.scrape_timeout,
                 }
             ],
+            **scrape_limit_fields(spec.scrape_limits),
         },
     }
 

@@ -584,8 +584,58 @@ SLO_ALERTS = {
     "latency": "JewelryLatencyBudgetBurn",
 }
 
+# --- Cardinality guard ------------------------------------------------------------------
+# Each scrape's samples as a share of its sampleLimit (spec ``scrapeLimits``), per target, and
+# the alert before the limit refuses whole scrapes. One alert for all the CR's limited jobs
+# (``{selector}`` matches them all), so it is not a per-component row of CATALOG.
+SAMPLE_LIMIT_RATIO = "target:scrape_samples:ratio_sample_limit"
+SAMPLE_LIMIT_ALERT = AlertDef(
+    "TargetNearSampleLimit",
+    "all",
+    f"{SAMPLE_LIMIT_RATIO}{{{{selector}}}} > {{threshold}}",
+    0.8,
+    "15m",
+    "warning",
+    "A target's scrape nears its sampleLimit",
+    "{{ $labels.instance }} of job {{ $labels.job }} in {{ $labels.namespace }} returns "
+    "more than {threshold} of the samples its sampleLimit (spec scrapeLimits) allows. Past "
+    "the limit every scrape of it is refused and the target shows down: find the metric "
+    "family that grows (jewelry-monitoring doctor names the biggest) before raising the "
+    "limit.",
+)
+
+
+def _sample_limits(owner: Owner) -> dict[str, int]:
+    """The sampleLimit of each enabled component that has one (0 is no limit)."""
+    spec = owner.spec
+    limits = {APP: spec.app.scrape_limits.sample_limit} if spec.app.enabled else {}
+    for name, exporter in spec.exporters.enabled().items():
+        limits[name] = exporter.scrape_limits.sample_limit
+    return {component: limit for component, limit in limits.items() if limit}
+
+
+def _sample_limit_rules(owner: Owner) -> list[Rule]:
+    """The ratio of every limited target (one rule: each job divided by its own limit),
+    then the alert reading it."""
+    limits = _sample_limits(owner)
+    if not limits:
+        return []
+    # After metric relabeling: what sampleLimit counts.
+    ratio = "\nor\n".join(
+        f"scrape_samples_post_metric_relabeling{{{selector(owner, component)}}} / {limit}"
+        for component, limit in limits.items()
+    )
+    rules = [{"record": SAMPLE_LIMIT_RATIO, "expr": ratio}]
+    jobs = "|".join(component_job(owner, component) for component in limits)
+    matchers = f'namespace="{owner.namespace}",job=~"{jobs}"'
+    alert = _catalog_rule(owner.spec.alerts, SAMPLE_LIMIT_ALERT, matchers)
+    if owner.spec.alerts.enabled and alert is not None:
+        rules.append(alert)
+    return rules
+
+
 KNOWN_ALERTS: frozenset[str] = frozenset(
-    {alert.name for alert in CATALOG} | set(SLO_ALERTS.values())
+    {alert.name for alert in CATALOG} | set(SLO_ALERTS.values()) | {SAMPLE_LIMIT_ALERT.name}
 )
 
 _MIDDLEWARES = "django-prometheus's middlewares, first and last in the app's MIDDLEWARE"
@@ -623,6 +673,8 @@ REQUIREMENTS: dict[str, str] = {
     "CeleryQueueBacklog": "`exporters.celery.enabled`; a Redis or RabbitMQ broker",
     "JewelryAvailabilityBudgetBurn": f"`slos.availability`; {_MIDDLEWARES}",
     "JewelryLatencyBudgetBurn": f"`slos.latency`; {_MIDDLEWARES}",
+    SAMPLE_LIMIT_ALERT.name: "a `scrapeLimits.sampleLimit` above 0 (the default, 20,000) on "
+    "the app or an exporter",
     "NodeExporterDown": _NODE_EXPORTER,
     "NodeFilesystemAlmostFull": _NODE_EXPORTER,
     "NodeMemoryLow": _NODE_EXPORTER,
@@ -918,6 +970,7 @@ def _our_rule_groups(owner: Owner, dashboard_urls: Mapping[str, str] | None) -> 
                 for rule in _slo_budget_rules(owner, kind, objective)
             ],
         )
+    groups += _group(f"{prefix}.scrape-limits", _sample_limit_rules(owner))
     if not spec.alerts.enabled:
         return groups
     for component in components:
