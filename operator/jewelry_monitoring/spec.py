@@ -502,6 +502,12 @@ class DashboardsSpec(SpecModel):
     folder_annotation: str = Field(
         "grafana_folder", description="Annotation key the sidecar reads the folder from."
     )
+    multi_cluster: bool = Field(
+        False,
+        description="Show the dashboards' cluster variable: for a Grafana data source holding "
+        "several clusters' series told apart by a `cluster` label (Thanos, Mimir, "
+        "federation). Hidden otherwise (one cluster), as kube-prometheus-stack does.",
+    )
     grafana_url: str | None = Field(
         None,
         pattern=r"^https?://",

@@ -429,3 +429,28 @@ def test_doctor_finds_the_lease_whatever_the_length_of_the_release_name() -> Non
     objects = render_chart(release, NAMESPACE, {"replicas": 2})
     checks = {c.name: c for c in Doctor(_Installed(objects), NAMESPACE).operator()}
     assert checks["operator leader"].status == "ok", checks["operator leader"]
+
+
+def _cluster_variables(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``cluster`` variable of every shared dashboard the chart renders."""
+    found = []
+    for config_map in by_kind(objects, "ConfigMap"):
+        for text in config_map.get("data", {}).values():
+            variables = json.loads(text)["templating"]["list"]
+            found += [v for v in variables if v["name"] == "cluster"]
+    return found
+
+
+def test_the_dashboards_cluster_variable_shows_only_in_multi_cluster_mode() -> None:
+    """As kube-prometheus-stack's: one cluster, hidden; several in one data source, shown."""
+    single = _cluster_variables(render())
+    multi = _cluster_variables(render({"dashboards": {"multiCluster": True}}))
+    assert len(single) == len(multi) == 4
+    assert {v["hide"] for v in single} == {2}
+    assert {v["hide"] for v in multi} == {0}
+    # Only the cluster variable changes: every other one stays shown in both.
+    for objects in (render(), render({"dashboards": {"multiCluster": True}})):
+        for config_map in by_kind(objects, "ConfigMap"):
+            for text in config_map.get("data", {}).values():
+                others = json.loads(text)["templating"]["list"]
+                assert {v["hide"] for v in others if v["name"] != "cluster"} == {0}

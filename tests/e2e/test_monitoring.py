@@ -298,6 +298,7 @@ def _dashboard_queries(cr_name: str, exporters: list[str]) -> dict[str, str]:
     """Every panel query of the chart's dashboards, as Grafana sends it for this CR: panel
     title -> PromQL."""
     values = {
+        "cluster": "",  # one cluster: no cluster label, the variable is empty
         "namespace": SHOP,
         "job": child_name(cr_name, "app-metrics"),
         "node_job": "node-exporter",

@@ -127,7 +127,8 @@ def _panel_values(api: prom.PrometheusAPI) -> dict[tuple[str, str], float]:
         if p.title == "Samples per scrape, share of sampleLimit"
     ]
     ((expr, _),) = panel_exprs(scope, panel)
-    filled = prom.fill_dashboard_variables(expr, {"namespace": NAMESPACE, "job": JOB})
+    values = {"cluster": "", "namespace": NAMESPACE, "job": JOB}  # one cluster: no label
+    filled = prom.fill_dashboard_variables(expr, values)
     return {
         (r["metric"]["job"], r["metric"]["instance"]): float(r["value"][1])
         for r in api.query(filled)

@@ -80,12 +80,15 @@ def rule_exprs(objects: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 def dashboards_of(stack: Any) -> dict[str, Any]:
     """The CR's own dashboards, and the chart's with its Grafana variables set to this stack."""
+    # One cluster: its series have no cluster label, and Grafana's cluster variable is empty.
+    one_cluster = {"cluster": ""}
     models = {}
     for obj in stack.objects:
         if obj["kind"] == "ConfigMap" and "dashboard" in obj["metadata"]["name"]:
             for file_name, text in obj["data"].items():
-                models[file_name] = json.loads(text)
+                models[file_name] = prom.fill_dashboard_variables(json.loads(text), one_cluster)
     values = {
+        **one_cluster,
         "namespace": stack.cr.namespace,
         "job": stack.cr.service_name("app"),
         **{f"{c}_job": stack.cr.service_name(c) for c in stack.cr.spec["exporters"]},

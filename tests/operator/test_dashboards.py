@@ -371,8 +371,18 @@ def test_every_metric_name_is_recorded_or_measured() -> None:
     assert records <= recorded(FULL_SPEC)
 
 
-# Labels every scraped series gets from Prometheus / prometheus-operator, not the app.
-TARGET_LABELS = {"namespace", "job", "instance", "pod", "service", "endpoint", "container"}
+# Labels every scraped series gets from Prometheus / prometheus-operator, not the app, and
+# the external label ``cluster`` of a global view.
+TARGET_LABELS = {
+    "namespace",
+    "job",
+    "instance",
+    "pod",
+    "service",
+    "endpoint",
+    "container",
+    "cluster",
+}
 
 
 def test_app_queries_group_only_by_labels_the_app_exports() -> None:
@@ -582,3 +592,39 @@ def test_exporters_really_export_the_inventoried_names(exporter: str) -> None:
             ready = "node_cpu_seconds_total"
         names = _scrape_exporter(running.port, ready)
     assert EXPORTER_METRICS[exporter] - names == set()
+
+
+def _cluster_variable(model: dict[str, Any]) -> dict[str, Any]:
+    (variable,) = [v for v in model["templating"]["list"] if v["name"] == "cluster"]
+    return variable
+
+
+def test_every_query_is_scoped_to_the_chosen_cluster() -> None:
+    """A global view (Thanos, Mimir, federation) holds several clusters' series of the same
+    namespace and job: every panel and picker filters by the cluster variable, hidden unless
+    the resource (or the chart) says its data source holds several clusters."""
+    for models in (dashboards(owner(FULL_SPEC)), shared_dashboards()):
+        for model in models.values():
+            assert _cluster_variable(model)["hide"] == 2
+            queries = [q for q in _all_exprs(model) if "{" in q]
+            assert queries
+            for query in queries:
+                for matchers in re.findall(r"\{([^{}]*)\}", query):
+                    if "=" in matchers:
+                        assert 'cluster="$cluster"' in matchers.split(","), query
+    shown = dashboards(owner({**FULL_SPEC, "dashboards": {"multiCluster": True}}))
+    assert {_cluster_variable(model)["hide"] for model in shown.values()} == {0}
+
+
+def _all_exprs(model: Any) -> list[str]:
+    """Every PromQL of a dashboard: panel queries and the variables' (but the cluster's)."""
+    found = [
+        target["expr"]
+        for panel in model["panels"]
+        for target in panel.get("targets", [])
+        if "expr" in target
+    ]
+    variables = model["templating"]["list"]
+    return found + [
+        v["query"] for v in variables if v["type"] == "query" and v["name"] != "cluster"
+    ]

@@ -103,11 +103,11 @@ def test_django_target_down_warns_on_a_fraction_and_pages_only_when_all_are_down
         {"severity": "critical", "targets": "all", "jewelry_monitoring": "shop"},
     )
     assert some["expr"] == (
-        f"(\n  count by (namespace, job) (up{{{selector}}} == 0)\n  /\n"
-        f"  count by (namespace, job) (up{{{selector}}})\n) > 0.1"
+        f"(\n  count by (cluster, namespace, job) (up{{{selector}}} == 0)\n  /\n"
+        f"  count by (cluster, namespace, job) (up{{{selector}}})\n) > 0.1"
     )
     assert every["expr"] == (
-        f"sum by (namespace, job) (up{{{selector}}}) == 0 or absent(up{{{selector}}})"
+        f"sum by (cluster, namespace, job) (up{{{selector}}}) == 0 or absent(up{{{selector}}})"
     )
     # The fraction is the overridable threshold; "all of them" is not a matter of degree.
     spec = {"alerts": {"overrides": {"DjangoTargetDown": {"threshold": 0.5}}}}
@@ -125,11 +125,11 @@ def test_the_5xx_ratio_it_reads_is_recorded_from_the_real_status_counter() -> No
     ]
     selector = 'namespace="jewelry",job="shop-app-metrics"'
     total = (
-        "sum by (namespace, job) (rate(django_http_responses_total_by_status_total"
+        "sum by (cluster, namespace, job) (rate(django_http_responses_total_by_status_total"
         f"{{{selector}}}[5m]))"
     )
     assert rule["expr"] == (
-        "(sum by (namespace, job) (rate(django_http_responses_total_by_status_total"
+        "(sum by (cluster, namespace, job) (rate(django_http_responses_total_by_status_total"
         f'{{{selector},status=~"5.."}}[5m]))\nor\n{total} * 0)\n/\n{total}'
     )
 
@@ -138,8 +138,10 @@ def test_postgres_connection_alert_is_scoped_to_the_exporter_job() -> None:
     rule = only(rule_groups(owner({"exporters": ALL_EXPORTERS})), "PostgresTooManyConnections")
     selector = 'namespace="jewelry",job="shop-postgres-exporter"'
     assert rule["expr"] == (
-        f"sum by (namespace, job, instance) (pg_stat_database_numbackends{{{selector}}})\n/\n"
-        f"max by (namespace, job, instance) (pg_settings_max_connections{{{selector}}})\n> 0.8"
+        "sum by (cluster, namespace, job, instance) "
+        f"(pg_stat_database_numbackends{{{selector}}})\n/\n"
+        "max by (cluster, namespace, job, instance) "
+        f"(pg_settings_max_connections{{{selector}}})\n> 0.8"
     )
 
 
@@ -453,8 +455,8 @@ def test_latency_sli_uses_the_threshold_bucket() -> None:
     latency = "django_http_requests_latency_seconds_by_view_method"
     assert rule["expr"] == (
         "1 - (\n"
-        f'sum by (namespace, job) (rate({latency}_bucket{{{selector},le="0.5"}}[1h]))\n/\n'
-        f"sum by (namespace, job) (rate({latency}_count{{{selector}}}[1h]))\n)"
+        f'sum by (cluster, namespace, job) (rate({latency}_bucket{{{selector},le="0.5"}}[1h]))\n/\n'
+        f"sum by (cluster, namespace, job) (rate({latency}_count{{{selector}}}[1h]))\n)"
     )
 
 

@@ -6,6 +6,9 @@ Why it is built this way:
   matchers (prometheus-operator sets ``job`` to the Service name and adds ``namespace``), so
   two CRs, or a CR and some unrelated Django app, never see each other's series even though
   they share recording-rule names.
+* Every aggregation keeps ``cluster`` too: absent on one cluster's own series, it is the
+  external label a global view (federation, Thanos, Mimir) adds, and rules evaluated there
+  (a global ruler) must not add two clusters' shops into one.
 * Alerts are rows of one table (``CATALOG``); overrides, labels and runbook links are applied
   uniformly by one function, so every alert behaves the same way and a new alert is one row.
 * Metric names are the ones the shipped software really exports (measured from the app's
@@ -43,7 +46,8 @@ HTTP_REQUESTS = "django_http_requests_total_by_method_total"
 HTTP_LATENCY = "django_http_requests_latency_seconds_by_view_method"
 DB_QUERY_DURATION = "django_db_query_duration_seconds"
 
-# Recording rules, named level:metric:operations. ``job`` level keeps namespace and job.
+# Recording rules, named level:metric:operations. ``job`` level keeps (cluster,) namespace
+# and job.
 REQUESTS_RATE = "job:django_http_requests:rate5m"
 RESPONSES_RATE = "job:django_http_responses:rate5m"
 RESPONSES_5XX_RATIO = "job:django_http_responses_5xx:ratio_rate5m"
@@ -85,7 +89,7 @@ def slo_events_record(kind: str, which: str) -> str:
     return f"job:jewelry_slo_{kind}_{which}:rate5m"
 
 
-def _sum(expr: str, by: str = "namespace, job") -> str:
+def _sum(expr: str, by: str = "cluster, namespace, job") -> str:
     return f"sum by ({by}) ({expr})"
 
 
@@ -106,15 +110,19 @@ def _share(part: str, total: str) -> str:
 
 def _app_recording_rules(sel: str) -> list[Rule]:
     """What dashboards and alerts read: cheap, pre-aggregated series per app job."""
-    latency_buckets = _sum(f"rate({HTTP_LATENCY}_bucket{{{sel}}}[5m])", "namespace, job, le")
-    by_backend = "namespace, job, backend"
+    latency_buckets = _sum(
+        f"rate({HTTP_LATENCY}_bucket{{{sel}}}[5m])", "cluster, namespace, job, le"
+    )
+    by_backend = "cluster, namespace, job, backend"
     # Of all reads, failed ones (Redis down under IGNORE_EXCEPTIONS) included: hits appear
     # only after the first hit, reads with the first read of any outcome.
     hits = _sum(f"rate(django_cache_get_hits_total{{{sel}}}[5m])", by_backend)
     gets = _sum(f"rate(django_cache_get_total{{{sel}}}[5m])", by_backend)
     responses = _sum(f"rate({HTTP_RESPONSES}{{{sel}}}[5m])")
     responses_5xx = _sum(f'rate({HTTP_RESPONSES}{{{sel},status=~"5.."}}[5m])')
-    db_buckets = _sum(f"rate({DB_QUERY_DURATION}_bucket{{{sel}}}[5m])", "namespace, job, le")
+    db_buckets = _sum(
+        f"rate({DB_QUERY_DURATION}_bucket{{{sel}}}[5m])", "cluster, namespace, job, le"
+    )
     records: list[tuple[str, str]] = [
         (REQUESTS_RATE, _sum(f"rate({HTTP_REQUESTS}{{{sel}}}[5m])")),
         (RESPONSES_RATE, responses),
@@ -182,8 +190,8 @@ _DJANGO_TARGET_DOWN = (
     AlertDef(
         "DjangoTargetDown",
         APP,
-        "(\n  count by (namespace, job) (up{{selector}} == 0)\n  /\n"
-        "  count by (namespace, job) (up{{selector}})\n) > {threshold}",
+        "(\n  count by (cluster, namespace, job) (up{{selector}} == 0)\n  /\n"
+        "  count by (cluster, namespace, job) (up{{selector}})\n) > {threshold}",
         0.1,
         "5m",
         "warning",
@@ -197,7 +205,7 @@ _DJANGO_TARGET_DOWN = (
         APP,
         # absent() covers "no target at all" (Service selects no pods, ServiceMonitor not
         # picked up), which a sum over no series would never report.
-        "sum by (namespace, job) (up{{selector}}) == 0 or absent(up{{selector}})",
+        "sum by (cluster, namespace, job) (up{{selector}}) == 0 or absent(up{{selector}})",
         None,
         "5m",
         "critical",
@@ -217,9 +225,11 @@ _EXPORTER_TARGETS = (
 )
 assert {component for component, _, _ in _EXPORTER_TARGETS} == set(EXPORTER_NAMES)
 
-_CELERY_FAILED = _sum("rate(celery_task_failed_total{{selector}}[10m])", "namespace, job, name")
+_CELERY_FAILED = _sum(
+    "rate(celery_task_failed_total{{selector}}[10m])", "cluster, namespace, job, name"
+)
 _CELERY_SUCCEEDED = _sum(
-    "rate(celery_task_succeeded_total{{selector}}[10m])", "namespace, job, name"
+    "rate(celery_task_succeeded_total{{selector}}[10m])", "cluster, namespace, job, name"
 )
 
 CATALOG: tuple[AlertDef, ...] = (
@@ -256,7 +266,7 @@ CATALOG: tuple[AlertDef, ...] = (
     AlertDef(
         "DjangoUnhandledExceptions",
         APP,
-        "sum by (namespace, job, type) "
+        "sum by (cluster, namespace, job, type) "
         "(rate(django_http_exceptions_total_by_type_total{{selector}}[5m])) > {threshold}",
         0.05,
         "5m",
@@ -269,7 +279,7 @@ CATALOG: tuple[AlertDef, ...] = (
         "DjangoDatabaseErrors",
         APP,
         # By driver exception class: UniqueViolation and OperationalError mean different things.
-        "sum by (namespace, job, alias, type) "
+        "sum by (cluster, namespace, job, alias, type) "
         "(rate(django_db_errors_total{{selector}}[5m])) > {threshold}",
         0.1,
         "5m",
@@ -306,7 +316,7 @@ CATALOG: tuple[AlertDef, ...] = (
         APP,
         # Aggregated over pods (and, in multiprocess setups that expose it, pid): every
         # pod reports the same database state.
-        "max by (namespace, job, connection) "
+        "max by (cluster, namespace, job, connection) "
         "(django_migrations_unapplied_total{{selector}}) > {threshold}",
         0,
         "15m",
@@ -330,8 +340,8 @@ CATALOG: tuple[AlertDef, ...] = (
     AlertDef(
         "PostgresTooManyConnections",
         "postgres",
-        "sum by (namespace, job, instance) (pg_stat_database_numbackends{{selector}})\n/\n"
-        "max by (namespace, job, instance) (pg_settings_max_connections{{selector}})\n"
+        "sum by (cluster, namespace, job, instance) (pg_stat_database_numbackends{{selector}})\n/\n"
+        "max by (cluster, namespace, job, instance) (pg_settings_max_connections{{selector}})\n"
         "> {threshold}",
         0.8,
         "5m",
@@ -421,8 +431,8 @@ CATALOG: tuple[AlertDef, ...] = (
         "celery",
         # A worker series appears only once a worker was seen: with the exporter up and no
         # series at all, count that as zero workers rather than as nothing to alert on.
-        "(sum by (namespace, job) (celery_worker_up{{selector}})"
-        " or sum by (namespace, job) (up{{selector}} == 1) * 0) <= {threshold}",
+        "(sum by (cluster, namespace, job) (celery_worker_up{{selector}})"
+        " or sum by (cluster, namespace, job) (up{{selector}} == 1) * 0) <= {threshold}",
         0,
         "5m",
         "critical",
@@ -433,7 +443,8 @@ CATALOG: tuple[AlertDef, ...] = (
     AlertDef(
         "CeleryQueueBacklog",
         "celery",
-        "sum by (namespace, job, queue_name) (celery_queue_length{{selector}}) > {threshold}",
+        "sum by (cluster, namespace, job, queue_name) (celery_queue_length{{selector}})"
+        " > {threshold}",
         100,
         "15m",
         "warning",
