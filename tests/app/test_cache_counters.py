@@ -89,3 +89,17 @@ def test_the_redis_backends_wrap_django_prometheus_and_keep_its_labels() -> None
     assert import_string("jewelry_monitoring_django.cache.RedisCache") is cache.RedisCache
     with pytest.raises(AttributeError):
         cache.NoSuchCache  # noqa: B018
+
+
+def test_our_caches_counters_start_at_zero_before_any_read() -> None:
+    """A counter Prometheus first sees after a burst of reads has no earlier sample, and the
+    burst is in no rate(): the series must exist, at 0, before the first read."""
+    # A backend no other test reads through (its client library is not even needed).
+    backend = "jewelry_monitoring_django.cache.PyLibMCCache"
+    label = "memcached"
+    names = ("django_cache_get_hits_total", "django_cache_get_misses_total", *NAMES)
+    assert all(REGISTRY.get_sample_value(n, {"backend": label}) is None for n in names)
+    cache.start_counters({"default": {"BACKEND": backend}, "other": {"BACKEND": "x.Y"}})
+    assert {n: REGISTRY.get_sample_value(n, {"backend": label}) for n in names} == {
+        n: 0.0 for n in names
+    }

@@ -8,16 +8,27 @@ from django_prometheus.exports import SetupPrometheusExportsFromConfig
 
 
 class JewelryMonitoringDjangoConfig(AppConfig):
-    """``"jewelry_monitoring_django"`` in INSTALLED_APPS: registers the system checks."""
+    """``"jewelry_monitoring_django"`` in INSTALLED_APPS: registers the system checks and
+    starts the cache counters of our cache backends at 0 (see ``cache.start_counters``)."""
 
     default = True
     name = "jewelry_monitoring_django"
     verbose_name = "Protected Prometheus metrics"
 
     def ready(self) -> None:
+        from django.conf import settings
+
         from jewelry_monitoring_django import checks
 
         checks.register_all()
+        caches = getattr(settings, "CACHES", {})
+        # Importing .cache imports django-prometheus's backends: only when one of ours is named.
+        if any(
+            str(c.get("BACKEND", "")).startswith(f"{self.name}.cache.") for c in caches.values()
+        ):
+            from jewelry_monitoring_django import cache
+
+            cache.start_counters(caches)
 
 
 class DjangoPrometheusConfig(_UpstreamConfig):

@@ -38,9 +38,10 @@ Facts the alert rules must respect:
   the resolver); `status` is the numeric HTTP code as a string.
 * Labelled series appear on first use: `django_db_errors_total` after the first DB error,
   `django_http_exceptions_total_by_*` after the first unhandled exception,
-  `django_cache_get_fail_total{backend="redis"}` after the first Redis failure,
   `django_db_new_connection_errors_total` after the first failed connect. Alert with
-  `increase(...)` / `rate(...)`, which treat a missing series as no events.
+  `increase(...)` / `rate(...)`, which treat a missing series as no events. The cache
+  counters of jewelry-monitoring-django's backends (`django_cache_get_fail_total`
+  included) exist at 0 from the start: reads before the first scrape are counted too.
 * The migration gauges are absent while the database cannot be queried.
 * Model counters count instance `save()`/`delete()` only: `bulk_create`,
   `QuerySet.update()`/`.delete()` and cascades are not counted.
