@@ -18,6 +18,7 @@ import shlex
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from jewelry_monitoring import cardinality
 from jewelry_monitoring.budgets import error_budget_left, slo_statuses
 from jewelry_monitoring.builders.common import (
     APP_COMPONENT,
@@ -419,7 +420,33 @@ class Doctor:
                 )
             )
         checks += self._exporters_reach(cr, api)
+        checks.append(self._families(cr, api))
         return checks
+
+    def _families(self, cr: Obj, api: PrometheusAPI) -> Check:
+        """The app's biggest metric families, and how near its sampleLimit the app job is."""
+        name, namespace = cr["metadata"]["name"], cr["metadata"]["namespace"]
+        job = child_name(name, APP_COMPONENT)
+        matchers = f'namespace="{namespace}",job="{job}"'
+        try:
+            found = cardinality.families(api.query(cardinality.families_query(matchers)))
+            biggest = api.query(f"max(scrape_samples_post_metric_relabeling{{{matchers}}})")
+        except PrometheusError as error:
+            return Check(f"{name}: app metric families", SKIP, str(error))
+        if not found:
+            return Check(f"{name}: app metric families", SKIP, f"no series of job {job}")
+        limit = ((cr["spec"].get("app") or {}).get("scrapeLimits") or {}).get("sampleLimit", 0)
+        scrape = max((float(row["value"][1]) for row in biggest), default=0.0)
+        detail = f"{cardinality.summary(found)}; the biggest scrape {scrape:,.0f} samples"
+        if limit and scrape > 0.8 * limit:
+            return Check(
+                f"{name}: app metric families",
+                FAIL,
+                f"{detail}, {scrape / limit:.0%} of its sampleLimit {limit:,}",
+                "bound the labels of the biggest family (runbook TargetNearSampleLimit) "
+                "before raising spec.app.scrapeLimits.sampleLimit",
+            )
+        return Check(f"{name}: app metric families", OK, detail + f" (sampleLimit {limit:,})")
 
     def _exporters_reach(self, cr: Obj, api: PrometheusAPI) -> list[Check]:
         """Each enabled exporter's own ``*_up``: 0 while it is scraped means it cannot reach

@@ -374,6 +374,11 @@ def test_doctor_exits_zero_when_all_is_well_and_names_a_dead_leader(
                 target = f"{name}: target {shop.host}:{shop.port}"
                 assert checks[target]["status"] == "ok"
                 assert checks[f"{name}: rule groups"]["status"] == "ok"
+                # The cardinality guard's pointer: the app's biggest families, its limit.
+                families = checks[f"{name}: app metric families"]
+                assert families["status"] == "ok", families
+                assert "families; biggest: django_" in families["detail"]
+                assert families["detail"].endswith("(sampleLimit 20,000)")
 
                 running_shop.close()  # the app goes down
                 prom.api.wait_for(f'up{{job="{service}"}} == 0', 60)
