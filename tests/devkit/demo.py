@@ -4,9 +4,13 @@ Where this host can run the local node (devkit.node), the product runs in pods a
 suite runs it (devkit.product, devkit.prometheus_stack): our images built (or found up to
 date) and loaded, prometheus-operator with a kube-prometheus-stack style Prometheus and
 Alertmanager, the chart's operator (helm install), the dev shop, the example
-JewelryMonitoring with its exporters; then the load generator's traffic, and the demo prints
-the CR's status, the Prometheus URL on 127.0.0.1 with the CR's targets up, the shop's URL
-and a line of live figures (request rate, p95 latency, cache hit ratio).
+JewelryMonitoring with its exporters, completed with what makes every condition known: the
+Prometheus the operator checks the targets against, and a routing of its alerts to the
+demo's own webhook receiver (on the node's address, for the Alertmanager pod). Then the
+load generator's traffic, and the demo prints the CR's status, the Prometheus URL on
+127.0.0.1 with the CR's targets up, the shop's URL, a line of live figures (request rate,
+p95 latency, cache hit ratio, each named with its window) and a fire drill of the routing
+(jewelry-monitoring fire-drill) that the webhook receives.
 
 Where it cannot (the reason is printed), the objects only: etcd + kube-apiserver +
 kube-controller-manager, our CRD and prometheus-operator's, the chart's RBAC, the operator
@@ -45,7 +49,7 @@ from devkit.crs import (
 from devkit.images import build_images
 from devkit.kubetools import api_client, install_missing_crds, load_yaml_documents, wait_for
 from devkit.manifests import chart_crd_files
-from devkit.node import Node, why_no_node
+from devkit.node import NODE_IP, Node, why_no_node
 from devkit.operator_process import REPO, OperatorProcess, install_rbac, start_operator
 from devkit.product import (
     SHOP_FRONT,
@@ -58,13 +62,21 @@ from devkit.product import (
     port_forward,
     wait_targets_up,
 )
-from devkit.prometheus import PrometheusAPI
+from devkit.prometheus import PrometheusAPI, WebhookReceiver, webhook_receiver
 from devkit.prometheus_operator import MONITORING, kube_prometheus_stack_prometheus
+from devkit.prometheus_stack import (
+    ALERTMANAGER_PODS,
+    ALERTMANAGER_PORT,
+    PROMETHEUS_PODS,
+    PROMETHEUS_PORT,
+    deploy_stack,
+)
 from devkit.prometheus_stack import NAMESPACE as MONITORING_NAMESPACE
-from devkit.prometheus_stack import PROMETHEUS_PODS, PROMETHEUS_PORT, deploy_stack
 from devkit.stopping import shielded
 from devkit.toolchain import prometheus_operator_crds
+from jewelry_monitoring import firedrill
 from jewelry_monitoring.builders.rules import CACHE_HIT_RATIO, LATENCY_QUANTILES, REQUESTS_RATE
+from jewelry_monitoring.kube import Kube
 
 EXAMPLE = REPO / "manifests" / "example-jewelrymonitoring.yaml"
 DEMO_SECRET_VALUE = "demo-only-not-a-secret"
@@ -93,7 +105,7 @@ def _show(api: client.ApiClient, cr: dict[str, Any], seconds: float) -> None:
         )
     print(f"\n{len(cr['status']['children'])} children:")
     for child in cr["status"]["children"]:
-        print(f"  {child['kind']:<16} {child['name']}")
+        print(f"  {child['kind']:<18} {child['name']}")
 
 
 def _install_crds(api: client.ApiClient, ours: bool = True) -> None:
@@ -210,6 +222,34 @@ def _objects_demo(plane: ControlPlane) -> OperatorProcess:
 
 # Traffic per load generator run: bounded, on loopback only (its own rule).
 DEMO_REQUESTS, DEMO_SECONDS = 300, 30
+# The window of the app's recording rules, which the figures line reads.
+FIGURES_WINDOW = "5m"
+assert REQUESTS_RATE.endswith(f":rate{FIGURES_WINDOW}"), REQUESTS_RATE
+# The demo's webhook receiver, and the Secret its URL is in (a routing refers to Secrets).
+ALERT_RECEIVER, ALERT_HOOK_SECRET = "demo-hook", "jewelry-shop-alert-hook"
+
+
+def complete_example(
+    example: dict[str, Any], release: dict[str, str], hook_secret: str
+) -> dict[str, Any]:
+    """The example, with what makes every condition of its status known: the Prometheus
+    the operator asks (TargetsHealthy), and a routing of its alerts to the demo's webhook
+    receiver (SelectedByAlertmanager), quick to notify so that the fire drill is short."""
+    spec = example["spec"]
+    spec["prometheus"] = {
+        "url": f"http://prometheus-operated.{MONITORING_NAMESPACE}.svc:{PROMETHEUS_PORT}",
+        "checkInterval": "10s",
+    }
+    spec["routing"] = {
+        "alertmanagerConfigLabels": dict(release),
+        "receivers": [
+            {"name": ALERT_RECEIVER, "webhook": {"url": {"name": hook_secret, "key": "url"}}}
+        ],
+        "receiver": ALERT_RECEIVER,
+        "groupWait": "5s",
+        "groupInterval": "10s",
+    }
+    return example
 
 
 def _figure_queries(namespace: str) -> dict[str, str]:
@@ -261,12 +301,25 @@ def _figures_after(
     return _figures(prometheus, namespace)
 
 
-def _figures_line(values: dict[str, float | None]) -> str:
+def figures_line(values: dict[str, float | None]) -> str:
+    """The live figures, each over the recording rules' window: a rate over 5 minutes is
+    not the load generator's own rate (300 requests in 30 s are 10/s, and 1/s over 5m)."""
     ratio = values["cache hit ratio"]
     return (
-        f"live: {values['requests/s'] or 0:.2f} requests/s, p95 latency "
+        f"live, over the last {FIGURES_WINDOW} (the CR's recording rules): "
+        f"{values['requests/s'] or 0:.2f} requests/s, p95 latency "
         f"{(values['p95 latency (s)'] or 0) * 1000:.0f} ms, cache hit ratio "
-        + ("n/a (no cache reads counted)" if ratio is None else f"{ratio:.0%}")
+        + ("n/a (no cache reads in the window)" if ratio is None else f"{ratio:.0%}")
+    )
+
+
+def traffic_line(stats: dict[str, Any]) -> str:
+    """What the load generator did, at its own rate."""
+    seconds = float(stats["elapsed_seconds"])
+    rate = stats["requests"] / seconds if seconds else 0.0
+    return (
+        f"  {stats['requests']} requests in {seconds:.1f}s ({rate:.1f}/s), "
+        f"by status {stats['by_status']}"
     )
 
 
@@ -292,12 +345,20 @@ def run_pods_demo(keep: bool = False) -> int:
 
 
 def _pods_demo(plane: ControlPlane, node: Node, keep: bool) -> None:
+    # The Alertmanager pod reaches the host at the node's address.
+    with webhook_receiver(host=NODE_IP) as hook:
+        _pods_demo_with_hook(plane, node, keep, hook)
+
+
+def _pods_demo_with_hook(
+    plane: ControlPlane, node: Node, keep: bool, hook: WebhookReceiver
+) -> None:
     images = _load_images(node)
     api = api_client(plane.kubeconfig)
     # Ours is a template of the chart: Helm refuses to adopt a CRD it did not create.
     _install_crds(api, ours=False)
-    example = example_cr(images)
-    release = example["spec"].get("monitorLabels", {})
+    release = example_cr(images)["spec"].get("monitorLabels", {})
+    example = complete_example(example_cr(images), release, ALERT_HOOK_SECRET)
     steps: list[tuple[str, Callable[[], object]]] = [
         (
             "prometheus-operator, Prometheus and Alertmanager (kube-prometheus-stack style)",
@@ -318,23 +379,30 @@ def _pods_demo(plane: ControlPlane, node: Node, keep: bool) -> None:
         step()
         print(f"  ready in {time.monotonic() - started:.0f}s")
     started = time.monotonic()
-    print("the example JewelryMonitoring, with our exporter images ...", flush=True)
+    print(
+        "the example JewelryMonitoring, with our exporter images, the Prometheus to check "
+        f"and a routing to the demo's webhook receiver ({hook.url}) ...",
+        flush=True,
+    )
+    namespace = example["metadata"]["namespace"]
+    _create_secret(api, namespace, ALERT_HOOK_SECRET, {"url": f"{hook.url}/{ALERT_RECEIVER}"})
     cr = apply_example_cr(api, example)
-    namespace = cr["metadata"]["namespace"]
+    name = cr["metadata"]["name"]
     with (
         port_forward(api, MONITORING_NAMESPACE, PROMETHEUS_PODS, PROMETHEUS_PORT) as prom_url,
         port_forward(api, namespace, *SHOP_FRONT) as shop_url,
     ):
         prometheus = PrometheusAPI(prom_url)
         targets = wait_targets_up(prometheus, cr)
-        cr = wait_condition(api, namespace, cr["metadata"]["name"], "Ready", "True")
+        for kind in ("Ready", "SelectedByAlertmanager", "TargetsHealthy"):
+            cr = wait_condition(api, namespace, name, kind, "True", timeout=180)
         _show(api, cr, time.monotonic() - started)
         print(f"\nPrometheus: {prom_url}  ({len(targets)} targets of the CR up)")
         _show_targets(targets)
         print(f"shop: {shop_url}/")
         print(f"\ntraffic: the app's load generator, {DEMO_SECONDS}s ...", flush=True)
         stats = load_generator(shop_url, DEMO_REQUESTS, DEMO_SECONDS)
-        print(f"  {stats['requests']} requests, by status {stats['by_status']}")
+        print(traffic_line(stats))
         ended = time.time()
         values = wait_for(
             lambda: _figures_after(prometheus, namespace, ended),
@@ -342,11 +410,50 @@ def _pods_demo(plane: ControlPlane, node: Node, keep: bool) -> None:
             interval=2,
             what="the recording rules evaluated on a scrape after the traffic",
         )
-        print(_figures_line(values))
+        print(figures_line(values))
+        _fire_drill(api, cr, hook)
         if keep:
             print(f"\nleft running: export KUBECONFIG={plane.kubeconfig}")
             print("traffic continues; figures every run; stop with Ctrl-C")
             while True:
                 load_generator(shop_url, DEMO_REQUESTS, DEMO_SECONDS)
                 values = _figures(prometheus, namespace) or values
-                print(_figures_line(values), flush=True)
+                print(figures_line(values), flush=True)
+
+
+def _create_secret(api: client.ApiClient, namespace: str, name: str, data: dict[str, str]) -> None:
+    client.CoreV1Api(api).create_namespaced_secret(
+        namespace,
+        client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data=data),
+    )
+
+
+def _fire_drill(api: client.ApiClient, cr: dict[str, Any], hook: WebhookReceiver) -> None:
+    """`jewelry-monitoring fire-drill --yes` of the example's routing, through the stack's
+    Alertmanager (port-forwarded), once it has loaded the routing; what the webhook got."""
+    kube = Kube(api)
+    print("\nfire drill of the routing (jewelry-monitoring fire-drill --yes) ...", flush=True)
+    with port_forward(api, MONITORING_NAMESPACE, ALERTMANAGER_PODS, ALERTMANAGER_PORT) as url:
+
+        def planned() -> firedrill.Report | None:
+            """The plan (nothing sent) once the Alertmanager has loaded the routing."""
+            try:
+                return firedrill.drill(kube, cr, url, send=False, timeout=180)
+            except (firedrill.DrillError, firedrill.AlertmanagerError):
+                return None
+
+        wait_for(planned, timeout=180, interval=2, what="the Alertmanager loading the routing")
+        report = firedrill.drill(kube, cr, url, send=True, timeout=180)
+    print(report.header())
+    print(firedrill.human(report.outcomes), end="")
+
+    def notified() -> list[str] | None:
+        """What the webhook got of the drill, once the resolved notification is in."""
+        drilled = [a for a in hook.alerts(firedrill.DRILL_ALERT) if "fire_drill" in a["labels"]]
+        states = sorted({alert["status"] for alert in drilled})
+        return states if "resolved" in states else None
+
+    with contextlib.suppress(TimeoutError):
+        wait_for(notified, timeout=60, interval=1, what="the drill's resolved notification")
+    states = sorted({a["status"] for a in hook.alerts(firedrill.DRILL_ALERT)})
+    print(f"  the demo's webhook received the drill's alert: {', '.join(states) or 'nothing'}")

@@ -573,7 +573,8 @@ class WebhookReceiver:
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self._server.server_address[1]}/alerts"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/alerts"
 
     def record(self, body: Obj) -> None:
         with self._lock:
@@ -593,9 +594,12 @@ class WebhookReceiver:
 
 
 @contextlib.contextmanager
-def webhook_receiver(failing: Sequence[str] = ()) -> Iterator[WebhookReceiver]:
+def webhook_receiver(
+    failing: Sequence[str] = (), host: str = LOOPBACK
+) -> Iterator[WebhookReceiver]:
     """Records every notification POSTed to it, except on ``failing`` paths (below ``url``,
-    e.g. "broken"), which answer 500 and record nothing: a receiver that is down."""
+    e.g. "broken"), which answer 500 and record nothing: a receiver that is down. It listens
+    on ``host``: loopback, or the local node's address for an Alertmanager in a pod."""
     holder: list[WebhookReceiver] = []
     refused = {f"/alerts/{path}" for path in failing}
 
@@ -615,7 +619,7 @@ def webhook_receiver(failing: Sequence[str] = ()) -> Iterator[WebhookReceiver]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer((LOOPBACK, 0), Handler)  # the kernel's choice: no race
+    server = ThreadingHTTPServer((host, 0), Handler)  # the kernel's choice: no race
     holder.append(WebhookReceiver(server))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2})
     thread.daemon = True
