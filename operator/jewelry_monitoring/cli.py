@@ -80,21 +80,24 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user_cluster(args: argparse.Namespace) -> tuple[Any, str]:
+    """A client of the cluster of the user's kubeconfig (``--context``), and the namespace
+    (``-n``, else the context's)."""
+    from jewelry_monitoring.kube import Kube, kubeconfig_api_client, kubeconfig_namespace
+
+    api = kubeconfig_api_client(args.context)
+    return Kube(api), args.namespace or kubeconfig_namespace(args.context)
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from jewelry_monitoring import doctor
-    from jewelry_monitoring.kube import (
-        Kube,
-        KubeError,
-        kubeconfig_api_client,
-        kubeconfig_namespace,
-    )
+    from jewelry_monitoring.kube import KubeError
 
     try:
-        api = kubeconfig_api_client(args.context)
-        namespace = args.namespace or kubeconfig_namespace(args.context)
-        checks = doctor.Doctor(Kube(api), namespace, args.prometheus_url).run(args.name)
+        kube, namespace = _user_cluster(args)
+        checks = doctor.Doctor(kube, namespace, args.prometheus_url).run(args.name)
         if args.fire_drill:
-            checks += _drill_checks(Kube(api), namespace, args)
+            checks += _drill_checks(kube, namespace, args)
     except (KubeError, OSError, ValueError) as error:  # no kubeconfig, cluster unreachable
         print(f"doctor: cannot read the cluster: {error}", file=sys.stderr)
         return 2
@@ -127,17 +130,10 @@ def _drill_checks(kube: Any, namespace: str, args: argparse.Namespace) -> list[A
 
 def _fire_drill(args: argparse.Namespace) -> int:
     from jewelry_monitoring import firedrill
-    from jewelry_monitoring.kube import (
-        Kube,
-        KubeError,
-        kubeconfig_api_client,
-        kubeconfig_namespace,
-    )
+    from jewelry_monitoring.kube import KubeError
 
     try:
-        api = kubeconfig_api_client(args.context)
-        namespace = args.namespace or kubeconfig_namespace(args.context)
-        kube = Kube(api)
+        kube, namespace = _user_cluster(args)
         cr = kube.get(KIND, namespace, args.name)
         if cr is None:
             print(f"fire-drill: no JewelryMonitoring {namespace}/{args.name}", file=sys.stderr)
