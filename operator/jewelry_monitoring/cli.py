@@ -107,7 +107,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def _drill_checks(kube: Any, namespace: str, args: argparse.Namespace) -> list[Any]:
     """doctor --fire-drill: the drill of the named resource, one check per receiver."""
-    from jewelry_monitoring import doctor, firedrill
+    from jewelry_monitoring import doctor, drillplan, firedrill
 
     name = args.name
     cr = kube.get(KIND, namespace, name) if name else None
@@ -117,7 +117,7 @@ def _drill_checks(kube: Any, namespace: str, args: argparse.Namespace) -> list[A
         report = firedrill.drill(kube, cr, args.alertmanager_url, args.yes, args.timeout)
     except (firedrill.DrillError, firedrill.AlertmanagerError) as error:
         return [doctor.Check(f"{name}: fire drill", doctor.FAIL, str(error))]
-    status = {firedrill.SENT: doctor.OK, firedrill.DISCARDS: doctor.OK}
+    status = {drillplan.SENT: doctor.OK, drillplan.DISCARDS: doctor.OK}
     return [doctor.Check(f"{name}: fire drill", doctor.OK, report.header())] + [
         doctor.Check(
             f"{name}: fire drill {outcome.receiver}",

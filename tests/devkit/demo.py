@@ -76,6 +76,7 @@ from devkit.stopping import shielded
 from devkit.toolchain import prometheus_operator_crds
 from jewelry_monitoring import firedrill
 from jewelry_monitoring.builders.rules import CACHE_HIT_RATIO, LATENCY_QUANTILES, REQUESTS_RATE
+from jewelry_monitoring.drillplan import DRILL_ALERT
 from jewelry_monitoring.kube import Kube
 
 EXAMPLE = REPO / "manifests" / "example-jewelrymonitoring.yaml"
@@ -449,11 +450,11 @@ def _fire_drill(api: client.ApiClient, cr: dict[str, Any], hook: WebhookReceiver
 
     def notified() -> list[str] | None:
         """What the webhook got of the drill, once the resolved notification is in."""
-        drilled = [a for a in hook.alerts(firedrill.DRILL_ALERT) if "fire_drill" in a["labels"]]
+        drilled = [a for a in hook.alerts(DRILL_ALERT) if "fire_drill" in a["labels"]]
         states = sorted({alert["status"] for alert in drilled})
         return states if "resolved" in states else None
 
     with contextlib.suppress(TimeoutError):
         wait_for(notified, timeout=60, interval=1, what="the drill's resolved notification")
-    states = sorted({a["status"] for a in hook.alerts(firedrill.DRILL_ALERT)})
+    states = sorted({a["status"] for a in hook.alerts(DRILL_ALERT)})
     print(f"  the demo's webhook received the drill's alert: {', '.join(states) or 'nothing'}")

@@ -62,7 +62,8 @@ from devkit.prometheus_operator import prometheus_operator
 from devkit.services import LOOPBACK
 from jewelry_monitoring.builders.common import OWNER_LABEL, Owner
 from jewelry_monitoring.builders.desired import desired_objects
-from jewelry_monitoring.firedrill import Outcome, human
+from jewelry_monitoring.drillplan import Outcome
+from jewelry_monitoring.firedrill import human
 from jewelry_monitoring.spec import JewelryMonitoringSpec
 
 pytestmark = pytest.mark.cluster

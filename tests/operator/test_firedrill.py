@@ -1,14 +1,15 @@
 """The fire drill's plan (pure): which synthetic alert reaches which receiver, in which batch.
 
-The drill itself, against the real Alertmanager that prometheus-operator configured from our
-AlertmanagerConfig, is in tests/monitoring/test_alert_routing.py.
+The drill itself (jewelry_monitoring.firedrill), against the real Alertmanager that
+prometheus-operator configured from our AlertmanagerConfig, is in
+tests/monitoring/test_alert_routing.py.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from jewelry_monitoring.firedrill import (
+from jewelry_monitoring.drillplan import (
     DRILL_ALERT,
     UNREACHABLE,
     batches,
