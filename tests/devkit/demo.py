@@ -3,10 +3,10 @@
 Where this host can run the local node (devkit.node), the product runs in pods as the e2e
 suite runs it (devkit.product, devkit.prometheus_stack): our images built (or found up to
 date) and loaded, prometheus-operator with a kube-prometheus-stack style Prometheus and
-Alertmanager, the chart's operator (helm install), the dev shop, the example
-JewelryMonitoring with its exporters, completed with what makes every condition known: the
-Prometheus the operator checks the targets against, and a routing of its alerts to the
-demo's own webhook receiver (on the node's address, for the Alertmanager pod). Then the
+Alertmanager, the chart's operator (helm install, its defaults naming the stack's Prometheus
+and the Alertmanager's labels), the dev shop, the example JewelryMonitoring with its
+exporters and a routing of its alerts to the demo's own webhook receiver (on the node's
+address, for the Alertmanager pod): every condition of its status is known. Then the
 load generator's traffic, and the demo prints the CR's status, the Prometheus URL on
 127.0.0.1 with the CR's targets up, the shop's URL, a line of live figures (request rate,
 p95 latency, cache hit ratio, each named with its window) and a fire drill of the routing
@@ -230,19 +230,25 @@ assert REQUESTS_RATE.endswith(f":rate{FIGURES_WINDOW}"), REQUESTS_RATE
 ALERT_RECEIVER, ALERT_HOOK_SECRET = "demo-hook", "jewelry-shop-alert-hook"
 
 
-def complete_example(
-    example: dict[str, Any], release: dict[str, str], hook_secret: str
-) -> dict[str, Any]:
-    """The example, with what makes every condition of its status known: the Prometheus
-    the operator asks (TargetsHealthy), and a routing of its alerts to the demo's webhook
-    receiver (SelectedByAlertmanager), quick to notify so that the fire drill is short."""
-    spec = example["spec"]
-    spec["prometheus"] = {
-        "url": f"http://prometheus-operated.{MONITORING_NAMESPACE}.svc:{PROMETHEUS_PORT}",
-        "checkInterval": "10s",
+def chart_values(stack_prometheus: dict[str, Any], release: dict[str, str]) -> dict[str, str]:
+    """The chart's defaults for every resource, as a cluster admin sets them once: the
+    Prometheus the operator asks (the stack's, by reference), and the labels the stack's
+    Alertmanager selects AlertmanagerConfigs by."""
+    meta = stack_prometheus["metadata"]
+    return {
+        "prometheus.ref": f"{meta['namespace']}/{meta['name']}",
+        **{f"defaults.alertmanagerConfigLabels.{key}": value for key, value in release.items()},
     }
+
+
+def complete_example(example: dict[str, Any], hook_secret: str) -> dict[str, Any]:
+    """The example, with what makes every condition of its status known besides the chart's
+    defaults: a check every 10 s of the Prometheus the chart names (TargetsHealthy, rules,
+    alerts, budgets), and a routing of its alerts to the demo's webhook receiver
+    (SelectedByAlertmanager), quick to notify so that the fire drill is short."""
+    spec = example["spec"]
+    spec["prometheus"] = {"checkInterval": "10s"}
     spec["routing"] = {
-        "alertmanagerConfigLabels": dict(release),
         "receivers": [
             {"name": ALERT_RECEIVER, "webhook": {"url": {"name": hook_secret, "key": "url"}}}
         ],
@@ -358,8 +364,9 @@ def _pods_demo_with_hook(
     api = api_client(plane.kubeconfig)
     # Ours is a template of the chart: Helm refuses to adopt a CRD it did not create.
     _install_crds(api, ours=False)
-    release = example_cr(images)["spec"].get("monitorLabels", {})
-    example = complete_example(example_cr(images), release, ALERT_HOOK_SECRET)
+    example = complete_example(example_cr(images), ALERT_HOOK_SECRET)
+    release = example["spec"].get("monitorLabels", {})
+    values = chart_values(kube_prometheus_stack_prometheus(release), release)
     steps: list[tuple[str, Callable[[], object]]] = [
         (
             "prometheus-operator, Prometheus and Alertmanager (kube-prometheus-stack style)",
@@ -367,7 +374,7 @@ def _pods_demo_with_hook(
         ),
         (
             "the operator: helm install of the chart",
-            lambda: install_operator(plane.kubeconfig, api, images, replicas=1),
+            lambda: install_operator(plane.kubeconfig, api, images, replicas=1, values=values),
         ),
         (
             "the shop: manifests/dev (Django, PostgreSQL, Redis, Celery, nginx)",

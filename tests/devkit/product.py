@@ -262,10 +262,14 @@ def selector_of(deployment: client.V1Deployment) -> str:
 
 
 def install_operator(
-    kubeconfig: Path, api: client.ApiClient, images: Mapping[str, str], replicas: int
+    kubeconfig: Path,
+    api: client.ApiClient,
+    images: Mapping[str, str],
+    replicas: int,
+    values: Mapping[str, str] | None = None,
 ) -> list[client.V1Pod]:
     """``helm install`` of the chart with our operator image (exporter images from our
-    registry allowed); its pods once all Running and Ready."""
+    registry allowed) and ``values`` (``--set``); its pods once all Running and Ready."""
     repository, tag = images["jewelry-monitoring-operator"].rsplit(":", 1)
     registry = repository.rsplit("/", 1)[0]
     helm(
@@ -283,6 +287,7 @@ def install_operator(
                 "image.pullPolicy": "Never",
                 "replicas": str(replicas),
                 "exporterImageAllowlist": f"{{{registry}/}}",
+                **(values or {}),
             }
         ),
     )

@@ -3,20 +3,39 @@
 
 from __future__ import annotations
 
-from devkit.demo import ALERT_RECEIVER, EXAMPLE, complete_example, figures_line, traffic_line
+from devkit.demo import (
+    ALERT_RECEIVER,
+    EXAMPLE,
+    chart_values,
+    complete_example,
+    figures_line,
+    traffic_line,
+)
 from devkit.kubetools import load_yaml_documents
+from devkit.prometheus_operator import kube_prometheus_stack_prometheus
 from jewelry_monitoring.builders.rules import KNOWN_ALERTS
+from jewelry_monitoring.config import ResourceDefaults
 from jewelry_monitoring.spec import JewelryMonitoringSpec, semantic_problems
 
 
-def test_the_demo_resource_names_a_prometheus_and_routes_to_the_demos_receiver() -> None:
+def test_the_demo_resource_routes_to_the_demos_receiver_and_the_chart_names_the_rest() -> None:
     release = {"release": "kube-prometheus-stack"}
     (example,) = load_yaml_documents(EXAMPLE.read_text())
-    example = complete_example(example, release, "hook-secret")
-    spec = JewelryMonitoringSpec.model_validate(example["spec"])
+    example = complete_example(example, "hook-secret")
+    # As the operator sees it: the chart's defaults applied (config.resource_defaults).
+    values = chart_values(kube_prometheus_stack_prometheus(release), release)
+    assert values == {
+        "prometheus.ref": "monitoring/kube-prometheus-stack-prometheus",
+        "defaults.alertmanagerConfigLabels.release": "kube-prometheus-stack",
+    }
+    defaults = ResourceDefaults(
+        monitor_labels={},
+        alertmanager_config_labels=release,
+        prometheus_ref=values["prometheus.ref"],
+    )
+    spec = JewelryMonitoringSpec.model_validate(defaults.apply(example["spec"]))
     assert semantic_problems(spec, KNOWN_ALERTS) == []
-    assert spec.prometheus is not None
-    assert spec.prometheus.url == "http://prometheus-operated.monitoring.svc:9090"
+    assert spec.prometheus is not None and spec.prometheus.check_interval == "10s"
     assert spec.routing is not None
     assert spec.routing.alertmanager_config_labels == release
     (receiver,) = spec.routing.receivers
