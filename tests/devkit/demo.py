@@ -49,7 +49,8 @@ from devkit.crs import (
 from devkit.images import build_images
 from devkit.kubetools import api_client, install_missing_crds, load_yaml_documents, wait_for
 from devkit.manifests import chart_crd_files
-from devkit.node import NODE_IP, Node, why_no_node
+from devkit.node import Node, why_no_node
+from devkit.node.network import NODE_IP
 from devkit.operator_process import REPO, OperatorProcess, install_rbac, start_operator
 from devkit.product import (
     SHOP_FRONT,

@@ -82,11 +82,15 @@ def test_a_target_near_its_sample_limit_alerts_and_one_past_it_is_refused(
         instance = {pod: f"{s.host}:{s.port}" for pod, s in shops.items()}
         with prom.prometheus_server(config, prom.rule_file(objects), binary=binary) as prometheus:
             api = prometheus.api
-            firing = api.wait_for(
-                f'ALERTS{{alertname="{SAMPLE_LIMIT_ALERT.name}",alertstate="firing"}}',
+            # Each target is first scraped at its own moment (under load, seconds apart).
+            api.wait_for(
+                f'count({SAMPLE_LIMIT_RATIO}{{job="{JOB}"}}) == 3',
                 timeout=60,
-                what="TargetNearSampleLimit firing",
+                what="the ratio of all three targets recorded",
             )
+            alert = f'ALERTS{{alertname="{SAMPLE_LIMIT_ALERT.name}",alertstate="firing"}}'
+            api.wait_for(f"count({alert}) >= 2", timeout=60, what="TargetNearSampleLimit")
+            firing = api.query(alert)
             by_target = {
                 t["labels"]["instance"]: t for t in api.targets() if t["labels"]["job"] == JOB
             }
