@@ -25,6 +25,7 @@ newer than ours and owned by a Helm release such as kube-prometheus-stack.
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import tempfile
 import time
@@ -224,6 +225,8 @@ def _objects_demo(plane: ControlPlane) -> OperatorProcess:
 
 # Traffic per load generator run: bounded, on loopback only (its own rule).
 DEMO_REQUESTS, DEMO_SECONDS = 300, 30
+# Enough for the load generator to visit every view once (see _warm_up).
+WARM_UP_REQUESTS = 40
 # The window of the app's recording rules, which the figures line reads.
 FIGURES_WINDOW = "5m"
 assert REQUESTS_RATE.endswith(f":rate{FIGURES_WINDOW}"), REQUESTS_RATE
@@ -294,19 +297,41 @@ def _figures(prometheus: PrometheusAPI, namespace: str) -> dict[str, float | Non
     return values
 
 
-def _figures_after(
+def _app_scraped_at(prometheus: PrometheusAPI, namespace: str) -> float | None:
+    """When Prometheus last scraped the app's request counters (Unix time), if ever."""
+    selector = f'{{namespace="{namespace}"}}'
+    return prometheus.value(f"max(timestamp(django_http_requests_total_by_method_total{selector}))")
+
+
+def figures_after(
     prometheus: PrometheusAPI, namespace: str, since: float
 ) -> dict[str, float | None] | None:
-    """The figures once they include what happened until ``since`` (Unix time): the app
-    scraped after it, and the recording rules evaluated after that scrape."""
-    selector = f'{{namespace="{namespace}"}}'
-    scraped = prometheus.value(
-        f"max(timestamp(django_http_requests_total_by_method_total{selector}))"
-    )
-    recorded = prometheus.value(f"min(timestamp({REQUESTS_RATE}{selector}))")
+    """The figures once they include the traffic that ended at ``since`` (Unix time): the
+    app scraped after it, the recording rules evaluated after that scrape, and the traffic
+    in the request rate (a rate of 0 after it is no figure of it: the app's counters were
+    first scraped with the traffic already in them, and no p95 of it is NaN)."""
+    scraped = _app_scraped_at(prometheus, namespace)
+    recorded = prometheus.value(f'min(timestamp({REQUESTS_RATE}{{namespace="{namespace}"}}))')
     if scraped is None or recorded is None or scraped < since or recorded < scraped:
         return None
-    return _figures(prometheus, namespace)
+    values = _figures(prometheus, namespace)
+    if values is None or not (values["requests/s"] or 0) > 0:
+        return None
+    return None if math.isnan(values["p95 latency (s)"] or 0) else values
+
+
+def _warm_up(prometheus: PrometheusAPI, namespace: str, shop_url: str) -> None:
+    """A few requests to every view, then a scrape of them: the app's request counters
+    exist only after its first counted request (the kubelet's probes are not app traffic),
+    and the increments before a counter's first scrape are in no ``rate()``."""
+    load_generator(shop_url, WARM_UP_REQUESTS, DEMO_SECONDS)
+    ended = time.time()
+    wait_for(
+        lambda: (_app_scraped_at(prometheus, namespace) or 0) >= ended,
+        timeout=120,
+        interval=2,
+        what="a scrape of the app's request counters after the warm-up",
+    )
 
 
 def figures_line(values: dict[str, float | None]) -> str:
@@ -410,11 +435,12 @@ def _pods_demo_with_hook(
         _show_targets(targets)
         print(f"shop: {shop_url}/")
         print(f"\ntraffic: the app's load generator, {DEMO_SECONDS}s ...", flush=True)
+        _warm_up(prometheus, namespace, shop_url)
         stats = load_generator(shop_url, DEMO_REQUESTS, DEMO_SECONDS)
         print(traffic_line(stats))
         ended = time.time()
         values = wait_for(
-            lambda: _figures_after(prometheus, namespace, ended),
+            lambda: figures_after(prometheus, namespace, ended),
             timeout=120,
             interval=2,
             what="the recording rules evaluated on a scrape after the traffic",

@@ -3,17 +3,25 @@
 
 from __future__ import annotations
 
+import math
+
 from devkit.demo import (
     ALERT_RECEIVER,
     EXAMPLE,
     chart_values,
     complete_example,
+    figures_after,
     figures_line,
     traffic_line,
 )
 from devkit.kubetools import load_yaml_documents
 from devkit.prometheus_operator import kube_prometheus_stack_prometheus
-from jewelry_monitoring.builders.rules import KNOWN_ALERTS
+from jewelry_monitoring.builders.rules import (
+    CACHE_HIT_RATIO,
+    KNOWN_ALERTS,
+    LATENCY_QUANTILES,
+    REQUESTS_RATE,
+)
 from jewelry_monitoring.config import ResourceDefaults
 from jewelry_monitoring.spec import JewelryMonitoringSpec, semantic_problems
 
@@ -51,3 +59,37 @@ def test_the_figures_name_their_window_and_the_traffic_its_own_rate() -> None:
     )
     stats = {"requests": 300, "elapsed_seconds": 30.0, "by_status": {"200": 300}}
     assert traffic_line(stats) == "  300 requests in 30.0s (10.0/s), by status {'200': 300}"
+
+
+class _Prometheus:
+    """Answers the demo's queries as a Prometheus would: when it last scraped the app's
+    request counters, when it last recorded the request rate, and the figures."""
+
+    def __init__(self, scraped: float, recorded: float, figures: dict[str, float | None]):
+        self.scraped, self.recorded, self.figures = scraped, recorded, figures
+
+    def value(self, query: str) -> float | None:
+        if query.startswith("max(timestamp(django_http_requests_total_by_method_total{"):
+            return self.scraped
+        if query.startswith(f"min(timestamp({REQUESTS_RATE}{{"):
+            return self.recorded
+        (answer,) = [v for name, v in self.figures.items() if f"({name}{{" in query]
+        return answer
+
+
+def test_the_figures_wait_for_the_traffic_in_the_rate_not_a_rate_of_0_after_it() -> None:
+    figures = {REQUESTS_RATE: 0.9, LATENCY_QUANTILES[0.95]: 0.04, CACHE_HIT_RATIO: None}
+    # Scraped at 110 and recorded at 112: the figures of traffic that ended at 100.
+    assert figures_after(_Prometheus(110.0, 112.0, figures), "shop", since=100.0) == {
+        "requests/s": 0.9,
+        "p95 latency (s)": 0.04,
+        "cache hit ratio": None,
+    }
+    # Not yet: no scrape after the traffic, or no evaluation after that scrape.
+    assert figures_after(_Prometheus(110.0, 112.0, figures), "shop", since=111.0) is None
+    assert figures_after(_Prometheus(110.0, 109.0, figures), "shop", since=100.0) is None
+    # The app's counters first scraped with the traffic already in them: a rate of 0 and a
+    # NaN p95 are no figures of the traffic.
+    for stale in ({REQUESTS_RATE: 0.0}, {LATENCY_QUANTILES[0.95]: math.nan}):
+        prometheus = _Prometheus(110.0, 112.0, {**figures, **stale})
+        assert figures_after(prometheus, "shop", since=100.0) is None, stale
