@@ -28,6 +28,7 @@ from jewelry_monitoring.budgets import (
 )
 from jewelry_monitoring.builders.common import APP_COMPONENT, Owner
 from jewelry_monitoring.builders.rules import component_job
+from jewelry_monitoring.monitored import Judgement, judge, unverified
 from jewelry_monitoring.promapi import PrometheusAPI, PrometheusError
 from jewelry_monitoring.rule_health import (
     LISTED,
@@ -77,9 +78,11 @@ class Answers:
 
 @dataclass(frozen=True)
 class Observation:
-    """The conditions and status fields a check gives, and the requests it made."""
+    """The conditions and status fields a check gives, Ready's and Degraded's verdicts on
+    whether monitoring works (``monitored``), and the requests it made."""
 
     conditions: dict[str, Verdict]
+    monitored: Judgement
     targets: TargetsStatus | None = None
     slos: list[SLOStatus] = field(default_factory=list)
     budget: str = ""
@@ -157,14 +160,17 @@ class Observer:
         not_selected: str,
         previous: JewelryMonitoringStatus,
         interval: float,
+        young: bool = False,
     ) -> Observation:
         """The check of ``owner`` (its ``desired`` objects, its Services' ``slices``) against
         the Prometheus ``asked``; ``not_selected`` is SelectedByPrometheus' message when it
-        is not True, ``previous`` the status the values are settled against."""
+        is not True, ``previous`` the status the values are settled against, ``young``
+        whether the resource was created so recently that Prometheus may not have got to
+        it yet (``monitored.grace_seconds``)."""
         spec = owner.spec
         if not asked.url:
             unknown = Verdict("Unknown", asked.reason, asked.message)
-            return Observation({kind: unknown for kind in CHECKED})
+            return Observation({kind: unknown for kind in CHECKED}, unverified(asked.message))
         pools = scrape_pools(desired)
         endpoints = our_endpoints(desired, slices)
         alerts = alert_needs(rule_groups_of(desired))
@@ -172,7 +178,11 @@ class Observer:
         answers = self._answers_for((owner.namespace, owner.name), asking, interval)
         if answers.error:
             unknown = Verdict("Unknown", "PrometheusUnreachable", answers.error)
-            return Observation({kind: unknown for kind in CHECKED}, requests=answers.requests)
+            return Observation(
+                {kind: unknown for kind in CHECKED},
+                unverified(f"Prometheus at {asked.url} does not answer: {answers.error}"),
+                requests=answers.requests,
+            )
         app_pools = frozenset(scrape_pools(desired, APP_COMPONENT))
         states = endpoint_states(endpoints, pools, answers.targets, not_selected, app_pools)
         counts = tally(states)
@@ -189,15 +199,18 @@ class Observer:
         blocked = cannot_fire(alerts, present(answers.series), scraped_jobs(answers.targets))
         rule_file = f"{owner.namespace}-{_rule_name(desired)}-"
         slos = slo_statuses(spec, answers.slo_series, previous.slos)
+        healthy = targets_healthy(asked.url, pools, states)
+        loaded = rules_loaded(
+            asked.url, list(asking.groups), answers.groups, rule_file, not_selected
+        )
         return Observation(
             {
-                "TargetsHealthy": targets_healthy(asked.url, pools, states),
-                "RulesLoaded": rules_loaded(
-                    asked.url, list(asking.groups), answers.groups, rule_file, not_selected
-                ),
+                "TargetsHealthy": healthy,
+                "RulesLoaded": loaded,
                 "AlertsCanFire": alerts_can_fire(alerts, blocked),
                 "ErrorBudgetLeft": error_budget_left(spec, slos),
             },
+            judge(asked.url, pools, app_pools, states, healthy, loaded, young),
             targets=targets,
             slos=slos,
             budget=budget_column(slos),

@@ -37,6 +37,7 @@ from jewelry_monitoring.children import Child, ChildCache
 from jewelry_monitoring.config import PLAIN_EXPORTER_PODS, ExporterPods, ResourceDefaults
 from jewelry_monitoring.facts import ClusterFacts
 from jewelry_monitoring.kube import Kube, KubeError
+from jewelry_monitoring.monitored import Judgement, is_young
 from jewelry_monitoring.observe import Observer
 from jewelry_monitoring.promapi import PrometheusAPI
 from jewelry_monitoring.selection import ALERTMANAGER, PROMETHEUS, Selecting, evaluate
@@ -219,13 +220,18 @@ class Reconciler:
         slices = self.kube.list("EndpointSlice", namespace, f"{OWNER_LABEL}={instance_label(name)}")
         interval = duration_seconds(spec.prometheus.check_interval if spec.prometheus else "1m")
         not_selected = "" if selected[0].status == "True" else selected[0].message
+        created = str(cr["metadata"].get("creationTimestamp") or "")
+        young = is_young(created, datetime.datetime.now(datetime.UTC), interval)
         observation = self.observer.observe(
-            owner, desired, slices, asked, not_selected, status, interval
+            owner, desired, slices, asked, not_selected, status, interval, young
         )
         outcome.prometheus_requests = observation.requests
+        monitored = observation.monitored
         conditions = [
-            self._ready(conflicts, failures, held, selected[0], generation),
-            self._degraded(missing_crds, conflicts, failures, held, selected[0], generation),
+            self._ready(conflicts, failures, held, selected[0], monitored, generation),
+            self._degraded(
+                missing_crds, conflicts, failures, held, selected[0], monitored, generation
+            ),
             *selected,
             self._exporters_available(observed, generation),
             self._app_targets_found(owner, slices, generation),
@@ -405,10 +411,12 @@ class Reconciler:
         failures: list[str],
         held: list[str],
         selected: Condition,
+        monitored: Judgement,
         generation: int,
     ) -> Condition:
-        """True when our objects are applied and, if a Prometheus exists, one loads them:
-        applied objects that no Prometheus selects monitor nothing."""
+        """True when our objects are applied, a Prometheus (if one exists) loads them and,
+        when the operator can ask one, it scrapes the app and has loaded the rules:
+        applied objects that nothing scrapes monitor nothing (``monitored``)."""
         if conflicts:
             return _condition(
                 "Ready",
@@ -423,7 +431,7 @@ class Reconciler:
             return _condition("Ready", "False", "SecretMissing", "; ".join(held), generation)
         if selected.status == "False":
             return _condition("Ready", "False", NOT_SELECTED, selected.message, generation)
-        return _condition("Ready", "True", "Reconciled", "all children are up to date", generation)
+        return _condition("Ready", *_fields(monitored.ready), generation)
 
     def _degraded(
         self,
@@ -432,6 +440,7 @@ class Reconciler:
         failures: list[str],
         held: list[str],
         selected: Condition,
+        monitored: Judgement,
         generation: int,
     ) -> Condition:
         if missing_crds:
@@ -453,6 +462,8 @@ class Reconciler:
             return _condition("Degraded", "True", "SecretMissing", "; ".join(held), generation)
         if selected.status == "False":
             return _condition("Degraded", "True", NOT_SELECTED, selected.message, generation)
+        if monitored.degraded is not None:
+            return _condition("Degraded", *_fields(monitored.degraded), generation)
         return _condition("Degraded", "False", "AsExpected", "", generation)
 
     def _selected(

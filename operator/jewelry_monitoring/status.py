@@ -80,8 +80,10 @@ class JewelryMonitoringStatus(SpecModel):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, Degraded, SelectedByPrometheus, SelectedByAlertmanager, "
-        "ExportersAvailable, AppTargetsFound and TargetsHealthy.",
+        description="Ready (True/Monitored only once the Prometheus the operator asks "
+        "scrapes the app and has loaded the rules; True/ScrapingUnverified without one to "
+        "ask; else False with why and what to change), Degraded, SelectedByPrometheus, "
+        "SelectedByAlertmanager, ExportersAvailable, AppTargetsFound and TargetsHealthy.",
     )
     children: list[ChildRef] = Field(
         default_factory=list, description="Every object the operator created for it."

@@ -170,12 +170,15 @@ STATES = (FAILING, NOT_DISCOVERED, DROPPED, NOT_SCRAPED_YET, UP)
 
 @dataclass(frozen=True)
 class EndpointState:
-    """Where one endpoint stands in Prometheus, and why (empty when it is up)."""
+    """Where one endpoint stands in Prometheus, and why (empty when it is up). ``lagging``:
+    it may only be not there *yet* (not discovered by a Prometheus whose configuration or
+    discovery lags, or not scraped for the first time), not surely wrong."""
 
     pool: str
     address: str
     state: str
     why: str = ""
+    lagging: bool = False
 
     @property
     def line(self) -> str:
@@ -264,7 +267,11 @@ def endpoint_states(
                 "Prometheus has no target at all in this scrape pool: its configuration does "
                 "not have our ServiceMonitor (yet)"
             )
-            states.append(EndpointState(endpoint.pool, endpoint.address, NOT_DISCOVERED, why))
+            states.append(
+                EndpointState(
+                    endpoint.pool, endpoint.address, NOT_DISCOVERED, why, lagging=not not_loaded
+                )
+            )
         else:
             states.append(
                 EndpointState(
@@ -273,6 +280,7 @@ def endpoint_states(
                     NOT_DISCOVERED,
                     "Prometheus does not discover this endpoint (yet): its service discovery "
                     "lags, or it does not watch this namespace",
+                    lagging=True,
                 )
             )
     for pool in pools:
@@ -306,7 +314,7 @@ def _active_state(pool: str, target: Obj, is_app: bool) -> EndpointState:
     if health == "down":
         why = scrape_error(str(target.get("lastError", "")), is_app)
         return EndpointState(pool, address, FAILING, why)
-    return EndpointState(pool, address, NOT_SCRAPED_YET)
+    return EndpointState(pool, address, NOT_SCRAPED_YET, lagging=True)
 
 
 def scraped_jobs(answers: dict[str, Obj]) -> set[str]:

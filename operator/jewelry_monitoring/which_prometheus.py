@@ -75,9 +75,10 @@ def choose(
     if spec is None:
         return Asked(
             reason="NoPrometheusToAsk",
-            message="no Prometheus to ask: set spec.prometheus.prometheusRef (a Prometheus "
-            "resource), or the chart's prometheus.ref for every resource, to have the "
-            "operator check that the targets are scraped and the rules loaded",
+            message="no Prometheus to ask: set the chart's prometheus.ref (<namespace>/<name> "
+            "of a Prometheus resource) or prometheus.url for every resource, or "
+            "spec.prometheus.prometheusRef for this one, to have the operator check that the "
+            "targets are scraped and the rules loaded",
         )
     if spec.url:
         if defaults.url_allowed(spec.url):

@@ -15,7 +15,10 @@ wrong and what to change: the README's example (healthy, every exporter), a /met
 refuses (403), nothing listening, a scrape that times out, an endpoint dropped by a
 relabeling, a pod without the named port, a namespace outside the Prometheus' namespace
 selector, a missing release label, a rule that fails to evaluate, an alert whose input
-series never exist, a spent error budget, and a URL the chart does not allow.
+series never exist, a spent error budget, an exporter down beside a scraped app, and a URL
+the chart does not allow. Ready means monitored: False while nothing of a resource is
+scraped (or its rules are not loaded), saying why and what to change; a partial failure
+keeps it True and sets Degraded.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 
 from devkit.cluster import ControlPlane
 from devkit.crs import (
@@ -115,6 +118,12 @@ def _app(name: str, **extra: Any) -> dict[str, Any]:
 
 
 CHECKS = {"prometheus": {"checkInterval": "10s"}}
+EXPORTER_DOWN = {
+    "enabled": True,
+    "address": "redis://shop-redis:6379",
+    "interval": "2s",
+    "scrapeTimeout": "2s",
+}
 CASES = (
     Case(
         "refused-403",
@@ -128,20 +137,28 @@ CASES = (
                 "failing: refused (403): the app's PROMETHEUS_METRICS_ALLOWED_IPS does not "
                 "allow Prometheus' address",
             ),
-            ("Ready", "True", "Reconciled", ""),
+            # Nothing of it is scraped: not Ready, with what to change.
+            ("Ready", "False", "TargetsDown", "add the Prometheus pods' network to PROMETHEUS_"),
+            ("Degraded", "True", "TargetsDown", "refused (403)"),
         ),
     ),
     Case(
         "nothing-listens",
         {"app": _app("nothing-listens")},
         (Pod(mode="none"),),
-        expect=(("TargetsHealthy", "False", "TargetsDown", "connection refused: nothing listens"),),
+        expect=(
+            ("TargetsHealthy", "False", "TargetsDown", "connection refused: nothing listens"),
+            ("Ready", "False", "TargetsDown", "no target of the app is scraped"),
+        ),
     ),
     Case(
         "times-out",
         {"app": _app("times-out")},
         (Pod(mode="hang"),),
-        expect=(("TargetsHealthy", "False", "TargetsDown", "timed out: no answer within"),),
+        expect=(
+            ("TargetsHealthy", "False", "TargetsDown", "timed out: no answer within"),
+            ("Ready", "False", "TargetsDown", "timed out: no answer within"),
+        ),
     ),
     Case(
         "relabelled-away",
@@ -158,7 +175,10 @@ CASES = (
             )
         },
         (Pod(labels=(("scrape", "no"),)),),
-        expect=(("TargetsHealthy", "False", "TargetsDropped", "dropped: a relabeling drops it"),),
+        expect=(
+            ("TargetsHealthy", "False", "TargetsDropped", "dropped: a relabeling drops it"),
+            ("Ready", "False", "TargetsDropped", "a relabeling drops it (app.relabelings"),
+        ),
     ),
     Case(
         "no-named-port",
@@ -171,6 +191,7 @@ CASES = (
                 "TargetsNotDiscovered",
                 "has no port 'metrics' on this pod",
             ),
+            ("Ready", "False", "TargetsNotDiscovered", "has no port 'metrics' on this pod"),
         ),
     ),
     Case(
@@ -223,6 +244,9 @@ CASES = (
                 "RuleEvaluationFailing",
                 "many-to-many/shop:up:matched: found duplicate series",
             ),
+            # One rule of many fails, the rest evaluate and the app is scraped: degraded.
+            ("Ready", "True", "Monitored", "scrapes 1 of 1 targets"),
+            ("Degraded", "True", "RuleEvaluationFailing", "many-to-many/shop:up:matched"),
         ),
     ),
     Case(
@@ -237,6 +261,7 @@ CASES = (
                 "DjangoUnappliedMigrations (no django_migrations_unapplied_total from job "
                 "no-migration-metrics-app-metrics: set PROMETHEUS_EXPORT_MIGRATIONS = True",
             ),
+            ("Ready", "True", "Monitored", ""),
         ),
     ),
     Case(
@@ -246,7 +271,16 @@ CASES = (
         expect=(
             # Half the requests fail (the SLI is 50 % give or take rate()'s extrapolation).
             ("ErrorBudgetLeft", "False", "BudgetSpent", "against 99.9%, the error budget is spent"),
-            ("Ready", "True", "Reconciled", ""),
+            ("Ready", "True", "Monitored", ""),
+        ),
+    ),
+    Case(
+        "exporter-down",
+        {"app": _app("exporter-down"), "exporters": {"redis": EXPORTER_DOWN}},
+        expect=(
+            # The app is scraped, the Redis exporter's pod answers nothing: partial.
+            ("Ready", "True", "Monitored", "scrapes 1 of 2 targets"),
+            ("Degraded", "True", "TargetsDown", "connection refused: nothing listens"),
         ),
     ),
     Case(
@@ -259,12 +293,17 @@ CASES = (
                 "PrometheusNotAllowed",
                 "is not a Prometheus URL the chart allows",
             ),
+            # Nothing can be asked: Ready as applied, saying that scraping is not verified.
+            ("Ready", "True", "ScrapingUnverified", "add the URL to prometheus.allowedUrls"),
         ),
     ),
 )
+# The exporter of "exporter-down": its pod runs, nothing listens on its metrics port.
+DOWN_EXPORTER = "redis"
 HEALTHY = "jewelry-shop"  # the README's example
 HEALTHY_EXPECT = (
-    ("Ready", "True", "Reconciled", ""),
+    ("Ready", "True", "Monitored", "scrapes 5 of 5 targets"),
+    ("Degraded", "False", "AsExpected", ""),
     ("SelectedByPrometheus", "True", "Selected", ""),
     ("TargetsHealthy", "True", "TargetsUp", "5 targets up, none down"),
     ("RulesLoaded", "True", "Evaluating", "loaded, evaluating without errors"),
@@ -298,6 +337,10 @@ class World:
     operator: OperatorProcess
     recorder: RequestRecorder
     names: dict[str, str]  # resource -> its namespace
+    # For a test's own resource: the shop's pods, addresses left, what stops at the end.
+    shop_pods: FakeEndpoints
+    addresses: Iterator[str]
+    stack: contextlib.ExitStack
 
 
 def _prometheus_resource() -> dict[str, Any]:
@@ -338,7 +381,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         api = api_client(plane.kubeconfig)
         apply_crds(api, prometheus_operator_crds())
         apply_crds(api, chart_crd_files())
-        addresses = iter(stack.enter_context(local_pod_addresses(len(CASES) + 8)))
+        addresses = iter(stack.enter_context(local_pod_addresses(len(CASES) + 10)))
         core, custom = client.CoreV1Api(api), CustomApi(api)
         for namespace, labels in ((SHOP, {}), (OUTSIDE, {"unmonitored": "true"})):
             meta = client.V1ObjectMeta(name=namespace, labels=labels)
@@ -375,22 +418,23 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             custom.create_namespaced_custom_object(GROUP, VERSION, case.namespace, PLURAL, body)
             pods = outside_pods if case.namespace == OUTSIDE else shop_pods
             _start_pods(stack, pods, case, addresses)
-        # The exporters' pods, as a kubelet would run them; their /metrics stand-ins.
-        exporter_addresses = {exporter: next(addresses) for exporter in EXPORTER_PORTS}
-        for exporter, address in exporter_addresses.items():
-            stack.enter_context(
-                fake_metrics(address, EXPORTER_PORTS[exporter], exporter),
-            )
+        # The exporters' pods, as a kubelet would run them; their /metrics stand-ins (none
+        # for the one of exporter-down: nothing listens there).
+        exporter_pods = {(HEALTHY, exporter): next(addresses) for exporter in EXPORTER_PORTS}
+        exporter_pods["exporter-down", DOWN_EXPORTER] = next(addresses)
+        for (instance, exporter), address in exporter_pods.items():
+            if instance == HEALTHY:
+                stack.enter_context(fake_metrics(address, EXPORTER_PORTS[exporter], exporter))
         deadline = time.monotonic() + 120
         while True:
             running = set()
-            for exporter, address in exporter_addresses.items():
+            for (instance, exporter), address in exporter_pods.items():
                 first = int(address.rsplit(".", 1)[1])
                 prefix = address.rsplit(".", 1)[0] + "."
-                selector = f"app.kubernetes.io/name={exporter}-exporter,{INSTANCE}={HEALTHY}"
+                selector = f"app.kubernetes.io/name={exporter}-exporter,{INSTANCE}={instance}"
                 if shop_pods.run_pods(selector, prefix, first):
-                    running.add(exporter)
-            if running == set(EXPORTER_PORTS):
+                    running.add((instance, exporter))
+            if running == set(exporter_pods):
                 break
             assert time.monotonic() < deadline, f"exporter pods never made: {running}"
             time.sleep(1)
@@ -401,6 +445,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             operator,
             recorder,
             {HEALTHY: SHOP, **{case.name: case.namespace for case in CASES}},
+            shop_pods,
+            addresses,
+            stack,
         )
 
 
@@ -455,9 +502,57 @@ def test_each_broken_case_says_what_is_wrong(world: World, case: Case) -> None:
         assert len(targets["problems"]) <= 5
 
 
+def _readiness_history(
+    world: World, name: str, body: dict[str, Any]
+) -> list[tuple[str, str, str, str]]:
+    """Create ``body`` in the shop and follow every version of it (a watch from before its
+    creation, so no status write is missed) until Ready is True: (Ready's status, reason,
+    message, TargetsHealthy's status) of each version that has a Ready."""
+    custom = CustomApi(world.api)
+    since = custom.list_namespaced_custom_object(GROUP, VERSION, SHOP, PLURAL)["metadata"]
+    custom.create_namespaced_custom_object(GROUP, VERSION, SHOP, PLURAL, body)
+    history: list[tuple[str, str, str, str]] = []
+    stream = watch.Watch().stream(
+        custom.list_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        SHOP,
+        PLURAL,
+        field_selector=f"metadata.name={name}",
+        resource_version=since["resourceVersion"],
+        timeout_seconds=int(SETTLE),
+    )
+    for event in stream:
+        ready = condition(event["object"], "Ready")
+        if ready:
+            targets = condition(event["object"], "TargetsHealthy").get("status", "")
+            history.append((ready["status"], ready["reason"], ready.get("message", ""), targets))
+            if ready["status"] == "True":
+                break
+    return history
+
+
+def test_a_new_resource_is_ready_only_once_it_is_scraped(world: World) -> None:
+    """Right after creation Prometheus has not scraped anything of it yet: Ready says so
+    (False/WaitingForFirstScrape, not True because its objects are applied), and turns True
+    with the first check that finds a target up."""
+    name = "newcomer"
+    _start_pods(world.stack, world.shop_pods, Case(name), world.addresses)
+    world.names[name] = SHOP  # the later tests count it among those asking Prometheus
+    history = _readiness_history(world, name, cr_body(name, {**CHECKS, "app": _app(name)}))
+    print("\n" + "\n".join(" ".join(seen) for seen in history))
+    assert history, "no status with a Ready condition"
+    first, last = history[0], history[-1]
+    assert first[:2] == ("False", "WaitingForFirstScrape"), history
+    assert "waiting for the first scrape" in first[2], history
+    assert last[:2] == ("True", "Monitored") and last[3] == "True", history
+    assert all(seen[3] == "True" for seen in history if seen[0] == "True"), history
+
+
 def test_a_url_the_chart_does_not_allow_is_never_fetched(world: World) -> None:
     """Issue 17 item 14: the operator, and doctor, fetch nothing the chart does not allow."""
-    _wait_for(world, "url-not-allowed", CASES[-1].expect)
+    [case] = [case for case in CASES if case.name == "url-not-allowed"]
+    _wait_for(world, case.name, case.expect)
     checks = doctor.Doctor(Kube(world.api), SHOP).run("url-not-allowed")
     [refused] = [c for c in checks if c.name == "url-not-allowed: targets"]
     assert refused.status == doctor.FAIL
@@ -494,9 +589,14 @@ def test_kubectl_get_jm_shows_what_works_and_the_readme_shows_it_truly(world: Wo
         "BUDGET",
         "AGE",
     ]
-    assert rows[HEALTHY][2:7] == ["True", "Reconciled", "True", "True", "100%"]
+    assert rows[HEALTHY][2:7] == ["True", "Monitored", "True", "True", "100%"]
     assert rows["wrong-release"][2:6] == ["False", "NotSelectedByPrometheus", "False", "False"]
-    assert rows["refused-403"][2:6] == ["True", "Reconciled", "True", "False"]
+    # Selected, but nothing of it is scraped: not Ready, and REASON says why.
+    assert rows["refused-403"][2:6] == ["False", "TargetsDown", "True", "False"]
+    assert rows["relabelled-away"][2:6] == ["False", "TargetsDropped", "True", "False"]
+    assert rows["no-named-port"][2:6] == ["False", "TargetsNotDiscovered", "True", "False"]
+    assert rows["exporter-down"][2:6] == ["True", "Monitored", "True", "False"]
+    assert rows["url-not-allowed"][2:6] == ["True", "ScrapingUnverified", "True", "Unknown"]
     # The README's sample is this row (kubectl -n jewelry-shop get jm: no NAMESPACE column).
     sample = re.search(
         r"kubectl -n jewelry-shop get jm\n#\s+(NAME\s+READY[^\n]*)\n#\s+(jewelry-shop[^\n]*)\n",

@@ -379,7 +379,10 @@ def test_selected_by_prometheus_explains_missing_label(
         patch_spec(admin_api, namespace, "sel", {"monitorLabels": {"release": "kps"}})
         cr = wait_condition(admin_api, namespace, "sel", "SelectedByPrometheus", "True", "Selected")
         assert prometheus["metadata"]["name"] in condition(cr, "SelectedByPrometheus")["message"]
-        cr = wait_condition(admin_api, namespace, "sel", "Ready", "True", "Reconciled")
+        # Selected; the session's operator has no Prometheus to ask: Ready as applied, and
+        # saying that scraping is not verified and what to set for it to be.
+        cr = wait_condition(admin_api, namespace, "sel", "Ready", "True", "ScrapingUnverified")
+        assert "the chart's prometheus.ref" in condition(cr, "Ready")["message"]
     finally:
         custom.delete_namespaced_custom_object(
             *MONITORING, namespace, "prometheuses", prometheus["metadata"]["name"]
