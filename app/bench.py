@@ -3,12 +3,16 @@
 
 In one run on this machine, with real PostgreSQL and Redis (tests/devkit/services.py):
 
-1. the same gunicorn app twice -- instrumented, and with ``PROMETHEUS_ENABLED=false``
-   (no middleware, plain DB/cache backends, no model mixins) -- on the same seeded DB,
-   one sync worker each, loaded by ``wrk`` on loopback over several views, alternating
-   variants per round; reports requests/s, the ratio, and the per-request cost
-   (1/rps_instrumented - 1/rps_plain, i.e. server time per request with one worker);
-2. after the load generator has driven every view: ``/metrics`` response time and size;
+1. the same gunicorn app twice, both running side by side -- instrumented, and with
+   ``PROMETHEUS_ENABLED=false`` (no middleware, plain DB/cache backends, no model mixins)
+   -- on the same seeded DB, one sync worker each, equally warmed up, loaded by ``wrk`` on
+   loopback view by view, the variants alternating run by run (ABBA). The main figure is
+   the worker's CPU time per request (from its schedstat counters) and the instrumented /
+   plain ratio of it: on a shared machine, requests/s moves with everybody else's load
+   between two runs seconds apart, the worker's own CPU time much less. Requests/s and the
+   median of the per-round plain / instrumented ratios are printed beside it;
+2. after the timed rounds (it changes the data: orders, stock), the load generator drives
+   every view of both; then ``/metrics`` response time and size;
 3. RSS of the gunicorn workers of both variants (and of the master);
 4. first, without services: the cost of one scrape in multiprocess mode against the number
    of dead gunicorn workers whose files are in ``PROMETHEUS_MULTIPROC_DIR`` (20 views, a
@@ -21,7 +25,7 @@ In one run on this machine, with real PostgreSQL and Redis (tests/devkit/service
 Usage (from the repo root)::
 
     .venv/bin/python app/bench.py            # ~4-5 minutes
-    .venv/bin/python app/bench.py --short    # CI: ~40 s, fewer/shorter runs
+    .venv/bin/python app/bench.py --short    # CI: ~60 s, fewer/shorter runs
     .venv/bin/python app/bench.py --scrape-only   # part 4 only (no wrk, no services)
 
 Everything is bounded: wrk runs for a fixed duration, the load generator has request and
@@ -42,6 +46,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -53,22 +58,21 @@ from devkit.shopapp import gunicorn_server, manage, shop_env  # noqa: E402
 from jewelry_shop.loadgen import run as loadgen  # noqa: E402
 
 
-def wrk(url: str, seconds: float, connections: int) -> tuple[float, float]:
-    """Run wrk against ``url``; return (requests/s, mean latency ms)."""
+def wrk(url: str, seconds: int, connections: int) -> tuple[float, int]:
+    """Run wrk against ``url``; return (requests/s, requests completed)."""
     res = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", url],
         capture_output=True,
         text=True,
         timeout=seconds + 30,
         check=True,
     )
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", res.stdout).group(1))  # type: ignore[union-attr]
-    m = re.search(r"Latency\s+([\d.]+)(us|ms|s)", res.stdout)
-    assert m, res.stdout
-    latency = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    done = re.search(r"(\d+) requests in", res.stdout)
+    assert done, res.stdout
     if "Non-2xx" in res.stdout or "Socket errors" in res.stdout:
         raise RuntimeError(f"wrk saw errors for {url}:\n{res.stdout}")
-    return rps, latency
+    return rps, int(done.group(1))
 
 
 def rss_kib(pid: int) -> int:
@@ -78,11 +82,46 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def fetch(url: str) -> tuple[float, int]:
+def fetch(url: str) -> tuple[float, bytes]:
+    """GET ``url``: (milliseconds, body)."""
     start = time.perf_counter()
     with urllib.request.urlopen(url, timeout=30) as resp:
         body = resp.read()
-    return (time.perf_counter() - start) * 1000, len(body)
+    return (time.perf_counter() - start) * 1000, body
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of process ``pid`` so far, all threads (nanosecond schedstat counters)."""
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    return sum(int((task / "schedstat").read_text().split()[0]) for task in tasks) / 1e9
+
+
+@dataclass(frozen=True)
+class Run:
+    rps: float  # wall clock: what the machine's other load also moves
+    cpu_ms: float  # the gunicorn worker's CPU time per request: the app's own cost
+
+
+def measure(url: str, worker: int, seconds: int, connections: int) -> Run:
+    """One wrk run against a 1-worker server: requests/s and the worker's CPU per request."""
+    cpu = cpu_seconds(worker)
+    rps, requests = wrk(url, seconds, connections)
+    return Run(rps=rps, cpu_ms=(cpu_seconds(worker) - cpu) * 1000 / requests)
+
+
+def scrape_figures(url: str) -> dict[str, float]:
+    """/metrics response time (30 scrapes), size and sample lines."""
+    times, body = [], b""
+    for _ in range(30):
+        ms, body = fetch(url)
+        times.append(ms)
+    series = sum(1 for line in body.decode().splitlines() if line and not line.startswith("#"))
+    return {
+        "median_ms": statistics.median(times),
+        "p90_ms": sorted(times)[int(len(times) * 0.9) - 1],
+        "bytes": len(body),
+        "series": series,
+    }
 
 
 def write_worker(directory: Path, pid: int, views: int) -> None:
@@ -211,8 +250,8 @@ def main() -> int:
     if not shutil.which("wrk"):
         print("wrk not found (apt-get install wrk)", file=sys.stderr)
         return 2
-    seconds = 3.0 if args.short else 8.0
-    rounds = 1 if args.short else 3
+    seconds = 2 if args.short else 4  # wrk takes whole seconds
+    rounds = 2 if args.short else 5
     connections = 4
 
     with postgres_service() as pg, redis_service() as redis:
@@ -229,58 +268,63 @@ def main() -> int:
             "materials API": "/api/materials/",
             "healthz (uncounted)": "/healthz",
         }
-        results: dict[str, dict[str, list[float]]] = {v: {p: [] for p in paths} for v in variants}
-        rss: dict[str, dict[str, int]] = {}
-        metrics_figures: dict[str, float] = {}
-        for rnd in range(rounds):
-            for variant, env in variants.items():
-                with gunicorn_server(env, workers=1) as server:
-                    for path in paths.values():  # warm up caches and connections
-                        for _ in range(20):
-                            fetch(server.url + path)
-                    for label, path in paths.items():
-                        rps, _lat = wrk(server.url + path, seconds, connections)
-                        results[variant][label].append(rps)
-                    if rnd == rounds - 1:
-                        stats = loadgen(server.url, requests=400, duration=60, seed=rnd)
-                        workers = server.worker_pids()
-                        rss[variant] = {
-                            "worker_kib": max(rss_kib(p) for p in workers),
-                            "master_kib": rss_kib(server.pid),
-                        }
-                        if variant == "instrumented":
-                            assert stats.failures == 0
-                            times, size = [], 0
-                            for _ in range(30):
-                                ms, size = fetch(server.url + "/metrics")
-                                times.append(ms)
-                            body = urllib.request.urlopen(server.url + "/metrics").read()
-                            series = sum(
-                                1
-                                for line in body.decode().splitlines()
-                                if line and not line.startswith("#")
-                            )
-                            metrics_figures = {
-                                "median_ms": statistics.median(times),
-                                "p90_ms": sorted(times)[int(len(times) * 0.9) - 1],
-                                "bytes": size,
-                                "series": series,
-                            }
+        runs: dict[str, dict[str, list[Run]]] = {v: {p: [] for p in paths} for v in variants}
+        with contextlib.ExitStack() as stack:
+            servers = {
+                variant: stack.enter_context(gunicorn_server(env, workers=1))
+                for variant, env in variants.items()
+            }
+            for server in servers.values():
+                for path in paths.values():  # warm up caches and connections
+                    for _ in range(20):
+                        fetch(server.url + path)
+            for rnd in range(rounds):
+                for label, path in paths.items():
+                    # ABBA order: neither variant always runs first after a switch of view
+                    for variant in list(variants)[:: 1 if rnd % 2 == 0 else -1]:
+                        (worker,) = servers[variant].worker_pids()
+                        runs[variant][label].append(
+                            measure(servers[variant].url + path, worker, seconds, connections)
+                        )
+            # After the timed rounds: the load generator changes the data (orders, stock).
+            rss: dict[str, dict[str, int]] = {}
+            for variant, server in servers.items():
+                stats = loadgen(server.url, requests=400, duration=60, seed=0)
+                assert stats.failures == 0, (variant, stats)
+                rss[variant] = {
+                    "worker_kib": max(rss_kib(p) for p in server.worker_pids()),
+                    "master_kib": rss_kib(server.pid),
+                }
+            metrics_figures = scrape_figures(servers["instrumented"].url + "/metrics")
 
+    load = os.getloadavg()
     print(
-        f"\n== Instrumentation overhead: 1 sync gunicorn worker, wrk -t1 -c{connections} "
-        f"-d{seconds:g}s x {rounds} round(s), PostgreSQL + Redis, loopback =="
+        f"\n== Instrumentation overhead: 1 sync gunicorn worker per variant, both up, "
+        f"wrk -t1 -c{connections} -d{seconds}s per view and variant, {rounds} alternating "
+        f"round(s), PostgreSQL + Redis, loopback; load average {load[0]:.2f} {load[1]:.2f} =="
     )
-    print(f"{'view':32} {'plain rps':>10} {'instr rps':>10} {'ratio':>7} {'cost/req':>10}")
+    print(
+        "worker CPU per request (robust to other load; medians over rounds), and requests/s "
+        "(wall clock: noisy on a shared machine; median of the per-round ratios)"
+    )
+    print(
+        f"{'view':29} {'plain cpu':>10} {'instr cpu':>10} {'cpu cost':>9} {'cpu ratio':>9}"
+        f" {'plain rps':>9} {'instr rps':>9} {'rps ratio':>9}"
+    )
     costs = []
     for label in paths:
-        plain = max(results["plain"][label])
-        instr = max(results["instrumented"][label])
-        cost_ms = (1 / instr - 1 / plain) * 1000
-        costs.append(cost_ms)
-        print(f"{label:32} {plain:10.0f} {instr:10.0f} {plain / instr:7.3f} {cost_ms:8.3f}ms")
-    print(f"{'mean per-request cost':32} {'':10} {'':10} {'':7} {statistics.mean(costs):8.3f}ms")
-    print("\n== /metrics after load over every view (2 variants x loadgen) ==")
+        plain, instr = runs["plain"][label], runs["instrumented"][label]
+        plain_cpu = statistics.median(r.cpu_ms for r in plain)
+        instr_cpu = statistics.median(r.cpu_ms for r in instr)
+        costs.append(instr_cpu - plain_cpu)
+        rps_ratio = statistics.median(p.rps / i.rps for p, i in zip(plain, instr, strict=True))
+        print(
+            f"{label:29} {plain_cpu:8.3f}ms {instr_cpu:8.3f}ms {instr_cpu - plain_cpu:7.3f}ms"
+            f" {instr_cpu / plain_cpu:9.3f} {statistics.median(r.rps for r in plain):9.0f}"
+            f" {statistics.median(r.rps for r in instr):9.0f} {rps_ratio:9.3f}"
+        )
+    print(f"{'mean per-request CPU cost':29} {'':10} {'':10} {statistics.mean(costs):7.3f}ms")
+    print("\n== /metrics after the load generator drove every view ==")
     print(
         f"response time median {metrics_figures['median_ms']:.1f} ms, "
         f"p90 {metrics_figures['p90_ms']:.1f} ms, size {metrics_figures['bytes']} bytes, "
