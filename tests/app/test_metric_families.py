@@ -165,6 +165,19 @@ def test_request_and_response_body_bytes(shop: ShopServer) -> None:
     assert les[0] == "0.0" and les[1] == "1.0" and les[-1] == "+Inf" and len(les) == 32
 
 
+def test_ajax_requests(shop: ShopServer) -> None:
+    """Counted from the X-Requested-With header, as Django's old ``is_ajax()`` did."""
+    before = metrics(shop)
+    for _ in range(2):
+        requests.get(
+            shop.url + "/api/materials/", headers={"X-Requested-With": "XMLHttpRequest"}, timeout=10
+        )
+    requests.get(shop.url + "/api/materials/", timeout=10)
+    requests.get(shop.url + "/api/materials/", headers={"X-Requested-With": "fetch"}, timeout=10)
+    after = metrics(shop)
+    assert delta(before, after, "django_http_ajax_requests_total") == 2
+
+
 def test_db_execute_and_duration(shop: ShopServer) -> None:
     before = metrics(shop)
     for _ in range(3):
