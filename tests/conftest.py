@@ -42,9 +42,11 @@ RELEASE = "jm"
 # session's, runs on one worker, in file order (the demo's stop test before the session's
 # node starts; test_monitoring before test_product ends the product's lifecycle). Any other
 # module's tests run on one worker (its module fixtures are made once); session fixtures (a
-# control plane, the operator, services) once per worker that needs them.
+# control plane, the operator, services) once per worker that needs them. The Docker
+# engine's tests (tests/docker, devkit.dockerd) join that worker, first: an engine's bridges,
+# rules and mounts on the host would show in the node tests' before/after comparisons.
 HOST_NODE_GROUP = "host-node"
-HOST_NODE_DIRECTORIES = ("tests/e2e/", "tests/node/")
+HOST_NODE_DIRECTORIES = ("tests/docker/", "tests/e2e/", "tests/node/")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -28,6 +28,7 @@ the tarball in the tool cache. Buildah's storage lives in the tool cache too.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import fnmatch
 import hashlib
@@ -40,7 +41,7 @@ import tarfile
 import tempfile
 import time
 import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -721,10 +722,17 @@ def build_images(progress: Progress = print) -> dict[str, BuiltImage]:
     One builder at a time per cache (a lock file): concurrent callers, e.g. two test
     sessions, wait and then find the images up to date."""
     builder = Builder(progress=progress)
+    with build_lock(builder):
+        return builder.build_all()
+
+
+@contextlib.contextmanager
+def build_lock(builder: Builder) -> Iterator[None]:
+    """Hold the cache's build lock (a lock file): one builder at a time per cache."""
     builder.workdir.mkdir(parents=True, exist_ok=True)
     with open(builder.workdir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return builder.build_all()
+        yield
 
 
 # --------------------------------------------------------------------------- archives
