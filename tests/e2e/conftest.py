@@ -10,15 +10,17 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from devkit.crs import GROUP, PLURAL, VERSION
+from devkit.dockerd import DockerEngine, why_no_engine
 from devkit.images import build_images
-from devkit.kindcluster import docker_problem, new_kind_cluster
+from devkit.kindcluster import KindCluster, new_kind_cluster
+from devkit.kindnode import node_image
 from devkit.kubetools import api_client, apply_crds
 from devkit.product import (
     RELEASE,
@@ -74,16 +76,46 @@ def e2e_backend(
         node = request.getfixturevalue("node")
         yield Backend(name, node.plane.kubeconfig, node.plane.audit_log, load=node.load_image)
     elif name == "kind":
-        problem = docker_problem()
-        if problem:
-            pytest.skip(f"the kind backend needs a Docker engine: {problem}")
-        with new_kind_cluster(tmp_path_factory.mktemp("kind")) as cluster:
-            yield Backend(name, cluster.kubeconfig, load=cluster.load_image_archive)
+        cluster = request.getfixturevalue("kind_cluster")
+        yield Backend(name, cluster.kubeconfig, cluster.audit_log, load=cluster.load_image_archive)
     else:
         kubeconfig = os.environ.get("JM_E2E_KUBECONFIG")
         if not kubeconfig:
             pytest.fail("JM_E2E_BACKEND=kubeconfig needs JM_E2E_KUBECONFIG (a kubeconfig file)")
         yield Backend(name, Path(kubeconfig))
+
+
+def _kind_scope(fixture_name: str, config: pytest.Config) -> Literal["session", "module"]:
+    """The kind backend's cluster lives for the session; test_kind's own one (on the node
+    backend) for its module only: the local node cannot start while a kind cluster runs."""
+    return "session" if backend_name() == "kind" else "module"
+
+
+@pytest.fixture(scope=_kind_scope)
+def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEngine]:
+    """Our dockerd (devkit.dockerd); skipped with the reason where none can run."""
+    reason = why_no_engine()
+    if reason:
+        pytest.skip(f"kind needs a Docker engine: {reason}")
+    engine = DockerEngine(tmp_path_factory.mktemp("dockerd")).start()
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope=_kind_scope)
+def kind_cluster(
+    docker_engine: DockerEngine, tmp_path_factory: pytest.TempPathFactory, stopwatch: Stopwatch
+) -> Iterator[KindCluster]:
+    """A kind cluster from the node image made here (devkit.kindnode, devkit.kindcluster)."""
+    started = time.monotonic()
+    image = node_image(docker_engine, progress=lambda line: print(line, flush=True))
+    stopwatch.step("kind node image built or loaded", started)
+    started = time.monotonic()
+    with new_kind_cluster(docker_engine, tmp_path_factory.mktemp("kind"), image) as cluster:
+        stopwatch.step("kind create cluster (one node Ready)", started)
+        yield cluster
 
 
 @pytest.fixture(scope="session")
