@@ -242,6 +242,10 @@ def _dispatch(argv: list[str] | None) -> int:
         "images", help="build the operator, shop and exporter images (see devkit.images)"
     )
     commands.add_parser("bench", help="measure the operator (see devkit.bench; --help there)")
+    workflow = commands.add_parser(
+        "workflow", help="run a GitHub workflow's steps here (see devkit.workflow_local)"
+    )
+    workflow.add_argument("name", choices=["e2e-kind"])
     arguments = sys.argv[1:] if argv is None else argv
     if arguments[:1] == ["bench"]:  # its options are its own
         from devkit.bench import main as bench_main
@@ -262,6 +266,10 @@ def _dispatch(argv: list[str] | None) -> int:
             "status": cluster_status,
         }[args.action]
         return action()
+    if args.command == "workflow":
+        from devkit.workflow_local import main as workflow_main
+
+        return workflow_main()
     if args.command == "images":
         from devkit.images import main as images_main
 

@@ -19,7 +19,9 @@ import yaml
 
 from devkit import images as img
 from devkit import release
+from devkit.kindnode import kube_version
 from devkit.toolchain import binary
+from devkit.workflow_local import step_script
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / ".github" / "workflows"
@@ -191,16 +193,10 @@ def test_the_packaged_chart_runs_the_image_the_release_pushed(tmp_path: Path) ->
         release.set_chart_image("ghcr.io/someone/other", values=chart / "values.yaml")
 
 
-def _kind_default_node_minor() -> int:
-    """The Kubernetes minor of the node image kind uses by default (the e2e-kind workflow
-    creates its cluster without --image), read from the pinned kind module's source."""
-    modules = subprocess.run(
-        ["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    source = Path(modules, f"sigs.k8s.io/kind@{pinned('KIND_VERSION')}/pkg/apis/config/defaults")
-    found = re.search(r"kindest/node:v1\.(\d+)\.", (source / "image.go").read_text())
-    assert found, source
-    return int(found[1])
+def _kind_node_minor() -> int:
+    """The Kubernetes minor of the kind clusters' node image (devkit.kindnode builds it from
+    setup's Kubernetes build; the e2e-kind workflow's cluster runs it)."""
+    return int(kube_version().split(".")[1])
 
 
 def _control_plane_minor(toolchain: str = "kube") -> int:
@@ -214,7 +210,7 @@ def _control_plane_minor(toolchain: str = "kube") -> int:
 
 def test_kube_version_starts_at_the_oldest_kubernetes_the_tests_run_on() -> None:
     chart = yaml.safe_load((release.CHART / "Chart.yaml").read_text())
-    oldest = min(_kind_default_node_minor(), _control_plane_minor("kube-oldest"))
+    oldest = min(_kind_node_minor(), _control_plane_minor("kube-oldest"))
     assert chart["kubeVersion"] == f">=1.{oldest}.0-0"
 
     def renders_on(version: str) -> bool:
@@ -231,7 +227,11 @@ def test_the_kind_workflow_runs_the_e2e_suite_on_its_kind_backend() -> None:
     assert {"push", "pull_request"} <= set(document["on"])
     (run,) = [s["run"] for s in steps(document) if "docker run" in s.get("run", "")]
     assert "-e JM_E2E_BACKEND=kind" in run
-    assert "-v /var/run/docker.sock:/var/run/docker.sock" in run  # kind's nodes: its containers
+    # Our own dockerd runs in the container (devkit.dockerd), its root on a volume.
+    assert "-v /var/run/docker.sock" not in run
+    assert "--privileged" in run and "-v /var/lib/jm-docker " in run
+    # The step devkit.workflow_local runs here is this one.
+    assert run == step_script()
     assert "--network host" in run  # kind's API server is on the host's loopback
     assert "debian:bookworm" in run
     assert run.index("bash tests/toolchain/setup") < run.index(".venv/bin/pytest tests/e2e")

@@ -1,0 +1,39 @@
+"""devkit.workflow_local: what `jm-dev workflow e2e-kind` runs is the workflow's own step,
+changed in one spelled-out way, and the debian:bookworm it runs in is Debian's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from devkit.dockerd import DockerEngine
+from devkit.images import HOST_CA_BUNDLE
+from devkit.workflow_local import DEBIAN_IMAGE, load_debian_image, local_script, step_script
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def test_the_local_step_is_the_workflows_with_the_ca_bundle_mounted() -> None:
+    script = step_script()
+    assert "debian:bookworm" in script and "bash tests/toolchain/setup" in script
+    local = local_script(script)
+    mount = f"-v {HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro "
+    assert local.replace(mount, "", 1) == script
+    assert local.index(mount) == local.index("docker run --rm ") + len("docker run --rm ")
+    with pytest.raises(ValueError, match="expected one"):
+        local_script(script + "\ndocker run --rm debian:bookworm true\n")
+
+
+def test_debian_bookworm_is_made_from_debians_packages(
+    engine: DockerEngine, tmp_path: Path
+) -> None:
+    load_debian_image(engine, tmp_path)
+    release = engine.docker("run", "--rm", "--network=none", DEBIAN_IMAGE, "cat", "/etc/os-release")
+    assert "VERSION_CODENAME=bookworm" in release
+    # apt is there, with the host's sources (the workflow's step runs apt-get first).
+    sources = engine.docker(
+        "run", "--rm", "--network=none", DEBIAN_IMAGE, "bash", "-c", "cat /etc/apt/sources.list.d/*"
+    )
+    assert "bookworm" in sources
+    assert list(tmp_path.iterdir()) == []
