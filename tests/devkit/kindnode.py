@@ -175,8 +175,15 @@ def _required_version(go_mod: Path, module: str) -> str:
 
 
 def kind_program(name: str) -> Path:
-    """A program setup builds for the node image only (``<cache>/bin/kind-node/<name>``)."""
-    return built_binary(f"kind-node/{name}")
+    """A program setup builds for the node image only (``<cache>/bin/kind-node/<name>``),
+    with JM_SETUP_KIND=1."""
+    try:
+        return built_binary(f"kind-node/{name}")
+    except FileNotFoundError as missing:
+        raise NodeImageError(
+            f"{missing}; the kind node image's programs are built only with "
+            "`JM_SETUP_KIND=1 bash tests/toolchain/setup`"
+        ) from missing
 
 
 # -- image recipes ------------------------------------------------------------------------

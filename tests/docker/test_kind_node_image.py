@@ -24,7 +24,7 @@ from devkit.kindnode import (
 from devkit.node import write_image_archive
 from devkit.toolchain import binary
 
-pytestmark = pytest.mark.timeout(1800)
+pytestmark = [pytest.mark.kind, pytest.mark.timeout(1800)]
 
 
 def _first_tags(archive: Path) -> list[str]:

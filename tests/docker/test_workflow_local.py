@@ -25,6 +25,7 @@ def test_the_local_step_is_the_workflows_with_the_ca_bundle_mounted() -> None:
         local_script(script + "\ndocker run --rm debian:bookworm true\n")
 
 
+@pytest.mark.kind  # only `jm-dev workflow e2e-kind` needs it (80 s of mmdebstrap)
 def test_debian_bookworm_is_made_from_debians_packages(
     engine: DockerEngine, tmp_path: Path
 ) -> None:
