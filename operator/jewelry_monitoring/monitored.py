@@ -53,14 +53,24 @@ class Judgement:
 
 
 def unverified(why: str) -> Judgement:
-    """Ready without a Prometheus to ask (or one that does not answer): True as far as the
-    API tells, saying that scraping is not verified and why (what to set to verify it)."""
+    """Ready with no Prometheus to ask at all (the chart names none): True as far as the
+    API tells, saying that scraping is not verified and what to set to verify it."""
     return Judgement(
         Verdict(
             "True",
             UNVERIFIED,
             f"every child is applied; whether Prometheus scrapes them is not verified: {why}",
         )
+    )
+
+
+def unanswered(reason: str, why: str) -> Judgement:
+    """Ready when the Prometheus that should tell cannot be asked (one the chart does not
+    allow, or one that does not answer): Unknown, not True. Monitoring was asked to be
+    verified, and nothing says the app is scraped; True would let ``kubectl wait`` pass
+    while nothing may be scraped."""
+    return Judgement(
+        Verdict("Unknown", reason, f"whether Prometheus scrapes the app is not known: {why}")
     )
 
 

@@ -28,7 +28,7 @@ from jewelry_monitoring.budgets import (
 )
 from jewelry_monitoring.builders.common import APP_COMPONENT, Owner
 from jewelry_monitoring.builders.rules import component_job
-from jewelry_monitoring.monitored import Judgement, judge, unverified
+from jewelry_monitoring.monitored import Judgement, judge, unanswered, unverified
 from jewelry_monitoring.promapi import PrometheusAPI, PrometheusError
 from jewelry_monitoring.rule_health import (
     LISTED,
@@ -56,7 +56,7 @@ from jewelry_monitoring.targets import (
     tally,
     targets_healthy,
 )
-from jewelry_monitoring.which_prometheus import Asked
+from jewelry_monitoring.which_prometheus import NO_PROMETHEUS, Asked
 
 Obj = dict[str, Any]
 Key = tuple[str, str]
@@ -170,7 +170,11 @@ class Observer:
         spec = owner.spec
         if not asked.url:
             unknown = Verdict("Unknown", asked.reason, asked.message)
-            return Observation({kind: unknown for kind in CHECKED}, unverified(asked.message))
+            verdict = unverified(asked.message) if asked.reason == NO_PROMETHEUS else None
+            return Observation(
+                {kind: unknown for kind in CHECKED},
+                verdict or unanswered(asked.reason, asked.message),
+            )
         pools = scrape_pools(desired)
         endpoints = our_endpoints(desired, slices)
         alerts = alert_needs(rule_groups_of(desired))
@@ -180,7 +184,10 @@ class Observer:
             unknown = Verdict("Unknown", "PrometheusUnreachable", answers.error)
             return Observation(
                 {kind: unknown for kind in CHECKED},
-                unverified(f"Prometheus at {asked.url} does not answer: {answers.error}"),
+                unanswered(
+                    "PrometheusUnreachable",
+                    f"Prometheus at {asked.url} does not answer: {answers.error}",
+                ),
                 requests=answers.requests,
             )
         app_pools = frozenset(scrape_pools(desired, APP_COMPONENT))

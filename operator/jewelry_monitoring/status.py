@@ -81,9 +81,10 @@ class JewelryMonitoringStatus(SpecModel):
     conditions: list[Condition] = Field(
         default_factory=list,
         description="Ready (True/Monitored only once the Prometheus the operator asks "
-        "scrapes the app and has loaded the rules; True/ScrapingUnverified without one to "
-        "ask; else False with why and what to change), Degraded, SelectedByPrometheus, "
-        "SelectedByAlertmanager, ExportersAvailable, AppTargetsFound and TargetsHealthy.",
+        "scrapes the app and has loaded the rules; True/ScrapingUnverified when none is "
+        "named; Unknown when the one named cannot be asked; else False with why and what to "
+        "change), Degraded, SelectedByPrometheus, SelectedByAlertmanager, ExportersAvailable, "
+        "AppTargetsFound and TargetsHealthy.",
     )
     children: list[ChildRef] = Field(
         default_factory=list, description="Every object the operator created for it."

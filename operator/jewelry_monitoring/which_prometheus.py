@@ -67,6 +67,12 @@ def _resource(key: Key, prometheuses: list[Obj], named_by: str) -> Asked:
     return Asked(url=service_url(found[0], prometheuses), resource=key)
 
 
+# Asked.reason when nothing names a Prometheus: the one case in which Ready may say True
+# without one (monitored.unverified); any other reason is a Prometheus that should have been
+# asked and could not be.
+NO_PROMETHEUS = "NoPrometheusToAsk"
+
+
 def choose(
     spec: PrometheusSpec | None, defaults: ResourceDefaults, prometheuses: list[Obj]
 ) -> Asked:
@@ -74,7 +80,7 @@ def choose(
     ``spec``, among the Prometheus resources of the cluster."""
     if spec is None:
         return Asked(
-            reason="NoPrometheusToAsk",
+            reason=NO_PROMETHEUS,
             message="no Prometheus to ask: set the chart's prometheus.ref (<namespace>/<name> "
             "of a Prometheus resource) or prometheus.url for every resource, or "
             "spec.prometheus.prometheusRef for this one, to have the operator check that the "

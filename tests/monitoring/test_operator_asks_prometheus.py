@@ -293,8 +293,8 @@ CASES = (
                 "PrometheusNotAllowed",
                 "is not a Prometheus URL the chart allows",
             ),
-            # Nothing can be asked: Ready as applied, saying that scraping is not verified.
-            ("Ready", "True", "ScrapingUnverified", "add the URL to prometheus.allowedUrls"),
+            # The Prometheus it names cannot be asked: whether it is monitored is unknown.
+            ("Ready", "Unknown", "PrometheusNotAllowed", "add the URL to prometheus.allowedUrls"),
         ),
     ),
 )
@@ -596,7 +596,7 @@ def test_kubectl_get_jm_shows_what_works_and_the_readme_shows_it_truly(world: Wo
     assert rows["relabelled-away"][2:6] == ["False", "TargetsDropped", "True", "False"]
     assert rows["no-named-port"][2:6] == ["False", "TargetsNotDiscovered", "True", "False"]
     assert rows["exporter-down"][2:6] == ["True", "Monitored", "True", "False"]
-    assert rows["url-not-allowed"][2:6] == ["True", "ScrapingUnverified", "True", "Unknown"]
+    assert rows["url-not-allowed"][2:6] == ["Unknown", "PrometheusNotAllowed", "True", "Unknown"]
     # The README's sample is this row (kubectl -n jewelry-shop get jm: no NAMESPACE column).
     sample = re.search(
         r"kubectl -n jewelry-shop get jm\n#\s+(NAME\s+READY[^\n]*)\n#\s+(jewelry-shop[^\n]*)\n",

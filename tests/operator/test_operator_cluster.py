@@ -403,7 +403,8 @@ def test_a_url_the_chart_does_not_allow_is_never_fetched(
         CustomApi(admin_api).create_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, cr_body("ssrf", spec)
         )
-        wait_condition(admin_api, namespace, "ssrf", "Ready", "True")
+        # Applied, and the Prometheus it names cannot be asked: not Ready, Unknown.
+        wait_condition(admin_api, namespace, "ssrf", "Ready", "Unknown", "PrometheusNotAllowed")
         time.sleep(12)  # longer than the check interval: nothing polls it either
         checks = Doctor(Kube(admin_api), namespace).run("ssrf")
         assert recorder.requests == []

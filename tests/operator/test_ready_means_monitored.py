@@ -12,9 +12,11 @@ import datetime
 from typing import Any
 
 from jewelry_monitoring.builders.common import Owner
+from jewelry_monitoring.builders.desired import MONITORING_KINDS, desired_objects
 from jewelry_monitoring.config import ResourceDefaults
 from jewelry_monitoring.monitored import FIRST_SCRAPE_GRACE, grace_seconds, is_young, judge
 from jewelry_monitoring.observe import Observer
+from jewelry_monitoring.promapi import PrometheusError
 from jewelry_monitoring.rule_health import rules_loaded
 from jewelry_monitoring.spec import JewelryMonitoringSpec
 from jewelry_monitoring.status import JewelryMonitoringStatus
@@ -29,7 +31,7 @@ from jewelry_monitoring.targets import (
     Verdict,
     targets_healthy,
 )
-from jewelry_monitoring.which_prometheus import choose
+from jewelry_monitoring.which_prometheus import Asked, choose
 
 URL = "http://prometheus-operated.monitoring.svc:9090"
 APP = "serviceMonitor/shop/shop-app-metrics/0"
@@ -209,3 +211,43 @@ def test_without_a_prometheus_to_ask_ready_says_scraping_is_unverified_and_how_t
     assert "prometheus.url for every resource" in ready.message
     assert observation.monitored.degraded is None
     assert observation.requests == 0
+
+
+def _observe_without_answers(asked: Any, prometheus: Any = None) -> Any:
+    spec = JewelryMonitoringSpec.model_validate({"app": {"podSelector": {"app": "shop"}}})
+    owner = Owner(name="shop", namespace="shop", uid="u", spec=spec)
+    desired = desired_objects(owner, MONITORING_KINDS)
+    observer = Observer(prometheus) if prometheus else Observer()
+    return observer.observe(owner, desired, [], asked, "", JewelryMonitoringStatus(), 60.0)
+
+
+def test_a_prometheus_the_chart_does_not_allow_leaves_ready_unknown_not_true() -> None:
+    """A resource that names a Prometheus asked for its scraping to be verified; one that
+    cannot be asked tells nothing, so Ready may not pass ``kubectl wait`` as True."""
+    spec = JewelryMonitoringSpec.model_validate(
+        {"app": {"podSelector": {"app": "shop"}}, "prometheus": {"url": "http://169.254.169.254/"}}
+    )
+    asked = choose(spec.prometheus, ResourceDefaults(prometheus_url=URL), [])
+    observation = _observe_without_answers(asked)
+    ready = observation.monitored.ready
+    assert (ready.status, ready.reason) == ("Unknown", "PrometheusNotAllowed")
+    assert "prometheus.allowedUrls" in ready.message
+    assert observation.requests == 0
+
+
+def test_a_prometheus_that_does_not_answer_leaves_ready_unknown_not_true() -> None:
+    class Silent:
+        def __init__(self, url: str) -> None:
+            self.url = url
+            self.requests = 0
+
+        def __getattr__(self, name: str) -> Any:
+            def refuse(*args: Any, **kwargs: Any) -> Any:
+                self.requests += 1
+                raise PrometheusError(f"{self.url}: connection refused")
+
+            return refuse
+
+    ready = _observe_without_answers(Asked(url=URL), Silent).monitored.ready
+    assert (ready.status, ready.reason) == ("Unknown", "PrometheusUnreachable")
+    assert f"Prometheus at {URL} does not answer" in ready.message
