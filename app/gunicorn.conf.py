@@ -37,3 +37,7 @@ loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 # /tmp may be a slow disk in some images; the heartbeat file belongs in memory.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+# gunicorn >= 25.1's control server (for `gunicornc`) would create $HOME/.gunicorn at start,
+# which the pod's read-only root filesystem refuses (the image's user has no home). Nothing
+# here uses it (older gunicorn ignores the name).
+control_socket_disable = True

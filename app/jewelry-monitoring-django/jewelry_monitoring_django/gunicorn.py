@@ -2,6 +2,8 @@
 
     from jewelry_monitoring_django.gunicorn import child_exit, on_starting  # noqa: F401
 
+    control_socket_disable = True  # gunicorn >= 25.1: no $HOME/.gunicorn under a read-only root
+
 * :func:`on_starting` (master, once): creates ``PROMETHEUS_MULTIPROC_DIR`` and empties it, so
   files of a previous run (an ``emptyDir`` survives container restarts) are not merged into
   the new counts; warns when several workers run without the directory set.

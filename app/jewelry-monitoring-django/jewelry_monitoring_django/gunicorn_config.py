@@ -38,6 +38,10 @@ class GunicornConfig:
     # PROMETHEUS_MULTIPROC_DIR as the workers get it (the config file or ``raw_env`` may set it)
     multiproc_dir: str | None
     child_exit: str  # module.qualname of the child_exit hook
+    # The control socket's path (gunicorn >= 25.1), None if disabled or unknown to gunicorn.
+    # The master creates its directory at start, by default under $HOME, which a read-only
+    # root filesystem refuses.
+    control_socket: str | None
 
 
 def own_command_line() -> list[str]:
@@ -86,6 +90,11 @@ def _load(argv: list[str]) -> dict[str, Any]:
         "max_requests": int(cfg.max_requests),
         "multiproc_dir": {**os.environ, **cfg.env}.get(MULTIPROC_ENV) or None,
         "child_exit": f"{hook.__module__}.{hook.__qualname__}",
+        "control_socket": (
+            None
+            if "control_socket" not in cfg.settings or cfg.control_socket_disable
+            else cfg.control_socket
+        ),
     }
 
 
