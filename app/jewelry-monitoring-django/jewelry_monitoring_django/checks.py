@@ -15,6 +15,7 @@ each reported with its fix (tag ``prometheus``: ``manage.py check --tag promethe
 | W014 | ``PROMETHEUS_EXPORT_MIGRATIONS`` off: DjangoUnappliedMigrations can never fire |
 | W015 | the Celery app's task events off: CeleryTaskFailures can never fire |
 | W016 | more views than ``PROMETHEUS_MAX_VIEWS``, routed or seen in the metrics |
+| W017 | django-prometheus's own AppConfig with ``PROMETHEUS_EXPORT_MIGRATIONS``: a query at start |
 | E007 | ``PROMETHEUS_METRICS_ALLOWED_IPS`` / ``..._TRUSTED_PROXIES`` not a list of CIDRs |
 | E008 | basic auth with a user name but no password, or the reverse |
 | W009 | no URL routes to the protected view |
@@ -40,6 +41,7 @@ from django.core.checks import CheckMessage, Error, Warning
 from django.db import connections
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils.module_loading import import_string
+from django_prometheus.apps import DjangoPrometheusConfig as UpstreamConfig
 
 from jewelry_monitoring_django import access, gunicorn_config
 
@@ -50,6 +52,7 @@ BEFORE = "django_prometheus.middleware.PrometheusBeforeMiddleware"
 AFTER = "jewelry_monitoring_django.middleware.PrometheusAfterMiddleware"
 UPSTREAM_AFTER = "django_prometheus.middleware.PrometheusAfterMiddleware"
 CACHE = "jewelry_monitoring_django.cache"
+APP_CONFIG = "jewelry_monitoring_django.apps.DjangoPrometheusConfig"
 
 # Django's (and django-redis's) cache backends -> ours: django-prometheus's wrapper of each,
 # counting sets and deletes too (jewelry_monitoring_django.cache).
@@ -83,17 +86,33 @@ def _is(path: str, base: str) -> bool:
 
 
 def installed(**_: Any) -> list[CheckMessage]:
-    if apps.is_installed("django_prometheus"):
-        return []
-    return [
-        Error(
-            "django_prometheus is not in INSTALLED_APPS.",
-            hint='Add "django_prometheus" to INSTALLED_APPS (or '
-            '"jewelry_monitoring_django.apps.DjangoPrometheusConfig", which skips the '
-            "database query django-prometheus makes at start).",
-            id=f"{ID}.E001",
-        )
-    ]
+    """E001: django-prometheus missing; W017: its own AppConfig, which queries at start."""
+    if not apps.is_installed("django_prometheus"):
+        return [
+            Error(
+                "django_prometheus is not in INSTALLED_APPS.",
+                hint=f'Add "{APP_CONFIG}" to INSTALLED_APPS (django-prometheus without the '
+                "database query its own AppConfig makes at start).",
+                id=f"{ID}.E001",
+            )
+        ]
+    config = apps.get_app_config("django_prometheus")
+    if getattr(settings, "PROMETHEUS_EXPORT_MIGRATIONS", False) and (
+        type(config).ready is UpstreamConfig.ready
+    ):
+        return [
+            Warning(
+                "django-prometheus's AppConfig counts the migrations in ready(): a database "
+                "query in every process at start (Django warns of database access during app "
+                "initialization; a worker whose database is not up yet crashes), and the "
+                "gauges keep that value until a restart.",
+                hint=f'In INSTALLED_APPS, replace "django_prometheus" with "{APP_CONFIG}": '
+                "the same app without that query; /metrics counts the migrations at scrape "
+                "time.",
+                id=f"{ID}.W017",
+            )
+        ]
+    return []
 
 
 def middleware_order(**_: Any) -> list[CheckMessage]:
