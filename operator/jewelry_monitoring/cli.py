@@ -66,8 +66,6 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # The client library logs whole response bodies at DEBUG, Secrets included: never.
-    logging.getLogger("kubernetes.client.rest").setLevel(logging.WARNING)
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
     kopf.run(

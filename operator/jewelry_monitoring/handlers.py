@@ -33,6 +33,7 @@ from jewelry_monitoring.kube import (
     REQUEST_TIMEOUT,
     RESOURCES,
     WATCH_SECONDS,
+    ApiClient,
     Kube,
     Obj,
     load_api_client,
@@ -215,6 +216,33 @@ class Controller:
             await asyncio.sleep(period)
             if self.queue is not None:
                 self.queue.request_all(spread=period)
+
+
+@kopf.on.login()
+def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """kopf's requests go with the credentials our own client uses (kubeconfig.py): without
+    the ``kubernetes`` package kopf would otherwise fall back to its rudimentary logins,
+    which know no exec plugin nor tokenFile, and reach a pod's API server by the DNS name
+    kubernetes.default.svc instead of KUBERNETES_SERVICE_HOST. kopf logs in again on a 401
+    and when ``expiration`` passes (an exec plugin's credentials)."""
+    if "api" not in memo:
+        memo.api = load_api_client()
+    api: ApiClient = memo.api
+    api.credentials.invalidate()  # called again after a 401: fetch anew
+    credentials = api.credentials.get()
+    return kopf.ConnectionInfo(
+        server=credentials.server,
+        ca_path=credentials.ca_file,
+        ca_data=credentials.ca_data,
+        insecure=credentials.insecure or None,
+        token=credentials.token,
+        certificate_path=credentials.cert_file,
+        private_key_path=credentials.key_file,
+        certificate_data=credentials.cert_data,
+        private_key_data=credentials.key_data,
+        default_namespace=credentials.namespace,
+        expiration=credentials.expires,
+    )
 
 
 @kopf.on.startup()

@@ -14,18 +14,20 @@ import json
 import logging
 import math
 import random
+import ssl
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import urllib3
-from kubernetes import client, config
-from kubernetes.client.rest import ApiException
 
-from jewelry_monitoring import metrics
+from jewelry_monitoring import kubeconfig, metrics
 
 FIELD_MANAGER = "jewelry-monitoring"
 # (connect, read) seconds for one request; a LIST of a big namespace still fits in the read.
@@ -105,30 +107,127 @@ def _always_may_write() -> float:
     return math.inf
 
 
-def load_api_client() -> client.ApiClient:
+class ApiClient:
+    """HTTP(S) to one API server with one set of credentials, over urllib3 (the operator's
+    own thin client: the ``kubernetes`` package's models cost 51 MiB at import).
+
+    Connections are pooled (one per request in flight) and rebuilt only when the TLS
+    material changes; a token is read from ``credentials`` before each request (it re-reads
+    token files and renews exec credentials itself). A 401 fetches the credentials anew and
+    retries the request once: a rotated token or an expired exec credential."""
+
+    def __init__(self, credentials: kubeconfig.CredentialSource, pool_size: int = 32) -> None:
+        self.credentials = credentials
+        self._pool_size = pool_size
+        self._lock = threading.Lock()
+        self._pool: urllib3.PoolManager | None = None
+        self._pool_tls: tuple[Any, ...] | None = None
+
+    def _pool_for(self, credentials: kubeconfig.Credentials) -> urllib3.PoolManager:
+        with self._lock:
+            if self._pool is None or self._pool_tls != credentials.tls():
+                if self._pool is not None:
+                    self._pool.clear()
+                options: dict[str, Any] = {"maxsize": self._pool_size, "block": False}
+                if credentials.server.startswith("https:"):
+                    options["ssl_context"] = _ssl_context(credentials)
+                    if credentials.tls_server_name:
+                        options["server_hostname"] = credentials.tls_server_name
+                    if credentials.insecure:
+                        options["cert_reqs"] = "CERT_NONE"
+                        options["assert_hostname"] = False
+                self._pool = urllib3.PoolManager(**options)
+                self._pool_tls = credentials.tls()
+            return self._pool
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]],
+        body: bytes | None,
+        headers: dict[str, str],
+        timeout: tuple[float, float],
+        stream: bool,
+    ) -> urllib3.BaseHTTPResponse:
+        """The response, whatever its status; a streamed one is left open for the caller."""
+        for attempt in (1, 2):
+            credentials = self.credentials.get()
+            url = credentials.server + path + ("?" + urlencode(query) if query else "")
+            sent = dict(headers)
+            if credentials.token:
+                sent["Authorization"] = f"Bearer {credentials.token}"
+            response = self._pool_for(credentials).request(
+                method,
+                url,
+                body=body,
+                headers=sent,
+                timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
+                preload_content=not stream,
+                retries=False,
+                redirect=False,
+            )
+            if response.status != 401 or attempt == 2:
+                return response
+            response.drain_conn()
+            response.release_conn()
+            self.credentials.invalidate()
+        raise AssertionError("unreachable")
+
+
+def _ssl_context(credentials: kubeconfig.Credentials) -> ssl.SSLContext:
+    """The server's CA (else the system's), and our client certificate if any. Python's ssl
+    loads a certificate and key only from files: data is written to a private temporary
+    file for the moment it is loaded."""
+    context = ssl.create_default_context(cafile=credentials.ca_file, cadata=credentials.ca_data)
+    if credentials.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    cert, key = credentials.cert_file, credentials.key_file
+    if credentials.cert_data or credentials.key_data:
+        with tempfile.TemporaryDirectory() as directory:
+            written = []
+            for name, data, given in (
+                ("tls.crt", credentials.cert_data, cert),
+                ("tls.key", credentials.key_data, key),
+            ):
+                if data:
+                    target = Path(directory) / name
+                    target.touch(mode=0o600)
+                    target.write_text(data)
+                    written.append(str(target))
+                else:
+                    written.append(given or "")
+            context.load_cert_chain(written[0], written[1] or None)
+    elif cert:
+        context.load_cert_chain(cert, key)
+    return context
+
+
+def load_api_client(context: str | None = None) -> ApiClient:
     """In-cluster credentials when running in a pod, else the kubeconfig ($KUBECONFIG)."""
-    configuration = client.Configuration()
     try:
-        config.load_incluster_config(client_configuration=configuration)
-    except config.ConfigException:
-        config.load_kube_config(client_configuration=configuration)
-    # Connections kept open for reuse: one per reconcile running at once, plus the watches'.
-    configuration.connection_pool_maxsize = 32
-    return client.ApiClient(configuration)
+        return ApiClient(kubeconfig.load(context, in_cluster_first=True))
+    except (kubeconfig.ConfigError, OSError) as error:
+        raise KubeError(0, "ConfigError", str(error)) from None
 
 
-def kubeconfig_api_client(context: str | None = None) -> client.ApiClient:
-    """A client from the user's kubeconfig ($KUBECONFIG or ~/.kube/config), for a CLI."""
-    configuration = client.Configuration()
-    config.load_kube_config(context=context, client_configuration=configuration)
-    return client.ApiClient(configuration)
+def kubeconfig_api_client(context: str | None = None) -> ApiClient:
+    """A client for a CLI, as kubectl finds its cluster: the kubeconfig ($KUBECONFIG or
+    ~/.kube/config), else in a pod its service account."""
+    try:
+        return ApiClient(kubeconfig.load(context, in_cluster_first=False))
+    except (kubeconfig.ConfigError, OSError) as error:
+        raise KubeError(0, "ConfigError", str(error)) from None
 
 
 def kubeconfig_namespace(context: str | None = None) -> str:
-    """The namespace of a kubeconfig context, as kubectl uses it (default: "default")."""
-    contexts, current = config.list_kube_config_contexts()
-    chosen = next((c for c in contexts if c["name"] == context), current) if context else current
-    return str((chosen or {}).get("context", {}).get("namespace") or "default")
+    """The namespace of a kubeconfig context, as kubectl uses it (default: "default"); in a
+    pod without a kubeconfig, the pod's."""
+    try:
+        return kubeconfig.namespace(context, in_cluster_first=False)
+    except (kubeconfig.ConfigError, OSError) as error:
+        raise KubeError(0, "ConfigError", str(error)) from None
 
 
 class Kube:
@@ -136,7 +235,7 @@ class Kube:
 
     def __init__(
         self,
-        api: client.ApiClient,
+        api: ApiClient,
         component: str = FIELD_MANAGER,
         timeout: tuple[float, float] = REQUEST_TIMEOUT,
         may_write: Callable[[], float] = _always_may_write,
@@ -238,22 +337,24 @@ class Kube:
         timeout: tuple[float, float],
         stream: bool,
     ) -> Any:
+        """The decoded answer, or for ``stream`` the open response; KubeError for any
+        status but 2xx and for transport failures (timeouts, refused or reset connections)."""
+        headers = {"Accept": accept}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(body).encode()
         try:
-            return self._api.call_api(
-                path,
-                method,
-                query_params=query or [],
-                header_params={"Accept": accept, "Content-Type": content_type},
-                body=body,
-                response_type=None if stream else "object",
-                auth_settings=["BearerToken"],
-                _return_http_data_only=True,
-                _preload_content=not stream,
-                _request_timeout=timeout,
-            )
-        except ApiException as error:
-            raise _kube_error(error) from None
-        except urllib3.exceptions.HTTPError as error:  # timeouts, refused or reset connections
+            response = self._api.request(method, path, query or [], data, headers, timeout, stream)
+            if response.status >= 300:
+                payload = response.read() if stream else response.data
+                if stream:
+                    response.release_conn()
+                raise _kube_error(response.status, response.reason or "", payload)
+            if stream:
+                return response
+            return json.loads(response.data) if response.data else {}
+        except urllib3.exceptions.HTTPError as error:
             raise KubeError(0, type(error).__name__, str(error)) from None
 
     def get(
@@ -508,8 +609,11 @@ class Kube:
         )
 
 
-def _kube_error(error: ApiException) -> KubeError:
-    message = error.reason or ""
+def _kube_error(status: int, http_reason: str, payload: bytes) -> KubeError:
+    """The API's Status (reason "AlreadyExists", "Conflict"...), else the HTTP reason."""
+    reason, message = http_reason, payload.decode(errors="replace")[:1000]
     with contextlib.suppress(ValueError, AttributeError):
-        message = json.loads(error.body or "{}").get("message", message)
-    return KubeError(int(error.status or 0), str(error.reason or ""), str(message))
+        answer = json.loads(payload)
+        reason = answer.get("reason") or reason
+        message = answer.get("message") or message
+    return KubeError(status, str(reason), str(message))

@@ -41,13 +41,12 @@ from kubernetes.client.rest import ApiException
 
 from devkit.cluster import ControlPlane
 from devkit.crs import GROUP, PLURAL, VERSION, CustomApi, cr_body, full_spec, make_secrets
-from devkit.kubetools import api_client, install_missing_crds
+from devkit.kubetools import api_client, install_missing_crds, operator_kube
 from devkit.manifests import chart_crd_files
 from devkit.operator_process import WRITE_VERBS, install_rbac, start_operator
 from devkit.stopping import shielded
 from devkit.toolchain import prometheus_operator_crds
 from jewelry_monitoring.cli import render
-from jewelry_monitoring.kube import Kube
 
 USER = "system:serviceaccount:jm-system:jm-jewelry-monitoring"
 
@@ -312,7 +311,7 @@ def direct_creation_seconds(workdir: Path, crs: list[tuple[str, str]]) -> tuple[
             for obj in render(body, str(uuid.uuid4()), with_prometheus_operator=True):
                 obj["metadata"].pop("ownerReferences", None)  # no owner here: GC would delete
                 children.append(obj)
-        kube = Kube(api)
+        kube = operator_kube(api)
         started = time.monotonic()
         _in_parallel([partial(kube.create, obj) for obj in children])
         return time.monotonic() - started, len(children)

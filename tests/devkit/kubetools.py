@@ -15,6 +15,8 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from devkit.cluster import kubeconfig_document
+from jewelry_monitoring.kube import ApiClient, Kube
+from jewelry_monitoring.kubeconfig import Credentials, CredentialSource
 
 T = TypeVar("T")
 
@@ -48,6 +50,28 @@ def api_client(kubeconfig: Path | None, context: str | None = None) -> client.Ap
         client_configuration=configuration,
     )
     return client.ApiClient(configuration)
+
+
+def api_at(server: str) -> ApiClient:
+    """The operator's client for ``server`` without credentials (a test's fake server, or
+    one that is never called: a test that replaces the requests)."""
+    credentials = Credentials(server=server)
+    return ApiClient(CredentialSource(lambda: credentials))
+
+
+def operator_kube(api: client.ApiClient) -> Kube:
+    """The operator's own client (jewelry_monitoring.kube) with the credentials of a test's
+    ``kubernetes`` ApiClient: for tests that read or write as the operator does."""
+    configuration = api.configuration
+    token = (configuration.api_key or {}).get("authorization", "").removeprefix("Bearer ")
+    credentials = Credentials(
+        server=configuration.host,
+        ca_file=configuration.ssl_ca_cert,
+        cert_file=configuration.cert_file,
+        key_file=configuration.key_file,
+        token=token or None,
+    )
+    return Kube(ApiClient(CredentialSource(lambda: credentials)))
 
 
 def wait_for(

@@ -32,12 +32,11 @@ CHART = REPO / "charts" / "jewelry-monitoring" / "Chart.yaml"
 # What the operator may depend on, and nothing else: no Django, no developer tooling.
 OPERATOR_DEPENDENCIES = {
     "kopf",
-    "kubernetes",
     "pydantic",
     "pyyaml",
     "grafana-foundation-sdk",
     "prometheus-client",
-    "urllib3",  # the kubernetes client's transport: kube.py catches its errors
+    "urllib3",  # kube.py's transport
 }
 
 

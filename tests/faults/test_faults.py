@@ -26,7 +26,7 @@ from kubernetes import client
 
 from devkit.cluster import ControlPlane
 from devkit.crs import GROUP, PLURAL, VERSION, CustomApi, cr_body, full_spec, make_secrets
-from devkit.kubetools import apply_crds, wait_for
+from devkit.kubetools import apply_crds, operator_kube, wait_for
 from devkit.manifests import chart_crd_files
 from devkit.operator_process import (
     OperatorProcess,
@@ -46,7 +46,7 @@ from devkit.replicas import (
 from devkit.toolchain import prometheus_operator_crds
 from jewelry_monitoring.builders.desired import CHILD_KINDS
 from jewelry_monitoring.cli import render
-from jewelry_monitoring.kube import REQUEST_TIMEOUT, Kube
+from jewelry_monitoring.kube import REQUEST_TIMEOUT
 from jewelry_monitoring.leader import JITTER
 from jewelry_monitoring.reconcile import is_subset
 
@@ -139,7 +139,7 @@ def _wait_all_ready(api: client.ApiClient, namespace: str, names: list[str]) -> 
 def _children(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
     """Every object of a child kind in ``namespace`` labelled as managed by the operator, as
     the API server returns it (read with the operator's own client module)."""
-    kube = Kube(api)
+    kube = operator_kube(api)
     return [obj for kind in CHILD_KINDS for obj in kube.list(kind, namespace, MANAGED)]
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import kopf
 import pytest
-from kubernetes import client
 
+from devkit.kubetools import api_at
 from jewelry_monitoring import handlers
 from jewelry_monitoring.children import ChildCache
 from jewelry_monitoring.config import load
@@ -51,9 +51,7 @@ def silent_server() -> Iterator[int]:
 
 
 def test_every_call_times_out_on_a_silent_server(silent_server: int) -> None:
-    configuration = client.Configuration()
-    configuration.host = f"http://127.0.0.1:{silent_server}"
-    kube = Kube(client.ApiClient(configuration), timeout=(1.0, 0.5))
+    kube = Kube(api_at(f"http://127.0.0.1:{silent_server}"), timeout=(1.0, 0.5))
     calls = {
         "get": lambda: kube.get("Deployment", "shop", "x"),
         "list": lambda: kube.list("Deployment", "shop"),
@@ -92,7 +90,7 @@ class _OneObject(Kube):
     """A Kube whose GET answers with one fixed object."""
 
     def __init__(self, obj: dict[str, Any]) -> None:
-        super().__init__(client.ApiClient(client.Configuration()))
+        super().__init__(api_at("http://127.0.0.1:1"))
         self._obj = obj
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
@@ -120,7 +118,7 @@ def _as_if_listed(kube: Kube, facts: ClusterFacts, children: ChildCache, memo: k
 def test_kopfs_own_requests_and_watches_have_timeouts_too(monkeypatch: pytest.MonkeyPatch) -> None:
     """kopf's watches have no client timeout by default: a half-open watch would silently
     stop every event of its kind."""
-    monkeypatch.setattr(handlers, "load_api_client", lambda: client.ApiClient())
+    monkeypatch.setattr(handlers, "load_api_client", lambda: api_at("http://127.0.0.1:1"))
     monkeypatch.setattr(handlers, "_watch_cluster", _as_if_listed)
     settings = kopf.OperatorSettings()
     memo = kopf.Memo(config=load(env={}))
@@ -142,7 +140,7 @@ class _Throttled(Kube):
     """A Kube whose API server answers 429 to the first ``refusals`` requests."""
 
     def __init__(self, refusals: int) -> None:
-        super().__init__(client.ApiClient(client.Configuration()))
+        super().__init__(api_at("http://127.0.0.1:1"))
         self.refusals = refusals
         self.requests = 0
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import kopf
 import pytest
-from kubernetes import client
 
+from devkit.kubetools import api_at
 from jewelry_monitoring import handlers
 from jewelry_monitoring import kube as kube_module
 from jewelry_monitoring.config import LeaseSettings, load
@@ -35,7 +35,7 @@ class _Fenced(Kube):
     def __init__(self, refusals: int = 0) -> None:
         self.leading = threading.Event()
         self.leading.set()
-        super().__init__(client.ApiClient(client.Configuration()), may_write=self.leading.is_set)
+        super().__init__(api_at("http://127.0.0.1:1"), may_write=self.leading.is_set)
         self.answer = threading.Event()
         self.answer.set()
         self.sent = threading.Event()
@@ -112,7 +112,7 @@ class _OneLease(Kube):
     """An API server holding one Lease in memory; ``holders`` records each write's holder."""
 
     def __init__(self) -> None:
-        super().__init__(client.ApiClient(client.Configuration()))
+        super().__init__(api_at("http://127.0.0.1:1"))
         self.lease: dict[str, Any] | None = None
         self.holders: list[str] = []
 
@@ -278,7 +278,7 @@ def test_renewals_slower_than_a_quarter_of_the_renew_deadline_keep_the_lease(
     100-resource hand-over test lost its leader at load average 20)."""
     server = _SlowLeaseServer(delay=1.2)
     monkeypatch.setattr(Kube, "_request", server)
-    monkeypatch.setattr(handlers, "load_api_client", lambda: client.ApiClient())
+    monkeypatch.setattr(handlers, "load_api_client", lambda: api_at("http://127.0.0.1:1"))
     monkeypatch.setattr(handlers, "_watch_cluster", lambda *watched: None)
     monkeypatch.setattr(handlers, "FACTS_SYNC_SECONDS", 0.0)  # no watch: nothing to wait for
     environment = {
@@ -311,7 +311,7 @@ class _Recording(Kube):
     """A Kube that records the query and timeout of each request and answers it at once."""
 
     def __init__(self, may_write: Any) -> None:
-        super().__init__(client.ApiClient(client.Configuration()), may_write=may_write)
+        super().__init__(api_at("http://127.0.0.1:1"), may_write=may_write)
         self.sent: list[tuple[dict[str, str], tuple[float, float]]] = []
 
     def _request(self, method: str, path: str, body: Any, query: Any, *args: Any) -> Any:
