@@ -125,10 +125,12 @@ class CredentialSource:
 
 
 def in_cluster(
-    environ: Mapping[str, str] = os.environ, account: Path = SERVICE_ACCOUNT
+    environ: Mapping[str, str] = os.environ, account: Path | None = None
 ) -> CredentialSource | None:
-    """The pod's service account, or None when not in a pod (as client-go decides: the
-    KUBERNETES_SERVICE_HOST/PORT variables and the token file)."""
+    """The pod's service account (mounted at ``account``, by default SERVICE_ACCOUNT), or
+    None when not in a pod (as client-go decides: KUBERNETES_SERVICE_HOST/PORT and the token
+    file)."""
+    account = account or SERVICE_ACCOUNT
     host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT")
     token_file = account / "token"
     if not host or not port or not token_file.exists():
@@ -203,9 +205,7 @@ class Kubeconfig:
                     if name and name not in entries:
                         entries[name] = entry.get(inner) or {}
                         origins[section, name] = path
-        return cls(
-            current, sections["contexts"], sections["clusters"], sections["users"], origins
-        )
+        return cls(current, sections["contexts"], sections["clusters"], sections["users"], origins)
 
     def context(self, name: str | None = None) -> tuple[str, dict[str, Any]]:
         chosen = name or self.current_context

@@ -45,13 +45,17 @@ from jewelry_monitoring.doctor import OPERATOR_SELECTOR
 
 pytestmark = pytest.mark.cluster
 SELECTING = {"matchLabels": {"release": "kps"}}
+# The Python whose jewelry-monitoring runs doctor: this virtualenv's, or (set by
+# tests/distribution/test_fresh_install.py) one with only the CLI, at the newest versions
+# its pyproject allows.
+DOCTOR_PYTHON = os.environ.get("JM_DOCTOR_PYTHON", sys.executable)
 
 
 def doctor(plane: ControlPlane, *args: str, output: str = "json") -> tuple[int, Any]:
     """Run the doctor command as a user would: exit code, and its checks by name (JSON) or
     its text (human)."""
     result = subprocess.run(
-        [sys.executable, "-m", "jewelry_monitoring.cli", "doctor", *args, "-o", output],
+        [DOCTOR_PYTHON, "-m", "jewelry_monitoring.cli", "doctor", *args, "-o", output],
         env={**os.environ, "KUBECONFIG": str(plane.kubeconfig)},
         capture_output=True,
         text=True,
