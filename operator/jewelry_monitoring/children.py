@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jewelry_monitoring.builders.common import OWNER_LABEL, SPEC_HASH_ANNOTATION
+from jewelry_monitoring.fieldsets import our_applied_digest
 
 Obj = dict[str, Any]
 # (kind, namespace, name) of a child.
@@ -84,6 +85,9 @@ class Child:
     spec_hash: str | None
     replicas: int | None = None
     counts: tuple[tuple[str, int], ...] = ()
+    # Digest of the fields our Apply entry owns (fieldsets.py): unchanged since our apply
+    # when it equals the wanted object's, even across a restart.
+    applied: str | None = None
 
     @classmethod
     def of(cls, obj: Obj) -> Child:
@@ -100,6 +104,7 @@ class Child:
             spec_hash=(meta.get("annotations") or {}).get(SPEC_HASH_ANNOTATION),
             replicas=(obj.get("spec") or {}).get("replicas"),
             counts=tuple((k, int(status[k])) for k in _STATUS_COUNTS if k in status),
+            applied=our_applied_digest(obj),
         )
 
     def as_object(self) -> Obj:

@@ -28,8 +28,11 @@ from urllib.parse import urlencode
 import urllib3
 
 from jewelry_monitoring import kubeconfig, metrics
+from jewelry_monitoring.fieldsets import FIELD_MANAGER
 
-FIELD_MANAGER = "jewelry-monitoring"
+# A resourceVersion no object can have (etcd's revisions count up from 1 and never reach
+# the largest int64): an apply that carries it as its precondition can only create.
+NO_VERSION = str(2**63 - 1)
 # (connect, read) seconds for one request; a LIST of a big namespace still fits in the read.
 REQUEST_TIMEOUT = (5.0, 30.0)
 # A watch asks the server to end it after this long, then resumes from where it was.
@@ -339,7 +342,8 @@ class Kube:
     ) -> Any:
         """The decoded answer, or for ``stream`` the open response; KubeError for any
         status but 2xx and for transport failures (timeouts, refused or reset connections)."""
-        headers = {"Accept": accept}
+        # The User-Agent names the field manager of writes that give none (status patches).
+        headers = {"Accept": accept, "User-Agent": FIELD_MANAGER}
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
@@ -390,6 +394,16 @@ class Kube:
             "PATCH", path, body=obj, query=query, content_type="application/apply-patch+yaml"
         )
         return result
+
+    def apply_new(self, obj: Obj) -> Obj:
+        """Create ``obj`` by server-side apply (so that our Apply entry owns its fields, and a
+        later apply can remove one), or fail with 409 if an object of that name exists,
+        whoever's it is: the apply carries a resourceVersion precondition that no existing
+        object meets. One request where a GET (is it there? is it ours?) and an apply took
+        two; an object that exists is left untouched."""
+        meta = obj["metadata"]
+        guarded = {**obj, "metadata": {**meta, "resourceVersion": NO_VERSION}}
+        return self.apply(guarded)
 
     def create(self, obj: Obj, timeout: tuple[float, float] | None = None) -> Obj:
         meta = obj["metadata"]

@@ -36,6 +36,7 @@ from jewelry_monitoring.builders.rules import KNOWN_ALERTS
 from jewelry_monitoring.children import Child, ChildCache
 from jewelry_monitoring.config import PLAIN_EXPORTER_PODS, ExporterPods, ResourceDefaults
 from jewelry_monitoring.facts import ClusterFacts
+from jewelry_monitoring.fieldsets import applied_fields, digest
 from jewelry_monitoring.kube import Kube, KubeError
 from jewelry_monitoring.monitored import Judgement, is_young
 from jewelry_monitoring.observe import Observer
@@ -327,14 +328,23 @@ class Reconciler:
     ) -> tuple[dict[tuple[str, str], Obj], list[str], list[str]]:
         """Apply what differs; return the children as they now are, conflicts and failures.
 
-        A child the cache knows as ours, with the wanted spec hash, at the version at which
-        it was last found up to date costs no request; any other is read (GET) and compared.
-        The children are independent, so they are checked and applied in parallel: one
-        after the other, a new resource's ~20 children took ~20 round trips of GET and apply.
+        What the child watches know decides the request, so that a new resource's children
+        cost one request each and a confirmed one none:
+        - ours, with the wanted spec hash, found up to date at the version the watch shows,
+          or still owning exactly the fields the wanted object sets (our Apply entry's
+          digest: nobody changed or removed one since we applied it, even before a
+          restart): no request;
+        - not there while the watches have listed everything: created by an apply that
+          fails (409) if an object of that name exists after all, which then is read;
+        - ours with another spec hash: applied at once (no GET: the cache says it is ours);
+        - any other case (changed by someone, not seen by the watch yet, someone else's
+          object): read (GET), compared, and applied only if it differs and is ours.
+        The children are independent, so they are checked and applied in parallel.
         """
         observed: dict[tuple[str, str], Obj] = {}
         conflicts: list[str] = []
         failures: list[str] = []
+        complete = self.children.complete()
 
         def apply_one(wanted: Obj) -> tuple[str, Obj | None, str]:
             """What happened (Created, Updated, UpToDate, Conflict, Failed), the child as it
@@ -342,15 +352,32 @@ class Reconciler:
             kind, name = wanted["kind"], wanted["metadata"]["name"]
             wanted_hash = wanted["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
             cached = labelled.get((kind, name))
+            ours = cached is not None and uid in cached.owner_uids
             if (
                 cached is not None
-                and uid in cached.owner_uids
+                and ours
                 and cached.spec_hash == wanted_hash
-                and self.children.known_up_to_date(cached, wanted_hash)
+                and (
+                    self.children.known_up_to_date(cached, wanted_hash)
+                    or cached.applied == digest(applied_fields(wanted))
+                )
             ):
                 return "UpToDate", cached.as_object(), ""
             try:
-                # New, changed, not seen by the watch yet, or someone else's object
+                if cached is None and complete:
+                    try:
+                        created = self.kube.apply_new(wanted)
+                    except KubeError as error:
+                        if error.status != 409:
+                            raise
+                    else:
+                        self._mark_if_up_to_date(wanted, created, wanted_hash)
+                        return "Created", created, ""
+                elif ours and cached is not None and cached.spec_hash != wanted_hash:
+                    applied = self.kube.apply(wanted)
+                    self._mark_if_up_to_date(wanted, applied, wanted_hash)
+                    return "Updated", applied, ""
+                # Changed by someone, not seen by the watch yet, or someone else's object
                 current = self.kube.get(kind, wanted["metadata"]["namespace"], name)
                 if current is not None and not owned_by(current, uid):
                     return "Conflict", None, ""
@@ -358,8 +385,7 @@ class Reconciler:
                     self.children.mark_up_to_date(current, wanted_hash)
                     return "UpToDate", current, ""
                 applied = self.kube.apply(wanted)
-                if up_to_date(wanted, applied):
-                    self.children.mark_up_to_date(applied, wanted_hash)
+                self._mark_if_up_to_date(wanted, applied, wanted_hash)
                 return ("Created" if current is None else "Updated"), applied, ""
             except KubeError as error:
                 return "Failed", None, error.message
@@ -377,6 +403,10 @@ class Reconciler:
                 if result != "UpToDate":
                     outcome.writes.append(f"{result} {kind} {name}")
         return observed, conflicts, failures
+
+    def _mark_if_up_to_date(self, wanted: Obj, written: Obj, wanted_hash: str) -> None:
+        if up_to_date(wanted, written):
+            self.children.mark_up_to_date(written, wanted_hash)
 
     def _prune(
         self,
