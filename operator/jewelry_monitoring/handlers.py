@@ -31,7 +31,6 @@ from jewelry_monitoring.config import OperatorConfig
 from jewelry_monitoring.facts import ClusterFacts
 from jewelry_monitoring.kube import (
     REQUEST_TIMEOUT,
-    RESOURCES,
     WATCH_SECONDS,
     ApiClient,
     Kube,
@@ -42,19 +41,9 @@ from jewelry_monitoring.leader import LeaderElector
 from jewelry_monitoring.reconcile import WATCHED_CRDS, Outcome, Reconciler
 from jewelry_monitoring.selection import SELECTING
 from jewelry_monitoring.spec import API_GROUP, API_VERSION, PLURAL
+from jewelry_monitoring.watched import Endpoints, Resources
 from jewelry_monitoring.workqueue import Key, ReconcileQueue
 
-
-def _group_version_plural(kind: str) -> tuple[str, str, str]:
-    resource = RESOURCES[kind]
-    group, _, version = resource.api_version.rpartition("/")
-    return group, version, resource.plural
-
-
-# The app Service's EndpointSlices carry its labels (the EndpointSlice controller copies a
-# Service's labels to its slices), ours included: pods coming and going change
-# AppTargetsFound.
-APP_ENDPOINTS = _group_version_plural("EndpointSlice")
 # Sent to the API server with the child and EndpointSlice watches: only our own objects reach
 # the operator, however many Deployments or ConfigMaps the cluster holds.
 MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY},{OWNER_LABEL}"
@@ -261,16 +250,17 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.connect_timeout = connect
     settings.networking.connect_timeout = connect
     settings.networking.request_timeout = read
-    settings.watching.label_selectors[APP_ENDPOINTS] = MANAGED_SELECTOR
     config: OperatorConfig = memo.config
     lease = config.lease
     memo.stopping = threading.Event()
     facts = ClusterFacts(WATCHED_CRDS)
     children = ChildCache([_child_watch(kind, ns) for kind, ns in _child_watches(config)])
     metrics.READINESS.use(functools.partial(_unready_reason, facts, children, memo))
+    memo.resources = Resources()
+    memo.endpoints = Endpoints([_endpoints_watch(ns) for ns in _watched(config)])
     if lease is None:
         kube = Kube(load_api_client())
-        reconciler = _reconciler(kube, facts, children, config)
+        reconciler = _reconciler(kube, facts, children, config, memo)
         reconciles = Reconciles(reconciler.reconcile)
         memo.controller = Controller(config, reconciles, reconciler.report_failure, facts, children)
         memo.elector = None
@@ -283,7 +273,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # behind reconciles; the elector bounds each of its requests by the renew deadline.
     elector = memo.elector = LeaderElector(Kube(load_api_client()), lease)
     kube = Kube(load_api_client(), may_write=elector.may_write)
-    reconciler = _reconciler(kube, facts, children, config)
+    reconciler = _reconciler(kube, facts, children, config, memo)
     reconciles = Reconciles(reconciler.reconcile)
     controller = memo.controller = Controller(
         config, reconciles, reconciler.report_failure, facts, children
@@ -299,9 +289,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 
 
 def _reconciler(
-    kube: Kube, facts: ClusterFacts, children: ChildCache, config: OperatorConfig
+    kube: Kube, facts: ClusterFacts, children: ChildCache, config: OperatorConfig, memo: kopf.Memo
 ) -> Reconciler:
-    """The reconciler with what the installer configured (a lone replica's or a leader's)."""
+    """The reconciler with what the installer configured (a lone replica's or a leader's),
+    reading the resources and their endpoints from the watches' copies."""
     return Reconciler(
         kube,
         facts,
@@ -310,6 +301,8 @@ def _reconciler(
         config.runbook_url_base,
         exporter_pods=config.exporter_pods,
         defaults=config.defaults,
+        resources=memo.resources,
+        endpoints=memo.endpoints,
     )
 
 
@@ -320,6 +313,15 @@ def _child_watches(config: OperatorConfig) -> list[tuple[str, str | None]]:
 
 def _child_watch(kind: str, namespace: str | None) -> str:
     return f"children-{kind}-{namespace or 'all'}"
+
+
+def _watched(config: OperatorConfig) -> list[str | None]:
+    """Each watched namespace, or None for all."""
+    return list(config.namespaces or (None,))
+
+
+def _endpoints_watch(namespace: str | None) -> str:
+    return f"endpoints-{namespace or 'all'}"
 
 
 def _watch_cluster(kube: Kube, facts: ClusterFacts, children: ChildCache, memo: kopf.Memo) -> None:
@@ -403,6 +405,21 @@ def _watch_cluster(kube: Kube, facts: ClusterFacts, children: ChildCache, memo: 
 
         return changed
 
+    endpoints: Endpoints = memo.endpoints
+
+    def endpoints_listed(namespace: str | None) -> Callable[[list[Obj]], None]:
+        def listed(slices: list[Obj]) -> None:
+            owners = endpoints.listed(_endpoints_watch(namespace), namespace or "", slices)
+            if owners:
+                later(controller.request_owners, owners)()
+
+        return listed
+
+    def endpoints_changed(event_type: str, obj: Obj) -> None:
+        owners = endpoints.event(event_type, obj)
+        if owners:
+            later(controller.request_owners, owners)()
+
     def namespaces_listed(namespaces: list[Obj]) -> None:
         changed = facts.set_namespaces(namespaces)
         if changed:
@@ -435,6 +452,25 @@ def _watch_cluster(kube: Kube, facts: ClusterFacts, children: ChildCache, memo: 
             ),
         )
         for kind, namespace in _child_watches(memo.config)
+    ]
+    # The app Services' EndpointSlices carry their labels (the EndpointSlice controller
+    # copies a Service's labels to its slices), ours included: pods coming and going change
+    # AppTargetsFound. The owner label names the resource.
+    watches += [
+        (
+            _endpoints_watch(namespace),
+            kube.mirror,
+            (
+                "EndpointSlice",
+                endpoints_listed(namespace),
+                endpoints_changed,
+                memo.stopping,
+                False,
+                namespace,
+                MANAGED_SELECTOR,
+            ),
+        )
+        for namespace in _watched(memo.config)
     ]
     watches += [
         (
@@ -510,25 +546,15 @@ async def jewelry_monitoring_changed(
     type: str | None,  # kopf's name for the watch event's type
     namespace: str | None,
     name: str,
+    body: Mapping[str, Any],
     memo: Any,
     **_: Any,
 ) -> None:
+    """Kept as delivered (``Resources``): the reconcile reads the resource from here."""
     if not namespace:  # always set for a namespaced resource; kopf's type allows None
         return
+    memo.resources.delivered(type, dict(body))
     if type == "DELETED":
         memo.controller.deleted((namespace, name))
     else:
         memo.controller.request((namespace, name))
-
-
-async def _app_endpoints_changed(
-    namespace: str | None, meta: Mapping[str, Any], memo: Any, **_: Any
-) -> None:
-    """An EndpointSlice is owned by its Service, not by us: the owner label it copied from
-    the Service names the resource (shortened for a long name, so compare label values)."""
-    label = (meta.get("labels") or {}).get(OWNER_LABEL)
-    if label and namespace:
-        memo.controller.request_owners({(namespace, label)})
-
-
-kopf.on.event(*APP_ENDPOINTS, id="app-endpoints")(_app_endpoints_changed)

@@ -435,11 +435,13 @@ class Kube:
             if error.status not in (404, 409):
                 raise
 
-    def patch_status(self, kind: str, namespace: str, name: str, status: Obj) -> None:
+    def patch_status(self, kind: str, namespace: str, name: str, status: Obj) -> Obj:
+        """The object as the patch left it."""
         path = RESOURCES[kind].path(namespace, name) + "/status"
-        self._call(
+        result: Obj = self._call(
             "PATCH", path, body={"status": status}, content_type="application/merge-patch+json"
         )
+        return result
 
     def event(self, involved: Obj, event_type: str, reason: str, message: str) -> None:
         """Record a core/v1 Event on ``involved`` (best effort: events must never fail a run)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ from jewelry_monitoring.spec import (
 )
 from jewelry_monitoring.status import ChildRef, Condition, JewelryMonitoringStatus, merge_conditions
 from jewelry_monitoring.targets import SERVICE_NAME_LABEL, Verdict, app_targets_found
+from jewelry_monitoring.watched import Endpoints, Resources
 from jewelry_monitoring.which_prometheus import Asked, choose
 
 log = logging.getLogger(__name__)
@@ -158,7 +160,12 @@ class Reconciler:
         prometheus: Callable[[str], PrometheusAPI] = PrometheusAPI,
         exporter_pods: ExporterPods = PLAIN_EXPORTER_PODS,
         defaults: ResourceDefaults | None = None,
+        resources: Resources | None = None,
+        endpoints: Endpoints | None = None,
     ) -> None:
+        """``resources`` and ``endpoints``, kept by watches, save the GET of the resource
+        and the LIST of its EndpointSlices; without them (or before they know) the
+        reconcile asks the API server."""
         self.kube = kube
         self.facts = facts
         self.children = children
@@ -167,6 +174,22 @@ class Reconciler:
         self.exporter_pods = exporter_pods
         self.observer = Observer(prometheus)
         self.defaults = defaults or ResourceDefaults()
+        self.resources = resources
+        self.endpoints = endpoints
+        # (namespace, Secret) -> lock of the one reconcile reading it (the others wait)
+        self._secret_reads: dict[tuple[str, str], threading.Lock] = {}
+
+    def _resource(self, namespace: str, name: str) -> Obj | None:
+        known = self.resources.get(namespace, name) if self.resources else None
+        return known if known is not None else self.kube.get(KIND, namespace, name)
+
+    def _slices(self, namespace: str, name: str) -> list[Obj]:
+        """The EndpointSlices of the resource's Services (they carry its owner label)."""
+        owner = instance_label(name)
+        known = self.endpoints.of_owner(namespace, owner) if self.endpoints else None
+        if known is not None:
+            return known
+        return self.kube.list("EndpointSlice", namespace, f"{OWNER_LABEL}={owner}")
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
         # A namespace being deleted takes nothing new, and its content goes in any order:
@@ -174,7 +197,7 @@ class Reconciler:
         if self.facts.namespace_terminating(namespace):
             self.observer.forget((namespace, name))
             return Outcome(gone=True)
-        cr = self.kube.get(KIND, namespace, name)
+        cr = self._resource(namespace, name)
         if cr is None or cr["metadata"].get("deletionTimestamp"):
             self.observer.forget((namespace, name))
             return Outcome(gone=True)  # children go with it: they carry ownerReferences
@@ -218,7 +241,7 @@ class Reconciler:
         ]
         asked = choose(spec.prometheus, self.defaults, self.facts.selecting(PROMETHEUS.kind))
         selected = self._selected(spec, desired, available, asked, generation)
-        slices = self.kube.list("EndpointSlice", namespace, f"{OWNER_LABEL}={instance_label(name)}")
+        slices = self._slices(namespace, name)
         interval = duration_seconds(spec.prometheus.check_interval if spec.prometheus else "1m")
         not_selected = "" if selected[0].status == "True" else selected[0].message
         created = str(cr["metadata"].get("creationTimestamp") or "")
@@ -301,12 +324,17 @@ class Reconciler:
         outcome.secrets = frozenset(ref.name for ref in refs.values())
 
         def key_names(secret_name: str) -> frozenset[str] | None:
-            """Read only if it changed since last read, or is missing."""
+            """Read only if it changed since last read, or is missing; reconciles that need
+            it at once (after a restart, all of a namespace's) wait for one read."""
             known = self.facts.secret_key_names(namespace, secret_name)
             if known is not None:
                 return known
-            secret = self.kube.get("Secret", namespace, secret_name)
-            return None if secret is None else self.facts.remember_secret_keys(secret)
+            with self._secret_reads.setdefault((namespace, secret_name), threading.Lock()):
+                known = self.facts.secret_key_names(namespace, secret_name)
+                if known is not None:
+                    return known
+                secret = self.kube.get("Secret", namespace, secret_name)
+                return None if secret is None else self.facts.remember_secret_keys(secret)
 
         names = sorted(outcome.secrets)
         keys = dict(zip(names, _CHILD_REQUESTS.map(key_names, names), strict=True))
@@ -628,7 +656,11 @@ class Reconciler:
         if new == status:
             return False
         meta = cr["metadata"]
-        self.kube.patch_status(KIND, meta["namespace"], meta["name"], new.model_dump(by_alias=True))
+        written = self.kube.patch_status(
+            KIND, meta["namespace"], meta["name"], new.model_dump(by_alias=True)
+        )
+        if self.resources is not None and written:
+            self.resources.written(written)
         outcome.writes.append("Patched status")
         return True
 

@@ -124,6 +124,18 @@ class OperatorProcess:
         with urllib.request.urlopen(url, timeout=5) as reply:
             return str(reply.read().decode())
 
+    def reconciles(self, result: str | None = None) -> float:
+        """Reconciles finished so far (with ``result``: success, requeue_after, error), from
+        /metrics: a reconcile that reads everything from the watches leaves no request in
+        the audit log to count."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if line.startswith("jewelry_monitoring_reconciles_total{") and (
+                result is None or f'result="{result}"' in line
+            ):
+                total += float(line.split()[-1])
+        return total
+
     def kill(self) -> None:
         """SIGKILL: no cleanup runs, as when a node dies."""
         if self.process.poll() is None:
