@@ -185,6 +185,20 @@ def install_rbac(
     )
 
 
+# The operator as its image runs it: without the ``kubernetes`` package, which this
+# virtualenv has for the tests (kopf would import it by itself, 51 MiB, and log in with it).
+# ``cgroup`` (a cgroup.procs file, or "") is where the process puts itself before it execs.
+OPERATOR_LAUNCHER = """
+import os, sys
+if sys.argv[1]:
+    with open(sys.argv[1], "w") as procs:
+        procs.write(str(os.getpid()))
+sys.modules["kubernetes"] = None  # `import kubernetes` now fails, as in the image
+from jewelry_monitoring.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def start_operator(
     kubeconfig: Path,
     log_path: Path,
@@ -192,9 +206,11 @@ def start_operator(
     args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
     timeout: float = 30.0,
+    cgroup: Path | None = None,
 ) -> OperatorProcess:
     """Start ``jewelry-monitoring run`` and wait until its liveness endpoint answers (on
-    fresh ports again when another process took one of its two first)."""
+    fresh ports again when another process took one of its two first); in the memory
+    ``cgroup`` (a directory of the cgroup v1 memory controller) if given."""
 
     def start(ports: list[int]) -> OperatorProcess:
         port, metrics_port = ports
@@ -209,7 +225,14 @@ def start_operator(
         output = StartOutput(log_path)
         log = log_path.open("ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "jewelry_monitoring.cli", "run", *args],
+            [
+                sys.executable,
+                "-c",
+                OPERATOR_LAUNCHER,
+                str(cgroup / "cgroup.procs") if cgroup else "",
+                "run",
+                *args,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=environment,
