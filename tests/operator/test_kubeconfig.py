@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -276,3 +278,52 @@ def _whoami(api: ApiClient) -> str:
 
 def _with_token(credentials: Any, token: str) -> Any:
     return type(credentials)(**{**credentials.__dict__, "token": token})
+
+
+# A pod without a kubeconfig, as `kubectl exec deploy/jewelry-monitoring -- jewelry-monitoring
+# doctor` runs it: the service account mounted at SERVICE_ACCOUNT (here a directory of the
+# test's: this module's constant is set before the CLI runs).
+IN_A_POD = """
+import sys
+from pathlib import Path
+from jewelry_monitoring import kubeconfig
+kubeconfig.SERVICE_ACCOUNT = Path(sys.argv[1])
+from jewelry_monitoring.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.cluster
+def test_doctor_in_a_pod_uses_its_service_account(
+    control_plane: ControlPlane,
+    admin_api: client.ApiClient,
+    jewelry_crd: list[str],
+    tmp_path: Path,
+) -> None:
+    from devkit.operator_process import install_rbac
+
+    operator_config = yaml.safe_load(
+        install_rbac(control_plane, admin_api, "jm", "jm-system").read_text()
+    )
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text(operator_config["users"][0]["user"]["token"])
+    (account / "ca.crt").write_bytes(Path(control_plane.ca_cert).read_bytes())
+    (account / "namespace").write_text("jm-system")
+    host, _, port = control_plane.server.removeprefix("https://").rpartition(":")
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),  # no ~/.kube/config
+        "KUBERNETES_SERVICE_HOST": host,
+        "KUBERNETES_SERVICE_PORT": port,
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", IN_A_POD, str(account), "doctor", "-o", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode in (0, 1), result.stderr  # 2: it could not read the cluster
+    checks = {check["name"]: check for check in json.loads(result.stdout)["checks"]}
+    assert checks["CRD jewelrymonitorings.monitoring.jewelry.io"]["status"] == "ok", checks
