@@ -215,6 +215,12 @@ def namespace(admin_api: client.ApiClient) -> Iterator[str]:
     yield from _fresh_namespace(admin_api)
 
 
+@pytest.fixture
+def other_namespace(admin_api: client.ApiClient) -> Iterator[str]:
+    """A second fresh namespace, for a test that compares two."""
+    yield from _fresh_namespace(admin_api)
+
+
 @pytest.fixture(scope="session")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     """A Ready node (devkit.node) with the probe image loaded, on a control plane of its own.

@@ -429,6 +429,24 @@ def chart_memory_limit_mib() -> float:
     return float(limit) / 1024 / 1024
 
 
+def _spread(
+    api: client.ApiClient, prefix: str, namespaces: int, count: int
+) -> list[tuple[str, str]]:
+    """(namespace, name) of ``count`` CRs over ``namespaces`` new namespaces with the
+    exporters' Secrets."""
+    names = [_namespace(api, f"{prefix}-{index}") for index in range(namespaces)]
+    for name in names:
+        make_secrets(api, name)
+    return [(names[i % len(names)], f"{prefix[0]}-{i}") for i in range(count)]
+
+
+def _last_ready(clocks: dict[str, ReadyClock], crs: list[tuple[str, str]], timeout: float) -> float:
+    """When the last of ``crs`` turned Ready (monotonic)."""
+    for namespace, clock in clocks.items():
+        clock.wait([name for ns, name in crs if ns == namespace], timeout)
+    return max(clock.ready_at[name] for ns, name in crs for clock in [clocks[ns]])
+
+
 def _wait_reconciled(operator: OperatorProcess, count: int, timeout: float) -> float:
     """Seconds until the operator has finished ``count`` reconciles."""
     started = time.monotonic()
@@ -471,6 +489,14 @@ class Bench:
             self.operator = None
         if self.group is not None:
             self.oom_kills = self.group.oom_kills()
+
+    def clocks_for(
+        self, api: client.ApiClient, crs: list[tuple[str, str]]
+    ) -> dict[str, ReadyClock]:
+        """A ReadyClock per namespace of ``crs``."""
+        clocks = {ns: ReadyClock(*watch_source(api, ns)) for ns in sorted({ns for ns, _ in crs})}
+        self.clocks.extend(clocks.values())
+        return clocks
 
     def close(self) -> None:
         with shielded():
@@ -565,21 +591,13 @@ class Bench:
         scaled: list[tuple[str, str]] = []
         converged = 0.0
         if options.scale:
-            names = [_namespace(api, f"scale-{index}") for index in range(options.namespaces)]
-            for name in names:
-                make_secrets(api, name)
-            scaled = [(names[i % len(names)], f"s-{i}") for i in range(options.scale)]
-            scale_clocks = [ReadyClock(*watch_source(api, name)) for name in names]
-            self.clocks.extend(scale_clocks)
+            scaled = _spread(api, "scale", options.namespaces, options.scale)
+            scale_clocks = self.clocks_for(api, scaled)
             _settle(audit)
             rss_before = usage.rss_mib()
             started = time.monotonic()
             _in_parallel([partial(create, ns, name) for ns, name in scaled])
-            for index, scale_clock in enumerate(scale_clocks):
-                scale_clock.wait(
-                    [name for ns, name in scaled if ns == names[index]], options.timeout
-                )
-            converged = max(c.ready_at[n] for c in scale_clocks for n in c.ready_at) - started
+            converged = _last_ready(scale_clocks, scaled, options.timeout) - started
             requests = audit.read()
             per_cr = len(requests) / options.scale
             figures.add(
@@ -647,22 +665,16 @@ class Bench:
         # Just started: the same number of CRs given at once to an operator that starts then.
         just_started = 0.0
         if options.scale:
-            fresh = [_namespace(api, f"start-{index}") for index in range(options.namespaces)]
-            for name in fresh:
-                make_secrets(api, name)
-            waiting = [(fresh[i % len(fresh)], f"j-{i}") for i in range(options.scale)]
+            waiting = _spread(api, "start", options.namespaces, options.scale)
             _in_parallel([partial(create, ns, name) for ns, name in waiting])
-            start_clocks = [ReadyClock(*watch_source(api, name)) for name in fresh]
-            self.clocks.extend(start_clocks)
+            start_clocks = self.clocks_for(api, waiting)
             started = time.monotonic()
-            watched = tuple(arg for name in fresh for arg in ("--namespace", name))
+            watched = tuple(
+                arg for ns in sorted({ns for ns, _ in waiting}) for arg in ("--namespace", ns)
+            )
             operator = self.start_operator(watched)
             fresh_usage = ProcessUsage(operator.process.pid)
-            for index, start_clock in enumerate(start_clocks):
-                start_clock.wait(
-                    [name for ns, name in waiting if ns == fresh[index]], options.timeout
-                )
-            just_started = max(c.ready_at[n] for c in start_clocks for n in c.ready_at) - started
+            just_started = _last_ready(start_clocks, waiting, options.timeout) - started
             figures.add(
                 f"{options.scale} CRs given to a just-started operator: all Ready",
                 f"{just_started:.1f}s (peak RSS {fresh_usage.peak_rss_mib():.0f} MiB)",

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -72,17 +71,6 @@ def _ours(obj: dict[str, Any]) -> dict[str, Any]:
     entries = [e for e in obj["metadata"]["managedFields"] if e["manager"] == FIELD_MANAGER]
     assert len(entries) == 1, obj["metadata"]["managedFields"]
     return {k: v for k, v in entries[0].items() if k != "time"}
-
-
-@pytest.fixture
-def other_namespace(admin_api: client.ApiClient) -> Iterator[str]:
-    name = f"fields-{uuid.uuid4().hex[:6]}"
-    core = client.CoreV1Api(admin_api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    try:
-        yield name
-    finally:
-        core.delete_namespace(name)
 
 
 @pytest.fixture
