@@ -31,7 +31,7 @@ from jewelry_monitoring.builders.common import (
 from jewelry_monitoring.builders.desired import MONITORING_KINDS
 from jewelry_monitoring.builders.exporters import EGRESS_ANNOTATION, EXPORTERS, component
 from jewelry_monitoring.config import ConfigError, ResourceDefaults, resource_defaults
-from jewelry_monitoring.kube import Kube
+from jewelry_monitoring.kube import Kube, KubeError
 from jewelry_monitoring.observe import ask, questions
 from jewelry_monitoring.promapi import PrometheusAPI, PrometheusError
 from jewelry_monitoring.rule_health import (
@@ -309,7 +309,14 @@ class Doctor:
         verdict = app_targets_found(service, namespace, selector, slices)
         if verdict.status == "True":
             return Check(f"{name}: app endpoints", OK, verdict.message)
-        pods = self.kube.list("Pod", namespace, selector_text(selector))
+        unlisted = ""
+        try:
+            pods = self.kube.list("Pod", namespace, selector_text(selector))
+        except KubeError as error:
+            if error.status != 403:
+                raise
+            # Run in the operator's pod, with its permissions: no pods (it never reads them).
+            pods, unlisted = [], " (pods not listed: this identity may not list pods)"
         if pods:
             detail = (
                 f"{len(pods)} pods match app.podSelector {selector_text(selector)} but none is "
@@ -317,7 +324,7 @@ class Doctor:
             )
             fix = f"kubectl -n {namespace} get pods -l {selector_text(selector)} -o wide"
         else:
-            detail = verdict.message
+            detail = verdict.message + unlisted
             fix = (
                 f"kubectl -n {namespace} get pods --show-labels, then set app.podSelector to "
                 f"the Django pods' labels: kubectl -n {namespace} patch jm {name} --type merge "
