@@ -42,6 +42,11 @@ WATCH_SECONDS = 270
 # applying its children in parallel, hundreds of requests at once got 429 and their
 # reconciles backed off for up to a minute.
 MAX_IN_FLIGHT = 24
+# Connections kept open for reuse: the requests in flight plus the watches, which hold one
+# each (one per child kind, Secrets, CRDs, Prometheus and Alertmanager resources,
+# namespaces, EndpointSlices, per watched namespace). A request that finds none free opens
+# one and closes it after: a TLS handshake each time.
+POOL_SIZE = 64
 # A 429 ("too many requests") is retried after a pause this many times before it fails.
 RETRIES_ON_429 = 5
 # Objects as PartialObjectMetadata: names and labels, never a Secret's data.
@@ -119,7 +124,9 @@ class ApiClient:
     token files and renews exec credentials itself). A 401 fetches the credentials anew and
     retries the request once: a rotated token or an expired exec credential."""
 
-    def __init__(self, credentials: kubeconfig.CredentialSource, pool_size: int = 32) -> None:
+    def __init__(
+        self, credentials: kubeconfig.CredentialSource, pool_size: int = POOL_SIZE
+    ) -> None:
         self.credentials = credentials
         self._pool_size = pool_size
         self._lock = threading.Lock()
