@@ -50,7 +50,7 @@ def test_children_are_found_by_owner_label_and_reduced_to_what_reconciles_read()
     (key, child), *others = cache.owned_by("ns", "shop").items()
     assert others == []
     assert key == ("Deployment", "shop-redis-exporter")
-    assert child.owner_uids == {"u1"}
+    assert child.owner_uids == ("u1",)
     assert child.spec_hash == "h1"
     assert child.as_object()["spec"] == {"replicas": 1}
     assert cache.owned_by("ns", "other") == {}
