@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jewelry_monitoring.builders.common import OWNER_LABEL, SPEC_HASH_ANNOTATION
-from jewelry_monitoring.fieldsets import our_applied_digest
+from jewelry_monitoring.fieldsets import FIELD_MANAGER, our_applied_digest
 
 Obj = dict[str, Any]
 # (kind, namespace, name) of a child.
@@ -69,6 +69,37 @@ def content_version(obj: Obj) -> str:
     ours = [meta.get("labels"), annotations, meta.get("ownerReferences")]
     digest = hashlib.sha256(json.dumps(ours, sort_keys=True).encode()).hexdigest()[:16]
     return f"{meta.get('generation', 0)}/{digest}"
+
+
+def reduced(obj: Obj) -> Obj:
+    """What ``Child.of`` reads of a child, nothing else: for the watch's lists, which keep
+    every listed object until the last page (whole objects are ~10 KB each, with their
+    managed fields)."""
+    meta = obj["metadata"]
+    kept_meta = {
+        key: meta[key]
+        for key in (
+            "name",
+            "namespace",
+            "uid",
+            "resourceVersion",
+            "generation",
+            "labels",
+            "annotations",
+            "ownerReferences",
+        )
+        if key in meta
+    }
+    kept_meta["managedFields"] = [
+        entry for entry in meta.get("managedFields") or [] if entry.get("manager") == FIELD_MANAGER
+    ]
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    return {
+        **({"kind": obj["kind"]} if "kind" in obj else {}),
+        "metadata": kept_meta,
+        "spec": {"replicas": spec["replicas"]} if "replicas" in spec else {},
+        "status": {key: status[key] for key in _STATUS_COUNTS if key in status},
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from jewelry_monitoring import metrics
 from jewelry_monitoring.builders.common import MANAGED_BY, OWNER_LABEL, PREFIX, instance_label
 from jewelry_monitoring.builders.desired import CHILD_KINDS
 from jewelry_monitoring.children import ChildCache
+from jewelry_monitoring.children import reduced as reduced_child
 from jewelry_monitoring.config import OperatorConfig
 from jewelry_monitoring.facts import ClusterFacts
 from jewelry_monitoring.kube import (
@@ -449,6 +450,7 @@ def _watch_cluster(kube: Kube, facts: ClusterFacts, children: ChildCache, memo: 
                 False,
                 namespace,
                 MANAGED_SELECTOR,
+                reduced_child,
             ),
         )
         for kind, namespace in _child_watches(memo.config)

@@ -491,6 +491,7 @@ class Kube:
         metadata_only: bool = False,
         namespace: str | None = None,
         label_selector: str = "",
+        reduce: Callable[[Obj], Obj] | None = None,
     ) -> None:
         """Keep a caller's copy of every ``kind`` object in the cluster (or ``namespace``;
         only those ``label_selector`` selects, filtered by the server): ``listed(objects)``
@@ -500,11 +501,15 @@ class Kube:
         For what every reconcile would otherwise LIST or GET (CRDs, Prometheus resources,
         namespaces, our children, Secrets' versions): the watch costs nothing while nothing
         changes. ``metadata_only`` reads PartialObjectMetadata, so even watching Secrets
-        never brings their data to the operator."""
+        never brings their data to the operator. ``reduce`` keeps of each listed object
+        what the caller needs, page by page: a list of 24,000 whole children held at once
+        took the restarted operator past its memory limit."""
 
         def start() -> str:
             try:
-                items, version = self._list_all(kind, namespace, label_selector, metadata_only)
+                items, version = self._list_all(
+                    kind, namespace, label_selector, metadata_only, reduce
+                )
             except KubeError as error:
                 if error.status == 404:  # a custom kind whose CRD is not installed (yet)
                     listed([])
@@ -559,7 +564,12 @@ class Kube:
             stopping.wait(min(2.0**failures, 60.0))
 
     def _list_all(
-        self, kind: str, namespace: str | None, label_selector: str, metadata_only: bool
+        self,
+        kind: str,
+        namespace: str | None,
+        label_selector: str,
+        metadata_only: bool,
+        reduce: Callable[[Obj], Obj] | None = None,
     ) -> tuple[Objs, str]:
         """Every ``kind`` object in the cluster (or ``namespace``) that ``label_selector``
         selects, in pages, and the version to watch from."""
@@ -571,7 +581,9 @@ class Kube:
             query = [("limit", "500"), *selecting] + ([("continue", page)] if page else [])
             path = RESOURCES[kind].path(namespace)
             result = self._call("GET", path, query=query, accept=accept)
-            items.extend(result.get("items") or [])  # null when empty, as metadata
+            page_items = result.pop("items", None) or []  # null when empty, as metadata
+            items.extend(map(reduce, page_items) if reduce else page_items)
+            del page_items  # the whole objects of this page go before the next arrives
             page = result["metadata"].get("continue") or ""
             if not page:
                 return items, str(result["metadata"]["resourceVersion"])

@@ -451,8 +451,16 @@ def _wait_reconciled(operator: OperatorProcess, count: int, timeout: float) -> f
     """Seconds until the operator has finished ``count`` reconciles."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        if operator.reconciles() >= count:
-            return time.monotonic() - started
+        if not operator.alive():
+            raise RuntimeError(
+                f"the operator exited ({operator.process.returncode}; -9: killed, e.g. for "
+                f"memory) before {count} reconciles:\n{operator.logs()[-3000:]}"
+            )
+        try:
+            if operator.reconciles() >= count:
+                return time.monotonic() - started
+        except OSError:  # its metrics endpoint is not up yet
+            pass
         time.sleep(0.25)
     raise TimeoutError(f"fewer than {count} reconciles in {timeout}s")
 

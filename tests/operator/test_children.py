@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from jewelry_monitoring.builders.common import OWNER_LABEL, SPEC_HASH_ANNOTATION
-from jewelry_monitoring.children import ChildCache, content_version
+from jewelry_monitoring.children import Child, ChildCache, content_version
 
 PART = "children-Deployment-all"
 
@@ -183,3 +183,37 @@ def test_status_counts_read_before_the_watch_brought_them_still_concern_the_owne
     read = _deployment(version="2", available=1)
     cache.mark_up_to_date(read, "h1")
     assert cache.event("Deployment", "MODIFIED", read) == {("ns", "shop")}
+
+
+def test_a_listed_child_reduced_to_what_the_cache_reads_gives_the_same_record() -> None:
+    """The watches' lists keep only this of each child (24,000 whole children held until
+    the last page took a restarted operator past its memory limit)."""
+    from jewelry_monitoring.children import reduced
+
+    deployment = {
+        "kind": "Deployment",
+        "metadata": {
+            "name": "shop-redis-exporter",
+            "namespace": "shop",
+            "uid": "d1",
+            "resourceVersion": "42",
+            "generation": 3,
+            "labels": {"monitoring.jewelry.io/owner": "shop"},
+            "annotations": {"monitoring.jewelry.io/spec-hash": "abc"},
+            "ownerReferences": [{"uid": "u1", "kind": "JewelryMonitoring"}],
+            "managedFields": [
+                {"manager": "jewelry-monitoring", "operation": "Apply", "fieldsV1": {"f:a": {}}},
+                {"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {}},
+            ],
+        },
+        "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "x"}]}}},
+        "status": {"availableReplicas": 1, "conditions": [{"type": "Available"}]},
+    }
+    small = reduced(deployment)
+    assert Child.of(small) == Child.of(deployment)
+    assert Child.of(small).applied is not None
+    assert "template" not in small["spec"] and "conditions" not in small["status"]
+    config_map = {"metadata": {"name": "c", "namespace": "shop", "resourceVersion": "7"}}
+    assert Child.of({"kind": "ConfigMap", **reduced(config_map)}) == Child.of(
+        {"kind": "ConfigMap", **config_map}
+    )
