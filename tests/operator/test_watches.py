@@ -17,6 +17,7 @@ from jewelry_monitoring.config import load
 from jewelry_monitoring.facts import ClusterFacts
 from jewelry_monitoring.kube import Kube, KubeError
 from jewelry_monitoring.reconcile import WATCHED_CRDS, Outcome
+from jewelry_monitoring.watched import Endpoints
 
 Obj = dict[str, Any]
 Event = tuple[str, Obj]
@@ -47,7 +48,12 @@ class _Scripted(Kube):
         self.asked: list[str] = []
 
     def _list_all(
-        self, kind: str, namespace: str | None, label_selector: str, metadata_only: bool
+        self,
+        kind: str,
+        namespace: str | None,
+        label_selector: str,
+        metadata_only: bool,
+        reduce: Any = None,
     ) -> tuple[list[Obj], str]:
         self.asked.append(f"list {kind}")
         return [], "1"
@@ -126,7 +132,8 @@ def test_a_crd_established_while_reading_it_failed_is_not_missed() -> None:
     controller = handlers.Controller(
         config, handlers.Reconciles(lambda namespace, name: Outcome()), print, facts, children
     )
-    memo = kopf.Memo(config=config, stopping=stopping, controller=controller)
+    endpoints = Endpoints([handlers._endpoints_watch(ns) for ns in handlers._watched(config)])
+    memo = kopf.Memo(config=config, stopping=stopping, controller=controller, endpoints=endpoints)
 
     async def main() -> None:
         handlers._watch_cluster(kube, facts, children, memo)

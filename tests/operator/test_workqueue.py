@@ -22,6 +22,7 @@ from jewelry_monitoring.facts import ClusterFacts
 from jewelry_monitoring.kube import KubeError
 from jewelry_monitoring.reconcile import Outcome
 from jewelry_monitoring.selection import SELECTING
+from jewelry_monitoring.watched import Resources
 from jewelry_monitoring.workqueue import FAILURES_BEFORE_REPORT, MAX_BACKOFF, ReconcileQueue
 
 SHOP = ("jewelry", "shop")
@@ -350,14 +351,16 @@ def test_a_standby_forgets_deleted_resources() -> None:
     """A standby never reconciles, so never finds a resource gone: the deletion event is
     what tells it, else what it knows grows with every resource ever created."""
     controller = _controller(Recorder())
-    memo = kopf.Memo(controller=controller)
+    resources = Resources()
+    memo = kopf.Memo(controller=controller, resources=resources)
     names = [f"shop-{index}" for index in range(100)]
 
     async def main() -> None:
         for event in ("ADDED", "DELETED"):
             for name in names:
+                body = {"metadata": {"namespace": "jewelry", "name": name}}
                 await handlers.jewelry_monitoring_changed(
-                    type=event, namespace="jewelry", name=name, memo=memo
+                    type=event, namespace="jewelry", name=name, body=body, memo=memo
                 )
             if event == "ADDED":
                 assert await handlers.reconciles_progress(memo=memo) == len(names)
@@ -365,6 +368,7 @@ def test_a_standby_forgets_deleted_resources() -> None:
     asyncio.run(main())
     assert controller.known == set()
     assert controller._by_label == {}
+    assert resources.get("jewelry", names[0]) is None  # nor are their bodies kept
 
 
 def test_a_starting_leader_waits_for_all_first_lists_within_one_deadline(
