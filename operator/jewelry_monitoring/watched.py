@@ -171,9 +171,7 @@ def _reduced(obj: Obj) -> tuple[Key, str, Reduced]:
             for address in (endpoint.get("addresses") or [])[:1]
         )
     )
-    ports = tuple(
-        sorted((str(p.get("name") or ""), p.get("port")) for p in obj.get("ports") or [])
-    )
+    ports = tuple(sorted((str(p.get("name") or ""), p.get("port")) for p in obj.get("ports") or []))
     service = str(labels.get(SERVICE_NAME_LABEL, ""))
     owner = (meta["namespace"], str(labels.get(OWNER_LABEL, "")))
     return owner, meta["name"], (service, ports, addresses)
