@@ -50,7 +50,7 @@ from devkit.crs import (
 )
 from devkit.demo import EXAMPLE
 from devkit.fake_metrics import fake_metrics
-from devkit.kubetools import api_client, apply_crds, load_yaml_documents
+from devkit.kubetools import api_client, apply_crds, load_yaml_documents, operator_kube
 from devkit.manifests import chart_crd_files
 from devkit.operator_process import (
     OperatorProcess,
@@ -70,7 +70,6 @@ from devkit.prometheus_operator import (
 from devkit.scrape_targets import FakeEndpoints, RequestRecorder, fake_endpoints, request_recorder
 from devkit.toolchain import built_binary, prometheus_operator_crds
 from jewelry_monitoring import doctor
-from jewelry_monitoring.kube import Kube
 
 pytestmark = pytest.mark.cluster
 
@@ -553,7 +552,7 @@ def test_a_url_the_chart_does_not_allow_is_never_fetched(world: World) -> None:
     """Issue 17 item 14: the operator, and doctor, fetch nothing the chart does not allow."""
     [case] = [case for case in CASES if case.name == "url-not-allowed"]
     _wait_for(world, case.name, case.expect)
-    checks = doctor.Doctor(Kube(world.api), SHOP).run("url-not-allowed")
+    checks = doctor.Doctor(operator_kube(world.api), SHOP).run("url-not-allowed")
     [refused] = [c for c in checks if c.name == "url-not-allowed: targets"]
     assert refused.status == doctor.FAIL
     assert "is not a Prometheus URL the chart allows" in refused.detail
@@ -621,10 +620,10 @@ def test_kubectl_get_jm_shows_what_works_and_the_readme_shows_it_truly(world: Wo
 
 def test_doctor_lists_every_problem_of_every_case(world: World) -> None:
     for name, namespace in world.names.items():
-        checks = doctor.Doctor(Kube(world.api), namespace, world.prometheus.url).run(name)
+        checks = doctor.Doctor(operator_kube(world.api), namespace, world.prometheus.url).run(name)
         print(f"\n$ jewelry-monitoring doctor {name} -n {namespace} --prometheus-url ...")
         print(doctor.human(checks), end="")
-    checks = doctor.Doctor(Kube(world.api), SHOP, world.prometheus.url).run(HEALTHY)
+    checks = doctor.Doctor(operator_kube(world.api), SHOP, world.prometheus.url).run(HEALTHY)
     failed = [c for c in checks if c.status == doctor.FAIL]
     # The operator runs beside the plane here, not as a Deployment doctor could find.
     assert [c.name for c in failed] == ["operator"], failed
@@ -633,7 +632,9 @@ def test_doctor_lists_every_problem_of_every_case(world: World) -> None:
     assert names[f"{HEALTHY}: rule groups"].status == doctor.OK
     assert names[f"{HEALTHY}: alerts"].status == doctor.OK
     assert names[f"{HEALTHY}: error budget"].status == doctor.OK
-    broken = doctor.Doctor(Kube(world.api), SHOP, world.prometheus.url).run("no-migration-metrics")
+    broken = doctor.Doctor(operator_kube(world.api), SHOP, world.prometheus.url).run(
+        "no-migration-metrics"
+    )
     alert = {c.name: c for c in broken}["no-migration-metrics: alert DjangoUnappliedMigrations"]
     assert alert.status == doctor.FAIL and "PROMETHEUS_EXPORT_MIGRATIONS" in alert.detail
 

@@ -27,11 +27,10 @@ from devkit.crs import (
     printer_columns,
     wait_condition,
 )
-from devkit.kubetools import wait_for
+from devkit.kubetools import operator_kube, wait_for
 from devkit.operator_process import WRITE_VERBS, OperatorProcess, audit_position, audit_writes
 from devkit.scrape_targets import request_recorder
 from jewelry_monitoring.doctor import FAIL, Doctor
-from jewelry_monitoring.kube import Kube
 
 pytestmark = pytest.mark.cluster
 
@@ -408,7 +407,7 @@ def test_a_url_the_chart_does_not_allow_is_never_fetched(
         # Applied, and the Prometheus it names cannot be asked: not Ready, Unknown.
         wait_condition(admin_api, namespace, "ssrf", "Ready", "Unknown", "PrometheusNotAllowed")
         time.sleep(12)  # longer than the check interval: nothing polls it either
-        checks = Doctor(Kube(admin_api), namespace).run("ssrf")
+        checks = Doctor(operator_kube(admin_api), namespace).run("ssrf")
         assert recorder.requests == []
         cr = wait_condition(
             admin_api, namespace, "ssrf", "TargetsHealthy", "Unknown", "PrometheusNotAllowed"
