@@ -49,7 +49,7 @@ from kubernetes.client.rest import ApiException
 
 from devkit.cluster import ControlPlane
 from devkit.crs import GROUP, PLURAL, VERSION, CustomApi, cr_body, full_spec, make_secrets
-from devkit.kubetools import api_client, install_missing_crds, operator_kube
+from devkit.kubetools import api_client, install_missing_crds, operator_kube, wait_for
 from devkit.manifests import chart_crd_files
 from devkit.memory_cgroup import MemoryCgroup, why_no_memory_cgroup
 from devkit.operator_process import (
@@ -465,6 +465,24 @@ def _wait_reconciled(operator: OperatorProcess, count: int, timeout: float) -> f
     raise TimeoutError(f"fewer than {count} reconciles in {timeout}s")
 
 
+def one_at_a_time(
+    wait_ready: Callable[[], object],
+    create: Callable[[str], float],
+    ready_at: Callable[[str], float],
+    names: list[str],
+) -> list[float]:
+    """Create -> Ready of each CR, the next created once the last is Ready, by an operator
+    that has finished starting (``wait_ready``: its /readyz). Otherwise the first CR also
+    times the startup's lists, which "CRs given to a just-started operator" measures: with
+    --short's 5 CRs the p95 is the first CR, and it read 3.1 s where the others took 0.3."""
+    wait_ready()
+    latencies = []
+    for name in names:
+        started = create(name)
+        latencies.append(ready_at(name) - started)
+    return latencies
+
+
 class Bench:
     """One run: a control plane, the operator (under a memory limit when the machine has a
     cgroup v1 memory controller), the phases, the figures."""
@@ -567,12 +585,17 @@ class Bench:
         self.clocks.append(clock)
         exporters = len(full_spec()["exporters"])
         figures.add("CR", f"every exporter ({exporters}), SLOs, dashboards and alert routing")
-        sequential = []
-        for index in range(options.crs):
-            name = f"one-{index}"
-            started = create(namespace, name)
+
+        def ready_at(name: str) -> float:
             clock.wait([name], options.timeout)
-            sequential.append(clock.ready_at[name] - started)
+            return clock.ready_at[name]
+
+        sequential = one_at_a_time(
+            lambda: wait_for(operator.ready, 120, 0.05, what="the operator's /readyz"),
+            partial(create, namespace),
+            ready_at,
+            [f"one-{index}" for index in range(options.crs)],
+        )
         figures.add("create -> Ready, one at a time", _percentiles(sequential))
         p95 = sorted(sequential)[min(len(sequential) - 1, round(0.95 * (len(sequential) - 1)))]
         figures.goal("CR -> Ready, one at a time, p95", f"{p95:.2f} s", "<= 0.5 s", p95 <= 0.5)

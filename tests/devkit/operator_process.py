@@ -124,6 +124,16 @@ class OperatorProcess:
         with urllib.request.urlopen(url, timeout=5) as reply:
             return str(reply.read().decode())
 
+    def ready(self) -> bool:
+        """Whether /readyz (on the metrics port) answers 200: every watch of the operator has
+        listed once, so its queue runs and a CR's reconcile waits for nothing but itself."""
+        url = f"http://127.0.0.1:{self.metrics_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                return bool(reply.status == 200)
+        except OSError:  # refused while starting; HTTPError (503) while not ready
+            return False
+
     def reconciles(self, result: str | None = None) -> float:
         """Reconciles finished so far (with ``result``: success, requeue_after, error), from
         /metrics: a reconcile that reads everything from the watches leaves no request in
