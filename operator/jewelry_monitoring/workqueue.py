@@ -160,6 +160,8 @@ class ReconcileQueue:
                 continue
             if outcome.writes:
                 log.info("reconciled %s/%s: %s", *key, "; ".join(outcome.writes))
+            else:  # one per resource: what a reconcile served from the watches leaves
+                log.debug("reconciled %s/%s: nothing to write", *key)
             if outcome.retry_after is not None:
                 metrics.RETRIES.labels(reason="requeue_after").inc()
                 self._schedule(key, jittered(outcome.retry_after))

@@ -146,6 +146,12 @@ class OperatorProcess:
                 total += float(line.split()[-1])
         return total
 
+    def reconciles_of(self, namespace: str, name: str) -> int:
+        """Reconciles of one resource finished so far, from the log (at DEBUG, as started
+        here, the queue logs each): the metric counts every resource's, the operator's
+        other resources' resyncs and checks included."""
+        return self.logs().count(f" reconciled {namespace}/{name}: ")
+
     def kill(self) -> None:
         """SIGKILL: no cleanup runs, as when a node dies."""
         if self.process.poll() is None:

@@ -83,11 +83,15 @@ def test_no_op_reconcile_reads_nothing_cluster_wide(
     wait_condition(admin_api, namespace, "noop", "Ready", "True")
     time.sleep(2)  # the reconciles that our own writes caused
     start = audit_position(control_plane.audit_log)
-    before = operator.reconciles()
+    before = operator.reconciles_of(namespace, "noop")
     CustomApi(admin_api).patch_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, "noop", {"metadata": {"labels": {"touched": "1"}}}
     )
-    wait_for(lambda: operator.reconciles() > before, 30, what="a reconcile after the touch")
+    wait_for(
+        lambda: operator.reconciles_of(namespace, "noop") > before,
+        30,
+        what="a reconcile after the touch",
+    )
     requests = audit_requests(control_plane.audit_log, operator.user, start)
     cluster_wide = [
         f"{e['verb']} {e['requestURI']}"
@@ -127,12 +131,16 @@ def _reconcile_reads(
         if not operator_writes(start):
             break
     start = audit_position(audit)
-    before = operator.reconciles()
+    before = operator.reconciles_of(namespace, name)
     CustomApi(admin_api).patch_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, name, {"metadata": {"labels": {"touched": "1"}}}
     )
     # A reconcile that reads everything from the watches leaves nothing in the audit log.
-    wait_for(lambda: operator.reconciles() > before, 30, what="a reconcile after the touch")
+    wait_for(
+        lambda: operator.reconciles_of(namespace, name) > before,
+        30,
+        what="a reconcile after the touch",
+    )
     requests = audit_requests(audit, operator.user, start)
     assert operator_writes(start) == []
     return [e for e in requests if e["verb"] in ("get", "list")]
@@ -197,9 +205,9 @@ def test_prometheus_status_update_requeues_nothing_but_a_selector_change_does(
     try:
         wait_condition(admin_api, namespace, "watcher", "SelectedByPrometheus", "True")
         for _ in range(10):  # until 3 quiet seconds: the reconciles of our own writes
-            before = operator.reconciles()
+            before = operator.reconciles_of(namespace, "watcher")
             time.sleep(3)
-            if operator.reconciles() == before:
+            if operator.reconciles_of(namespace, "watcher") == before:
                 break
         custom.patch_namespaced_custom_object_status(
             *MONITORING,
@@ -217,7 +225,9 @@ def test_prometheus_status_update_requeues_nothing_but_a_selector_change_does(
             },
         )
         time.sleep(4)
-        assert operator.reconciles() == before, "a status update re-queued resources"
+        assert operator.reconciles_of(namespace, "watcher") == before, (
+            "a status update re-queued resources"
+        )
 
         custom.patch_namespaced_custom_object(
             *MONITORING,
