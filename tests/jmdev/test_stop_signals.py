@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
+from devkit.operator_process import OPERATOR_LAUNCHER
 from devkit.sandbox import JmDevSandbox
 
 # How to tell that a command is in the middle of its work, with its processes running.
@@ -30,7 +31,8 @@ def _apiserver_starting(sandbox: JmDevSandbox, output: str) -> bool:
 
 
 def _operator_running(sandbox: JmDevSandbox, output: str) -> bool:
-    return any("jewelry_monitoring.cli run" in process for process in sandbox.processes())
+    """The bench runs the operator as its image does, through devkit's launcher."""
+    return any(OPERATOR_LAUNCHER in process for process in sandbox.processes())
 
 
 COMMANDS: dict[str, tuple[list[str], Moment]] = {
