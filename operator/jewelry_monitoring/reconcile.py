@@ -233,7 +233,6 @@ class Reconciler:
         ready_to_apply = [o for o in desired if o["metadata"]["name"] not in held_names]
         observed, conflicts, failures = self._apply(ready_to_apply, labelled, owner.uid, outcome)
         self._prune(desired, labelled, owner.uid, outcome)
-        self._announce(cr, outcome)
 
         held = [
             f"{problem}: {_component_of(where)} is held back until it does"
@@ -278,14 +277,19 @@ class Reconciler:
             "targets": observation.targets,
             "alerts_that_cannot_fire": observation.cannot_fire,
         }
-        if self._set_status(cr, status, conditions, outcome, fields):
-            # Warn once per change of state, not on every retry of the same problem.
-            for conflict in conflicts:
-                self._event(cr, "Warning", "OwnershipConflict", conflict, outcome)
-            for failure in failures:
-                self._event(cr, "Warning", "ApplyFailed", failure, outcome)
-            for problem in held:
-                self._event(cr, "Warning", "SecretMissing", problem, outcome)
+        try:
+            if self._set_status(cr, status, conditions, outcome, fields):
+                # Warn once per change of state, not on every retry of the same problem.
+                for conflict in conflicts:
+                    self._event(cr, "Warning", "OwnershipConflict", conflict, outcome)
+                for failure in failures:
+                    self._event(cr, "Warning", "ApplyFailed", failure, outcome)
+                for problem in held:
+                    self._event(cr, "Warning", "SecretMissing", problem, outcome)
+        finally:
+            # After the status, which is what a user waits for (Ready), not one request
+            # before it; even if the patch failed: the retry finds the children made.
+            self._announce(cr, outcome)
         # Missing CRDs need no retry: the CRD watch (every mode runs it) re-queues every
         # resource when one of them becomes Established.
         if conflicts or failures:

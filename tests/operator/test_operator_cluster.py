@@ -541,8 +541,14 @@ def test_names_up_to_253_characters_and_alike_names_get_distinct_valid_children(
     first, second, dotted = (set(found[name]) for name in names)
     assert len(first) == len(second) == len(dotted) >= 9
     assert not first & second and not first & dotted and not second & dotted
-    events = _events(admin_api, namespace, long_names[0])
-    assert ("Normal", "Created") in [e[:2] for e in events], "events on a 253-character name"
+    # The Event goes after the status (Ready), so it may still be on its way.
+    wait_for(
+        lambda: (
+            ("Normal", "Created") in [e[:2] for e in _events(admin_api, namespace, long_names[0])]
+        ),
+        30,
+        what="events on a 253-character name",
+    )
 
     apps = client.AppsV1Api(admin_api)
     (deployment,) = [k.split("/", 1)[1] for k in first if k.startswith("Deployment/")]

@@ -125,3 +125,12 @@ def test_the_namespace_watch_says_which_namespaces_are_being_deleted() -> None:
     assert facts.namespace_terminating("jewelry")
     facts.set_namespaces([])
     assert not facts.namespace_terminating("jewelry")
+
+
+def test_a_new_resource_reports_its_status_before_announcing_its_children() -> None:
+    """Ready is what a user (and the bench's "CR -> Ready") waits for: the Event that lists
+    the children created goes after the status patch, not one request before it."""
+    kube = _Memory(_cr())
+    outcome = Reconciler(kube, _facts(WATCHED_CRDS), ChildCache([])).reconcile("jewelry", "shop")
+    reports = [w for w in outcome.writes if w in ("Patched status", "Event Created")]
+    assert reports == ["Patched status", "Event Created"]
