@@ -66,3 +66,21 @@ def test_doctor_fails_an_app_whose_biggest_scrape_nears_its_sample_limit() -> No
     assert near.status == "fail"
     assert near.detail.endswith("the biggest scrape 900 samples, 90% of its sampleLimit 1,000")
     assert "runbook TargetNearSampleLimit" in near.fix
+
+
+def test_only_what_the_app_exposes_counts_not_what_prometheus_adds_to_its_job() -> None:
+    """The job's series also hold our recording rules' outputs (they keep ``job``), the alert
+    series and the series Prometheus writes for each scrape: none is a family the app
+    exposes, and none is in its sampleLimit. The healthy shop's doctor once named
+    job:django_http_request_latency_seconds_bucket:rate5m among the app's biggest."""
+    added = [
+        row("job:django_http_request_latency_seconds_bucket:rate5m", 900),
+        row("ALERTS", 5),
+        row("ALERTS_FOR_STATE", 5),
+        row("up", 1),
+        row("scrape_duration_seconds", 1),
+        row("scrape_samples_scraped", 1),
+        row("scrape_samples_post_metric_relabeling", 1),
+        row("scrape_series_added", 1),
+    ]
+    assert cardinality.families(ANSWER + added) == cardinality.families(ANSWER)
