@@ -48,7 +48,13 @@ from devkit.crs import (
     wait_condition,
 )
 from devkit.images import build_images
-from devkit.kubetools import api_client, install_missing_crds, load_yaml_documents, wait_for
+from devkit.kubetools import (
+    api_client,
+    install_missing_crds,
+    load_yaml_documents,
+    operator_kube,
+    wait_for,
+)
 from devkit.manifests import chart_crd_files
 from devkit.node import Node, why_no_node
 from devkit.node.network import NODE_IP
@@ -79,7 +85,6 @@ from devkit.toolchain import prometheus_operator_crds
 from jewelry_monitoring import firedrill
 from jewelry_monitoring.builders.rules import CACHE_HIT_RATIO, LATENCY_QUANTILES, REQUESTS_RATE
 from jewelry_monitoring.drillplan import DRILL_ALERT
-from jewelry_monitoring.kube import Kube
 
 EXAMPLE = REPO / "manifests" / "example-jewelrymonitoring.yaml"
 DEMO_SECRET_VALUE = "demo-only-not-a-secret"
@@ -466,7 +471,7 @@ def _create_secret(api: client.ApiClient, namespace: str, name: str, data: dict[
 def _fire_drill(api: client.ApiClient, cr: dict[str, Any], hook: WebhookReceiver) -> None:
     """`jewelry-monitoring fire-drill --yes` of the example's routing, through the stack's
     Alertmanager (port-forwarded), once it has loaded the routing; what the webhook got."""
-    kube = Kube(api)
+    kube = operator_kube(api)
     print("\nfire drill of the routing (jewelry-monitoring fire-drill --yes) ...", flush=True)
     with port_forward(api, MONITORING_NAMESPACE, ALERTMANAGER_PODS, ALERTMANAGER_PORT) as url:
 
