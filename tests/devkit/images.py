@@ -97,8 +97,9 @@ class Buildah:
 
     root: Path
 
-    def run(self, *args: str) -> str:
-        command = [
+    def command(self, *args: str) -> list[str]:
+        """``buildah <args>`` on this storage (run with ``BUILDAH_ISOLATION=chroot``)."""
+        return [
             "buildah",
             "--root",
             str(self.root / "storage"),
@@ -111,6 +112,9 @@ class Buildah:
             "overlay.skip_mount_home=true",
             *args,
         ]
+
+    def run(self, *args: str) -> str:
+        command = self.command(*args)
         env = {**os.environ, "BUILDAH_ISOLATION": "chroot"}
         result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
         if result.returncode:
