@@ -66,7 +66,7 @@ def test_the_hash_changes_with_a_copied_file_only(tmp_path: Path) -> None:
 
 def test_the_operator_context_holds_its_distribution_and_not_the_app() -> None:
     names = _names(img.REPO)
-    distribution = {"LICENSE", "operator/pyproject.toml"}
+    distribution = {"LICENSE", "operator/pyproject.toml", "operator/requirements.lock"}
     assert {*distribution, "operator/jewelry_monitoring/__init__.py"} <= names
     assert all(n in distribution or n.startswith("operator/jewelry_monitoring/") for n in names), (
         sorted(names)
