@@ -91,6 +91,19 @@ def wait_for(
     raise TimeoutError(f"timed out after {timeout}s waiting for {what or probe}: {last_error}")
 
 
+def wait_gone(read: Callable[[], object], what: str, timeout: float, interval: float) -> None:
+    """Poll ``read`` (a GET of one object) until the API server answers 404."""
+
+    def gone() -> bool:
+        try:
+            read()
+        except ApiException as error:
+            return error.status == 404
+        return False
+
+    wait_for(gone, timeout=timeout, interval=interval, what=f"{what} deleted")
+
+
 def apply_crds(api: client.ApiClient, files: Iterable[Path], timeout: float = 30.0) -> list[str]:
     """Create or replace the CRDs in ``files`` and wait until each is Established."""
     extensions = client.ApiextensionsV1Api(api)

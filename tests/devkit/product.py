@@ -42,7 +42,7 @@ from kubernetes.stream import portforward
 from websocket import WebSocketException
 
 from devkit.crs import GROUP, PLURAL, VERSION, wait_condition
-from devkit.kubetools import load_yaml_documents, wait_for
+from devkit.kubetools import load_yaml_documents, wait_for, wait_gone
 from devkit.manifests import CHART, EXAMPLE_CR, MANIFESTS, REPO
 from devkit.operator_process import apply_objects
 from devkit.prometheus import PrometheusAPI
@@ -210,15 +210,7 @@ def delete_namespace(core: client.CoreV1Api, name: str, timeout: float = 600) ->
     except ApiException as error:
         if error.status != 404:
             raise
-
-    def gone() -> bool:
-        try:
-            core.read_namespace(name)
-        except ApiException as error:
-            return error.status == 404
-        return False
-
-    wait_for(gone, timeout=timeout, interval=2, what=f"namespace {name} deleted")
+    wait_gone(lambda: core.read_namespace(name), f"namespace {name}", timeout, interval=2)
 
 
 class ProductError(RuntimeError):

@@ -48,7 +48,7 @@ from kubernetes.client.rest import ApiException
 
 from devkit.crs import GROUP, PLURAL, VERSION, condition
 from devkit.images import HOST_CA_BUNDLE, Builder, build_images
-from devkit.kubetools import wait_for
+from devkit.kubetools import wait_for, wait_gone
 from devkit.manifests import REPO
 from devkit.new_project import NAMESPACE as APP_NAMESPACE
 from devkit.new_project import (
@@ -201,15 +201,12 @@ def _no_crd_but_the_users(api: client.ApiClient) -> None:
     if (crd.metadata.labels or {}).get("app.kubernetes.io/managed-by") == "Helm":
         return
     extensions.delete_custom_resource_definition(name)
-
-    def gone() -> bool:
-        try:
-            extensions.read_custom_resource_definition(name)
-        except ApiException as error:
-            return error.status == 404
-        return False
-
-    wait_for(gone, timeout=POD_TIMEOUT, interval=1, what=f"CRD {name} deleted")
+    wait_gone(
+        lambda: extensions.read_custom_resource_definition(name),
+        f"CRD {name}",
+        POD_TIMEOUT,
+        interval=1,
+    )
 
 
 def test_the_first_hour_on_a_kube_prometheus_stack_cluster(
