@@ -54,6 +54,15 @@ _STATUS_COUNTS = ("desiredNumberScheduled", "numberAvailable", "availableReplica
 DELETIONS_KEPT_SECONDS = 300.0
 
 
+def watched_whole(kind: str) -> bool:
+    """Whether the watch of ``kind`` must bring whole objects: only for the replica counts
+    of Deployments and DaemonSets. Every other kind is watched as PartialObjectMetadata,
+    which holds all the cache reads of it (versions, labels, annotations, owners, managed
+    fields): a PrometheusRule is ~35 KB of JSON and a dashboard ConfigMap ~19 KB, and a
+    restarted operator listing them whole went past its memory limit (issue 19)."""
+    return kind in _STATUS_CHURN
+
+
 def content_version(obj: Obj) -> str:
     """What changes whenever a field we set may have changed: the resourceVersion, or for
     kinds with a busy status the generation (bumped by every spec change) and the metadata
@@ -214,6 +223,9 @@ class ChildCache:
         child = Child.of(obj)
         key = (child.kind, child.namespace, child.name)
         with self._lock:
+            reported = self._children.get(key)
+            if reported == child:  # one copy of it, not two (24,000 children at 1,000 CRs)
+                child = reported
             self._up_to_date[key] = (child, sys.intern(spec_hash))
             deleted = self._deleted.get(key)
             if key not in self._children and (deleted is None or deleted[0] != child.uid):
@@ -233,13 +245,13 @@ class ChildCache:
             for key in stale:
                 changed |= self._remove(key)
             for obj in fresh.values():
-                changed |= self._put(Child.of({"kind": kind, **obj}))
+                changed |= self._put(Child.of({**obj, "kind": kind}))
         self.synced[part].set()
         return changed
 
     def event(self, kind: str, event_type: str, obj: Obj) -> set[Key]:
         """One watch event; returns the owner it concerns if anything it holds changed."""
-        child = Child.of({"kind": kind, **obj})
+        child = Child.of({**obj, "kind": kind})  # not PartialObjectMetadata
         with self._lock:
             if event_type == "DELETED":
                 return self._remove((kind, child.namespace, child.name))

@@ -56,7 +56,9 @@ def render(cr: dict[str, Any], uid: str, with_prometheus_operator: bool) -> list
 def _run(args: argparse.Namespace) -> int:
     import kopf
 
-    from jewelry_monitoring import handlers, metrics  # noqa: F401  (handlers registers them)
+    from jewelry_monitoring import handlers, memory, metrics  # noqa: F401  (registers them)
+
+    memory.limit_arenas()  # before the metrics server's and kopf's threads
 
     try:
         settings = operator_config.load(args.namespace, args.leader_elect or None)

@@ -23,10 +23,10 @@ from typing import Any
 
 import kopf
 
-from jewelry_monitoring import metrics
+from jewelry_monitoring import memory, metrics
 from jewelry_monitoring.builders.common import MANAGED_BY, OWNER_LABEL, PREFIX, instance_label
 from jewelry_monitoring.builders.desired import CHILD_KINDS
-from jewelry_monitoring.children import ChildCache
+from jewelry_monitoring.children import ChildCache, watched_whole
 from jewelry_monitoring.children import reduced as reduced_child
 from jewelry_monitoring.config import OperatorConfig
 from jewelry_monitoring.facts import ClusterFacts
@@ -52,6 +52,8 @@ MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY},{OWNER_LABEL}"
 # facts' and the children's), and how often it looks.
 FACTS_SYNC_SECONDS = 60.0
 SYNC_POLL_SECONDS = 0.1
+# CRs per page of kopf's first list of them (and after a watch expired).
+CR_LIST_PAGE = 100
 # A reconcile running longer than this is stuck (every API call has a timeout, so a healthy
 # one takes seconds): /healthz then fails and the kubelet restarts the operator.
 STUCK_AFTER_SECONDS = 300.0
@@ -79,6 +81,9 @@ class Reconciles:
             metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
             with self._lock:
                 self._in_flight -= 1
+                drained = self._in_flight == 0
+            if drained:  # after a burst: what its reconciles freed goes back to the system
+                memory.release_free_memory()
         result = "success" if outcome.retry_after is None else "requeue_after"
         metrics.RECONCILES.labels(result=result).inc()
         metrics.count_child_writes(outcome.writes)
@@ -249,6 +254,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.server_timeout = WATCH_SECONDS
     settings.watching.client_timeout = WATCH_SECONDS + read
     settings.watching.connect_timeout = connect
+    # kopf lists the CRs in one request unless told otherwise: a restarted operator would
+    # hold every CR's JSON and its parsed copy at once.
+    settings.watching.chunk_size = CR_LIST_PAGE
     settings.networking.connect_timeout = connect
     settings.networking.request_timeout = read
     config: OperatorConfig = memo.config
@@ -447,7 +455,7 @@ def _watch_cluster(kube: Kube, facts: ClusterFacts, children: ChildCache, memo: 
                 children_listed(kind, namespace),
                 child_changed(kind),
                 memo.stopping,
-                False,
+                not watched_whole(kind),
                 namespace,
                 MANAGED_SELECTOR,
                 reduced_child,

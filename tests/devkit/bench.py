@@ -693,6 +693,7 @@ class Bench:
             "<= 60 s, 0 writes, <= 3 req/CR",
             confirmed <= 60 and restart_writes == 0 and restart_per_cr <= 3,
         )
+        figures.add("  operator peak RSS in that restart", f"{restarted.peak_rss_mib():.0f} MiB")
         peak = max(peak, restarted.peak_rss_mib())
         self.stop_operator()
 

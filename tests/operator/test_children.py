@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from jewelry_monitoring.builders.common import OWNER_LABEL, SPEC_HASH_ANNOTATION
-from jewelry_monitoring.children import Child, ChildCache, content_version
+from jewelry_monitoring.children import Child, ChildCache, content_version, watched_whole
 
 PART = "children-Deployment-all"
 
@@ -217,3 +217,38 @@ def test_a_listed_child_reduced_to_what_the_cache_reads_gives_the_same_record() 
     assert Child.of({"kind": "ConfigMap", **reduced(config_map)}) == Child.of(
         {"kind": "ConfigMap", **config_map}
     )
+
+
+def test_children_the_watches_bring_as_metadata_are_recorded_under_the_watched_kind() -> None:
+    """Only Deployments are watched whole (their replica counts); every other kind comes as
+    PartialObjectMetadata, whose own kind must not replace the watch's: a PrometheusRule is
+    ~35 KB and a dashboard ConfigMap ~19 KB of which the cache keeps nothing."""
+    whole = {
+        "kind": "PrometheusRule",
+        "metadata": {
+            "name": "shop-rules",
+            "namespace": "ns",
+            "uid": "r1",
+            "resourceVersion": "9",
+            "labels": {OWNER_LABEL: "shop"},
+            "annotations": {SPEC_HASH_ANNOTATION: "h2"},
+            "ownerReferences": [{"uid": "u1"}],
+            "managedFields": [
+                {"manager": "jewelry-monitoring", "operation": "Apply", "fieldsV1": {"f:a": {}}}
+            ],
+        },
+        "spec": {"groups": [{"name": "g", "rules": []}]},
+    }
+    as_metadata = {
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": whole["metadata"],
+    }
+    part = "children-PrometheusRule-all"
+    cache = ChildCache([part])
+    cache.listed(part, "PrometheusRule", "", [as_metadata])
+    assert cache.owned_by("ns", "shop") == {("PrometheusRule", "shop-rules"): Child.of(whole)}
+    cache.event("PrometheusRule", "MODIFIED", as_metadata)
+    assert list(cache.owned_by("ns", "shop")) == [("PrometheusRule", "shop-rules")]
+    assert cache.event("PrometheusRule", "DELETED", as_metadata) == {("ns", "shop")}
+    assert watched_whole("Deployment") and not watched_whole("PrometheusRule")
