@@ -9,12 +9,15 @@ from typing import Any
 
 from kubernetes import client
 
+from devkit.crs import full_spec
+from jewelry_monitoring.builders.common import Owner
+from jewelry_monitoring.builders.desired import MONITORING_KINDS, desired_objects
 from jewelry_monitoring.children import ChildCache
 from jewelry_monitoring.facts import ClusterFacts
 from jewelry_monitoring.kube import Kube
-from jewelry_monitoring.reconcile import WATCHED_CRDS, Reconciler
+from jewelry_monitoring.reconcile import WATCHED_CRDS, Outcome, Reconciler
 from jewelry_monitoring.selection import SELECTING
-from jewelry_monitoring.spec import KIND
+from jewelry_monitoring.spec import KIND, JewelryMonitoringSpec
 
 Obj = dict[str, Any]
 
@@ -134,3 +137,21 @@ def test_a_new_resource_reports_its_status_before_announcing_its_children() -> N
     outcome = Reconciler(kube, _facts(WATCHED_CRDS), ChildCache([])).reconcile("jewelry", "shop")
     reports = [w for w in outcome.writes if w in ("Patched status", "Event Created")]
     assert reports == ["Patched status", "Event Created"]
+
+
+def test_a_reconcile_keeps_of_its_written_children_only_what_the_status_reads() -> None:
+    """The API's answer to an apply is the whole object with its managed fields; 16
+    reconciles at once held 25 of them each until they ended (issue 19's peak memory)."""
+    kube = _Memory()
+    reconciler = Reconciler(kube, _facts(WATCHED_CRDS), ChildCache([]))
+    spec = JewelryMonitoringSpec.model_validate(full_spec())  # every exporter
+    owner = Owner("shop", "jewelry", "uid-shop", spec)
+    desired = desired_objects(owner, frozenset(MONITORING_KINDS))
+    observed, conflicts, failures = reconciler._apply(desired, {}, owner.uid, Outcome())
+    assert (conflicts, failures) == ([], [])
+    assert set(observed) == {(o["kind"], o["metadata"]["name"]) for o in desired}
+    assert any(kind == "Deployment" for kind, _ in observed)
+    for (kind, _), child in observed.items():
+        assert set(child) <= {"kind", "metadata", "spec", "status"}, kind
+        assert set(child["metadata"]) <= {"name", "namespace", "uid", "ownerReferences"}, kind
+        assert set(child["spec"]) <= {"replicas"}, kind
