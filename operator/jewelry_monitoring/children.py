@@ -4,7 +4,7 @@ Every reconcile used to LIST each child kind in its namespace (7 requests, whate
 and compare what came back with what it wants. Here the watches that already bring our
 children (and only ours: they carry the managed-by and owner labels as a server-side
 selector) keep a compact record of each one: what a reconcile decides on without the full
-object (owner, spec hash, resourceVersion, and for Deployments and DaemonSets the replica
+object (owner, spec hash, resourceVersion, and for Deployments the replica
 counts). Whether the object's fields still match what we want is not kept: a reconcile
 marks the version at which it found (or made) a child up to date (its resourceVersion; the
 generation and metadata for kinds whose status changes all the time), and trusts the
@@ -40,14 +40,14 @@ Obj = dict[str, Any]
 ChildKey = tuple[str, str, str]
 # (namespace, owner label) of the resource that owns children.
 Key = tuple[str, str]
-# Kinds whose status others update all the time (the Deployment controller, the DaemonSet
-# controller): for them the version that matters is the spec's (generation) and metadata's,
-# so a status update does not cost a GET to compare fields we never set in status.
-_STATUS_CHURN = frozenset({"Deployment", "DaemonSet"})
+# Kinds whose status others update all the time (the Deployment controller): for them the
+# version that matters is the spec's (generation) and metadata's, so a status update does
+# not cost a GET to compare fields we never set in status.
+_STATUS_CHURN = frozenset({"Deployment"})
 # Annotations their controllers write on them (never we): one changing is no edit of ours.
-_CONTROLLER_ANNOTATIONS = ("deployment.kubernetes.io/", "deprecated.daemonset.template.")
-# The replica counts ExportersAvailable reads, of Deployments and DaemonSets.
-_STATUS_COUNTS = ("desiredNumberScheduled", "numberAvailable", "availableReplicas")
+_CONTROLLER_ANNOTATIONS = ("deployment.kubernetes.io/",)
+# The replica count ExportersAvailable reads, of Deployments.
+_STATUS_COUNTS = ("availableReplicas",)
 # How long a deletion the watch reported is remembered, so that a reconcile that read or
 # wrote the object just before cannot bring it back into the cache: far longer than a
 # request takes to be answered and marked.
@@ -56,7 +56,7 @@ DELETIONS_KEPT_SECONDS = 300.0
 
 def watched_whole(kind: str) -> bool:
     """Whether the watch of ``kind`` must bring whole objects: only for the replica counts
-    of Deployments and DaemonSets. Every other kind is watched as PartialObjectMetadata,
+    of Deployments. Every other kind is watched as PartialObjectMetadata,
     which holds all the cache reads of it (versions, labels, annotations, owners, managed
     fields): a PrometheusRule is ~35 KB of JSON and a dashboard ConfigMap ~19 KB, and a
     restarted operator listing them whole went past its memory limit (issue 19)."""

@@ -41,7 +41,6 @@ _WORKLOAD: dict[Path, tuple[str, ...]] = {
 # is atomic.
 ASSOCIATIVE: dict[str, dict[Path, tuple[str, ...]]] = {
     "Deployment": _WORKLOAD,
-    "DaemonSet": _WORKLOAD,
     "Service": {("spec", "ports"): ("port", "protocol")},
     "PrometheusRule": {("spec", "groups"): ("name",)},
 }

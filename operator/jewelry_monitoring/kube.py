@@ -87,7 +87,6 @@ class Resource:
 
 RESOURCES: dict[str, Resource] = {
     "Deployment": Resource("apps/v1", "deployments"),
-    "DaemonSet": Resource("apps/v1", "daemonsets"),
     "Service": Resource("v1", "services"),
     "ConfigMap": Resource("v1", "configmaps"),
     "NetworkPolicy": Resource("networking.k8s.io/v1", "networkpolicies"),

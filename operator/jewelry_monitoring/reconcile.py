@@ -603,11 +603,10 @@ class Reconciler:
         """Whether the exporter pods run; informational, Ready does not wait for it."""
         waiting = []
         for (kind, name), current in sorted(observed.items()):
-            if kind not in ("Deployment", "DaemonSet"):
+            if kind != "Deployment":
                 continue
-            state = current.get("status", {})
-            want = state.get("desiredNumberScheduled", current["spec"].get("replicas", 1))
-            have = state.get("numberAvailable", state.get("availableReplicas", 0))
+            want = current["spec"].get("replicas", 1)
+            have = current.get("status", {}).get("availableReplicas", 0)
             if not want or have < want:
                 waiting.append(f"{name} {have or 0}/{want or 0}")
         if not waiting:
