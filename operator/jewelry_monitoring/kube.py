@@ -42,6 +42,11 @@ WATCH_SECONDS = 270
 # applying its children in parallel, hundreds of requests at once got 429 and their
 # reconciles backed off for up to a minute.
 MAX_IN_FLIGHT = 24
+# Objects per page of a watch's list. The API server decodes every object of a page whole,
+# even for PartialObjectMetadata: a page of 500 PrometheusRules (~70 KB of JSON each with
+# their managed fields) took over REQUEST_TIMEOUT's 30 s at 1,100 resources, the restarted
+# operator started reconciling before its lists were in, and read 2,322 children one by one.
+LIST_PAGE = 100
 # Connections kept open for reuse: the requests in flight plus the watches, which hold one
 # each (one per child kind, Secrets, CRDs, Prometheus and Alertmanager resources,
 # namespaces, EndpointSlices, per watched namespace). A request that finds none free opens
@@ -577,7 +582,8 @@ class Kube:
         selecting = [("labelSelector", label_selector)] if label_selector else []
         page = ""
         while True:
-            query = [("limit", "500"), *selecting] + ([("continue", page)] if page else [])
+            query = [("limit", str(LIST_PAGE)), *selecting]
+            query += [("continue", page)] if page else []
             path = RESOURCES[kind].path(namespace)
             result = self._call("GET", path, query=query, accept=accept)
             page_items = result.pop("items", None) or []  # null when empty, as metadata

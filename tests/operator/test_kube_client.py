@@ -166,3 +166,42 @@ def test_too_many_requests_is_retried_after_a_pause_then_given_up(
     with pytest.raises(KubeError) as raised:
         refused.list("Deployment", "shop")
     assert raised.value.status == 429 and refused.requests == 6
+
+
+class _Paged(Kube):
+    """A Kube whose LIST serves ``count`` ConfigMaps in the pages it is asked for, and records
+    each page's size and what the caller held when it asked."""
+
+    def __init__(self, count: int, held: Callable[[], int]) -> None:
+        super().__init__(api_at("http://127.0.0.1:1"))
+        self._names = [f"c{index}" for index in range(count)]
+        self._held = held
+        self.pages: list[tuple[int, int]] = []  # (limit asked, objects held when asked)
+
+    def _call(self, verb: str, path: str, **request: Any) -> Any:
+        query = dict(request["query"])
+        start, limit = int(query.get("continue") or 0), int(query["limit"])
+        self.pages.append((limit, self._held()))
+        served = self._names[start : start + limit]
+        rest = str(start + limit) if start + limit < len(self._names) else ""
+        return {
+            "metadata": {"resourceVersion": "9", "continue": rest},
+            "items": [{"metadata": {"name": name}, "data": {"big": "x" * 1000}} for name in served],
+        }
+
+
+def test_a_watch_lists_in_small_pages_and_keeps_only_what_it_reduces() -> None:
+    """The API server decodes every object of a page whole, metadata-only lists too: a page
+    of 500 PrometheusRules took longer than the 30 s read timeout at 1,100 resources, and the
+    restarted operator reconciled before its lists were in (2,322 GETs, 221 MiB)."""
+    reduced: list[dict[str, Any]] = []
+
+    def reduce(obj: dict[str, Any]) -> dict[str, Any]:
+        reduced.append(obj)
+        return {"metadata": obj["metadata"]}
+
+    kube = _Paged(1050, lambda: len(reduced))
+    items, version = kube._list_all("ConfigMap", None, "", True, reduce)
+    assert version == "9" and len(items) == 1050 and "data" not in items[0]
+    assert {limit for limit, _ in kube.pages} == {100}
+    assert [held for _, held in kube.pages] == list(range(0, 1050, 100))
