@@ -428,9 +428,7 @@ class Reconciler:
             fields (a PrometheusRule ~70 KB of JSON), and 16 reconciles at once held 25 of
             them each until they ended (issue 19: the operator's peak memory)."""
             result, child, message = apply_one(wanted)
-            if child is not None and result != "UpToDate":  # else already the cache's
-                child = Child.of(child).as_object()
-            return result, child, message
+            return result, (None if child is None else Child.of(child).as_object()), message
 
         for wanted, (result, child, message) in zip(
             desired, _CHILD_REQUESTS.map(applied_one, desired), strict=True
