@@ -14,10 +14,17 @@ privileged debian:bookworm container (setup, then tests/e2e on the kind backend)
 - ``debian:bookworm``, which nothing can pull here: a minbase rootfs of Debian's packages
   (mmdebstrap, as the official image is made), loaded into the engine under that name.
 
-One thing differs from GitHub, and only inside the container: this machine reaches PyPI
-through a TLS-intercepting proxy whose CA is in the host's bundle only, so the bundle is
-mounted read-only into the step's container (never copied into an image), as for every
-build here.
+Two things differ from GitHub, and only inside the container, both host files mounted
+read-only into the step's container (never copied into an image), as for every build here:
+
+- this machine reaches PyPI through a TLS-intercepting proxy whose CA is in the host's
+  bundle only;
+- our engine gives every container a resolver where nothing answers (devkit.dockerd), so
+  that no pod or build resolves a name; the step's container shares the host's network and
+  does what setup does on the host (apt-get, pip), so it gets the host's
+  ``/etc/resolv.conf``. Without it, its first command failed: ``Err:1
+  http://deb.debian.org/debian bookworm InRelease  Temporary failure resolving
+  'deb.debian.org'``.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ WORKFLOW = REPO / ".github" / "workflows" / "e2e-kind.yaml"
 STEP = "Setup, then tests/e2e with JM_E2E_BACKEND=kind, in Debian bookworm"
 DEBIAN_IMAGE = "debian:bookworm"
 CONTAINER_RUN = "docker run --rm "
+# What the step's container takes from the host (see above): the CA bundle, the resolver.
+HOST_FILES = (HOST_CA_BUNDLE, "/etc/resolv.conf")
 
 
 def step_script(workflow: Path = WORKFLOW, name: str = STEP) -> str:
@@ -50,11 +59,11 @@ def step_script(workflow: Path = WORKFLOW, name: str = STEP) -> str:
 
 
 def local_script(script: str) -> str:
-    """The step's script with the host's CA bundle mounted into its container."""
+    """The step's script with HOST_FILES mounted read-only into its container."""
     if script.count(CONTAINER_RUN) != 1:
         raise ValueError(f"expected one `{CONTAINER_RUN.strip()}` in the step:\n{script}")
-    mount = f"-v {HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro "
-    return script.replace(CONTAINER_RUN, CONTAINER_RUN + mount)
+    mounts = "".join(f"-v {path}:{path}:ro " for path in HOST_FILES)
+    return script.replace(CONTAINER_RUN, CONTAINER_RUN + mounts)
 
 
 def load_debian_image(engine: DockerEngine, workdir: Path) -> None:

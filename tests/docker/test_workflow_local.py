@@ -9,18 +9,27 @@ import pytest
 
 from devkit.dockerd import DockerEngine
 from devkit.images import HOST_CA_BUNDLE
-from devkit.workflow_local import DEBIAN_IMAGE, load_debian_image, local_script, step_script
+from devkit.workflow_local import (
+    DEBIAN_IMAGE,
+    load_debian_image,
+    local_script,
+    step_script,
+)
 
 pytestmark = pytest.mark.timeout(900)
 
 
-def test_the_local_step_is_the_workflows_with_the_ca_bundle_mounted() -> None:
+def test_the_local_step_is_the_workflows_with_the_ca_bundle_and_resolver_mounted() -> None:
     script = step_script()
     assert "debian:bookworm" in script and "bash tests/toolchain/setup" in script
     local = local_script(script)
-    mount = f"-v {HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro "
-    assert local.replace(mount, "", 1) == script
-    assert local.index(mount) == local.index("docker run --rm ") + len("docker run --rm ")
+    mounts = (
+        f"-v {HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro "
+        # The engine's own resolver answers nothing; the step runs apt-get and pip first.
+        "-v /etc/resolv.conf:/etc/resolv.conf:ro "
+    )
+    assert local.replace(mounts, "", 1) == script
+    assert local.index(mounts) == local.index("docker run --rm ") + len("docker run --rm ")
     with pytest.raises(ValueError, match="expected one"):
         local_script(script + "\ndocker run --rm debian:bookworm true\n")
 
