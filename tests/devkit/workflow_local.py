@@ -18,7 +18,11 @@ Two things differ from GitHub, and only inside the container, both host files mo
 read-only into the step's container (never copied into an image), as for every build here:
 
 - this machine reaches PyPI through a TLS-intercepting proxy whose CA is in the host's
-  bundle only;
+  bundle only: the bundle goes where Debian's ``update-ca-certificates`` takes local
+  certificates from, so the container's own bundle, made when the step installs
+  ca-certificates, holds it. (Mounted over ``/etc/ssl/certs/ca-certificates.crt`` itself,
+  that install failed: ``mv: cannot move '/etc/ssl/certs/ca-certificates.crt.new' to
+  'ca-certificates.crt': Device or resource busy``);
 - our engine gives every container a resolver where nothing answers (devkit.dockerd), so
   that no pod or build resolves a name; the step's container shares the host's network and
   does what setup does on the host (apt-get, pip), so it gets the host's
@@ -45,8 +49,11 @@ WORKFLOW = REPO / ".github" / "workflows" / "e2e-kind.yaml"
 STEP = "Setup, then tests/e2e with JM_E2E_BACKEND=kind, in Debian bookworm"
 DEBIAN_IMAGE = "debian:bookworm"
 CONTAINER_RUN = "docker run --rm "
-# What the step's container takes from the host (see above): the CA bundle, the resolver.
-HOST_FILES = (HOST_CA_BUNDLE, "/etc/resolv.conf")
+# What the step's container takes from the host (see above), host path -> its path there.
+HOST_FILES = {
+    HOST_CA_BUNDLE: "/usr/local/share/ca-certificates/jm-host-bundle.crt",
+    "/etc/resolv.conf": "/etc/resolv.conf",
+}
 
 
 def step_script(workflow: Path = WORKFLOW, name: str = STEP) -> str:
@@ -62,7 +69,7 @@ def local_script(script: str) -> str:
     """The step's script with HOST_FILES mounted read-only into its container."""
     if script.count(CONTAINER_RUN) != 1:
         raise ValueError(f"expected one `{CONTAINER_RUN.strip()}` in the step:\n{script}")
-    mounts = "".join(f"-v {path}:{path}:ro " for path in HOST_FILES)
+    mounts = "".join(f"-v {host}:{inside}:ro " for host, inside in HOST_FILES.items())
     return script.replace(CONTAINER_RUN, CONTAINER_RUN + mounts)
 
 

@@ -24,7 +24,9 @@ def test_the_local_step_is_the_workflows_with_the_ca_bundle_and_resolver_mounted
     assert "debian:bookworm" in script and "bash tests/toolchain/setup" in script
     local = local_script(script)
     mounts = (
-        f"-v {HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro "
+        # Where update-ca-certificates finds it when the step installs ca-certificates (the
+        # bundle itself is rewritten then: a mount over it made that install fail).
+        f"-v {HOST_CA_BUNDLE}:/usr/local/share/ca-certificates/jm-host-bundle.crt:ro "
         # The engine's own resolver answers nothing; the step runs apt-get and pip first.
         "-v /etc/resolv.conf:/etc/resolv.conf:ro "
     )
