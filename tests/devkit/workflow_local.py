@@ -73,12 +73,31 @@ def local_script(script: str) -> str:
     return script.replace(CONTAINER_RUN, CONTAINER_RUN + mounts)
 
 
+# The official image's apt sources are /etc/apt/sources.list.d/debian.sources (deb822);
+# mmdebstrap names what it reads on stdin 0000main.sources. The step's setup reads the
+# official name (devkit.images.DEBIAN_SOURCES feeds its own mmdebstrap builds); without it,
+# every e2e test in the step failed: "FileNotFoundError: [Errno 2] No such file or
+# directory: '/etc/apt/sources.list.d/debian.sources'".
+SOURCES_AS_OFFICIAL = (
+    'rm "$1"/etc/apt/sources.list.d/*.sources && '
+    f'cp {DEBIAN_SOURCES} "$1/etc/apt/sources.list.d/{DEBIAN_SOURCES.name}"'
+)
+
+
 def load_debian_image(engine: DockerEngine, workdir: Path) -> None:
     """``debian:bookworm`` from Debian's packages (minbase), into the engine."""
     rootfs = workdir / "bookworm.tar"
     with DEBIAN_SOURCES.open("rb") as sources:
         subprocess.run(
-            ["mmdebstrap", "--quiet", "--variant=minbase", "bookworm", str(rootfs), "-"],
+            [
+                "mmdebstrap",
+                "--quiet",
+                "--variant=minbase",
+                f"--customize-hook={SOURCES_AS_OFFICIAL}",
+                "bookworm",
+                str(rootfs),
+                "-",
+            ],
             stdin=sources,
             check=True,
             capture_output=True,

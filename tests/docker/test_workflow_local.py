@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from devkit.dockerd import DockerEngine
-from devkit.images import HOST_CA_BUNDLE
+from devkit.images import DEBIAN_SOURCES, HOST_CA_BUNDLE
 from devkit.workflow_local import (
     DEBIAN_IMAGE,
     load_debian_image,
@@ -43,9 +43,19 @@ def test_debian_bookworm_is_made_from_debians_packages(
     load_debian_image(engine, tmp_path)
     release = engine.docker("run", "--rm", "--network=none", DEBIAN_IMAGE, "cat", "/etc/os-release")
     assert "VERSION_CODENAME=bookworm" in release
-    # apt is there, with the host's sources (the workflow's step runs apt-get first).
+    # apt is there, with the host's sources where the official image has them (the
+    # workflow's step runs apt-get first; its setup reads them there).
     sources = engine.docker(
-        "run", "--rm", "--network=none", DEBIAN_IMAGE, "bash", "-c", "cat /etc/apt/sources.list.d/*"
+        "run", "--rm", "--network=none", DEBIAN_IMAGE, "ls", "/etc/apt/sources.list.d"
     )
-    assert "bookworm" in sources
+    assert sources.split() == ["debian.sources"]
+    official = engine.docker(
+        "run",
+        "--rm",
+        "--network=none",
+        DEBIAN_IMAGE,
+        "cat",
+        "/etc/apt/sources.list.d/debian.sources",
+    )
+    assert official == DEBIAN_SOURCES.read_text()
     assert list(tmp_path.iterdir()) == []
