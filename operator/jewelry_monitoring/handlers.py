@@ -54,8 +54,6 @@ FACTS_SYNC_SECONDS = 60.0
 SYNC_POLL_SECONDS = 0.1
 # CRs per page of kopf's first list of them (and after a watch expired).
 CR_LIST_PAGE = 100
-# How long kopf keeps an object's worker (and its last event) after the event was handled.
-CR_WORKER_IDLE_SECONDS = 0.5
 # A reconcile running longer than this is stuck (every API call has a timeout, so a healthy
 # one takes seconds): /healthz then fails and the kubelet restarts the operator.
 STUCK_AFTER_SECONDS = 300.0
@@ -259,10 +257,6 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # kopf lists the CRs in one request unless told otherwise: a restarted operator would
     # hold every CR's JSON and its parsed copy at once.
     settings.watching.chunk_size = CR_LIST_PAGE
-    # kopf's worker for an object keeps its last event (the whole CR, ~12 KB of JSON with
-    # status and managed fields) until it has been idle this long: 5 s by default, so a
-    # restart's list of 1,100 CRs had them all in memory at once.
-    settings.queueing.idle_timeout = CR_WORKER_IDLE_SECONDS
     settings.networking.connect_timeout = connect
     settings.networking.request_timeout = read
     config: OperatorConfig = memo.config

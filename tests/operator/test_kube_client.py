@@ -115,8 +115,9 @@ def _as_if_listed(kube: Kube, facts: ClusterFacts, children: ChildCache, memo: k
         listed.set()
 
 
-def _kopf_settings_of_a_started_operator(monkeypatch: pytest.MonkeyPatch) -> kopf.OperatorSettings:
-    """kopf's settings as the startup handler leaves them (no API server needed)."""
+def test_kopfs_own_requests_and_watches_have_timeouts_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kopf's watches have no client timeout by default: a half-open watch would silently
+    stop every event of its kind."""
     monkeypatch.setattr(handlers, "load_api_client", lambda: api_at("http://127.0.0.1:1"))
     monkeypatch.setattr(handlers, "_watch_cluster", _as_if_listed)
     settings = kopf.OperatorSettings()
@@ -127,28 +128,12 @@ def _kopf_settings_of_a_started_operator(monkeypatch: pytest.MonkeyPatch) -> kop
         await handlers.stop(memo=memo)
 
     asyncio.run(start())
-    return settings
-
-
-def test_kopfs_own_requests_and_watches_have_timeouts_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    """kopf's watches have no client timeout by default: a half-open watch would silently
-    stop every event of its kind."""
-    settings = _kopf_settings_of_a_started_operator(monkeypatch)
     assert settings.watching.server_timeout is not None
     assert settings.watching.client_timeout is not None
     assert settings.watching.client_timeout > settings.watching.server_timeout
     assert settings.watching.connect_timeout is not None
     assert settings.networking.connect_timeout is not None
     assert settings.networking.request_timeout is not None
-
-
-def test_kopf_holds_a_bounded_number_of_whole_crs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Its first list of the CRs comes in pages, and an object's worker (with the object's
-    last event) goes soon after its event: with kopf's defaults a restart held all 1,100 CRs
-    of the bench at once, peak RSS 248 MiB under the 256 MiB limit."""
-    settings = _kopf_settings_of_a_started_operator(monkeypatch)
-    assert settings.watching.chunk_size is not None and settings.watching.chunk_size <= 100
-    assert settings.queueing.idle_timeout <= 1.0
 
 
 class _Throttled(Kube):
