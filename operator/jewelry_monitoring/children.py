@@ -63,6 +63,26 @@ def watched_whole(kind: str) -> bool:
     return kind in _STATUS_CHURN
 
 
+def status_view(obj: Obj) -> Obj:
+    """What a reconcile's status reads of a child it wrote or read (names, owners, replica
+    counts), in the shape of ``Child.as_object``; without the digests ``Child.of`` computes,
+    which the reconcile has no use for here."""
+    meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
+    return {
+        "kind": obj["kind"],
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta.get("namespace", ""),
+            "uid": meta.get("uid", ""),
+            "ownerReferences": [
+                {"uid": r.get("uid", "")} for r in meta.get("ownerReferences") or []
+            ],
+        },
+        "spec": {"replicas": spec["replicas"]} if "replicas" in spec else {},
+        "status": {key: status[key] for key in _STATUS_COUNTS if key in status},
+    }
+
+
 def content_version(obj: Obj) -> str:
     """What changes whenever a field we set may have changed: the resourceVersion, or for
     kinds with a busy status the generation (bumped by every spec change) and the metadata

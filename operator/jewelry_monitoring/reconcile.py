@@ -34,7 +34,7 @@ from jewelry_monitoring.builders.desired import (
 from jewelry_monitoring.builders.exporters import component as exporter_component
 from jewelry_monitoring.builders.routing import ROUTING_COMPONENT
 from jewelry_monitoring.builders.rules import KNOWN_ALERTS
-from jewelry_monitoring.children import Child, ChildCache
+from jewelry_monitoring.children import Child, ChildCache, status_view
 from jewelry_monitoring.config import PLAIN_EXPORTER_PODS, ExporterPods, ResourceDefaults
 from jewelry_monitoring.facts import ClusterFacts
 from jewelry_monitoring.fieldsets import applied_fields, digest
@@ -428,7 +428,7 @@ class Reconciler:
             fields (a PrometheusRule ~70 KB of JSON), and 16 reconciles at once held 25 of
             them each until they ended (issue 19: the operator's peak memory)."""
             result, child, message = apply_one(wanted)
-            return result, (None if child is None else Child.of(child).as_object()), message
+            return result, (None if child is None else status_view(child)), message
 
         for wanted, (result, child, message) in zip(
             desired, _CHILD_REQUESTS.map(applied_one, desired), strict=True
