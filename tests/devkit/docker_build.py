@@ -27,11 +27,10 @@ from pathlib import Path
 
 from devkit.dockerd import DockerEngine
 from devkit.images import Builder, build_lock
+from devkit.markdown import fenced_blocks
 
 REPO = Path(__file__).resolve().parents[2]
 DOCUMENTS = (REPO / "README.md", REPO / "CONTRIBUTING.md")
-# A ```bash block, also one indented under a list item.
-BASH_BLOCK = re.compile(r"^[ ]*```bash\n(.*?)^[ ]*```", re.MULTILINE | re.DOTALL)
 # Options of `docker build` (other than -f and -t) whose value may be the next word.
 VALUED_OPTIONS = {"--build-arg", "--label", "--network", "--platform", "--target"}
 
@@ -44,7 +43,7 @@ def documented_commands(
     (continuation lines joined), as written, in document order."""
     found = []
     for document in documents:
-        for block in BASH_BLOCK.findall(document.read_text()):
+        for block in fenced_blocks(document.read_text(), "bash"):
             for line in re.sub(r"\\\n\s*", "", block).splitlines():
                 if line.strip().startswith(prefixes):
                     found.append(line.strip())

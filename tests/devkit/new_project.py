@@ -33,11 +33,11 @@ import json
 import re
 import shutil
 import sys
-import textwrap
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from devkit.markdown import fenced_blocks
 from devkit.prometheus_stack import RESTRICTED_CONTAINER, RESTRICTED_POD
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,14 +58,8 @@ README = REPO / "README.md"
 PACKAGE_README = PACKAGE / "README.md"
 
 
-def _python_blocks(readme: Path) -> list[str]:
-    """The ```python blocks of ``readme``, dedented (some are inside list items)."""
-    blocks = re.findall(r"^( *)```python\n(.*?)^ *```", readme.read_text(), flags=re.M | re.S)
-    return [textwrap.dedent(code) for _, code in blocks]
-
-
 def _block_with(readme: Path, marker: str) -> str:
-    [block] = [code for code in _python_blocks(readme) if marker in code]
+    [block] = [code for code in fenced_blocks(readme.read_text(), "python") if marker in code]
     return block
 
 
