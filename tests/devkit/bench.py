@@ -264,6 +264,39 @@ class ProcessUsage:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine spent busy since boot (/proc/stat)."""
+    jiffies = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = jiffies[3] + jiffies[4]  # idle + iowait
+    return (sum(jiffies[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuSplit:
+    """Where the CPU went while something ran: the CPU seconds of each named process and of
+    the whole machine between ``__init__`` and ``line``. It tells whether the operator or
+    the control plane bounds a burst (a Python process cannot use more than one core)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._usage = {name: ProcessUsage(pid) for name, pid in pids.items()}
+        self._before = {name: usage.cpu_seconds() for name, usage in self._usage.items()}
+        self._machine = _machine_busy_seconds()
+        self._started = time.monotonic()
+
+    def line(self) -> str:
+        wall = time.monotonic() - self._started
+        used = {
+            name: usage.cpu_seconds() - self._before[name] for name, usage in self._usage.items()
+        }
+        parts = [f"{name} {seconds:.0f} s ({seconds / wall:.0%})" for name, seconds in used.items()]
+        machine = _machine_busy_seconds() - self._machine
+        cores = os.cpu_count() or 1
+        return (
+            f"over {wall:.0f} s: {', '.join(parts)}; "
+            f"machine busy {machine:.0f} of {cores * wall:.0f} core-s "
+            f"(each process as % of one core)"
+        )
+
+
 # Answers of a busy API server that a benchmark's own requests wait out and send again.
 RETRIED_STATUSES = (429, 500, 502, 503, 504)
 
@@ -335,10 +368,10 @@ def add_noise(api: client.ApiClient, count: int, namespaces: int = 10) -> None:
     _in_parallel([partial(config_map if i % 2 else deployment, i) for i in range(count)])
 
 
-def direct_creation_seconds(workdir: Path, crs: list[tuple[str, str]]) -> tuple[float, int]:
+def direct_creation_seconds(workdir: Path, crs: list[tuple[str, str]]) -> tuple[float, int, str]:
     """On a fresh control plane, the seconds a 16-thread client takes to create the children
-    the operator makes for ``crs`` ((namespace, name) pairs), and how many there are: the
-    limit the operator's convergence is compared with."""
+    the operator makes for ``crs`` ((namespace, name) pairs), how many there are, and where
+    the CPU went meanwhile: the limit the operator's convergence is compared with."""
     plane = ControlPlane.create(workdir).start()
     try:
         api = api_client(plane.kubeconfig)
@@ -356,8 +389,9 @@ def direct_creation_seconds(workdir: Path, crs: list[tuple[str, str]]) -> tuple[
                 children.append(obj)
         kube = operator_kube(api)
         started = time.monotonic()
+        cpu = CpuSplit({"client (16 threads)": os.getpid(), **plane.pids})
         _in_parallel([partial(kube.create, obj) for obj in children])
-        return time.monotonic() - started, len(children)
+        return time.monotonic() - started, len(children), cpu.line()
     finally:
         plane.stop()
 
@@ -627,8 +661,10 @@ class Bench:
             _settle(audit)
             rss_before = usage.rss_mib()
             started = time.monotonic()
+            cpu = CpuSplit({"operator": operator.process.pid, **plane.pids})
             _in_parallel([partial(create, ns, name) for ns, name in scaled])
             converged = _last_ready(scale_clocks, scaled, options.timeout) - started
+            figures.add("  CPU until all Ready", cpu.line())
             requests = audit.read()
             per_cr = len(requests) / options.scale
             figures.add(
@@ -709,11 +745,13 @@ class Bench:
             )
             operator = self.start_operator(watched)
             fresh_usage = ProcessUsage(operator.process.pid)
+            cpu = CpuSplit({"operator": operator.process.pid, **plane.pids})
             just_started = _last_ready(start_clocks, waiting, options.timeout) - started
             figures.add(
                 f"{options.scale} CRs given to a just-started operator: all Ready",
                 f"{just_started:.1f}s (peak RSS {fresh_usage.peak_rss_mib():.0f} MiB)",
             )
+            figures.add("  CPU until all Ready", cpu.line())
             self.stop_operator()
 
         headroom = (1 - peak / limit) * 100
@@ -738,7 +776,8 @@ class Bench:
         plane.stop()
         self.plane = None
         if scaled:
-            direct, children = direct_creation_seconds(self.workdir, scaled)
+            direct, children, direct_cpu = direct_creation_seconds(self.workdir, scaled)
+            figures.add("  CPU of direct creation", direct_cpu)
             figures.add(
                 f"direct creation of the same {children} children (16 threads)",
                 f"{direct:.1f}s; the operator took {converged / direct:.2f}x that (warm), "
