@@ -210,6 +210,10 @@ class AuditTail:
     def __init__(self, audit_log: Path) -> None:
         self._path = audit_log
         self._offset = audit_log.stat().st_size if audit_log.exists() else 0
+        # The other clients' requests in what ``read`` went through, by user, verb and
+        # resource: the API server's load that is not the operator's (the controller
+        # manager, the bench's clocks).
+        self.others: Counter[str] = Counter()
 
     def skip(self) -> None:
         """Forget what was logged so far."""
@@ -223,11 +227,17 @@ class AuditTail:
         complete = data.rfind(b"\n") + 1
         self._offset += complete
         requests, seen = [], set()
+        self.others = Counter()
         for line in data[:complete].splitlines():
             entry = json.loads(line)
-            if entry.get("user", {}).get("username") == USER and entry["auditID"] not in seen:
-                seen.add(entry["auditID"])
+            if entry["auditID"] in seen:
+                continue
+            seen.add(entry["auditID"])
+            user = entry.get("user", {}).get("username", "")
+            if user == USER:
                 requests.append(entry)
+            else:
+                self.others[f"{user.removeprefix('system:')}: {_described([entry])[0]}"] += 1
         return requests
 
 
@@ -239,6 +249,17 @@ def _described(requests: list[dict[str, Any]]) -> list[str]:
 
 def _writes(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in requests if r["verb"] in WRITE_VERBS]
+
+
+def _others_line(others: Counter[str]) -> str:
+    return f"{others.total()} {dict(others.most_common(8))}"
+
+
+def _requests_line(requests: list[dict[str, Any]], crs: int) -> str:
+    return (
+        f"{len(requests)} ({len(requests) / crs:.1f} per CR), {len(_writes(requests))} writes "
+        f"{dict(Counter(_described(requests)).most_common(8))}"
+    )
 
 
 class ProcessUsage:
@@ -290,8 +311,9 @@ class CpuSplit:
         parts = [f"{name} {seconds:.0f} s ({seconds / wall:.0%})" for name, seconds in used.items()]
         machine = _machine_busy_seconds() - self._machine
         cores = os.cpu_count() or 1
+        rest = machine - sum(used.values())
         return (
-            f"over {wall:.0f} s: {', '.join(parts)}; "
+            f"over {wall:.0f} s: {', '.join(parts)}, anything else {rest:.0f} s; "
             f"machine busy {machine:.0f} of {cores * wall:.0f} core-s "
             f"(each process as % of one core)"
         )
@@ -389,7 +411,7 @@ def direct_creation_seconds(workdir: Path, crs: list[tuple[str, str]]) -> tuple[
                 children.append(obj)
         kube = operator_kube(api)
         started = time.monotonic()
-        cpu = CpuSplit({"client (16 threads)": os.getpid(), **plane.pids})
+        cpu = CpuSplit({**plane.pids, "bench (16 threads creating)": os.getpid()})
         _in_parallel([partial(kube.create, obj) for obj in children])
         return time.monotonic() - started, len(children), cpu.line()
     finally:
@@ -661,7 +683,7 @@ class Bench:
             _settle(audit)
             rss_before = usage.rss_mib()
             started = time.monotonic()
-            cpu = CpuSplit({"operator": operator.process.pid, **plane.pids})
+            cpu = CpuSplit({"operator": operator.process.pid, **plane.pids, "bench": os.getpid()})
             _in_parallel([partial(create, ns, name) for ns, name in scaled])
             converged = _last_ready(scale_clocks, scaled, options.timeout) - started
             figures.add("  CPU until all Ready", cpu.line())
@@ -671,12 +693,8 @@ class Bench:
                 f"{options.scale} CRs at once, {options.namespaces} namespaces: all Ready",
                 f"{converged:.1f}s",
             )
-            figures.add(
-                "  API requests until then",
-                f"{len(requests)} ({per_cr:.1f} per CR), "
-                f"{len(_writes(requests))} writes "
-                f"{dict(Counter(_described(requests)).most_common(8))}",
-            )
+            figures.add("  API requests until then", _requests_line(requests, options.scale))
+            figures.add("  other clients' requests meanwhile", _others_line(audit.others))
             figures.goal("API requests per CR until Ready", f"{per_cr:.1f}", "<= 30", per_cr <= 30)
             figures.add("quiet again after", f"{_settle(audit):.1f}s")
             growth = (usage.rss_mib() - rss_before) / options.scale
@@ -739,19 +757,22 @@ class Bench:
             waiting = _spread(api, "start", options.namespaces, options.scale)
             _in_parallel([partial(create, ns, name) for ns, name in waiting])
             start_clocks = self.clocks_for(api, waiting)
+            audit.skip()
             started = time.monotonic()
             watched = tuple(
                 arg for ns in sorted({ns for ns, _ in waiting}) for arg in ("--namespace", ns)
             )
             operator = self.start_operator(watched)
             fresh_usage = ProcessUsage(operator.process.pid)
-            cpu = CpuSplit({"operator": operator.process.pid, **plane.pids})
+            cpu = CpuSplit({"operator": operator.process.pid, **plane.pids, "bench": os.getpid()})
             just_started = _last_ready(start_clocks, waiting, options.timeout) - started
             figures.add(
                 f"{options.scale} CRs given to a just-started operator: all Ready",
                 f"{just_started:.1f}s (peak RSS {fresh_usage.peak_rss_mib():.0f} MiB)",
             )
             figures.add("  CPU until all Ready", cpu.line())
+            figures.add("  API requests until then", _requests_line(audit.read(), options.scale))
+            figures.add("  other clients' requests meanwhile", _others_line(audit.others))
             self.stop_operator()
 
         headroom = (1 - peak / limit) * 100
