@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import urllib3
 import yaml
@@ -205,30 +205,60 @@ def _percentiles(samples: list[float]) -> str:
 
 class AuditTail:
     """The operator's requests from the audit log, read on from where the last read ended
-    (the log grows to hundreds of MB at 500 CRs: never re-read from the start)."""
+    (the log grows to hundreds of MB at 500 CRs: never re-read from the start).
+
+    kube-apiserver rotates the log at 100 MB (``--audit-log-maxsize`` 0 means lumberjack's
+    default): the file is renamed and a new one starts at the path. The tail keeps the file
+    it reads open, finishes it once the path names another file, then goes on there."""
 
     def __init__(self, audit_log: Path) -> None:
         self._path = audit_log
-        self._offset = audit_log.stat().st_size if audit_log.exists() else 0
+        self._log: BinaryIO | None = None
+        self._partial = b""  # the end of a line the API server is still writing
+        if audit_log.exists():
+            self._log = audit_log.open("rb")
+            self._log.seek(0, os.SEEK_END)
         # The other clients' requests in what ``read`` went through, by user, verb and
         # resource: the API server's load that is not the operator's (the controller
         # manager, the bench's clocks).
         self.others: Counter[str] = Counter()
 
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _lines(self) -> list[bytes]:
+        """The complete lines logged since the last call, across rotations."""
+        data = self._partial
+        while True:
+            if self._log is not None:
+                data += self._log.read()
+            try:
+                current = self._path.stat().st_ino
+            except FileNotFoundError:  # between the rename and the new file
+                break
+            if self._log is not None and os.fstat(self._log.fileno()).st_ino == current:
+                break
+            # Rotated (or first created): the old file is closed before it is renamed, so
+            # one more read of it gets its last lines.
+            if self._log is not None:
+                data += self._log.read()
+                self.close()
+            self._log = self._path.open("rb")
+        complete = data.rfind(b"\n") + 1
+        self._partial = data[complete:]
+        return data[:complete].splitlines()
+
     def skip(self) -> None:
         """Forget what was logged so far."""
-        self._offset = self._path.stat().st_size
+        self._lines()
 
     def read(self) -> list[dict[str, Any]]:
         """The operator's requests since the last read, once each (watches log twice)."""
-        with self._path.open("rb") as log:
-            log.seek(self._offset)
-            data = log.read()
-        complete = data.rfind(b"\n") + 1
-        self._offset += complete
         requests, seen = [], set()
         self.others = Counter()
-        for line in data[:complete].splitlines():
+        for line in self._lines():
             entry = json.loads(line)
             if entry["auditID"] in seen:
                 continue
@@ -794,6 +824,7 @@ class Bench:
         figures.add("lists of the CRs by the clocks", f"{sum(c.lists for c in self.clocks)}")
         for each in self.clocks:
             each.stop()
+        audit.close()
         plane.stop()
         self.plane = None
         if scaled:
