@@ -6,7 +6,7 @@ a process that exits on a broker error, a scrape that times out, a pod never Rea
 of a CI run's cluster are gone once the run ends, so the failure message itself carries them:
 
     exporters_in(cr, texts) -> names   # the CR's exporters whose job a query names
-    exporter_report(api, prometheus, cr, names) -> text   # pods, logs, up, targets
+    exporter_report(api, prometheus, cr, names) -> text   # pods, logs, up, scrapes, targets
 """
 
 from __future__ import annotations
@@ -95,6 +95,8 @@ def _scrape_lines(prometheus: PrometheusAPI, job: str) -> list[str]:
         f'up{{job="{job}"}}',
         f'min_over_time(up{{job="{job}"}}[{UP_WINDOW}])',
         f'count_over_time(up{{job="{job}"}}[{UP_WINDOW}])',
+        # The Celery exporter's scrape waits for two worker inspections (>= 2 s).
+        f'max_over_time(scrape_duration_seconds{{job="{job}"}}[{UP_WINDOW}])',
     ):
         try:
             found = [(s["metric"].get("instance"), s["value"][1]) for s in prometheus.query(expr)]

@@ -359,3 +359,5 @@ def test_the_example_queries_and_every_dashboard_panel_return_data(
     print(f"\n{len(to_check)} queries returned data; excused ({len(excused)}):")
     for title, prefix in sorted(excused.items()):
         print(f"  {title}: {NO_DATA_IN_THIS_STACK[prefix]}")
+    # Restarts and scrape history of a passing run too (shown with -rP).
+    print(exporter_report(e2e_api, prometheus_api, example_cr, exporters))

@@ -121,7 +121,8 @@ def test_the_report_names_restarts_last_termination_scrapes_and_logs(
     lines = [line.strip() for line in report.splitlines()]
     assert lines[0] == f"celery exporter (job {JOB}):"
     assert f"up{{job=\"{JOB}\"}}: [('10.0.0.7:9808', '0')]" in lines
-    assert any(line.startswith(f'min_over_time(up{{job="{JOB}"}}[15m]): ') for line in lines)
+    for history in ("min_over_time(up", "max_over_time(scrape_duration_seconds"):
+        assert any(line.startswith(f'{history}{{job="{JOB}"}}[15m]): ') for line in lines)
     assert (
         "target http://10.0.0.7:9808/metrics: health down, last scrape 2026-12-07T17:00:00Z "
         f"took 0.00s, error {SCRAPE_ERROR!r}"
