@@ -432,7 +432,7 @@ def _pods_demo_with_hook(
         port_forward(api, namespace, *SHOP_FRONT) as shop_url,
     ):
         prometheus = PrometheusAPI(prom_url)
-        targets = wait_targets_up(prometheus, cr)
+        targets = wait_targets_up(prometheus, cr, api)
         for kind in ("Ready", "SelectedByAlertmanager", "TargetsHealthy"):
             cr = wait_condition(api, namespace, name, kind, "True", timeout=180)
         _show(api, cr, time.monotonic() - started)

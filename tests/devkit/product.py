@@ -17,7 +17,7 @@ The steps that bring the product up, shared by the e2e fixtures and the demo (de
     install_operator(kubeconfig, api, images, replicas) -> its Ready pods   # helm install
     deploy_shop(api, images)                       # manifests/dev, every Deployment Available
     apply_example_cr(api, images, overrides) -> CR # once ExportersAvailable is True
-    wait_targets_up(prometheus, cr) -> targets     # every target of the CR up
+    wait_targets_up(prometheus, cr, api) -> targets  # every target of the CR up
     port_forward(api, namespace, selector, port)   # 127.0.0.1 -> a Ready pod
     load_generator(url, requests, duration) -> stats  # the app's own, bounded
 """
@@ -42,6 +42,7 @@ from kubernetes.stream import portforward
 from websocket import WebSocketException
 
 from devkit.crs import GROUP, PLURAL, VERSION, wait_condition
+from devkit.exporter_report import exporter_report, exporters_in
 from devkit.kubetools import load_yaml_documents, wait_for, wait_gone
 from devkit.manifests import CHART, EXAMPLE_CR, MANIFESTS, REPO
 from devkit.operator_process import apply_objects
@@ -345,9 +346,13 @@ def scrape_pools(cr: dict[str, Any]) -> set[str]:
 
 
 def wait_targets_up(
-    prometheus: PrometheusAPI, cr: dict[str, Any], timeout: float = POD_TIMEOUT
+    prometheus: PrometheusAPI,
+    cr: dict[str, Any],
+    api: client.ApiClient,
+    timeout: float = POD_TIMEOUT,
 ) -> list[dict[str, Any]]:
-    """The targets of every ServiceMonitor of ``cr``, once all of them are up."""
+    """The targets of every ServiceMonitor of ``cr``, once all of them are up. On timeout,
+    the error reports on the exporters of the pools not up (devkit.exporter_report)."""
     pools = scrape_pools(cr)
 
     def all_up() -> list[dict[str, Any]] | None:
@@ -355,7 +360,12 @@ def wait_targets_up(
         seen = {t["scrapePool"] for t in targets}
         return targets if seen == pools and all(t["health"] == "up" for t in targets) else None
 
-    return wait_for(all_up, timeout=timeout, interval=2, what=f"targets of {sorted(pools)} up")
+    try:
+        return wait_for(all_up, timeout=timeout, interval=2, what=f"targets of {sorted(pools)} up")
+    except TimeoutError as error:
+        up = {t["scrapePool"] for t in prometheus.targets() if t["health"] == "up"}
+        report = exporter_report(api, prometheus, cr, exporters_in(cr, pools - up))
+        raise TimeoutError(f"{error}\n{report}") from error
 
 
 def load_generator(url: str, requests: int, duration: float) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import pytest
 from kubernetes import client
 
 from devkit import prometheus as prom
+from devkit.exporter_report import exporter_report, exporters_in
 from devkit.kubetools import wait_for
 from devkit.product import (
     POD_TIMEOUT,
@@ -134,13 +135,14 @@ def _children(cr: dict[str, Any], kind: str) -> list[str]:
 
 
 def test_every_target_of_the_cr_is_up_at_its_interval(
+    e2e_api: client.ApiClient,
     monitoring_stack: str,
     example_cr: dict[str, Any],
     prometheus_api: prom.PrometheusAPI,
     stopwatch: Stopwatch,
 ) -> None:
     assert len(_children(example_cr, "ServiceMonitor")) == 5  # the app and four exporters
-    targets = wait_targets_up(prometheus_api, example_cr)
+    targets = wait_targets_up(prometheus_api, example_cr, e2e_api)
     stopwatch.step("example CR applied -> all its targets up", stopwatch.marks[CR_APPLIED])
     app_job = child_name(example_cr["metadata"]["name"], "app-metrics")
     intervals = {t["labels"]["job"]: t["scrapeInterval"] for t in targets}
@@ -315,6 +317,7 @@ def _dashboard_queries(cr_name: str, exporters: list[str]) -> dict[str, str]:
 
 
 def test_the_example_queries_and_every_dashboard_panel_return_data(
+    e2e_api: client.ApiClient,
     example_cr: dict[str, Any],
     prometheus_api: prom.PrometheusAPI,
     shop_url: str,
@@ -345,9 +348,16 @@ def test_the_example_queries_and_every_dashboard_panel_return_data(
         if not missing or time.monotonic() > deadline:
             break
         time.sleep(5)
-    assert not missing, "queries without data:\n" + "\n".join(
-        f"  {t}: {e}" for t, e in missing.items()
-    )
+    if missing:
+        silent = exporters_in(example_cr, missing.values())
+        pytest.fail(
+            "queries without data:\n"
+            + "\n".join(f"  {t}: {e}" for t, e in missing.items())
+            + "\n"
+            + exporter_report(e2e_api, prometheus_api, example_cr, silent)
+        )
     print(f"\n{len(to_check)} queries returned data; excused ({len(excused)}):")
     for title, prefix in sorted(excused.items()):
         print(f"  {title}: {NO_DATA_IN_THIS_STACK[prefix]}")
+    # Restarts and scrape history of a passing run too (shown with -rP).
+    print(exporter_report(e2e_api, prometheus_api, example_cr, exporters))

@@ -363,6 +363,66 @@ def _get(url: str) -> str:
         return str(response.read().decode())
 
 
+def _heartbeat(broker_url: str, hostname: str) -> None:
+    """One worker-heartbeat event on ``broker_url``, as a Celery worker ``hostname`` sends."""
+    from celery import Celery
+
+    app = Celery(broker=broker_url, set_as_current=False)
+    try:
+        with app.connection_for_write() as connection:
+            dispatcher = app.events.Dispatcher(connection, hostname=f"celery@{hostname}")
+            dispatcher.send("worker-heartbeat", freq=2.0, active=0, processed=0)
+    finally:
+        app.close()
+
+
+def test_the_celery_exporter_as_the_operator_runs_it_outlives_a_broker_outage(
+    built: dict[str, img.BuiltImage], rootfs: Callable[[str], Path]
+) -> None:
+    """A broker restart or failover closes the exporter's connections. With the arguments
+    the operator gives its container, the process stays (a restart would reset every
+    counter, and a broker away for longer crash-loops it), keeps the series it had, and
+    counts the events sent after it subscribed again."""
+    config, root = _config(built, "celery-exporter"), rootfs("celery-exporter")
+    spec = JewelryMonitoringSpec.model_validate(
+        {
+            "app": {"podSelector": {"a": "b"}},
+            "exporters": {"celery": {"enabled": True, "brokerUrl": {"name": "b", "key": "url"}}},
+        }
+    )
+    args = EXPORTERS["celery"].args(spec.exporters.celery)
+    with redis_service() as redis:
+        broker = f"redis://{redis.host}:{redis.port}/0"
+
+        def argv(port: int) -> list[str]:
+            return _in_rootfs(root, config, ["--host", LOOPBACK, "--port", str(port), *args])
+
+        env = {**_image_env(config), "CE_BROKER_URL": broker}
+        with process("celery-exporter", argv, env=env, ready_path="/health") as exporter:
+
+            def counts(hostname: str) -> str:
+                """/metrics once it holds ``hostname``'s gauge; the heartbeat sent again
+                (events sent before the exporter subscribed are gone)."""
+                deadline = time.monotonic() + 60
+                while True:
+                    assert exporter.running, (
+                        f"the exporter exited (args {args}):\n{exporter.log_tail(60)}"
+                    )
+                    _heartbeat(broker, hostname)
+                    with contextlib.suppress(OSError):  # a 500 right after the outage
+                        text = _get(f"http://{LOOPBACK}:{exporter.port}/metrics")
+                        if f'celery_worker_up{{hostname="{hostname}"}} 1.0' in text:
+                            return text
+                    assert time.monotonic() < deadline, f"no heartbeat of {hostname} counted"
+                    time.sleep(1)
+
+            counts("before-outage")
+            for kind in ("pubsub", "normal"):  # every connection, as a failover closes them
+                redis.command("CLIENT", "KILL", "TYPE", kind)
+            after = counts("after-outage")
+    assert 'celery_worker_up{hostname="before-outage"}' in after, "the exporter lost its series"
+
+
 def test_operator_image_runs_its_cli(
     built: dict[str, img.BuiltImage], rootfs: Callable[[str], Path]
 ) -> None:

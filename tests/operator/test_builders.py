@@ -123,6 +123,10 @@ def test_every_exporter_is_described_and_buildable() -> None:
     ]
     nginx = objects["Deployment/shop-nginx-exporter"]["spec"]["template"]["spec"]["containers"][0]
     assert nginx["args"] == ["--nginx.scrape-uri=http://web:8080/stub_status"]
+    # celery-exporter exits on a broker error without a retry interval (tests/images runs
+    # it through a broker outage with these args).
+    celery = objects["Deployment/shop-celery-exporter"]["spec"]["template"]["spec"]["containers"][0]
+    assert celery["args"] == ["--retry-interval=5"]
     # No CR can make the operator run anything on the host: no DaemonSet, no host access.
     for key, obj in objects.items():
         assert not key.startswith("DaemonSet/")

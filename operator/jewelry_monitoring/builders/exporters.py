@@ -90,6 +90,18 @@ def _celery_env(spec: ExporterSpec) -> list[Obj]:
     return _secret_env("CE_BROKER_URL", spec.broker_url)
 
 
+# celery-exporter ends its process on any broker error unless --retry-interval is set (its
+# default, 0, re-raises): a broker restart or failover (ElastiCache, Amazon MQ) then resets
+# every counter, and a broker away for longer crash-loops the pod into back-off. With a
+# retry it keeps its counters, subscribes again to the task events, and counts on.
+CELERY_BROKER_RETRY_SECONDS = 5
+
+
+def _celery_args(spec: ExporterSpec) -> list[str]:
+    assert isinstance(spec, CeleryExporterSpec)
+    return [f"--retry-interval={CELERY_BROKER_RETRY_SECONDS}"]
+
+
 def _nginx_args(spec: ExporterSpec) -> list[str]:
     assert isinstance(spec, NginxExporterSpec)
     return [f"--nginx.scrape-uri={spec.scrape_uri}"]
@@ -149,7 +161,9 @@ EXPORTERS: dict[str, ExporterKind] = {
     # celery-exporter: broker URL from CE_BROKER_URL (a Secret: Redis or ElastiCache on 6379,
     # RabbitMQ or Amazon MQ on 5672, or 5671 with TLS); /health answers without the broker.
     # It has no gauge of the broker connection: a broker it cannot reach shows as no worker.
-    "celery": ExporterKind(9808, "/health", _in_secret(6379, 5672, 5671), None, env=_celery_env),
+    "celery": ExporterKind(
+        9808, "/health", _in_secret(6379, 5672, 5671), None, env=_celery_env, args=_celery_args
+    ),
 }
 
 
