@@ -17,6 +17,7 @@ import string
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,7 +122,7 @@ def test_operator_runs_non_root_from_the_chart(
 
 
 def test_example_becomes_ready_with_its_children(
-    kube: client.ApiClient, example: dict[str, Any]
+    kube: client.ApiClient, example: dict[str, Any], tmp_path: Path
 ) -> None:
     namespace, name = example["metadata"]["namespace"], example["metadata"]["name"]
     cr = wait_condition(kube, namespace, name, "Ready", "True", timeout=300)
@@ -135,7 +136,9 @@ def test_example_becomes_ready_with_its_children(
     ).stdout
     expected = load_yaml_documents(rendered)
     assert {o["kind"] for o in expected} >= {"ServiceMonitor", "PrometheusRule", "Deployment"}
-    resources = dynamic.DynamicClient(kube).resources
+    # The discovery cache in the test's directory: by default the client leaves an
+    # osrcp-*.json file in the system temp dir for good.
+    resources = dynamic.DynamicClient(kube, cache_file=str(tmp_path / "discovery.json")).resources
     for obj in expected:
         api = resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
         live = api.get(name=obj["metadata"]["name"], namespace=namespace).to_dict()
