@@ -63,11 +63,20 @@ def watched_whole(kind: str) -> bool:
     return kind in _STATUS_CHURN
 
 
+def _replica_fields(obj: Obj) -> dict[str, Obj]:
+    """The spec and status fields a reconcile reads of a child: its replica counts."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    return {
+        "spec": {"replicas": spec["replicas"]} if "replicas" in spec else {},
+        "status": {key: status[key] for key in _STATUS_COUNTS if key in status},
+    }
+
+
 def status_view(obj: Obj) -> Obj:
     """What a reconcile's status reads of a child it wrote or read (names, owners, replica
     counts), in the shape of ``Child.as_object``; without the digests ``Child.of`` computes,
     which the reconcile has no use for here."""
-    meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
+    meta = obj["metadata"]
     return {
         "kind": obj["kind"],
         "metadata": {
@@ -78,8 +87,7 @@ def status_view(obj: Obj) -> Obj:
                 {"uid": r.get("uid", "")} for r in meta.get("ownerReferences") or []
             ],
         },
-        "spec": {"replicas": spec["replicas"]} if "replicas" in spec else {},
-        "status": {key: status[key] for key in _STATUS_COUNTS if key in status},
+        **_replica_fields(obj),
     }
 
 
@@ -122,12 +130,10 @@ def reduced(obj: Obj) -> Obj:
     kept_meta["managedFields"] = [
         entry for entry in meta.get("managedFields") or [] if entry.get("manager") == FIELD_MANAGER
     ]
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
     return {
         **({"kind": obj["kind"]} if "kind" in obj else {}),
         "metadata": kept_meta,
-        "spec": {"replicas": spec["replicas"]} if "replicas" in spec else {},
-        "status": {key: status[key] for key in _STATUS_COUNTS if key in status},
+        **_replica_fields(obj),
     }
 
 
