@@ -25,7 +25,7 @@ import pytest
 from kubernetes import client
 
 from devkit import prometheus as prom
-from devkit.exporter_report import exporter_report, exporters_in
+from devkit.exporter_report import exporter_report, exporters_in, workload_report
 from devkit.kubetools import wait_for
 from devkit.product import (
     POD_TIMEOUT,
@@ -54,6 +54,7 @@ APP_INTERVAL, EXPORTER_INTERVAL = "15s", "30s"  # the example CR's (the spec's d
 # Grafana's $__rate_interval for the slowest scrape (30 s): four intervals.
 RATE_INTERVAL = "2m"
 APP_PODS, APP_PORT = "app.kubernetes.io/name=jewelry-shop", 8000  # manifests/dev/app.yaml
+SHOP_CELERY_WORKERS = ["jewelry-shop-worker"]  # manifests/dev/app.yaml
 
 # Queries a user writes first for a django-prometheus app, with the metric names the app
 # exports as measured (app/METRICS.md, from a real scrape): there is no
@@ -350,11 +351,15 @@ def test_the_example_queries_and_every_dashboard_panel_return_data(
         time.sleep(5)
     if missing:
         silent = exporters_in(example_cr, missing.values())
+        # The Celery exporter counts the shop worker's events: its pods and log too.
+        watched = SHOP_CELERY_WORKERS if "celery" in silent else []
         pytest.fail(
             "queries without data:\n"
             + "\n".join(f"  {t}: {e}" for t, e in missing.items())
             + "\n"
             + exporter_report(e2e_api, prometheus_api, example_cr, silent)
+            + "\n"
+            + workload_report(e2e_api, SHOP, watched)
         )
     print(f"\n{len(to_check)} queries returned data; excused ({len(excused)}):")
     for title, prefix in sorted(excused.items()):

@@ -137,4 +137,6 @@ def test_the_report_names_restarts_last_termination_scrapes_and_logs(
     # after restarts, the previous container's) are asked for and reported as they are.
     assert "log: empty" in lines, report
     assert "previous container's log: empty" in lines, report
+    # The broker probe needs the pod's container, which no node runs here: it says so.
+    assert any(line.startswith("broker probe in its pod: not run (") for line in lines), report
     assert "redis" not in report
