@@ -126,6 +126,9 @@ class HeapSampler:
         self.started = time.monotonic()
         self.rss_at_start = _status_mib("VmRSS")
         self.largest: dict[str, Any] | None = None
+        # tracemalloc's own peak would count the snapshots' copies: the peak is reset after
+        # each snapshot and the largest one seen outside them kept here.
+        self.traced_peak = 0
         self._lock = threading.Lock()
 
     def _snapshot(self, traced: int) -> None:
@@ -136,6 +139,7 @@ class HeapSampler:
         snapshot.dump(str(partial))
         del snapshot
         partial.replace(self.dump)
+        tracemalloc.reset_peak()
         self.largest = {
             "seconds_after_start": began - self.started,
             "traced_mib": traced / MIB,
@@ -148,13 +152,13 @@ class HeapSampler:
     def write(self) -> None:
         """When the largest snapshot was taken, and the process's totals now, to the report."""
         with self._lock:
-            current, peak = tracemalloc.get_traced_memory()
+            current, _ = tracemalloc.get_traced_memory()
             report = {
                 "pid": os.getpid(),
                 "seconds_after_start": time.monotonic() - self.started,
                 "rss_mib_when_tracing_started": self.rss_at_start,
                 "traced_mib_now": current / MIB,
-                "traced_peak_mib": peak / MIB,
+                "traced_peak_mib": self.traced_peak / MIB,
                 "rss_mib_now": _status_mib("VmRSS"),
                 "rss_high_water_mib": _status_mib("VmHWM"),
                 "largest": self.largest,
@@ -167,7 +171,8 @@ class HeapSampler:
         largest = MIN_SNAPSHOT_BYTES / GROWTH
         while True:
             time.sleep(POLL_SECONDS)
-            traced, _ = tracemalloc.get_traced_memory()
+            traced, peak = tracemalloc.get_traced_memory()
+            self.traced_peak = max(self.traced_peak, peak)
             if traced > largest * GROWTH:
                 largest = traced
                 self._snapshot(traced)
@@ -194,8 +199,9 @@ def load_report(report: Path) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(report.read_text())
     if loaded.get("largest") and snapshot_path(report).exists():
         snapshot = tracemalloc.Snapshot.load(str(snapshot_path(report)))
+        # A Traceback lists its frames oldest first; the groupings want the innermost first.
         blocks: list[Block] = [
-            (stat.size, stat.count, [(frame.filename, frame.lineno) for frame in stat.traceback])
+            (stat.size, stat.count, [(f.filename, f.lineno) for f in reversed(stat.traceback)])
             for stat in snapshot.statistics("traceback")
         ]
         loaded["largest"].update(reduction(blocks))

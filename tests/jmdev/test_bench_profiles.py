@@ -175,7 +175,9 @@ def test_the_sampler_reports_the_largest_heap_of_a_process(tmp_path: Path) -> No
         "import sys, time\n"
         "from devkit.heap_sampler import start_sampling\n"
         "start_sampling(sys.argv[1], 5)\n"
-        "held = [bytes(1000) for _ in range(20000)]\n"
+        "def block():\n"
+        "    return bytes(1000)\n"
+        "held = [block() for _ in range(20000)]\n"
         "time.sleep(1.5)\n"
         "del held\n"
         "time.sleep(1)\n"
@@ -184,6 +186,6 @@ def test_the_sampler_reports_the_largest_heap_of_a_process(tmp_path: Path) -> No
     written = load_report(report)
     largest = written["largest"]
     assert largest["traced_mib"] > 19
-    assert largest["sites"][0]["where"] == "<string>:4"
+    assert largest["sites"][0]["where"] == "<string>:5"  # the innermost frame
     assert largest["sites"][0]["blocks"] >= 20000
     assert written["traced_mib_now"] < 5  # the last write was at exit, after `del held`
