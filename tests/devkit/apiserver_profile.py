@@ -57,6 +57,9 @@ BUCKETS: tuple[tuple[str, str], ...] = (
         r"apiextensions-apiserver/pkg/apiserver/(validation|schema)|kube-openapi/pkg/validation"
         r"|k8s\.io/apiserver/pkg/cel|google/cel-go",
     ),
+    ("ClusterIP allocation (ipallocator)", r"registry/core/service/ipallocator"),
+    ("watch-cache consistency check", r"cacher\.\(\*consistencyChecker\)"),
+    ("lists from etcd", r"etcd3\.\(\*store\)\.GetList"),
     ("admission", r"k8s\.io/apiserver/pkg/admission|plugin/pkg/admission"),
     ("authn/authz", r"apiserver/pkg/authentication/|apiserver/pkg/authorization/|rbac"),
     ("audit logging", r"k8s\.io/apiserver/pkg/audit\.|plugin/pkg/audit"),
@@ -181,23 +184,41 @@ def _largest(seconds: dict[str, float]) -> list[tuple[str, float]]:
 
 
 def summary_lines(phase: str, summary: ProfileSummary, wall: float) -> list[str]:
-    """A compact, comparable print of one phase: totals, buckets, top functions."""
+    """One phase: its total and its top functions (the buckets go in ``bucket_table``)."""
 
     def share(seconds: float) -> str:
         if not summary.total_seconds:
             return "0"
         return f"{seconds:.1f}s {seconds / summary.total_seconds:.0%}"
 
-    lines = [
+    return [
         f"{phase}: {summary.total_seconds:.1f} CPU-s profiled over {wall:.0f} s "
         f"({summary.total_seconds / wall if wall else 0:.2f} cores)",
-        "  buckets (cumulative; they overlap): "
-        + ", ".join(f"{name.strip()} {share(seconds)}" for name, seconds in summary.buckets),
         "  top cumulative: "
         + "; ".join(f"{_short(f)} {share(s)}" for f, s in summary.top_cumulative),
         "  top flat: " + "; ".join(f"{_short(f)} {share(s)}" for f, s in summary.top_flat),
     ]
-    return lines
+
+
+def bucket_table(phases: list[tuple[str, ProfileSummary]]) -> list[str]:
+    """The buckets' CPU-s (and share of the phase) side by side, one column a phase: the
+    comparison the profiles are taken for."""
+    if not phases:
+        return []
+    width = max(14, *(len(name) + 2 for name, _ in phases))
+    rows = [f"  {'CPU-s (share)':<36}" + "".join(f"{name:>{width}}" for name, _ in phases)]
+    rows.append(
+        f"  {'total profiled':<36}"
+        + "".join(f"{summary.total_seconds:>{width}.1f}" for _, summary in phases)
+    )
+    for index, (bucket, _) in enumerate(phases[0][1].buckets):
+        cells = []
+        for _, summary in phases:
+            seconds = summary.buckets[index][1]
+            share = seconds / summary.total_seconds if summary.total_seconds else 0.0
+            cells.append(f"{f'{seconds:.1f} ({share:.0%})':>{width}}")
+        rows.append(f"  {bucket:<36}" + "".join(cells))
+    return rows
 
 
 def _short(function: str) -> str:
@@ -255,14 +276,14 @@ class PhaseProfile:
         if self._thread is not None:
             self._thread.join(SEGMENT_SECONDS + 40)
 
-    def lines(self) -> list[str]:
+    def summary(self) -> ProfileSummary | str:
         """The summary of the merged segments, or why there is none."""
         if not self.segments:
-            return [f"{self.phase}: no profile ({self.failure or 'no segment finished'})"]
+            return f"{self.phase}: no profile ({self.failure or 'no segment finished'})"
         go = _go()
         if go is None:
-            return [f"{self.phase}: {len(self.segments)} profiles, but no `go` to read them"]
-        merged = self.directory / f"{self.segments[0].name.rsplit('-', 1)[0]}-merged.pb.gz"
+            return f"{self.phase}: {len(self.segments)} profiles, but no `go` to read them"
+        merged = self.merged()
         try:
             with merged.open("wb") as out:
                 subprocess.run(
@@ -280,11 +301,11 @@ class PhaseProfile:
                 timeout=300,
             ).stdout
         except (OSError, subprocess.SubprocessError) as error:
-            return [f"{self.phase}: merging or reading the profiles failed: {error}"]
-        lines = summary_lines(self.phase, summarize(parse_traces(traces)), self.wall)
-        if self.failure:
-            lines.append(f"  (profiling ended early: {self.failure})")
-        return [*lines, f"  merged profile: {merged}"]
+            return f"{self.phase}: merging or reading the profiles failed: {error}"
+        return summarize(parse_traces(traces))
+
+    def merged(self) -> Path:
+        return self.directory / f"{self.segments[0].name.rsplit('-', 1)[0]}-merged.pb.gz"
 
 
 class ApiserverProfiles:
@@ -314,4 +335,20 @@ class ApiserverProfiles:
             profile.stop()
 
     def lines(self) -> list[str]:
-        return [line for profile in self.phases for line in profile.lines()]
+        """Each phase's total and top functions, then the buckets of all side by side."""
+        lines: list[str] = []
+        summarized: list[tuple[str, ProfileSummary]] = []
+        for profile in self.phases:
+            summary = profile.summary()
+            if isinstance(summary, str):
+                lines.append(summary)
+                continue
+            lines += summary_lines(profile.phase, summary, profile.wall)
+            if profile.failure:
+                lines.append(f"  (profiling ended early: {profile.failure})")
+            lines.append(f"  merged profile: {profile.merged()}")
+            summarized.append((profile.phase, summary))
+        if summarized:
+            lines += ["buckets (a sample counts in each bucket its stack touches):"]
+            lines += bucket_table(summarized)
+        return lines

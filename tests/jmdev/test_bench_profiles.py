@@ -18,6 +18,7 @@ import pytest
 
 from devkit.apiserver_profile import (
     Trace,
+    bucket_table,
     duration_seconds,
     parse_traces,
     summarize,
@@ -102,8 +103,20 @@ def test_top_functions_count_recursion_once_and_leave_out_the_handler_chain() ->
 def test_summary_lines_give_seconds_and_shares() -> None:
     lines = summary_lines("warm", summarize(parse_traces(TRACES)), wall=10)
     assert lines[0] == "warm: 1.6 CPU-s profiled over 10 s (0.16 cores)"
-    assert "JSON encode/decode 1.2s 75%" in lines[1]
-    assert "json.(*decodeState).object 1.2s 75%" in lines[3]
+    assert "json.(*decodeState).object 1.2s 75%" in lines[1]
+
+
+def test_the_bucket_table_puts_phases_side_by_side() -> None:
+    one = summarize(parse_traces(TRACES))
+    other = summarize([Trace(2.0, ["runtime.gcBgMarkWorker"])])
+    table = bucket_table([("warm", one), ("just started", other)])
+    assert table[0].split()[-3:] == ["warm", "just", "started"]
+    assert table[1].split()[-2:] == ["1.6", "2.0"]
+    json_row = next(row for row in table if "JSON" in row)
+    assert json_row.split()[-4:] == ["1.2", "(75%)", "0.0", "(0%)"]
+    gc_row = next(row for row in table if "gcBgMarkWorker" in row)
+    assert gc_row.split()[-4:] == ["0.1", "(6%)", "2.0", "(100%)"]
+    assert bucket_table([]) == []
 
 
 SITE = "/v/lib/python3.13/site-packages"
