@@ -933,6 +933,10 @@ def run_bench(options: argparse.Namespace) -> int:
     except TimeoutError:
         if bench.operator is not None:
             print(f"operator log, last lines:\n{bench.operator.logs()[-3000:]}", file=sys.stderr)
+        # The profiles of the phases so far are what a run that timed out still tells.
+        if bench.profiles is not None:
+            bench.profiles.stop_all()
+        print("\n".join(bench.profile_lines()), file=sys.stderr)
         raise
     finally:
         bench.close()
