@@ -18,6 +18,9 @@ routing (23 children each):
 - just started: ``--scale`` more CRs given at once to an operator that starts then (watching
   only their namespaces), against the same direct creation.
 At the end, issue 19's goals table: each figure against its goal, with the load average.
+With ``--apiserver-profile``, kube-apiserver's CPU profile of each burst (warm, just started,
+direct creation: devkit.apiserver_profile); with ``--heap-profile``, what held each operator
+process's memory at its largest (devkit.heap_sampler); both written under ``--profile-dir``.
 Figures are printed; apart from an OOM kill, nothing is asserted here (the tests do that).
 """
 
@@ -35,8 +38,9 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -47,8 +51,10 @@ import yaml
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
+from devkit.apiserver_profile import ApiserverProfiles
 from devkit.cluster import ControlPlane
 from devkit.crs import GROUP, PLURAL, VERSION, CustomApi, cr_body, full_spec, make_secrets
+from devkit.heap_sampler import load_report, report_lines
 from devkit.kubetools import api_client, install_missing_crds, operator_kube, wait_for
 from devkit.manifests import chart_crd_files
 from devkit.memory_cgroup import MemoryCgroup, why_no_memory_cgroup
@@ -420,10 +426,15 @@ def add_noise(api: client.ApiClient, count: int, namespaces: int = 10) -> None:
     _in_parallel([partial(config_map if i % 2 else deployment, i) for i in range(count)])
 
 
-def direct_creation_seconds(workdir: Path, crs: list[tuple[str, str]]) -> tuple[float, int, str]:
+def direct_creation_seconds(
+    workdir: Path,
+    crs: list[tuple[str, str]],
+    during: Callable[[ControlPlane], AbstractContextManager[object]] = lambda _: nullcontext(),
+) -> tuple[float, int, str]:
     """On a fresh control plane, the seconds a 16-thread client takes to create the children
     the operator makes for ``crs`` ((namespace, name) pairs), how many there are, and where
-    the CPU went meanwhile: the limit the operator's convergence is compared with."""
+    the CPU went meanwhile: the limit the operator's convergence is compared with.
+    ``during(plane)`` is entered for the creation alone (the bench's profiling)."""
     plane = ControlPlane.create(workdir).start()
     try:
         api = api_client(plane.kubeconfig)
@@ -440,10 +451,12 @@ def direct_creation_seconds(workdir: Path, crs: list[tuple[str, str]]) -> tuple[
                 obj["metadata"].pop("ownerReferences", None)  # no owner here: GC would delete
                 children.append(obj)
         kube = operator_kube(api)
-        started = time.monotonic()
-        cpu = CpuSplit({**plane.pids, "bench (16 threads creating)": os.getpid()})
-        _in_parallel([partial(kube.create, obj) for obj in children])
-        return time.monotonic() - started, len(children), cpu.line()
+        with during(plane):
+            started = time.monotonic()
+            cpu = CpuSplit({**plane.pids, "bench (16 threads creating)": os.getpid()})
+            _in_parallel([partial(kube.create, obj) for obj in children])
+            seconds = time.monotonic() - started
+        return seconds, len(children), cpu.line()
     finally:
         plane.stop()
 
@@ -468,6 +481,11 @@ class Figures:
     def add(self, label: str, value: str) -> None:
         self.lines.append(f"{label:<44}: {value}")
         print(self.lines[-1], flush=True)
+
+    def section(self, lines: list[str]) -> None:
+        """Lines printed as they are (the profiles' summaries)."""
+        self.lines.extend(lines)
+        print("\n".join(lines), flush=True)
 
     def goal(self, row: str, figure: str, goal: str, met: bool | None) -> None:
         self.goals[row] = (figure, goal, met)
@@ -582,9 +600,20 @@ class Bench:
         self.clocks: list[ReadyClock] = []
         self.group: MemoryCgroup | None = None
         self.oom_kills = 0
+        self.profiles = (
+            ApiserverProfiles(options.profile_dir) if options.apiserver_profile else None
+        )
+        # (which operator process, its heap report), with --heap-profile
+        self.heap_reports: list[tuple[str, Path]] = []
 
-    def start_operator(self, args: tuple[str, ...] = ()) -> OperatorProcess:
+    def start_operator(self, label: str, args: tuple[str, ...] = ()) -> OperatorProcess:
+        """Start the operator; ``label`` names its heap report (with --heap-profile)."""
         assert self.plane is not None
+        heap_report = None
+        if self.options.heap_profile:
+            self.options.profile_dir.mkdir(parents=True, exist_ok=True)
+            heap_report = self.options.profile_dir / f"heap-{label.replace(' ', '-')}.json"
+            self.heap_reports.append((label, heap_report))
         self.operator = start_operator(
             self.kubeconfig,
             self.workdir / "operator.log",
@@ -592,8 +621,38 @@ class Bench:
             args,
             env={"JM_LOG_LEVEL": "WARNING"},
             cgroup=self.group.path if self.group else None,
+            heap_report=heap_report,
         )
         return self.operator
+
+    @contextmanager
+    def apiserver_profiled(self, plane: ControlPlane, phase: str) -> Iterator[None]:
+        """kube-apiserver's CPU profile over the block, with --apiserver-profile."""
+        if self.profiles is None:
+            yield
+            return
+        profile = self.profiles.start(
+            phase, plane.server, plane.ca_cert, plane.admin_cert, plane.admin_key
+        )
+        try:
+            yield
+        finally:
+            profile.stop()
+
+    def profile_lines(self) -> list[str]:
+        """The profiles' summaries, or nothing without the options."""
+        lines = []
+        if self.profiles is not None:
+            lines += ["", f"kube-apiserver CPU profiles ({self.options.profile_dir}):"]
+            lines += self.profiles.lines()
+        for label, path in self.heap_reports:
+            try:
+                report = load_report(path)
+            except (OSError, ValueError, EOFError) as error:
+                lines.append(f"heap, {label}: no report ({error})")
+                continue
+            lines += ["", *report_lines(label, report)]
+        return lines
 
     def stop_operator(self) -> None:
         if self.operator is not None:
@@ -614,6 +673,8 @@ class Bench:
         with shielded():
             for each in self.clocks:
                 each.stop()
+            if self.profiles is not None:
+                self.profiles.stop_all()
             self.stop_operator()
             if self.plane is not None:
                 self.plane.stop()
@@ -625,6 +686,8 @@ class Bench:
         options, figures = self.options, self.figures
         limit = options.memory_limit or chart_memory_limit_mib()
         why_not = why_no_memory_cgroup()
+        if options.heap_profile:
+            why_not = "--heap-profile (tracemalloc's tables and snapshots would count)"
         if why_not is None:
             self.group = MemoryCgroup.create(limit, prefix="jm-bench")
         figures.add(
@@ -652,7 +715,7 @@ class Bench:
             )
         audit = AuditTail(plane.audit_log)
         self.kubeconfig = install_rbac(plane, api, "jm", "jm-system")
-        operator = self.start_operator()
+        operator = self.start_operator("first")
         usage = ProcessUsage(operator.process.pid)
         custom = CustomApi(api)
 
@@ -714,8 +777,9 @@ class Bench:
             rss_before = usage.rss_mib()
             started = time.monotonic()
             cpu = CpuSplit({"operator": operator.process.pid, **plane.pids, "bench": os.getpid()})
-            _in_parallel([partial(create, ns, name) for ns, name in scaled])
-            converged = _last_ready(scale_clocks, scaled, options.timeout) - started
+            with self.apiserver_profiled(plane, "warm"):
+                _in_parallel([partial(create, ns, name) for ns, name in scaled])
+                converged = _last_ready(scale_clocks, scaled, options.timeout) - started
             figures.add("  CPU until all Ready", cpu.line())
             requests = audit.read()
             per_cr = len(requests) / options.scale
@@ -759,7 +823,7 @@ class Bench:
         # Restart with everything up to date: confirmed from the watches, nothing written.
         self.stop_operator()
         audit.skip()
-        operator = self.start_operator()
+        operator = self.start_operator("restart")
         restarted = ProcessUsage(operator.process.pid)
         confirmed = _wait_reconciled(operator, total_crs, options.timeout)
         time.sleep(3)
@@ -788,14 +852,17 @@ class Bench:
             _in_parallel([partial(create, ns, name) for ns, name in waiting])
             start_clocks = self.clocks_for(api, waiting)
             audit.skip()
-            started = time.monotonic()
             watched = tuple(
                 arg for ns in sorted({ns for ns, _ in waiting}) for arg in ("--namespace", ns)
             )
-            operator = self.start_operator(watched)
-            fresh_usage = ProcessUsage(operator.process.pid)
-            cpu = CpuSplit({"operator": operator.process.pid, **plane.pids, "bench": os.getpid()})
-            just_started = _last_ready(start_clocks, waiting, options.timeout) - started
+            with self.apiserver_profiled(plane, "just started"):
+                started = time.monotonic()
+                operator = self.start_operator("just started", watched)
+                fresh_usage = ProcessUsage(operator.process.pid)
+                cpu = CpuSplit(
+                    {"operator": operator.process.pid, **plane.pids, "bench": os.getpid()}
+                )
+                just_started = _last_ready(start_clocks, waiting, options.timeout) - started
             figures.add(
                 f"{options.scale} CRs given to a just-started operator: all Ready",
                 f"{just_started:.1f}s (peak RSS {fresh_usage.peak_rss_mib():.0f} MiB)",
@@ -828,7 +895,9 @@ class Bench:
         plane.stop()
         self.plane = None
         if scaled:
-            direct, children, direct_cpu = direct_creation_seconds(self.workdir, scaled)
+            direct, children, direct_cpu = direct_creation_seconds(
+                self.workdir, scaled, partial(self.apiserver_profiled, phase="direct creation")
+            )
             figures.add("  CPU of direct creation", direct_cpu)
             figures.add(
                 f"direct creation of the same {children} children (16 threads)",
@@ -847,6 +916,7 @@ class Bench:
                 "<= 1.3x",
                 just_started / direct <= 1.3,
             )
+        figures.section(self.profile_lines())
 
 
 def run_bench(options: argparse.Namespace) -> int:
@@ -863,6 +933,10 @@ def run_bench(options: argparse.Namespace) -> int:
     except TimeoutError:
         if bench.operator is not None:
             print(f"operator log, last lines:\n{bench.operator.logs()[-3000:]}", file=sys.stderr)
+        # The profiles of the phases so far are what a run that timed out still tells.
+        if bench.profiles is not None:
+            bench.profiles.stop_all()
+        print("\n".join(bench.profile_lines()), file=sys.stderr)
         raise
     finally:
         bench.close()
@@ -893,6 +967,24 @@ def main(argv: list[str] | None = None) -> int:
         default=600.0,
         help="seconds one CR (or a whole burst) may take to turn Ready: a guard against "
         "hangs, not a goal (default 600)",
+    )
+    parser.add_argument(
+        "--apiserver-profile",
+        action="store_true",
+        help="kube-apiserver's CPU profile over each burst (warm, just started, direct "
+        "creation): CPU-s, top functions, buckets",
+    )
+    parser.add_argument(
+        "--heap-profile",
+        action="store_true",
+        help="run the operator under tracemalloc (slower; no memory limit) and print what "
+        "held its memory at its largest, per operator process",
+    )
+    parser.add_argument(
+        "--profile-dir",
+        type=Path,
+        default=Path("jm-bench-profiles"),
+        help="where the profiles are written (default ./jm-bench-profiles)",
     )
     args = parser.parse_args(argv)
     if args.short:

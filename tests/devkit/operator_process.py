@@ -204,15 +204,31 @@ def install_rbac(
 # The operator as its image runs it: without the ``kubernetes`` package, which this
 # virtualenv has for the tests (kopf would import it by itself, 51 MiB, and log in with it).
 # ``cgroup`` (a cgroup.procs file, or "") is where the process puts itself before it execs.
-OPERATOR_LAUNCHER = """
+_LAUNCHER_START = """
 import os, sys
 if sys.argv[1]:
     with open(sys.argv[1], "w") as procs:
         procs.write(str(os.getpid()))
 sys.modules["kubernetes"] = None  # `import kubernetes` now fails, as in the image
 from jewelry_monitoring.cli import main
+"""
+OPERATOR_LAUNCHER = _LAUNCHER_START + "sys.exit(main(sys.argv[2:]))\n"
+
+# The same, with the heap sampled (devkit.heap_sampler, standard library only) into the
+# report file named by the first argument, from when the modules `run` needs are imported.
+# Frames tracemalloc keeps per block: deep enough to reach the operator's or kopf's frame
+# under json and aiohttp; each frame costs time at every allocation.
+HEAP_SAMPLED_FRAMES = 10
+HEAP_SAMPLED_LAUNCHER = (
+    "import sys\nreport = sys.argv.pop(1)\n"
+    + _LAUNCHER_START
+    + f"""
+import kopf, jewelry_monitoring.handlers, jewelry_monitoring.memory, jewelry_monitoring.metrics
+from devkit.heap_sampler import start_sampling
+start_sampling(report, {HEAP_SAMPLED_FRAMES})
 sys.exit(main(sys.argv[2:]))
 """
+)
 
 
 def start_operator(
@@ -223,10 +239,15 @@ def start_operator(
     env: dict[str, str] | None = None,
     timeout: float = 30.0,
     cgroup: Path | None = None,
+    heap_report: Path | None = None,
 ) -> OperatorProcess:
     """Start ``jewelry-monitoring run`` and wait until its liveness endpoint answers (on
     fresh ports again when another process took one of its two first); in the memory
-    ``cgroup`` (a directory of the cgroup v1 memory controller) if given."""
+    ``cgroup`` (a directory of the cgroup v1 memory controller) if given; with its heap
+    sampled into ``heap_report`` if given (devkit.heap_sampler: slower, and bigger)."""
+    launcher = [sys.executable, "-c", OPERATOR_LAUNCHER]
+    if heap_report is not None:
+        launcher = [sys.executable, "-c", HEAP_SAMPLED_LAUNCHER, str(heap_report)]
 
     def start(ports: list[int]) -> OperatorProcess:
         port, metrics_port = ports
@@ -242,9 +263,7 @@ def start_operator(
         log = log_path.open("ab")
         process = subprocess.Popen(
             [
-                sys.executable,
-                "-c",
-                OPERATOR_LAUNCHER,
+                *launcher,
                 str(cgroup / "cgroup.procs") if cgroup else "",
                 "run",
                 *args,
