@@ -26,7 +26,7 @@ import threading
 import time
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -315,12 +315,12 @@ class ApiserverProfiles:
         self.directory = directory
         self.phases: list[PhaseProfile] = []
 
-    def start(self, phase: str, server: str, ca_cert: Path, cert: Path, key: Path) -> PhaseProfile:
-        """Profile ``server`` (as the client ``cert``) until the returned profile's ``stop``."""
+    def start(self, phase: str, server: str, client: Callable[[], ssl.SSLContext]) -> PhaseProfile:
+        """Profile ``server`` (over TLS from ``client()``) until the returned profile's
+        ``stop``."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            context = ssl.create_default_context(cafile=str(ca_cert))
-            context.load_cert_chain(str(cert), str(key))
+            context = client()
         except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
             profile = PhaseProfile(phase, server, None, self.directory)
             profile.failure = f"no client for {server}: {error}"

@@ -54,7 +54,7 @@ from kubernetes.client.rest import ApiException
 from devkit.apiserver_profile import ApiserverProfiles
 from devkit.cluster import ControlPlane
 from devkit.crs import GROUP, PLURAL, VERSION, CustomApi, cr_body, full_spec, make_secrets
-from devkit.heap_sampler import load_report, report_lines
+from devkit.heap_sampler import load_report, report_lines, status_mib
 from devkit.kubetools import api_client, install_missing_crds, operator_kube, wait_for
 from devkit.manifests import chart_crd_files
 from devkit.memory_cgroup import MemoryCgroup, why_no_memory_cgroup
@@ -311,10 +311,10 @@ class ProcessUsage:
         return self._status_mib("VmRSS")
 
     def _status_mib(self, field: str) -> float:
-        for line in Path(f"/proc/{self._pid}/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError(f"no {field} for {self._pid}")
+        mib = status_mib(field, self._pid)
+        if mib is None:
+            raise RuntimeError(f"no {field} for {self._pid}")
+        return mib
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self._pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -631,9 +631,7 @@ class Bench:
         if self.profiles is None:
             yield
             return
-        profile = self.profiles.start(
-            phase, plane.server, plane.ca_cert, plane.admin_cert, plane.admin_key
-        )
+        profile = self.profiles.start(phase, plane.server, plane.admin_context)
         try:
             yield
         finally:

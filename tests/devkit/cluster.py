@@ -254,6 +254,12 @@ class ControlPlane:
     def admin_key(self) -> Path:
         return self._certs.admin_key
 
+    def admin_context(self) -> ssl.SSLContext:
+        """TLS as the admin client (system:masters), for plain HTTPS to the API server."""
+        context = ssl.create_default_context(cafile=str(self.ca_cert))
+        context.load_cert_chain(str(self.admin_cert), str(self.admin_key))
+        return context
+
     @property
     def _certs(self) -> _Certificates:
         return _Certificates(self.workdir / "pki")
@@ -488,9 +494,7 @@ class ControlPlane:
         raise TimeoutError(f"{name} not ready in time:\n{output.tail()}")
 
     def _api_ok(self, path: str) -> bool:
-        context = ssl.create_default_context(cafile=str(self._certs.ca_cert))
-        context.load_cert_chain(str(self._certs.admin_cert), str(self._certs.admin_key))
-        return _http_ok(self.server + path, context)
+        return _http_ok(self.server + path, self.admin_context())
 
 
 def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:

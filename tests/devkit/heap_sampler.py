@@ -110,11 +110,16 @@ def reduction(blocks: list[Block], top: int = 40) -> dict[str, Any]:
     }
 
 
-def _status_mib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def status_mib(field: str, pid: int | str = "self") -> float | None:
+    """A kB field of /proc/<pid>/status (VmRSS, VmHWM) in MiB; None if it has none."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    return 0.0
+    return None
+
+
+def _status_mib(field: str) -> float:
+    return status_mib(field) or 0.0
 
 
 class HeapSampler:
