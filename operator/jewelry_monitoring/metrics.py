@@ -37,7 +37,7 @@ RETRIES = Counter(
 )
 CHILD_WRITES = Counter(
     "jewelry_monitoring_child_writes",
-    "Writes to child objects, by kind and action (Created, Updated, Deleted).",
+    "Writes to child objects, by kind and action (Created, Updated, Replaced, Deleted).",
     ["kind", "action"],
 )
 API_REQUEST_DURATION = Histogram(
@@ -63,7 +63,7 @@ LEADER = Gauge(
     "election), else 0.",
 )
 
-_CHILD_WRITE = re.compile(r"^(Created|Updated|Deleted) (\w+) ")
+_CHILD_WRITE = re.compile(r"^(Created|Updated|Replaced|Deleted) (\w+) ")
 
 
 def count_child_writes(writes: list[str]) -> None:

@@ -64,6 +64,10 @@ Obj = dict[str, Any]
 _CHILD_REQUESTS = ThreadPoolExecutor(32, thread_name_prefix="child")
 # Ready's and Degraded's reason when a Prometheus exists and none selects our objects.
 NOT_SELECTED = "NotSelectedByPrometheus"
+# The API's words for an update that would change a field that cannot change (422): most
+# fields ("field is immutable"), a Service's addresses and IP families ("may not change once
+# set").
+IMMUTABLE = ("field is immutable", "may not change once set")
 # Every CRD whose presence changes what a reconcile does.
 WATCHED_CRDS = frozenset({*MONITORING_KINDS.values(), PROMETHEUS.crd, ALERTMANAGER.crd})
 
@@ -379,8 +383,8 @@ class Reconciler:
         complete = self.children.complete()
 
         def apply_one(wanted: Obj) -> tuple[str, Obj | None, str]:
-            """What happened (Created, Updated, UpToDate, Conflict, Failed), the child as it
-            now is, and the API's message if it failed."""
+            """What happened (Created, Updated, Replaced, UpToDate, Conflict, Failed), the
+            child as it now is, and the API's message if it failed."""
             kind, name = wanted["kind"], wanted["metadata"]["name"]
             wanted_hash = wanted["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
             cached = labelled.get((kind, name))
@@ -406,9 +410,9 @@ class Reconciler:
                         self._mark_if_up_to_date(wanted, created, wanted_hash)
                         return "Created", created, ""
                 elif ours and cached is not None and cached.spec_hash != wanted_hash:
-                    applied = self.kube.apply(wanted)
+                    result, applied = self._apply_or_replace(wanted, cached.as_object())
                     self._mark_if_up_to_date(wanted, applied, wanted_hash)
-                    return "Updated", applied, ""
+                    return result, applied, ""
                 # Changed by someone, not seen by the watch yet, or someone else's object
                 current = self.kube.get(kind, wanted["metadata"]["namespace"], name)
                 if current is not None and not owned_by(current, uid):
@@ -416,9 +420,12 @@ class Reconciler:
                 if current is not None and up_to_date(wanted, current):
                     self.children.mark_up_to_date(current, wanted_hash)
                     return "UpToDate", current, ""
-                applied = self.kube.apply(wanted)
+                if current is None:
+                    result, applied = "Created", self.kube.apply(wanted)
+                else:
+                    result, applied = self._apply_or_replace(wanted, current)
                 self._mark_if_up_to_date(wanted, applied, wanted_hash)
-                return ("Created" if current is None else "Updated"), applied, ""
+                return result, applied, ""
             except KubeError as error:
                 return "Failed", None, error.message
 
@@ -443,6 +450,20 @@ class Reconciler:
                 if result != "UpToDate":
                     outcome.writes.append(f"{result} {kind} {name}")
         return observed, conflicts, failures
+
+    def _apply_or_replace(self, wanted: Obj, current: Obj) -> tuple[str, Obj]:
+        """Apply ``wanted`` over ``current`` (ours); if the API refuses because a field that
+        cannot change would change (an exporter Service that an earlier version gave a
+        ClusterIP and this one makes headless, a Deployment's selector), delete exactly
+        ``current`` and create ``wanted`` in its place: the only way to reach the wanted
+        state, at the cost of a moment without that child."""
+        try:
+            return "Updated", self.kube.apply(wanted)
+        except KubeError as error:
+            if error.status != 422 or not any(words in error.message for words in IMMUTABLE):
+                raise
+        self.kube.delete(current)
+        return "Replaced", self.kube.apply_new(wanted)
 
     def _mark_if_up_to_date(self, wanted: Obj, written: Obj, wanted_hash: str) -> None:
         if up_to_date(wanted, written):
@@ -470,7 +491,7 @@ class Reconciler:
         changed: dict[str, list[str]] = {}
         for write in outcome.writes:
             verb, _, what = write.partition(" ")
-            if verb in ("Created", "Updated", "Deleted"):
+            if verb in ("Created", "Updated", "Replaced", "Deleted"):
                 changed.setdefault(verb, []).append(what)
         for verb, objects in changed.items():
             self._event(cr, "Normal", verb, f"{verb} {', '.join(objects)}", outcome)

@@ -78,6 +78,7 @@ def test_postgres_exporter_objects_read_like_a_manifest() -> None:
     assert container["readinessProbe"]["httpGet"] == {"path": "/", "port": "metrics"}
 
     service = objects["Service/shop-postgres-exporter"]["spec"]
+    assert service["clusterIP"] == "None"  # headless: takes no address from the Service range
     assert service["ports"] == [
         {"name": "metrics", "port": 9187, "targetPort": "metrics", "protocol": "TCP"}
     ]
@@ -128,8 +129,11 @@ def test_every_exporter_is_described_and_buildable() -> None:
     celery = objects["Deployment/shop-celery-exporter"]["spec"]["template"]["spec"]["containers"][0]
     assert celery["args"] == ["--retry-interval=5"]
     # No CR can make the operator run anything on the host: no DaemonSet, no host access.
+    # No exporter takes an address from the Service range (1,000 resources would take 4,000).
     for key, obj in objects.items():
         assert not key.startswith("DaemonSet/")
+        if obj["kind"] == "Service":
+            assert obj["spec"]["clusterIP"] == "None", key
         if obj["kind"] == "Deployment":
             pod = obj["spec"]["template"]["spec"]
             assert not {"hostNetwork", "hostPID", "hostIPC", "volumes"} & set(pod), key

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -18,7 +19,7 @@ from jewelry_monitoring import handlers
 from jewelry_monitoring.children import ChildCache
 from jewelry_monitoring.config import load
 from jewelry_monitoring.facts import ClusterFacts
-from jewelry_monitoring.kube import Kube, KubeError
+from jewelry_monitoring.kube import LIST_PAGES_AT_ONCE, Kube, KubeError
 from jewelry_monitoring.selection import SELECTING
 
 
@@ -205,3 +206,46 @@ def test_a_watch_lists_in_small_pages_and_keeps_only_what_it_reduces() -> None:
     assert version == "9" and len(items) == 1050 and "data" not in items[0]
     assert {limit for limit, _ in kube.pages} == {100}
     assert [held for _, held in kube.pages] == list(range(0, 1050, 100))
+
+
+class _Decoding(_Paged):
+    """A ``_Paged`` that counts the pages decoded and not yet reduced at each moment: a page
+    counts from its answer until its last object has been reduced."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(count, lambda: 0)
+        self._lock = threading.Lock()
+        self.open_pages = 0
+        self.most_open = 0
+
+    def _call(self, verb: str, path: str, **request: Any) -> Any:
+        page = super()._call(verb, path, **request)
+        with self._lock:
+            self.open_pages += 1
+            self.most_open = max(self.most_open, self.open_pages)
+        page["items"][-1]["last"] = True
+        time.sleep(0.005)  # decoding takes time: the other watches' pages come meanwhile
+        return page
+
+    def reduce(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if obj.get("last"):
+            with self._lock:
+                self.open_pages -= 1
+        return {"metadata": obj["metadata"]}
+
+
+def test_watches_listing_at_once_hold_few_decoded_pages() -> None:
+    """A just-started operator's watches all list at once, and each page is held decoded
+    whole until it is reduced: at 1,100 resources 16 lists' pages were 42.6 MiB of the
+    restart's peak (issue 19). However many list together, only LIST_PAGES_AT_ONCE pages are
+    decoded at a time, and every list still comes in whole."""
+    kube = _Decoding(1000)
+    with ThreadPoolExecutor(16) as pool:
+        lists = list(
+            pool.map(
+                lambda _: kube._list_all("Deployment", None, "", False, kube.reduce), range(16)
+            )
+        )
+    assert [len(items) for items, _ in lists] == [1000] * 16
+    assert kube.open_pages == 0
+    assert 1 <= kube.most_open <= LIST_PAGES_AT_ONCE

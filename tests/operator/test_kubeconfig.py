@@ -302,7 +302,9 @@ def test_doctor_in_a_pod_uses_its_service_account(
     tmp_path: Path,
 ) -> None:
     """With the operator's own permissions, which do not list pods: the app endpoints check
-    says so instead of failing the whole run."""
+    says so instead of failing the whole run. The chart is installed under a release of this
+    test's own, so that its refused list of pods is not the session operator's identity's
+    (test_chart_rbac_grants_only_what_the_operator_uses reads every request of that one)."""
     from devkit.crs import GROUP, PLURAL, VERSION, CustomApi, cr_body
     from devkit.operator_process import install_rbac
 
@@ -310,13 +312,13 @@ def test_doctor_in_a_pod_uses_its_service_account(
         GROUP, VERSION, namespace, PLURAL, cr_body("shop", {"app": {"podSelector": {"a": "b"}}})
     )
     operator_config = yaml.safe_load(
-        install_rbac(control_plane, admin_api, "jm", "jm-system").read_text()
+        install_rbac(control_plane, admin_api, "jm-doctor", "jm-doctor").read_text()
     )
     account = tmp_path / "serviceaccount"
     account.mkdir()
     (account / "token").write_text(operator_config["users"][0]["user"]["token"])
     (account / "ca.crt").write_bytes(Path(control_plane.ca_cert).read_bytes())
-    (account / "namespace").write_text("jm-system")
+    (account / "namespace").write_text("jm-doctor")
     host, _, port = control_plane.server.removeprefix("https://").rpartition(":")
     env = {
         "PATH": os.environ["PATH"],

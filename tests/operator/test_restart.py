@@ -31,10 +31,12 @@ from devkit.operator_process import (
     WRITE_VERBS,
     audit_position,
     audit_requests,
+    audit_writes,
     install_rbac,
     start_operator,
 )
 from devkit.toolchain import prometheus_operator_crds
+from jewelry_monitoring.builders.common import SPEC_HASH_ANNOTATION
 
 pytestmark = pytest.mark.cluster
 USER = "system:serviceaccount:jm-system:jm-jewelry-monitoring"
@@ -91,3 +93,62 @@ def test_a_restart_confirms_every_resource_from_the_watches_and_writes_nothing(
         and r["verb"] not in ("list", "watch")
     ]
     assert len(per_resource) <= REQUESTS_PER_CR * CRS, per_resource
+
+
+def test_an_upgrade_replaces_an_exporter_service_that_has_a_cluster_ip(
+    started: tuple[ControlPlane, client.ApiClient, Path], tmp_path: Path
+) -> None:
+    """Versions before issue 19's gave each exporter Service a ClusterIP; this one makes them
+    headless. A ClusterIP cannot be removed from a Service (the API answers 422), so the
+    upgraded operator replaces the old Service: it deletes exactly that object, creates the
+    headless one, and the resource is Ready again with nothing left to write."""
+    plane, api, kubeconfig = started
+    core = client.CoreV1Api(api)
+    namespace = f"u-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    make_secrets(api, namespace)
+    service_name = "shop-redis-exporter"
+    log = tmp_path / "operator.log"
+    operator = start_operator(kubeconfig, log, USER)
+    try:
+        CustomApi(api).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, cr_body("shop", full_spec())
+        )
+        wait_condition(api, namespace, "shop", "Ready", "True")
+    finally:
+        operator.stop()
+
+    # The Service as the earlier version left it: the same labels, owner and port, an
+    # address from the Service range and that version's spec hash.
+    headless = api.sanitize_for_serialization(core.read_namespaced_service(service_name, namespace))
+    core.delete_namespaced_service(service_name, namespace)
+    meta = {k: headless["metadata"][k] for k in ("name", "labels", "ownerReferences")}
+    meta["annotations"] = {**headless["metadata"]["annotations"], SPEC_HASH_ANNOTATION: "0" * 16}
+    spec = {"selector": headless["spec"]["selector"], "ports": headless["spec"]["ports"]}
+    old = core.create_namespaced_service(namespace, {"metadata": meta, "spec": spec})
+    assert old.spec.cluster_ip not in (None, "", "None")
+
+    start = audit_position(plane.audit_log)
+    operator = start_operator(kubeconfig, log, USER)
+    try:
+        replaced = wait_for(
+            lambda: (
+                (current := core.read_namespaced_service(service_name, namespace)).spec.cluster_ip
+                == "None"
+                and current
+            ),
+            60,
+            what="the upgraded operator to replace the exporter Service with a headless one",
+        )
+        assert replaced.metadata.uid != old.metadata.uid
+        assert replaced.metadata.owner_references[0].uid == meta["ownerReferences"][0]["uid"]
+        wait_condition(api, namespace, "shop", "Ready", "True")
+        writes = audit_writes(plane.audit_log, USER, start)
+        assert f"delete services/{service_name}" in writes, writes
+        settled = audit_position(plane.audit_log)
+        time.sleep(5)
+        assert [
+            write for write in audit_writes(plane.audit_log, USER, settled) if "services/" in write
+        ] == []
+    finally:
+        operator.stop()

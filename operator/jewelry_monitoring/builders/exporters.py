@@ -237,12 +237,16 @@ def _workload(
 
 
 def _service(owner: Owner, exporter: str, kind: ExporterKind) -> Obj:
+    """Headless: Prometheus scrapes the pods the Service's endpoints list and never its
+    address, so an exporter takes none from the cluster's Service range (1,000 resources
+    would take 4,000, more than a /20 holds) and adds nothing to kube-proxy's rules."""
     part = component(exporter)
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": metadata(owner, part),
         "spec": {
+            "clusterIP": "None",
             "selector": selector_labels(owner, part),
             "ports": [
                 {
