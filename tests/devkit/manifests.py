@@ -114,7 +114,8 @@ def write_release_manifest(path: Path = RELEASE_MANIFEST) -> Path:
 def render_chart_dashboards() -> dict[str, str]:
     """File name -> text of the chart's dashboard files, built now from the operator's code."""
     return {
-        file_name(model): dashboard_json(model) + "\n" for model in shared_dashboards().values()
+        file_name(model): dashboard_json(model, indent=1) + "\n"
+        for model in shared_dashboards().values()
     }
 
 
