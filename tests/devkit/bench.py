@@ -6,7 +6,8 @@ routing (23 children each):
 - the API requests of one no-op reconcile (reads; writes must be 0);
 - scale: ``--scale`` CRs across ``--namespaces`` namespaces created at once: the time until
   all are Ready, API requests in total and per CR; then, on a fresh control plane, the time
-  to create the same children directly with a concurrent client (the limit) and the ratio;
+  to create the same children directly with a concurrent client (the limit) and the ratio,
+  by POST and again by guarded server-side apply (the operator's verb);
 - idle: with everything reconciled, writes and watch (re-)establishments over ``--quiet``
   seconds (writes must be 0);
 - the operator's peak RSS and CPU seconds, with ``--noise`` unrelated ConfigMaps and
@@ -430,11 +431,15 @@ def direct_creation_seconds(
     workdir: Path,
     crs: list[tuple[str, str]],
     during: Callable[[ControlPlane], AbstractContextManager[object]] = lambda _: nullcontext(),
+    by_apply: bool = False,
 ) -> tuple[float, int, str]:
     """On a fresh control plane, the seconds a 16-thread client takes to create the children
     the operator makes for ``crs`` ((namespace, name) pairs), how many there are, and where
     the CPU went meanwhile: the limit the operator's convergence is compared with.
-    ``during(plane)`` is entered for the creation alone (the bench's profiling)."""
+    ``during(plane)`` is entered for the creation alone (the bench's profiling). By POST, or
+    with ``by_apply`` by the guarded server-side apply the operator creates with
+    (``Kube.apply_new``), which costs the API server more: the two split the operator's ratio
+    into what its verb costs and what the rest does."""
     plane = ControlPlane.create(workdir).start()
     try:
         api = api_client(plane.kubeconfig)
@@ -454,7 +459,8 @@ def direct_creation_seconds(
         with during(plane):
             started = time.monotonic()
             cpu = CpuSplit({**plane.pids, "bench (16 threads creating)": os.getpid()})
-            _in_parallel([partial(kube.create, obj) for obj in children])
+            create = kube.apply_new if by_apply else kube.create
+            _in_parallel([partial(create, obj) for obj in children])
             seconds = time.monotonic() - started
         return seconds, len(children), cpu.line()
     finally:
@@ -913,6 +919,14 @@ class Bench:
                 f"{just_started / direct:.2f}x",
                 "<= 1.3x",
                 just_started / direct <= 1.3,
+            )
+            applied, _, applied_cpu = direct_creation_seconds(self.workdir, scaled, by_apply=True)
+            figures.add("  CPU of direct creation by apply", applied_cpu)
+            figures.add(
+                "the same children by guarded server-side apply (the operator's verb)",
+                f"{applied:.1f}s ({applied / direct:.2f}x POST); the operator took "
+                f"{converged / applied:.2f}x that (warm), {just_started / applied:.2f}x "
+                "(just started)",
             )
         figures.section(self.profile_lines())
 
